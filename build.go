@@ -1,0 +1,201 @@
+package slipway
+
+import (
+	"context"
+	"io"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// BuildState is the state of a build. The values mirror the CHECK constraint on
+// builds.state in the schema.
+type BuildState string
+
+// Build states. A build moves queued → running → testing → succeeded, or ends
+// failed or canceled from any state before that. A build whose worker died goes
+// back to queued and runs again (a new attempt).
+const (
+	BuildQueued    BuildState = "queued"
+	BuildRunning   BuildState = "running"
+	BuildTesting   BuildState = "testing"
+	BuildSucceeded BuildState = "succeeded"
+	BuildFailed    BuildState = "failed"
+	BuildCanceled  BuildState = "canceled"
+)
+
+// BuildStates lists every state, in lifecycle order.
+var BuildStates = []BuildState{BuildQueued, BuildRunning, BuildTesting, BuildSucceeded, BuildFailed, BuildCanceled}
+
+// Valid reports whether s is one of BuildStates.
+func (s BuildState) Valid() bool {
+	for _, v := range BuildStates {
+		if s == v {
+			return true
+		}
+	}
+	return false
+}
+
+// Done reports whether s is a final state.
+func (s BuildState) Done() bool {
+	return s == BuildSucceeded || s == BuildFailed || s == BuildCanceled
+}
+
+// Default platforms built when a repository does not list its own.
+var DefaultPlatforms = []string{"linux/amd64", "linux/arm64"}
+
+// Build is one run of the pipeline for one commit of one repository.
+type Build struct {
+	ID          int64            `json:"id"`
+	RepoID      int64            `json:"repo_id"`
+	Repo        string           `json:"repo"` // owner/name
+	Forge       string           `json:"forge"`
+	Ref         string           `json:"ref"` // full ref: refs/heads/main, refs/tags/v1
+	Commit      string           `json:"commit"`
+	Message     string           `json:"message,omitempty"`
+	Sender      string           `json:"sender,omitempty"`
+	DeliveryID  string           `json:"delivery_id,omitempty"`
+	CloneURL    string           `json:"clone_url"`
+	State       BuildState       `json:"state"`
+	Image       string           `json:"image"`               // repository without tag: registry/owner/name
+	ImageRef    string           `json:"image_ref,omitempty"` // image:sha-… once pushed
+	IndexDigest string           `json:"index_digest,omitempty"`
+	Platforms   []PlatformDigest `json:"platforms"`
+	Tests       []TestResult     `json:"tests"`
+	Tags        []string         `json:"tags"` // tags added after the tests passed
+	Error       string           `json:"error,omitempty"`
+	Attempt     int              `json:"attempt"`
+	CreatedAt   time.Time        `json:"created_at"`
+	StartedAt   *time.Time       `json:"started_at,omitempty"`
+	FinishedAt  *time.Time       `json:"finished_at,omitempty"`
+}
+
+// PlatformDigest is the manifest digest the pushed index holds for one platform.
+type PlatformDigest struct {
+	Platform string `json:"platform"`
+	Digest   string `json:"digest"`
+}
+
+// TestResult is the outcome of one integration test on one platform.
+type TestResult struct {
+	Name       string `json:"name"`
+	Platform   string `json:"platform"`
+	Passed     bool   `json:"passed"`
+	ExitCode   int    `json:"exit_code"`
+	DurationMS int64  `json:"duration_ms"`
+	Error      string `json:"error,omitempty"`
+}
+
+// RefName returns the short name of a ref: "main" for refs/heads/main, "v1" for refs/tags/v1.
+func RefName(ref string) string {
+	if s, ok := strings.CutPrefix(ref, "refs/heads/"); ok {
+		return s
+	}
+	if s, ok := strings.CutPrefix(ref, "refs/tags/"); ok {
+		return s
+	}
+	return ref
+}
+
+var tagUnsafe = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
+
+// TagForRef turns a ref into a valid image tag: the short name with every run of
+// characters a tag may not hold replaced by "-", no leading "." or "-", at most
+// 128 characters. It returns "" when nothing usable is left.
+func TagForRef(ref string) string {
+	t := tagUnsafe.ReplaceAllString(RefName(ref), "-")
+	t = strings.TrimLeft(t, ".-")
+	if len(t) > 128 {
+		t = t[:128]
+	}
+	return t
+}
+
+// CommitTag is the tag every build pushes first: "sha-" and the first 12 hex digits of the commit.
+func CommitTag(commit string) string {
+	if len(commit) > 12 {
+		commit = commit[:12]
+	}
+	return "sha-" + commit
+}
+
+// BuildFilter selects builds. Zero fields do not filter.
+type BuildFilter struct {
+	Repo   string // owner/name
+	Ref    string // full ref or short name
+	State  BuildState
+	Limit  int   // default 50, at most 500
+	Before int64 // only builds with a smaller id (paging)
+}
+
+// BuildUpdate changes a build. A nil field is left as is.
+type BuildUpdate struct {
+	State       *BuildState
+	ImageRef    *string
+	IndexDigest *string
+	Platforms   []PlatformDigest // nil: leave
+	Tests       []TestResult     // nil: leave
+	Tags        []string         // nil: leave
+	Error       *string
+}
+
+// EnqueueResult is what accepting a trigger did.
+type EnqueueResult struct {
+	Build   *Build
+	Created bool // false: the delivery was seen before and Build is the build it made
+}
+
+// BuildService stores builds and their logs. Implementations are safe for
+// concurrent use.
+type BuildService interface {
+	// EnqueueTrigger registers the trigger's repository when it is new (its image is
+	// image), records the delivery, and inserts the build and its queue job, all in one
+	// transaction. A delivery id seen before returns the build it made, Created false,
+	// also when both deliveries race.
+	EnqueueTrigger(ctx context.Context, t Trigger, image string) (EnqueueResult, error)
+	// FindBuildByID returns ENOTFOUND when there is no such build.
+	FindBuildByID(ctx context.Context, id int64) (*Build, error)
+	// FindBuilds returns builds newest first.
+	FindBuilds(ctx context.Context, f BuildFilter) ([]*Build, error)
+	// AppendLog stores lines of a build's log, in order, in one insert.
+	AppendLog(ctx context.Context, buildID int64, lines []LogLine) error
+	// WriteLog writes a build's whole log as text to w.
+	WriteLog(ctx context.Context, buildID int64, w io.Writer) error
+}
+
+// LogLine is one line of a build's log.
+type LogLine struct {
+	Time     time.Time
+	Platform string // "" when not tied to one platform
+	Step     string // "checkout", "build", "verify", "test:<name>", …
+	Text     string
+}
+
+// Repo is a repository slipway builds.
+type Repo struct {
+	ID        int64     `json:"id"`
+	Forge     string    `json:"forge"`
+	Owner     string    `json:"owner"`
+	Name      string    `json:"name"`
+	CloneURL  string    `json:"clone_url"`
+	Image     string    `json:"image"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// FullName is owner/name.
+func (r Repo) FullName() string { return r.Owner + "/" + r.Name }
+
+// Trigger is what a forge's webhook asks slipway to build.
+type Trigger struct {
+	Forge      string // "github"
+	DeliveryID string
+	Event      string
+	Owner      string
+	Name       string
+	CloneURL   string
+	Ref        string // full ref
+	Commit     string // 40 hex
+	Message    string // head commit message, first line
+	Sender     string
+}

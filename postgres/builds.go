@@ -1,0 +1,363 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/slipway-ci/slipway"
+)
+
+// BuildService implements slipway.BuildService.
+type BuildService struct {
+	db *DB
+}
+
+var _ slipway.BuildService = (*BuildService)(nil)
+
+// NewBuildService returns a BuildService over db.
+func NewBuildService(db *DB) *BuildService { return &BuildService{db: db} }
+
+// buildRow is a builds row joined with its repository's owner and name.
+type buildRow struct {
+	ID          int64      `db:"id"`
+	RepoID      int64      `db:"repo_id"`
+	Forge       string     `db:"forge"`
+	Owner       string     `db:"owner"`
+	Name        string     `db:"name"`
+	Ref         string     `db:"ref"`
+	CommitSHA   string     `db:"commit_sha"`
+	Message     string     `db:"message"`
+	Sender      string     `db:"sender"`
+	DeliveryID  string     `db:"delivery_id"`
+	CloneURL    string     `db:"clone_url"`
+	State       string     `db:"state"`
+	Image       string     `db:"image"`
+	ImageRef    string     `db:"image_ref"`
+	IndexDigest string     `db:"index_digest"`
+	Platforms   []byte     `db:"platforms"`
+	Tests       []byte     `db:"tests"`
+	Tags        []string   `db:"tags"`
+	Error       string     `db:"error"`
+	Attempt     int        `db:"attempt"`
+	CreatedAt   time.Time  `db:"created_at"`
+	StartedAt   *time.Time `db:"started_at"`
+	FinishedAt  *time.Time `db:"finished_at"`
+}
+
+const buildColumns = `b.id, b.repo_id, r.forge, r.owner, r.name, b.ref, b.commit_sha, b.message, b.sender,
+	b.delivery_id, b.clone_url, b.state, b.image, b.image_ref, b.index_digest, b.platforms, b.tests,
+	b.tags, b.error, b.attempt, b.created_at, b.started_at, b.finished_at`
+
+func (r buildRow) toBuild() (*slipway.Build, error) {
+	b := &slipway.Build{
+		ID: r.ID, RepoID: r.RepoID, Repo: r.Owner + "/" + r.Name, Forge: r.Forge, Ref: r.Ref,
+		Commit: r.CommitSHA, Message: r.Message, Sender: r.Sender, DeliveryID: r.DeliveryID,
+		CloneURL: r.CloneURL, State: slipway.BuildState(r.State), Image: r.Image, ImageRef: r.ImageRef,
+		IndexDigest: r.IndexDigest, Tags: r.Tags, Error: r.Error, Attempt: r.Attempt,
+		CreatedAt: r.CreatedAt.UTC(), StartedAt: utc(r.StartedAt), FinishedAt: utc(r.FinishedAt),
+		Platforms: []slipway.PlatformDigest{}, Tests: []slipway.TestResult{},
+	}
+	if b.Tags == nil {
+		b.Tags = []string{}
+	}
+	if err := json.Unmarshal(r.Platforms, &b.Platforms); err != nil {
+		return nil, fmt.Errorf("decoding platforms of build %d: %w", r.ID, err)
+	}
+	if err := json.Unmarshal(r.Tests, &b.Tests); err != nil {
+		return nil, fmt.Errorf("decoding tests of build %d: %w", r.ID, err)
+	}
+	return b, nil
+}
+
+func utc(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+// EnqueueTrigger implements slipway.BuildService.
+func (s *BuildService) EnqueueTrigger(ctx context.Context, t slipway.Trigger, image string) (slipway.EnqueueResult, error) {
+	var res slipway.EnqueueResult
+	err := pgx.BeginFunc(ctx, s.db.pool, func(tx pgx.Tx) error {
+		var err error
+		res, err = enqueueTrigger(ctx, tx, t, image)
+		return err
+	})
+	var dup errDuplicate
+	if errors.As(err, &dup) {
+		// The transaction that lost the race was rolled back; answer with the first build.
+		res, err = findDuplicate(ctx, s.db.pool, dup.buildID)
+	}
+	if err != nil {
+		return slipway.EnqueueResult{}, fmt.Errorf("enqueueing %s delivery %s: %w", t.Forge, t.DeliveryID, interpretError(err))
+	}
+	return res, nil
+}
+
+const (
+	// EnqueueTrigger: registers the repository on first sight. On conflict the row
+	// is updated (clone URL may change when a repository moves) so RETURNING sees it.
+	sqlRepoUpsert = `-- EnqueueTrigger
+INSERT INTO repos (forge, owner, name, clone_url, image) VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (forge, lower(owner), lower(name)) DO UPDATE SET clone_url = EXCLUDED.clone_url
+RETURNING id, image`
+
+	sqlBuildInsert = `-- EnqueueTrigger
+INSERT INTO builds (repo_id, ref, commit_sha, message, sender, delivery_id, clone_url, image)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id`
+
+	// EnqueueTrigger: claims the delivery id. When another transaction holds the same
+	// key uncommitted, this INSERT waits for it; if that one commits, DO NOTHING
+	// returns no row and the caller rolls back and reads the first build.
+	sqlDeliveryInsert = `-- EnqueueTrigger
+INSERT INTO webhook_deliveries (forge, delivery_id, event, build_id) VALUES ($1, $2, $3, $4)
+ON CONFLICT (forge, delivery_id) DO NOTHING RETURNING build_id`
+
+	sqlDeliveryFind = `-- EnqueueTrigger
+SELECT build_id FROM webhook_deliveries WHERE forge = $1 AND delivery_id = $2`
+
+	sqlJobInsert = `-- EnqueueTrigger
+INSERT INTO jobs (build_id) VALUES ($1)`
+)
+
+// errDuplicate makes BeginFunc roll back the transaction of a redelivery.
+type errDuplicate struct{ buildID int64 }
+
+func (e errDuplicate) Error() string { return "duplicate delivery" }
+
+func enqueueTrigger(ctx context.Context, tx pgx.Tx, t slipway.Trigger, image string) (slipway.EnqueueResult, error) {
+	if t.DeliveryID != "" {
+		// Cheap check first, so a redelivery writes nothing at all.
+		var id int64
+		err := tx.QueryRow(ctx, sqlDeliveryFind, t.Forge, t.DeliveryID).Scan(&id)
+		if err == nil {
+			return findDuplicate(ctx, tx, id)
+		} else if err != pgx.ErrNoRows {
+			return slipway.EnqueueResult{}, err
+		}
+	}
+	var repoID int64
+	if err := tx.QueryRow(ctx, sqlRepoUpsert, t.Forge, t.Owner, t.Name, t.CloneURL, image).Scan(&repoID, &image); err != nil {
+		return slipway.EnqueueResult{}, fmt.Errorf("registering repository: %w", err)
+	}
+	var buildID int64
+	if err := tx.QueryRow(ctx, sqlBuildInsert, repoID, t.Ref, t.Commit, t.Message, t.Sender, t.DeliveryID, t.CloneURL, image).Scan(&buildID); err != nil {
+		return slipway.EnqueueResult{}, fmt.Errorf("inserting build: %w", err)
+	}
+	if t.DeliveryID != "" {
+		var got int64
+		err := tx.QueryRow(ctx, sqlDeliveryInsert, t.Forge, t.DeliveryID, t.Event, buildID).Scan(&got)
+		if err == pgx.ErrNoRows {
+			// A concurrent delivery of the same id committed first: undo ours.
+			var first int64
+			if err := tx.QueryRow(ctx, sqlDeliveryFind, t.Forge, t.DeliveryID).Scan(&first); err != nil {
+				return slipway.EnqueueResult{}, fmt.Errorf("reading first delivery: %w", err)
+			}
+			return slipway.EnqueueResult{}, errDuplicate{buildID: first}
+		} else if err != nil {
+			return slipway.EnqueueResult{}, fmt.Errorf("recording delivery: %w", err)
+		}
+	}
+	if _, err := tx.Exec(ctx, sqlJobInsert, buildID); err != nil {
+		return slipway.EnqueueResult{}, fmt.Errorf("inserting job: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, channelJobs, fmt.Sprint(buildID)); err != nil {
+		return slipway.EnqueueResult{}, fmt.Errorf("notifying workers: %w", err)
+	}
+	b, err := findBuildByID(ctx, tx, buildID)
+	if err != nil {
+		return slipway.EnqueueResult{}, err
+	}
+	return slipway.EnqueueResult{Build: b, Created: true}, nil
+}
+
+func findDuplicate(ctx context.Context, q querier, buildID int64) (slipway.EnqueueResult, error) {
+	b, err := findBuildByID(ctx, q, buildID)
+	if err != nil {
+		return slipway.EnqueueResult{}, err
+	}
+	return slipway.EnqueueResult{Build: b, Created: false}, nil
+}
+
+// querier is what both a pool and a transaction offer.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// FindBuildByID implements slipway.BuildService.
+func (s *BuildService) FindBuildByID(ctx context.Context, id int64) (*slipway.Build, error) {
+	b, err := findBuildByID(ctx, s.db.pool, id)
+	if err != nil {
+		return nil, fmt.Errorf("finding build %d: %w", id, err)
+	}
+	return b, nil
+}
+
+func findBuildByID(ctx context.Context, q querier, id int64) (*slipway.Build, error) {
+	rows, err := q.Query(ctx, `-- FindBuildByID
+SELECT `+buildColumns+` FROM builds b JOIN repos r ON r.id = b.repo_id WHERE b.id = $1`, id)
+	if err != nil {
+		return nil, err
+	}
+	row, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[buildRow])
+	if err != nil {
+		if err == pgx.ErrNoRows {
+			return nil, slipway.Errorf(slipway.ENOTFOUND, "Build %d not found.", id)
+		}
+		return nil, interpretError(err)
+	}
+	return row.toBuild()
+}
+
+// FindBuilds implements slipway.BuildService.
+func (s *BuildService) FindBuilds(ctx context.Context, f slipway.BuildFilter) ([]*slipway.Build, error) {
+	where, args := []string{"TRUE"}, []any{}
+	add := func(cond string, v any) {
+		args = append(args, v)
+		where = append(where, fmt.Sprintf(cond, len(args)))
+	}
+	if f.Repo != "" {
+		owner, name, ok := strings.Cut(f.Repo, "/")
+		if !ok {
+			return nil, slipway.Errorf(slipway.EINVALID, "repo must be owner/name, got %q.", f.Repo)
+		}
+		add("lower(r.owner) = lower($%d)", owner)
+		add("lower(r.name) = lower($%d)", name)
+	}
+	if f.Ref != "" {
+		ref := f.Ref
+		if !strings.HasPrefix(ref, "refs/") {
+			add("(b.ref = 'refs/heads/' || $%[1]d OR b.ref = 'refs/tags/' || $%[1]d)", ref)
+		} else {
+			add("b.ref = $%d", ref)
+		}
+	}
+	if f.State != "" {
+		if !f.State.Valid() {
+			return nil, slipway.Errorf(slipway.EINVALID, "Unknown build state %q.", f.State)
+		}
+		add("b.state = $%d", string(f.State))
+	}
+	if f.Before > 0 {
+		add("b.id < $%d", f.Before)
+	}
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 50
+	} else if limit > 500 {
+		limit = 500
+	}
+	args = append(args, limit)
+	query := fmt.Sprintf(`-- FindBuilds
+SELECT %s FROM builds b JOIN repos r ON r.id = b.repo_id
+WHERE %s ORDER BY b.id DESC LIMIT $%d`, buildColumns, strings.Join(where, " AND "), len(args))
+	rows, err := s.db.pool.Query(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("finding builds: %w", err)
+	}
+	list, err := pgx.CollectRows(rows, pgx.RowToStructByName[buildRow])
+	if err != nil {
+		return nil, fmt.Errorf("finding builds: %w", err)
+	}
+	builds := make([]*slipway.Build, 0, len(list))
+	for _, r := range list {
+		b, err := r.toBuild()
+		if err != nil {
+			return nil, err
+		}
+		builds = append(builds, b)
+	}
+	return builds, nil
+}
+
+// logLine is the stored form of one log line; short keys keep chunks small.
+type logLine struct {
+	Time     time.Time `json:"t"`
+	Platform string    `json:"p,omitempty"`
+	Step     string    `json:"s,omitempty"`
+	Text     string    `json:"m"`
+}
+
+// AppendLog implements slipway.BuildService. The chunk is tagged with the build's
+// current attempt, so the log of a retried build shows each attempt in order.
+func (s *BuildService) AppendLog(ctx context.Context, buildID int64, lines []slipway.LogLine) error {
+	if len(lines) == 0 {
+		return nil
+	}
+	stored := make([]logLine, len(lines))
+	for i, l := range lines {
+		// Postgres text cannot hold NUL bytes.
+		stored[i] = logLine{Time: l.Time.UTC(), Platform: l.Platform, Step: l.Step, Text: strings.ToValidUTF8(strings.ReplaceAll(l.Text, "\x00", ""), "\uFFFD")}
+	}
+	data, err := json.Marshal(stored)
+	if err != nil {
+		return fmt.Errorf("encoding log of build %d: %w", buildID, err)
+	}
+	_, err = s.db.pool.Exec(ctx, `-- AppendLog
+INSERT INTO build_log_chunks (build_id, attempt, lines)
+SELECT id, attempt, $2 FROM builds WHERE id = $1`, buildID, data)
+	if err != nil {
+		return fmt.Errorf("appending log of build %d: %w", buildID, interpretError(err))
+	}
+	return nil
+}
+
+// WriteLog implements slipway.BuildService. Lines read "15:04:05 [platform] text".
+func (s *BuildService) WriteLog(ctx context.Context, buildID int64, w io.Writer) error {
+	rows, err := s.db.pool.Query(ctx, `-- WriteLog
+SELECT attempt, lines FROM build_log_chunks WHERE build_id = $1 ORDER BY id`, buildID)
+	if err != nil {
+		return fmt.Errorf("reading log of build %d: %w", buildID, err)
+	}
+	defer rows.Close()
+	var sb strings.Builder
+	attempt := 0
+	for rows.Next() {
+		var (
+			a     int
+			data  []byte
+			lines []logLine
+		)
+		if err := rows.Scan(&a, &data); err != nil {
+			return fmt.Errorf("reading log of build %d: %w", buildID, err)
+		}
+		if err := json.Unmarshal(data, &lines); err != nil {
+			return fmt.Errorf("decoding log of build %d: %w", buildID, err)
+		}
+		if a != attempt {
+			if attempt != 0 {
+				fmt.Fprintf(&sb, "\n")
+			}
+			fmt.Fprintf(&sb, "==> attempt %d\n", a)
+			attempt = a
+		}
+		for _, l := range lines {
+			sb.WriteString(l.Time.Format("15:04:05"))
+			if l.Platform != "" {
+				sb.WriteString(" [" + l.Platform + "]")
+			}
+			sb.WriteString(" " + l.Text + "\n")
+		}
+		if sb.Len() > 64<<10 {
+			if _, err := io.WriteString(w, sb.String()); err != nil {
+				return err
+			}
+			sb.Reset()
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("reading log of build %d: %w", buildID, err)
+	}
+	_, err = io.WriteString(w, sb.String())
+	return err
+}
