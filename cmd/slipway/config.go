@@ -1,0 +1,214 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// setting describes one SLIPWAY_* environment variable. The README's table of
+// settings is made from the same list (see TestSettingsDocumented).
+type setting struct {
+	Name    string
+	Default string
+	Roles   string // which subcommands read it
+	Doc     string
+	Secret  bool
+}
+
+// settings lists every environment variable slipway reads.
+var settings = []setting{
+	{"SLIPWAY_DATABASE_URL", "", "all", "PostgreSQL URL or DSN, e.g. `postgres://slipway:pw@db:5432/slipway?sslmode=disable`. Required.", true},
+	{"SLIPWAY_ADDR", "127.0.0.1:8080", "server, dev", "Address the HTTP server (webhooks, API, dashboard, probes) listens on.", false},
+	{"SLIPWAY_PUBLIC_URL", "http://$SLIPWAY_ADDR", "server, dev", "URL users and forges reach slipway at; build links in API answers start with it.", false},
+	{"SLIPWAY_GITHUB_WEBHOOK_SECRET", "", "server, dev", "Secret of the GitHub webhook (HMAC-SHA256 of each delivery). Required.", true},
+	{"SLIPWAY_GITHUB_ALLOWED_OWNERS", "(any)", "server, dev", "Comma-separated GitHub owners (users or organisations) whose pushes are built; others get 403.", false},
+	{"SLIPWAY_ADMIN_TOKEN", "", "server, dev", "Bearer token for the REST API under /api/v1. Required; at least 8 characters.", true},
+	{"SLIPWAY_REGISTRY", "", "server, worker, dev", "Registry host[:port][/prefix] images are pushed to: `$SLIPWAY_REGISTRY/<owner>/<name>`. Required.", false},
+	{"SLIPWAY_REGISTRY_INSECURE", "true for loopback hosts, else false", "worker, dev", "Talk plain HTTP to the registry.", false},
+	{"SLIPWAY_BUILDKIT_ADDR", "", "worker, dev", "buildkitd address, e.g. `unix:///run/buildkit/buildkitd.sock` or `tcp://buildkitd:1234`. Required.", false},
+	{"SLIPWAY_WORKER_ID", "<hostname>-<pid>", "worker, dev", "Name of the worker in job leases and logs.", false},
+	{"SLIPWAY_WORKER_CONCURRENCY", "1", "worker, dev", "Builds one worker runs at once.", false},
+	{"SLIPWAY_WORKER_ADDR", "127.0.0.1:8081", "worker", "Address the worker serves /healthz and /readyz on; `off` disables.", false},
+	{"SLIPWAY_POLL_INTERVAL", "5s", "worker, dev", "How often an idle worker polls the queue (NOTIFY wakes it sooner).", false},
+	{"SLIPWAY_HEARTBEAT_INTERVAL", "5s", "worker, dev", "How often a running build's lease is renewed.", false},
+	{"SLIPWAY_STALE_AFTER", "30s", "worker, dev", "Age of a lease after which another worker takes the build over (at least twice the heartbeat).", false},
+	{"SLIPWAY_BUILD_TIMEOUT", "1h", "worker, dev", "Longest one attempt of a build may run.", false},
+	{"SLIPWAY_WORKSPACE_DIR", "$TMPDIR/slipway-work", "worker, dev", "Where checkouts are made (one folder per build, removed afterwards).", false},
+	{"SLIPWAY_LOG_LEVEL", "info", "all", "debug, info, warn or error.", false},
+	{"SLIPWAY_LOG_FORMAT", "auto", "all", "json, console, or auto (console when stderr is a terminal).", false},
+}
+
+// config is every setting, parsed.
+type config struct {
+	DatabaseURL         string
+	Addr                string
+	PublicURL           string
+	GitHubWebhookSecret string
+	GitHubAllowedOwners []string
+	AdminToken          string
+	Registry            string
+	RegistryInsecure    bool
+	BuildkitAddr        string
+	WorkerID            string
+	WorkerConcurrency   int
+	WorkerAddr          string
+	PollInterval        time.Duration
+	HeartbeatInterval   time.Duration
+	StaleAfter          time.Duration
+	BuildTimeout        time.Duration
+	WorkspaceDir        string
+	LogLevel            string
+	LogFormat           string
+}
+
+// role says which settings a subcommand needs.
+type role struct{ server, worker bool }
+
+// loadConfig reads the settings a role needs from getenv; an error names the variable.
+func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, error) {
+	get := func(name string) string { return strings.TrimSpace(getenv(name)) }
+	var errs []string
+	bad := func(name, format string, args ...any) {
+		errs = append(errs, name+": "+fmt.Sprintf(format, args...))
+	}
+	required := func(name string) string {
+		v := get(name)
+		if v == "" {
+			bad(name, "is required")
+		}
+		return v
+	}
+	duration := func(name string, def time.Duration) time.Duration {
+		v := get(name)
+		if v == "" {
+			return def
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			bad(name, "%q is not a positive duration such as 30s or 5m", v)
+			return def
+		}
+		return d
+	}
+
+	c := &config{
+		Addr:         get("SLIPWAY_ADDR"),
+		PublicURL:    strings.TrimRight(get("SLIPWAY_PUBLIC_URL"), "/"),
+		WorkerID:     get("SLIPWAY_WORKER_ID"),
+		WorkerAddr:   "127.0.0.1:8081",
+		WorkspaceDir: get("SLIPWAY_WORKSPACE_DIR"),
+		LogLevel:     strings.ToLower(get("SLIPWAY_LOG_LEVEL")),
+		LogFormat:    strings.ToLower(get("SLIPWAY_LOG_FORMAT")),
+	}
+	c.DatabaseURL = required("SLIPWAY_DATABASE_URL")
+	if c.LogLevel == "" {
+		c.LogLevel = "info"
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("SLIPWAY_LOG_LEVEL", "%q is not debug, info, warn or error", c.LogLevel)
+	}
+	if c.LogFormat == "" {
+		c.LogFormat = "auto"
+	}
+	switch c.LogFormat {
+	case "auto", "json", "console":
+	default:
+		bad("SLIPWAY_LOG_FORMAT", "%q is not json, console or auto", c.LogFormat)
+	}
+
+	if r.server {
+		if c.Addr == "" {
+			c.Addr = "127.0.0.1:8080"
+		}
+		if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+			bad("SLIPWAY_ADDR", "%q is not host:port", c.Addr)
+		}
+		if c.PublicURL == "" {
+			c.PublicURL = "http://" + c.Addr
+		} else if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("SLIPWAY_PUBLIC_URL", "%q is not an http(s) URL", c.PublicURL)
+		}
+		c.GitHubWebhookSecret = required("SLIPWAY_GITHUB_WEBHOOK_SECRET")
+		c.AdminToken = required("SLIPWAY_ADMIN_TOKEN")
+		if c.AdminToken != "" && len(c.AdminToken) < 8 {
+			bad("SLIPWAY_ADMIN_TOKEN", "must be at least 8 characters")
+		}
+		for _, o := range strings.Split(get("SLIPWAY_GITHUB_ALLOWED_OWNERS"), ",") {
+			if o = strings.TrimSpace(o); o != "" {
+				c.GitHubAllowedOwners = append(c.GitHubAllowedOwners, o)
+			}
+		}
+	}
+	c.Registry = strings.TrimRight(required("SLIPWAY_REGISTRY"), "/")
+	if c.Registry != "" {
+		if strings.Contains(c.Registry, "://") {
+			bad("SLIPWAY_REGISTRY", "%q must be host[:port][/prefix] without a scheme", c.Registry)
+		} else if c.Registry != strings.ToLower(c.Registry) {
+			bad("SLIPWAY_REGISTRY", "%q must be lower case", c.Registry)
+		}
+	}
+	if r.worker {
+		c.BuildkitAddr = required("SLIPWAY_BUILDKIT_ADDR")
+		if c.BuildkitAddr != "" && !strings.Contains(c.BuildkitAddr, "://") {
+			bad("SLIPWAY_BUILDKIT_ADDR", "%q needs a scheme: unix://, tcp://", c.BuildkitAddr)
+		}
+		c.RegistryInsecure = isLoopbackHost(c.Registry)
+		if v := get("SLIPWAY_REGISTRY_INSECURE"); v != "" {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				bad("SLIPWAY_REGISTRY_INSECURE", "%q is not true or false", v)
+			}
+			c.RegistryInsecure = b
+		}
+		c.WorkerConcurrency = 1
+		if v := get("SLIPWAY_WORKER_CONCURRENCY"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 256 {
+				bad("SLIPWAY_WORKER_CONCURRENCY", "%q is not a number from 1 to 256", v)
+			}
+			c.WorkerConcurrency = n
+		}
+		switch v := get("SLIPWAY_WORKER_ADDR"); v {
+		case "":
+		case "off":
+			c.WorkerAddr = ""
+		default:
+			if _, _, err := net.SplitHostPort(v); err != nil {
+				bad("SLIPWAY_WORKER_ADDR", "%q is not host:port or off", v)
+			}
+			c.WorkerAddr = v
+		}
+		c.PollInterval = duration("SLIPWAY_POLL_INTERVAL", 5*time.Second)
+		c.HeartbeatInterval = duration("SLIPWAY_HEARTBEAT_INTERVAL", 5*time.Second)
+		c.StaleAfter = duration("SLIPWAY_STALE_AFTER", 30*time.Second)
+		if c.StaleAfter < 2*c.HeartbeatInterval {
+			bad("SLIPWAY_STALE_AFTER", "%s must be at least twice SLIPWAY_HEARTBEAT_INTERVAL (%s)", c.StaleAfter, c.HeartbeatInterval)
+		}
+		c.BuildTimeout = duration("SLIPWAY_BUILD_TIMEOUT", time.Hour)
+		if c.WorkspaceDir == "" {
+			c.WorkspaceDir = tmpDir + "/slipway-work"
+		}
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("invalid configuration:\n  %s", strings.Join(errs, "\n  "))
+	}
+	return c, nil
+}
+
+func isLoopbackHost(registry string) bool {
+	host := strings.SplitN(registry, "/", 2)[0]
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -1,0 +1,255 @@
+// Command slipway is the slipway build service: one binary for every role.
+//
+//	slipway server    webhooks, REST API, dashboard
+//	slipway worker    runs builds from the queue
+//	slipway dev       server and worker in one process, migrating first
+//	slipway migrate   applies pending database migrations
+//	slipway version   prints the version
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/mattn/go-isatty"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/slipway-ci/slipway/buildkit"
+	"github.com/slipway-ci/slipway/postgres"
+	"github.com/slipway-ci/slipway/registry"
+	"github.com/slipway-ci/slipway/server"
+	"github.com/slipway-ci/slipway/worker"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = ""
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args, os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "slipway:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `usage: slipway <command>
+
+commands:
+  server    serve webhooks, the REST API and the dashboard
+  worker    run builds from the queue
+  dev       server and worker in one process (migrates the database first)
+  migrate   apply pending database migrations
+  version   print the version
+
+Configuration comes from SLIPWAY_* environment variables; see the README.
+`
+
+// run is the whole program; main only supplies the process's context, arguments,
+// environment and output streams, so tests can run it in-process.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) < 2 {
+		fmt.Fprint(stderr, usage)
+		return errors.New("no command given")
+	}
+	cmd := args[1]
+	var r role
+	switch cmd {
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, "slipway", versionString())
+		return nil
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	case "server":
+		r = role{server: true}
+	case "worker":
+		r = role{worker: true}
+	case "dev":
+		r = role{server: true, worker: true}
+	case "migrate":
+	default:
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("unknown command %q", cmd)
+	}
+	if len(args) > 2 {
+		return fmt.Errorf("%s takes no arguments (configuration comes from SLIPWAY_* variables)", cmd)
+	}
+	var cfg *config
+	var err error
+	if cmd == "migrate" {
+		cfg, err = loadConfig(withDefault(getenv, "SLIPWAY_REGISTRY", "unused"), r, os.TempDir())
+	} else {
+		cfg, err = loadConfig(getenv, r, os.TempDir())
+	}
+	if err != nil {
+		return err
+	}
+	logger := newLogger(cfg, stderr)
+	ctx = logger.WithContext(ctx)
+
+	db, err := postgres.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+
+	switch cmd {
+	case "migrate":
+		return migrate(ctx, db, logger)
+	case "dev":
+		if err := migrate(ctx, db, logger); err != nil {
+			return err
+		}
+	case "server":
+		if err := db.SchemaCurrent(ctx); err != nil {
+			return fmt.Errorf("refusing to start: %w", err)
+		}
+	}
+	return serve(ctx, cfg, r, db, logger)
+}
+
+func withDefault(getenv func(string) string, name, def string) func(string) string {
+	return func(k string) string {
+		if v := getenv(k); v != "" || k != name {
+			return v
+		}
+		return def
+	}
+}
+
+func migrate(ctx context.Context, db *postgres.DB, logger zerolog.Logger) error {
+	applied, err := db.Migrate(ctx)
+	if err != nil {
+		return err
+	}
+	logger.Info().Ints64("applied", applied).Msg("Database schema is current")
+	return nil
+}
+
+// serve runs the server and/or the worker until ctx ends.
+func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zerolog.Logger) error {
+	builds := postgres.NewBuildService(db)
+	checks := []server.Check{
+		{Name: "database", Func: db.Ping},
+		{Name: "schema", Func: db.SchemaCurrent},
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	if r.worker {
+		bk, err := buildkit.New(ctx, buildkit.Config{Addr: cfg.BuildkitAddr})
+		if err != nil {
+			return err
+		}
+		defer bk.Close()
+		checks = append(checks, server.Check{Name: "buildkit", Func: bk.Ping})
+		jobs := postgres.NewJobQueue(db, logger)
+		w, err := worker.New(logger, worker.Config{
+			ID:                cfg.WorkerID,
+			Concurrency:       cfg.WorkerConcurrency,
+			PollInterval:      cfg.PollInterval,
+			HeartbeatInterval: cfg.HeartbeatInterval,
+			StaleAfter:        cfg.StaleAfter,
+			BuildTimeout:      cfg.BuildTimeout,
+			WorkspaceDir:      cfg.WorkspaceDir,
+			InsecureRegistry:  cfg.RegistryInsecure,
+		}, builds, jobs, bk, registry.New(registry.WithInsecure(cfg.RegistryInsecure)))
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return jobs.Listen(ctx) })
+		g.Go(func() error { return w.Run(ctx) })
+		if !r.server && cfg.WorkerAddr != "" {
+			g.Go(func() error {
+				return listenAndServe(ctx, cfg.WorkerAddr, server.NewProbes(logger, checks), logger)
+			})
+		}
+	}
+	if r.server {
+		h := server.New(logger, server.Config{
+			GitHubWebhookSecret: cfg.GitHubWebhookSecret,
+			GitHubAllowedOwners: cfg.GitHubAllowedOwners,
+			Registry:            cfg.Registry,
+			AdminToken:          cfg.AdminToken,
+			PublicURL:           cfg.PublicURL,
+		}, builds, checks)
+		g.Go(func() error { return listenAndServe(ctx, cfg.Addr, h, logger) })
+	}
+	return g.Wait()
+}
+
+// listenAndServe serves h on addr until ctx ends, then lets in-flight requests
+// finish for up to 20 seconds.
+func listenAndServe(ctx context.Context, addr string, h http.Handler, logger zerolog.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
+	logger.Info().Str("addr", ln.Addr().String()).Msg("Listening")
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutting down %s: %w", addr, err)
+	}
+	return nil
+}
+
+func newLogger(cfg *config, stderr io.Writer) zerolog.Logger {
+	var w io.Writer = stderr
+	console := cfg.LogFormat == "console"
+	if cfg.LogFormat == "auto" {
+		if f, ok := stderr.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
+			console = true
+		}
+	}
+	if console {
+		w = zerolog.ConsoleWriter{Out: stderr, TimeFormat: time.TimeOnly}
+	}
+	level, _ := zerolog.ParseLevel(cfg.LogLevel)
+	return zerolog.New(w).Level(level).With().Timestamp().Logger()
+}
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		var rev, dirty string
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.modified":
+				if s.Value == "true" {
+					dirty = "-dirty"
+				}
+			}
+		}
+		if rev != "" {
+			return "dev-" + rev[:min(12, len(rev))] + dirty
+		}
+		if v := bi.Main.Version; v != "" && v != "(devel)" {
+			return v
+		}
+	}
+	return "dev"
+}
+

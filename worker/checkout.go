@@ -1,0 +1,73 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+)
+
+// checkout fetches exactly commit from cloneURL into dir, shallow, with the git
+// CLI so the user's git configuration applies (url.<base>.insteadOf rewrites,
+// credential helpers, proxies). dir must exist and be empty.
+func checkout(ctx context.Context, dir, cloneURL, commit string, log func(string)) error {
+	steps := [][]string{
+		{"init", "--quiet"},
+		{"remote", "add", "origin", cloneURL},
+		// Fetching one commit by id needs uploadpack.allowReachableSHA1InWant (or
+		// allowAnySHA1InWant) on the server; GitHub, GitLab, Gitea and git daemon
+		// with protocol v2 allow it.
+		{"-c", "protocol.version=2", "fetch", "--quiet", "--no-tags", "--depth", "1", "origin", commit},
+		{"-c", "advice.detachedHead=false", "checkout", "--quiet", "FETCH_HEAD"},
+	}
+	for _, args := range steps {
+		cmd := exec.CommandContext(ctx, "git", args...)
+		cmd.Dir = dir
+		// Never prompt for credentials: a worker has no terminal.
+		cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0", "GIT_ASKPASS=/bin/false")
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if args[0] != "init" && args[0] != "remote" {
+			log("$ git " + redactURLs(strings.Join(args, " ")))
+		}
+		if err := cmd.Run(); err != nil {
+			msg := strings.TrimSpace(redactURLs(out.String()))
+			if msg == "" {
+				msg = err.Error()
+			}
+			if ctx.Err() != nil {
+				return context.Cause(ctx)
+			}
+			return fmt.Errorf("git %s: %s", args[len(args)-2], lastLine(msg))
+		}
+	}
+	out, err := exec.CommandContext(ctx, "git", "-C", dir, "rev-parse", "HEAD").Output()
+	if err != nil {
+		return fmt.Errorf("git rev-parse HEAD: %w", err)
+	}
+	if got := strings.TrimSpace(string(out)); got != commit {
+		return fmt.Errorf("checked out %s, wanted %s", got, commit)
+	}
+	log("checked out " + commit)
+	return nil
+}
+
+var userinfoRE = regexp.MustCompile(`([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@`)
+
+// redactURLs removes user information (tokens, passwords) from every URL in s.
+func redactURLs(s string) string {
+	return userinfoRE.ReplaceAllString(s, "${1}***@")
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if l := strings.TrimSpace(lines[i]); l != "" {
+			return l
+		}
+	}
+	return s
+}

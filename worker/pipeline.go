@@ -1,0 +1,168 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/slipway-ci/slipway"
+	"github.com/slipway-ci/slipway/buildkit"
+)
+
+// pipeline runs the stations of one build and returns the build's final update.
+// Intermediate states (image ref, testing, digests) are written as they become
+// known, under the job's lease.
+func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.Build, sink *logSink) slipway.BuildUpdate {
+	fail := func(format string, args ...any) slipway.BuildUpdate {
+		state := slipway.BuildFailed
+		msg := fmt.Sprintf(format, args...)
+		if cause := context.Cause(ctx); ctx.Err() != nil && cause != nil {
+			// A timeout reads better than the "context canceled" a step returned.
+			msg = cause.Error()
+		}
+		msg = redactURLs(oneLine(msg))
+		return slipway.BuildUpdate{State: &state, Error: &msg}
+	}
+	update := func(u slipway.BuildUpdate) error { return w.jobs.JobUpdateBuild(ctx, job, u) }
+
+	dir, err := os.MkdirTemp(w.cfg.WorkspaceDir, fmt.Sprintf("build-%d-", build.ID))
+	if err != nil {
+		return fail("creating workspace: %v", err)
+	}
+	defer os.RemoveAll(dir)
+
+	started := time.Now()
+	sink.Add("", "checkout", fmt.Sprintf("Checking out %s at %s (%s)", redactURLs(build.CloneURL), build.Commit, build.Ref))
+	if err := checkout(ctx, dir, build.CloneURL, build.Commit, func(s string) { sink.Add("", "checkout", s) }); err != nil {
+		return fail("checkout failed: %v", err)
+	}
+	cfg, err := LoadRepoConfig(dir)
+	if err != nil {
+		return fail("%v", err)
+	}
+	sink.Add("", "checkout", fmt.Sprintf("Checked out in %s; platforms %s, %d test(s)", since(started), strings.Join(cfg.Platforms, ", "), len(cfg.Tests)))
+
+	ref := build.Image + ":" + slipway.CommitTag(build.Commit)
+	if err := update(slipway.BuildUpdate{ImageRef: &ref}); err != nil {
+		return fail("recording image: %v", err)
+	}
+	started = time.Now()
+	sink.Add("", "build", "Building "+ref+" for "+strings.Join(cfg.Platforms, ", "))
+	digest, err := w.builder.Build(ctx, buildkit.BuildSpec{
+		ContextDir: filepath.Join(dir, cfg.Context),
+		Dockerfile: cfg.Dockerfile,
+		Platforms:  cfg.Platforms,
+		Ref:        ref,
+		Insecure:   w.cfg.InsecureRegistry,
+	}, func(platform, text string) { sink.Add(platform, "build", text) })
+	if err != nil {
+		return fail("build failed: %v", err)
+	}
+	sink.Add("", "build", fmt.Sprintf("Built and pushed %s@%s in %s", ref, digest, since(started)))
+
+	index, platforms, err := w.registry.VerifyIndex(ctx, ref, cfg.Platforms)
+	if err != nil {
+		return fail("verifying the pushed image failed: %v", err)
+	}
+	if index != digest {
+		return fail("verifying the pushed image failed: %s points at %s, BuildKit pushed %s", ref, index, digest)
+	}
+	for _, p := range platforms {
+		sink.Add(p.Platform, "verify", "Verified "+p.Platform+" manifest "+p.Digest)
+	}
+	testing := slipway.BuildTesting
+	if err := update(slipway.BuildUpdate{State: &testing, IndexDigest: &index, Platforms: platforms}); err != nil {
+		return fail("recording digests: %v", err)
+	}
+
+	results := w.runTests(ctx, build, cfg, platforms, sink)
+	if err := update(slipway.BuildUpdate{Tests: results}); err != nil {
+		return fail("recording test results: %v", err)
+	}
+	for _, r := range results {
+		if !r.Passed {
+			u := fail("test %q failed on %s: %s", r.Name, r.Platform, r.Error)
+			u.Tests = results
+			return u
+		}
+	}
+
+	var tags []string
+	if tag := slipway.TagForRef(build.Ref); tag != "" {
+		tags = append(tags, tag)
+		if err := w.registry.Tag(ctx, build.Image, index, tags); err != nil {
+			return fail("tagging %s failed: %v", tag, err)
+		}
+		sink.Add("", "tag", fmt.Sprintf("Tagged %s:%s → %s", build.Image, tag, index))
+	}
+	state := slipway.BuildSucceeded
+	return slipway.BuildUpdate{State: &state, Tags: tags, Tests: results}
+}
+
+// runTests runs every test on every platform: platforms side by side, the tests of
+// one platform in file order. Results come back in (test, platform) order.
+func (w *Worker) runTests(ctx context.Context, build *slipway.Build, cfg *RepoConfig, platforms []slipway.PlatformDigest, sink *logSink) []slipway.TestResult {
+	results := make([]slipway.TestResult, len(cfg.Tests)*len(platforms))
+	var wg sync.WaitGroup
+	for pi, p := range platforms {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ti, t := range cfg.Tests {
+				results[ti*len(platforms)+pi] = w.runTest(ctx, build, t, p, sink)
+			}
+		}()
+	}
+	wg.Wait()
+	return results
+}
+
+func (w *Worker) runTest(ctx context.Context, build *slipway.Build, t TestSpec, p slipway.PlatformDigest, sink *logSink) slipway.TestResult {
+	step := "test:" + t.Name
+	res := slipway.TestResult{Name: t.Name, Platform: p.Platform, ExitCode: -1}
+	env := make([]string, 0, len(t.Env))
+	for k, v := range t.Env {
+		env = append(env, k+"="+v)
+	}
+	sink.Add(p.Platform, step, fmt.Sprintf("Running test %q: %s", t.Name, strings.Join(t.Run.Args, " ")))
+	tctx, cancel := context.WithTimeoutCause(ctx, t.Timeout, fmt.Errorf("timed out after %s", t.Timeout))
+	defer cancel()
+	started := time.Now()
+	code, err := w.builder.RunTest(tctx, buildkit.TestSpec{
+		Image:    build.Image + "@" + p.Digest,
+		Platform: p.Platform,
+		Args:     t.Run.Args,
+		Env:      env,
+		Insecure: w.cfg.InsecureRegistry,
+	}, func(_, text string) { sink.Add(p.Platform, step, text) })
+	res.DurationMS = time.Since(started).Milliseconds()
+	switch {
+	case tctx.Err() != nil:
+		res.Error = context.Cause(tctx).Error()
+	case err != nil:
+		res.Error = oneLine(err.Error())
+	case code != 0:
+		res.ExitCode = code
+		res.Error = fmt.Sprintf("exit code %d", code)
+	default:
+		res.ExitCode = 0
+		res.Passed = true
+	}
+	verdict := "passed"
+	if !res.Passed {
+		verdict = "failed: " + res.Error
+	}
+	sink.Add(p.Platform, step, fmt.Sprintf("Test %q %s (%s)", t.Name, verdict, time.Duration(res.DurationMS)*time.Millisecond))
+	return res
+}
+
+func since(t time.Time) time.Duration { return time.Since(t).Round(10 * time.Millisecond) }
+
+// oneLine squeezes a multi-line message into one line.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
