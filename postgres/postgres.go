@@ -83,6 +83,8 @@ func (db *DB) Migrate(ctx context.Context) ([]int64, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Close releases the *sql.DB wrapper (and its goroutine), not the pool.
+	defer p.Close()
 	results, err := p.Up(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("migrating: %w", err)
@@ -100,6 +102,7 @@ func (db *DB) SchemaCurrent(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	defer p.Close()
 	pending, err := p.HasPending(ctx)
 	if err != nil {
 		return fmt.Errorf("checking schema version: %w", err)

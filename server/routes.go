@@ -1,0 +1,77 @@
+package server
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+	"github.com/rs/zerolog"
+	"github.com/rs/zerolog/hlog"
+	"github.com/slipway-ci/slipway"
+)
+
+// requestTimeout bounds every route that answers from the database in one go.
+// Log routes go without it: they will stream (see STYLE.md, HTTP with chi).
+const requestTimeout = 60 * time.Second
+
+// newRouter lists every route slipway serves.
+func newRouter(logger zerolog.Logger, cfg Config, builds slipway.BuildService, checks []Check) *chi.Mux {
+	r := chi.NewRouter()
+	r.Use(
+		hlog.NewHandler(logger),
+		hlog.RequestIDHandler("request_id", "X-Request-ID"),
+		// The TCP peer is the client: slipway has no trusted-proxy setting yet, and
+		// chi's RealIP would believe any X-Forwarded-For a client sends.
+		middleware.ClientIPFromRemoteAddr,
+		logClientIP("ip"),
+		hlog.AccessHandler(logAccess),
+		recoverer,
+	)
+	r.NotFound(handleNotFound())
+	r.MethodNotAllowed(handleMethodNotAllowed(r))
+
+	r.Get("/", handleHome())
+	r.Get("/healthz", handleHealthz())
+	r.Get("/readyz", handleReadyz(checks))
+
+	r.With(timeout(requestTimeout)).Post("/webhooks/github", handleGitHubWebhook(cfg, builds))
+
+	r.Route("/api/v1", func(r chi.Router) {
+		// The API description is public: it holds nothing a token protects, and
+		// tools fetch it before they know about tokens.
+		r.Get("/openapi.json", handleOpenAPI())
+		r.Group(func(r chi.Router) {
+			r.Use(requireAdmin(cfg.AdminToken))
+			r.With(timeout(requestTimeout)).Get("/builds", handleBuildList(builds))
+			r.With(timeout(requestTimeout)).Get("/builds/{id}", handleBuildView(builds))
+			r.Get("/builds/{id}/logs", handleBuildLogs(builds))
+		})
+	})
+	return r
+}
+
+// handleNotFound answers unknown paths with a JSON 404.
+func handleNotFound() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, r, slipway.Errorf(slipway.ENOTFOUND, "No route for %s.", r.URL.Path))
+	}
+}
+
+// handleMethodNotAllowed answers a known path asked with the wrong method, with
+// a JSON error and the Allow header (chi sets it only in its own handler).
+func handleMethodNotAllowed(routes chi.Routes) http.HandlerFunc {
+	methods := []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
+		http.MethodPatch, http.MethodDelete, http.MethodOptions}
+	return func(w http.ResponseWriter, r *http.Request) {
+		for _, m := range methods {
+			if routes.Match(chi.NewRouteContext(), m, r.URL.Path) {
+				w.Header().Add("Allow", m)
+			}
+		}
+		writeJSON(w, r, http.StatusMethodNotAllowed, errorResponse{Error: errorBody{
+			Code:    "method_not_allowed",
+			Message: "Method " + r.Method + " is not allowed here.",
+		}})
+	}
+}

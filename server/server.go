@@ -1,0 +1,134 @@
+// Package server is slipway's HTTP side: the forge webhook receivers, the REST
+// API under /api/v1, the probes and the dashboard. It turns requests into calls
+// on the domain services of package slipway and never talks to Postgres itself.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/rs/zerolog"
+	"github.com/rs/zerolog/hlog"
+	"github.com/slipway-ci/slipway"
+)
+
+// DefaultMaxWebhookBytes caps a webhook body when Config.MaxWebhookBytes is zero.
+// GitHub itself caps payloads at 25 MB.
+const DefaultMaxWebhookBytes = 25 << 20
+
+// Config configures the HTTP server. The zero value of an optional field takes its
+// default; main validates the required ones and names the environment variable.
+type Config struct {
+	// GitHubWebhookSecret keys the HMAC-SHA256 of GitHub deliveries
+	// (SLIPWAY_GITHUB_WEBHOOK_SECRET). While it is empty every GitHub delivery
+	// is answered 503.
+	GitHubWebhookSecret string
+	// GitHubAllowedOwners lists the owners whose pushes are built
+	// (SLIPWAY_GITHUB_ALLOWED_OWNERS); compared case-insensitively. Empty allows any.
+	GitHubAllowedOwners []string
+	// Registry is host[:port][/prefix] (SLIPWAY_REGISTRY). A repository's image is
+	// Registry + "/" + lower(owner) + "/" + lower(name).
+	Registry string
+	// AdminToken is the bearer token every /api/v1 call needs (SLIPWAY_ADMIN_TOKEN).
+	// While it is empty the API answers 503.
+	AdminToken string
+	// PublicURL is where users reach slipway (SLIPWAY_PUBLIC_URL), for example
+	// http://127.0.0.1:8080. Build URLs in responses start with it; when it is
+	// empty they are relative.
+	PublicURL string
+	// MaxWebhookBytes caps a webhook body; beyond it the answer is 413.
+	// Zero means DefaultMaxWebhookBytes.
+	MaxWebhookBytes int64
+}
+
+// withDefaults returns c with its defaults filled in and its lists normalized.
+func (c Config) withDefaults() Config {
+	if c.MaxWebhookBytes <= 0 {
+		c.MaxWebhookBytes = DefaultMaxWebhookBytes
+	}
+	c.Registry = strings.TrimRight(c.Registry, "/")
+	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
+	var owners []string
+	for _, o := range c.GitHubAllowedOwners {
+		if o = strings.TrimSpace(o); o != "" {
+			owners = append(owners, strings.ToLower(o))
+		}
+	}
+	c.GitHubAllowedOwners = owners
+	return c
+}
+
+// Check is a readiness check for /readyz. Func returns nil when the dependency
+// Name stands for is usable. It runs with a 2 second deadline, possibly at the
+// same time as other checks, and its error text is logged but not shown: a
+// *slipway.Error's Message is shown as is, anything else as a generic failure.
+type Check struct {
+	Name string
+	Func func(ctx context.Context) error
+}
+
+// New returns slipway's HTTP handler. builds must be safe for concurrent use;
+// logger is the root logger that every request's logger derives from. See
+// routes.go for what it serves.
+func New(logger zerolog.Logger, cfg Config, builds slipway.BuildService, checks []Check) http.Handler {
+	return newRouter(logger, cfg.withDefaults(), builds, checks)
+}
+
+// errorResponse is the JSON body of every error answer.
+type errorResponse struct {
+	Error errorBody `json:"error"`
+}
+
+type errorBody struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// errorStatus maps slipway error codes to HTTP statuses.
+var errorStatus = map[string]int{
+	slipway.ECONFLICT:     http.StatusConflict,
+	slipway.EINTERNAL:     http.StatusInternalServerError,
+	slipway.EINVALID:      http.StatusBadRequest,
+	slipway.ENOTFOUND:     http.StatusNotFound,
+	slipway.EUNAUTHORIZED: http.StatusUnauthorized,
+	slipway.EFORBIDDEN:    http.StatusForbidden,
+	slipway.ETOOLARGE:     http.StatusRequestEntityTooLarge,
+	slipway.EUNAVAILABLE:  http.StatusServiceUnavailable,
+}
+
+// writeError answers with err as a JSON error. It is the only place that logs
+// internal errors: users see slipway.ErrorMessage(err), the log gets the whole
+// chain. A request whose context ended (the client left, or the route timeout
+// passed) is answered 503 and not logged as an error.
+func writeError(w http.ResponseWriter, r *http.Request, err error) {
+	code, msg := slipway.ErrorCode(err), slipway.ErrorMessage(err)
+	if code == slipway.EINTERNAL && r.Context().Err() != nil &&
+		(errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		// The store saw our own deadline or the client hanging up; neither is a
+		// fault of ours worth an error line. The access log still shows the 503.
+		hlog.FromRequest(r).Debug().Err(err).Msg("Request ended before its answer")
+		code, msg = slipway.EUNAVAILABLE, "The request timed out or was canceled."
+	} else if code == slipway.EINTERNAL {
+		hlog.FromRequest(r).Error().Err(err).Msg("Internal error")
+	}
+	status, ok := errorStatus[code]
+	if !ok {
+		status = http.StatusInternalServerError
+	}
+	writeJSON(w, r, status, errorResponse{Error: errorBody{Code: code, Message: msg}})
+}
+
+// writeJSON answers with v as JSON.
+func writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	if err := json.NewEncoder(w).Encode(v); err != nil {
+		// Headers are gone; all that is left to do is note it. Usually the
+		// client left.
+		hlog.FromRequest(r).Debug().Err(err).Msg("Writing JSON answer")
+	}
+}
