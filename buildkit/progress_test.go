@@ -1,0 +1,79 @@
+package buildkit
+
+import (
+	"testing"
+	"time"
+
+	"github.com/moby/buildkit/client"
+	digest "github.com/opencontainers/go-digest"
+	"github.com/stretchr/testify/require"
+)
+
+func TestPlatformPrefix(t *testing.T) {
+	t.Parallel()
+
+	for name, want := range map[string]string{
+		"[linux/arm64 2/2] RUN uname -m > /arch":       "linux/arm64",
+		"[linux/amd64 internal] load metadata for x":   "linux/amd64",
+		"[linux/arm/v7 1/3] FROM busybox":              "linux/arm/v7",
+		"[linux/arm64] sh -c true":                     "linux/arm64",
+		"[2/2] RUN uname -m > /arch":                   "",
+		"[internal] load build definition from Docker": "",
+		"[stage-1 3/4] COPY --from=build /x /y":        "",
+		"exporting to image":                           "",
+	} {
+		var got string
+		if m := platformPrefix.FindStringSubmatch(name); m != nil {
+			got = m[1]
+		}
+		require.Equal(t, want, got, name)
+	}
+}
+
+type line struct{ platform, text string }
+
+func TestProgress(t *testing.T) {
+	t.Parallel()
+
+	now := time.Now()
+	run, from := digest.FromString("run"), digest.FromString("from")
+	var got []line
+	ch := make(chan *client.SolveStatus, 10)
+	ch <- &client.SolveStatus{Vertexes: []*client.Vertex{
+		{Digest: from, Name: "[linux/arm64 1/2] FROM busybox", Started: &now, Completed: &now, Cached: true},
+		{Digest: run, Name: "[linux/arm64 2/2] RUN make"},
+	}}
+	ch <- &client.SolveStatus{Vertexes: []*client.Vertex{{Digest: run, Name: "[linux/arm64 2/2] RUN make", Started: &now}}}
+	// Output arrives in chunks that split lines, on two streams.
+	ch <- &client.SolveStatus{Logs: []*client.VertexLog{
+		{Vertex: run, Stream: 1, Data: []byte("compiling a")},
+		{Vertex: run, Stream: 2, Data: []byte("warn: x\r\n")},
+		{Vertex: run, Stream: 1, Data: []byte("nd b\nlinking\nno newline")},
+	}}
+	ch <- &client.SolveStatus{Vertexes: []*client.Vertex{{
+		Digest: run, Name: "[linux/arm64 2/2] RUN make", Started: &now, Completed: &now,
+		Error: "process \"/bin/sh -c make\" did not complete successfully: exit code: 2",
+	}}}
+	close(ch)
+	newProgress(func(p, s string) { got = append(got, line{p, s}) }, "").consume(ch)
+
+	require.Equal(t, []line{
+		{"linux/arm64", "CACHED [linux/arm64 1/2] FROM busybox"},
+		{"linux/arm64", "[linux/arm64 2/2] RUN make"},
+		{"linux/arm64", "warn: x"},
+		{"linux/arm64", "compiling and b"},
+		{"linux/arm64", "linking"},
+		{"linux/arm64", "no newline"},
+		{"linux/arm64", "ERROR [linux/arm64 2/2] RUN make: process \"/bin/sh -c make\" did not complete successfully: exit code: 2"},
+	}, got)
+}
+
+func TestCleanMessage(t *testing.T) {
+	t.Parallel()
+
+	require.Equal(t,
+		`failed to solve: process "/bin/sh -c exit 3" did not complete successfully: exit code: 3`,
+		cleanMessage("rpc error: code = Unknown desc = failed to solve: process \"/bin/sh -c exit 3\"\n  did not complete successfully: exit code: 3\n"))
+	require.Equal(t, "connection refused",
+		cleanMessage("rpc error: code = Unavailable desc = rpc error: code = Unknown desc = connection refused"))
+}

@@ -1,0 +1,124 @@
+// Package testenv holds the parts that slipway's end-to-end tests and the
+// `make run` demo share: a two-platform busybox base image built from
+// Debian's busybox-static packages, git repositories served by git daemon,
+// and signed webhook payloads made from real forge fixtures.
+//
+// It starts no PostgreSQL, registry or buildkitd: `make test` starts those
+// (scripts/services.sh) and exports TEST_DATABASE_URL, TEST_REGISTRY and
+// BUILDKIT_HOST. Tests read them with [Getenv], which skips a test when its
+// variable is unset.
+package testenv
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// modulePath names the module whose root RepoRoot looks for.
+const modulePath = "github.com/slipway-ci/slipway"
+
+// Environment variables that `make test` exports (scripts/services.sh).
+const (
+	// EnvDatabaseURL is a PostgreSQL URL for tests; the role is a superuser.
+	EnvDatabaseURL = "TEST_DATABASE_URL"
+	// EnvRegistry is the host:port of a plain-HTTP registry on loopback.
+	EnvRegistry = "TEST_REGISTRY"
+	// EnvBuildkitHost is buildkitd's address, as buildctl reads it.
+	EnvBuildkitHost = "BUILDKIT_HOST"
+	// EnvBusyboxDebs is the folder holding busybox-static_*_{amd64,arm64}.deb.
+	EnvBusyboxDebs = "SLIPWAY_BUSYBOX_DEBS"
+	// EnvFixtures is the webhooks fixtures folder (with github/, gitlab/, gitea/).
+	EnvFixtures = "SLIPWAY_FIXTURES"
+)
+
+// Getenv returns the environment variable key, or skips the test when it is
+// unset: the real services it names are started by `make test`.
+func Getenv(tb testing.TB, key string) string {
+	tb.Helper()
+	v := os.Getenv(key)
+	if v == "" {
+		tb.Skipf("%s is not set: run the tests with `make test`, which starts PostgreSQL, a registry and buildkitd", key)
+	}
+	return v
+}
+
+// RepoRoot returns the root folder of the slipway module: the first folder
+// upwards from the working directory (then from this source file) whose
+// go.mod declares the module.
+func RepoRoot() (string, error) {
+	var starts []string
+	if wd, err := os.Getwd(); err == nil {
+		starts = append(starts, wd)
+	}
+	if _, file, _, ok := runtime.Caller(0); ok {
+		starts = append(starts, filepath.Dir(file))
+	}
+	for _, dir := range starts {
+		for {
+			if isModuleRoot(dir) {
+				return dir, nil
+			}
+			parent := filepath.Dir(dir)
+			if parent == dir {
+				break
+			}
+			dir = parent
+		}
+	}
+	return "", fmt.Errorf("finding the root of module %s: no go.mod above %s", modulePath, strings.Join(starts, " or "))
+}
+
+func isModuleRoot(dir string) bool {
+	f, err := os.Open(filepath.Join(dir, "go.mod"))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if fields := strings.Fields(s.Text()); len(fields) == 2 && fields[0] == "module" {
+			return strings.Trim(fields[1], `"`) == modulePath
+		}
+	}
+	return false
+}
+
+// FixturesDir returns the webhooks fixtures folder: $SLIPWAY_FIXTURES, or
+// ../shared/fixtures/webhooks beside the repository.
+func FixturesDir() (string, error) {
+	dir := os.Getenv(EnvFixtures)
+	if dir == "" {
+		root, err := RepoRoot()
+		if err != nil {
+			return "", err
+		}
+		dir = filepath.Join(root, "..", "shared", "fixtures", "webhooks")
+	}
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return "", fmt.Errorf("finding the webhook fixtures: %s is not a folder (set %s)", dir, EnvFixtures)
+	}
+	return filepath.Clean(dir), nil
+}
+
+// FixturePath returns the path of a webhook fixture, e.g.
+// FixturePath("github", "push-branch-commits-goplayground.json").
+func FixturePath(elem ...string) (string, error) {
+	dir, err := FixturesDir()
+	if err != nil {
+		return "", err
+	}
+	p := filepath.Join(append([]string{dir}, elem...)...)
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("finding fixture %s: %w", filepath.Join(elem...), err)
+	}
+	return p, nil
+}
+
+// errNoDebs is wrapped by BusyboxDebs when the packages are missing.
+var errNoDebs = errors.New("busybox-static packages not found: run `make deps`")
