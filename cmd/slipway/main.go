@@ -252,4 +252,3 @@ func versionString() string {
 	}
 	return "dev"
 }
-

@@ -302,4 +302,3 @@ func readFile(t *testing.T, img v1.Image, path string) string {
 		}
 	}
 }
-
