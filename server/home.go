@@ -1,27 +1,28 @@
 package server
 
 import (
-	"io"
+	"bytes"
 	"net/http"
+
+	"github.com/slipway-ci/slipway/web"
 )
 
-// homePage stands in for the dashboard until it lands.
-const homePage = `<!doctype html>
-<html lang="en">
-<head><meta charset="utf-8"><title>slipway</title></head>
-<body>
-<h1>slipway is running</h1>
-<p>The dashboard is not built yet. Builds are at <a href="/api/v1/builds">/api/v1/builds</a>
-(send <code>Authorization: Bearer $SLIPWAY_ADMIN_TOKEN</code>); the API is described in
-<a href="/api/v1/openapi.json">/api/v1/openapi.json</a>.</p>
-</body>
-</html>
-`
-
-// handleHome answers GET / with a placeholder page.
-func handleHome() http.HandlerFunc {
+// handleHome answers GET / with the start page (the dashboard comes later): what
+// slipway is and how to point a webhook at it.
+func handleHome(publicURL string) http.HandlerFunc {
+	tmpl, err := web.Templates()
+	if err != nil {
+		// The templates are embedded at build time; a parse error is a bug that
+		// every test run would catch.
+		panic(err)
+	}
 	return func(w http.ResponseWriter, r *http.Request) {
+		var buf bytes.Buffer
+		if err := tmpl.ExecuteTemplate(&buf, "home.html", struct{ PublicURL string }{publicURL}); err != nil {
+			writeError(w, r, err)
+			return
+		}
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		_, _ = io.WriteString(w, homePage)
+		_, _ = w.Write(buf.Bytes())
 	}
 }

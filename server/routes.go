@@ -31,7 +31,7 @@ func newRouter(logger zerolog.Logger, cfg Config, builds slipway.BuildService, c
 	r.NotFound(handleNotFound())
 	r.MethodNotAllowed(handleMethodNotAllowed(r))
 
-	r.Get("/", handleHome())
+	r.Get("/", handleHome(cfg.PublicURL))
 	r.Get("/healthz", handleHealthz())
 	r.Get("/readyz", handleReadyz(checks))
 

@@ -41,7 +41,7 @@ func checkout(ctx context.Context, dir, cloneURL, commit string, log func(string
 			if ctx.Err() != nil {
 				return context.Cause(ctx)
 			}
-			return fmt.Errorf("git %s: %s", args[len(args)-2], lastLine(msg))
+			return fmt.Errorf("git %s: %s", gitSubcommand(args), lastLine(msg))
 		}
 	}
 	out, err := exec.CommandContext(ctx, "git", "-C", dir, "rev-parse", "HEAD").Output()
@@ -70,4 +70,16 @@ func lastLine(s string) string {
 		}
 	}
 	return s
+}
+
+// gitSubcommand returns the subcommand of a git argument list, skipping -c options.
+func gitSubcommand(args []string) string {
+	for i := 0; i < len(args); i++ {
+		if args[i] == "-c" {
+			i++
+			continue
+		}
+		return args[i]
+	}
+	return ""
 }

@@ -1,0 +1,35 @@
+# slipway's developer commands. `make run` and `make test` are the two that
+# matter; both start with `make deps`, which installs what a fresh Debian 12
+# machine lacks and is quick when nothing does.
+SHELL := /bin/bash
+export PATH := $(PATH):/usr/local/go/bin
+GO ?= go
+
+.PHONY: all deps build run test bench clean
+
+all: build
+
+## deps: Debian packages, arm64 emulation, busybox debs, bin/buildkitd and bin/buildctl
+deps:
+	@bash scripts/deps.sh
+
+## build: bin/slipway
+build:
+	$(GO) build -o bin/slipway ./cmd/slipway
+
+## run: services under .slipway-dev, a demo repository, then `slipway dev` on 127.0.0.1:8080
+run: deps build
+	@bash scripts/run.sh
+
+## test: go test ./... against real PostgreSQL, registry and buildkitd on free ports
+test: deps
+	@bash scripts/test.sh
+
+## bench: the benchmarks (no services yet)
+bench:
+	$(GO) test -run '^$$' -bench . ./...
+
+## clean: stop and delete .slipway-dev, delete bin/ (the busybox debs in .cache stay)
+clean:
+	@bash scripts/services.sh purge .slipway-dev
+	rm -rf bin

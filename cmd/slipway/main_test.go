@@ -1,0 +1,136 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func validEnv() map[string]string {
+	return map[string]string{
+		"SLIPWAY_DATABASE_URL":          "postgres://u@127.0.0.1:1/db",
+		"SLIPWAY_GITHUB_WEBHOOK_SECRET": "s",
+		"SLIPWAY_ADMIN_TOKEN":           "0123456789",
+		"SLIPWAY_REGISTRY":              "127.0.0.1:5000",
+		"SLIPWAY_BUILDKIT_ADDR":         "unix:///run/buildkit.sock",
+	}
+}
+
+func TestLoadConfig(t *testing.T) {
+	t.Parallel()
+	t.Run("Defaults", func(t *testing.T) {
+		t.Parallel()
+		c, err := loadConfig(env(validEnv()), role{server: true, worker: true}, "/tmp")
+		require.NoError(t, err)
+		require.Equal(t, "127.0.0.1:8080", c.Addr)
+		require.Equal(t, "http://127.0.0.1:8080", c.PublicURL)
+		require.True(t, c.RegistryInsecure, "loopback registries speak plain HTTP")
+		require.Equal(t, 1, c.WorkerConcurrency)
+		require.Equal(t, "127.0.0.1:8081", c.WorkerAddr)
+		require.Equal(t, "/tmp/slipway-work", c.WorkspaceDir)
+	})
+	t.Run("MissingNamesEveryVariable", func(t *testing.T) {
+		t.Parallel()
+		_, err := loadConfig(env(nil), role{server: true, worker: true}, "/tmp")
+		require.Error(t, err)
+		for _, name := range []string{"SLIPWAY_DATABASE_URL", "SLIPWAY_GITHUB_WEBHOOK_SECRET", "SLIPWAY_ADMIN_TOKEN", "SLIPWAY_REGISTRY", "SLIPWAY_BUILDKIT_ADDR"} {
+			require.Contains(t, err.Error(), name+": is required")
+		}
+	})
+	t.Run("WorkerNeedsNoServerSecrets", func(t *testing.T) {
+		t.Parallel()
+		e := validEnv()
+		delete(e, "SLIPWAY_GITHUB_WEBHOOK_SECRET")
+		delete(e, "SLIPWAY_ADMIN_TOKEN")
+		_, err := loadConfig(env(e), role{worker: true}, "/tmp")
+		require.NoError(t, err)
+	})
+	for name, tc := range map[string]struct{ key, value, want string }{
+		"BadDuration":    {"SLIPWAY_BUILD_TIMEOUT", "forever", "SLIPWAY_BUILD_TIMEOUT: \"forever\" is not a positive duration"},
+		"StaleTooShort":  {"SLIPWAY_STALE_AFTER", "6s", "SLIPWAY_STALE_AFTER: 6s must be at least twice SLIPWAY_HEARTBEAT_INTERVAL"},
+		"BadConcurrency": {"SLIPWAY_WORKER_CONCURRENCY", "0", "SLIPWAY_WORKER_CONCURRENCY"},
+		"RegistryScheme": {"SLIPWAY_REGISTRY", "https://reg", "SLIPWAY_REGISTRY: \"https://reg\" must be host[:port][/prefix] without a scheme"},
+		"BuildkitScheme": {"SLIPWAY_BUILDKIT_ADDR", "/run/bk.sock", "SLIPWAY_BUILDKIT_ADDR"},
+		"ShortToken":     {"SLIPWAY_ADMIN_TOKEN", "short", "SLIPWAY_ADMIN_TOKEN: must be at least 8 characters"},
+		"BadAddr":        {"SLIPWAY_ADDR", "8080", "SLIPWAY_ADDR"},
+		"BadPublicURL":   {"SLIPWAY_PUBLIC_URL", "ftp://x", "SLIPWAY_PUBLIC_URL"},
+		"BadLogLevel":    {"SLIPWAY_LOG_LEVEL", "loud", "SLIPWAY_LOG_LEVEL"},
+		"BadInsecure":    {"SLIPWAY_REGISTRY_INSECURE", "maybe", "SLIPWAY_REGISTRY_INSECURE"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			e := validEnv()
+			e[tc.key] = tc.value
+			if tc.key == "SLIPWAY_STALE_AFTER" {
+				e["SLIPWAY_HEARTBEAT_INTERVAL"] = "5s"
+			}
+			_, err := loadConfig(env(e), role{server: true, worker: true}, "/tmp")
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+}
+
+func TestRun(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	t.Run("Version", func(t *testing.T) {
+		t.Parallel()
+		var out bytes.Buffer
+		require.NoError(t, run(ctx, []string{"slipway", "version"}, env(nil), &out, &out))
+		require.True(t, strings.HasPrefix(out.String(), "slipway "))
+	})
+	t.Run("UnknownCommand", func(t *testing.T) {
+		t.Parallel()
+		var out bytes.Buffer
+		require.ErrorContains(t, run(ctx, []string{"slipway", "frobnicate"}, env(nil), &out, &out), `unknown command "frobnicate"`)
+		require.Contains(t, out.String(), "usage: slipway")
+	})
+	t.Run("InvalidConfigStopsStartup", func(t *testing.T) {
+		t.Parallel()
+		var out bytes.Buffer
+		err := run(ctx, []string{"slipway", "server"}, env(map[string]string{"SLIPWAY_DATABASE_URL": "postgres://x:topsecret@127.0.0.1:1/db"}), &out, &out)
+		require.ErrorContains(t, err, "SLIPWAY_GITHUB_WEBHOOK_SECRET: is required")
+		require.NotContains(t, err.Error(), "topsecret")
+	})
+	t.Run("UnreachableDatabaseHidesPassword", func(t *testing.T) {
+		t.Parallel()
+		e := validEnv()
+		e["SLIPWAY_DATABASE_URL"] = "postgres://x:topsecret@127.0.0.1:1/db?connect_timeout=2"
+		var out bytes.Buffer
+		err := run(ctx, []string{"slipway", "migrate"}, env(e), &out, &out)
+		require.Error(t, err)
+		require.NotContains(t, err.Error(), "topsecret")
+		require.NotContains(t, out.String(), "topsecret")
+	})
+}
+
+// TestSettingsDocumented keeps the README's settings table and the code in step.
+func TestSettingsDocumented(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	for _, s := range settings {
+		require.Contains(t, string(readme), "`"+s.Name+"`", "README.md must document %s", s.Name)
+	}
+	src, err := os.ReadFile("config.go")
+	require.NoError(t, err)
+	for _, line := range strings.Split(string(src), "\n") {
+		for _, f := range strings.Split(line, `"`) {
+			if strings.HasPrefix(f, "SLIPWAY_") && !strings.ContainsAny(f, " :$") {
+				found := false
+				for _, s := range settings {
+					found = found || s.Name == f
+				}
+				require.True(t, found, "%s is read in config.go but missing from settings", f)
+			}
+		}
+	}
+}

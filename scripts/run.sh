@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# run.sh is `make run`: PostgreSQL, the registry and buildkitd under a
+# git-ignored state folder (.slipway-dev), a demo repository served by
+# git daemon, then `bin/slipway dev` in the foreground. It prints where
+# everything is and a command that sends a signed test push. Ctrl-C, or any
+# other way out, stops everything it started.
+#
+# SLIPWAY_* variables set by the caller win over the defaults below.
+#   SLIPWAY_PG_PORT (5433), SLIPWAY_REGISTRY_PORT (5000), SLIPWAY_GIT_PORT (9418)
+#   SLIPWAY_DEV_STATE  state folder (default .slipway-dev)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+command -v go >/dev/null 2>&1 || export PATH=$PATH:/usr/local/go/bin
+
+STATE=${SLIPWAY_DEV_STATE:-$ROOT/.slipway-dev}
+export SLIPWAY_PG_PORT=${SLIPWAY_PG_PORT:-5433}
+export SLIPWAY_REGISTRY_PORT=${SLIPWAY_REGISTRY_PORT:-5000}
+GIT_PORT=${SLIPWAY_GIT_PORT:-9418}
+
+# The caller's SLIPWAY_* variables, re-applied after the services' env file.
+# (At top level: `declare` inside a function would make them local.)
+caller_env=()
+for v in $(compgen -e); do
+	[[ $v == SLIPWAY_* ]] && caller_env+=("$(declare -p "$v")")
+done
+
+cleanup() {
+	local rc=$?
+	trap - EXIT
+	# Ignore SIGPIPE too: after a Ctrl-C the reader of our output (a tee, a
+	# pager) may be gone, and a write must not end the clean-up.
+	trap '' INT TERM PIPE
+	echo "run: stopping the services under $STATE" >&2 || true
+	bash scripts/services.sh stop "$STATE" || true
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+bash scripts/services.sh start "$STATE"
+# shellcheck source=/dev/null
+source "$STATE/env"
+for d in "${caller_env[@]}"; do
+	eval "$d"
+done
+REGISTRY_HOST=127.0.0.1:$SLIPWAY_REGISTRY_PORT
+
+export SLIPWAY_ADDR=${SLIPWAY_ADDR:-127.0.0.1:8080}
+export SLIPWAY_PUBLIC_URL=${SLIPWAY_PUBLIC_URL:-http://$SLIPWAY_ADDR}
+export SLIPWAY_REGISTRY=${SLIPWAY_REGISTRY:-$REGISTRY_HOST}
+export SLIPWAY_GITHUB_WEBHOOK_SECRET=${SLIPWAY_GITHUB_WEBHOOK_SECRET:-devsecret}
+export SLIPWAY_ADMIN_TOKEN=${SLIPWAY_ADMIN_TOKEN:-devtoken}
+export SLIPWAY_DATABASE_URL SLIPWAY_BUILDKIT_ADDR
+
+# git daemon serves STATE/git; the demo repository is STATE/git/demo.git.
+mkdir -p "$STATE/git"
+if (exec 3<>"/dev/tcp/127.0.0.1/$GIT_PORT") 2>/dev/null; then
+	echo "run: 127.0.0.1:$GIT_PORT is already in use (set SLIPWAY_GIT_PORT to another port)" >&2
+	exit 1
+fi
+setsid git daemon --export-all --base-path="$STATE/git" --reuseaddr --informative-errors \
+	--listen=127.0.0.1 --port="$GIT_PORT" "$STATE/git" \
+	>>"$STATE/logs/git-daemon.log" 2>&1 </dev/null &
+echo $! >"$STATE/run/git-daemon.pid"
+for _ in $(seq 1 100); do
+	(exec 3<>"/dev/tcp/127.0.0.1/$GIT_PORT") 2>/dev/null && break
+	kill -0 "$(cat "$STATE/run/git-daemon.pid")" 2>/dev/null || break
+	sleep 0.1
+done
+if ! (exec 3<>"/dev/tcp/127.0.0.1/$GIT_PORT") 2>/dev/null; then
+	echo "run: git daemon did not start; last lines of its log:" >&2
+	tail -n 20 "$STATE/logs/git-daemon.log" >&2
+	exit 1
+fi
+
+go build -o bin/devdemo ./test/cmd/devdemo
+bin/devdemo -state "$STATE" -base-registry "$REGISTRY_HOST" -git-url "git://127.0.0.1:$GIT_PORT/demo.git"
+
+# Not exec: the EXIT trap must stop the services when slipway ends. In the
+# background with a wait, so that a SIGTERM to make reaches slipway through
+# the trap (bash runs traps only between foreground commands). Ctrl-C's
+# SIGINT reaches slipway from the terminal, as it shares our process group
+# (Go turns SIGINT back on, although bash starts background commands with it
+# ignored); forwarding it too would deliver it twice.
+bin/slipway dev &
+slipway_pid=$!
+trap 'kill -TERM "$slipway_pid" 2>/dev/null || true' TERM HUP
+trap ':' INT
+rc=0
+while :; do
+	wait "$slipway_pid" && rc=0 || rc=$?
+	kill -0 "$slipway_pid" 2>/dev/null || break
+done
+exit "$rc"

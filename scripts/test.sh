@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# test.sh runs `go test ./...` against real services: PostgreSQL, a registry
+# and buildkitd started in a temporary state folder on free ports (so it runs
+# beside `make run`), stopped and deleted at the end whatever the outcome.
+# The exit code is go test's. On failure the services' log tails are printed.
+#
+#   SLIPWAY_TEST_TIMEOUT  go test -timeout (default 60m)
+#   GOTESTFLAGS           extra go test flags, e.g. "-run TestEndToEnd -v"
+#   SLIPWAY_KEEP_STATE=1  keep the state folder (logs, registry, cluster)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+command -v go >/dev/null 2>&1 || export PATH=$PATH:/usr/local/go/bin
+
+state=$(mktemp -d "${TMPDIR:-/tmp}/slipway-test.XXXXXX")
+
+finish() {
+	local rc=$?
+	trap - EXIT
+	# Ignore SIGPIPE too: after a Ctrl-C the reader of our output (a tee, a
+	# pager) may be gone, and a write must not end the clean-up.
+	trap '' INT TERM PIPE
+	bash scripts/services.sh stop "$state" || true
+	if [ "$rc" -ne 0 ]; then
+		local f
+		for f in "$state"/logs/*.log; do
+			[ -s "$f" ] || continue
+			echo "--- last lines of $(basename "$f") ---" >&2 || true
+			tail -n 30 "$f" >&2 || true
+		done
+	fi
+	if [ -n "${SLIPWAY_KEEP_STATE:-}" ]; then
+		echo "test: state kept in $state" >&2 || true
+	else
+		bash scripts/services.sh purge "$state" || true
+	fi
+	exit "$rc"
+}
+trap finish EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Free ports whatever the caller set for make run; a throwaway cluster may
+# skip fsync, and the tests' pools need more than 100 connections.
+SLIPWAY_PG_PORT=0 SLIPWAY_REGISTRY_PORT=0 \
+	SLIPWAY_PG_OPTIONS="-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
+	bash scripts/services.sh start "$state"
+
+set -a
+# shellcheck source=/dev/null
+source "$state/env"
+set +a
+
+# GOTESTFLAGS is split on spaces on purpose.
+# shellcheck disable=SC2086
+go test -count=1 -timeout "${SLIPWAY_TEST_TIMEOUT:-60m}" ${GOTESTFLAGS:-} ./...

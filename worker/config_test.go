@@ -1,0 +1,77 @@
+package worker
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestParseRepoConfig(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		yaml    string
+		wantErr string
+		check   func(t *testing.T, c *RepoConfig)
+	}{
+		{name: "Empty", yaml: "", check: func(t *testing.T, c *RepoConfig) {
+			require.Equal(t, []string{"linux/amd64", "linux/arm64"}, c.Platforms)
+			require.Equal(t, "Dockerfile", c.Dockerfile)
+			require.Equal(t, ".", c.Context)
+			require.Empty(t, c.Tests)
+		}},
+		{name: "Full", yaml: `
+platforms: [linux/arm64, linux/arm/v7]
+dockerfile: build/Dockerfile
+context: app
+tests:
+  - name: shell
+    run: echo hi && uname -m
+    env: {GREETING: hello}
+    timeout: 30s
+  - name: exec
+    run: ["/bin/app", "--version"]
+`, check: func(t *testing.T, c *RepoConfig) {
+			require.Equal(t, []string{"linux/arm64", "linux/arm/v7"}, c.Platforms)
+			require.Equal(t, "build/Dockerfile", c.Dockerfile)
+			require.Len(t, c.Tests, 2)
+			require.Equal(t, []string{"/bin/sh", "-c", "echo hi && uname -m"}, c.Tests[0].Run.Args)
+			require.Equal(t, "hello", c.Tests[0].Env["GREETING"])
+			require.Equal(t, 30*time.Second, c.Tests[0].Timeout)
+			require.Equal(t, []string{"/bin/app", "--version"}, c.Tests[1].Run.Args)
+			require.Equal(t, 10*time.Minute, c.Tests[1].Timeout, "default timeout")
+		}},
+		{name: "UnknownField", yaml: "platform: [linux/amd64]\n", wantErr: "line 1: field platform not found"},
+		{name: "BadPlatform", yaml: "platforms: [amd64]\n", wantErr: `platforms: "amd64" is not os/arch`},
+		{name: "DuplicatePlatform", yaml: "platforms: [linux/amd64, linux/amd64]\n", wantErr: "listed twice"},
+		{name: "TestWithoutName", yaml: "tests:\n  - run: 'true'\n", wantErr: "line 2: tests[0]: name is required"},
+		{name: "TestWithoutRun", yaml: "tests:\n  - name: x\n", wantErr: "tests[0] (x): run is required"},
+		{name: "EmptyRun", yaml: "tests:\n  - name: x\n    run: ''\n", wantErr: "line 3: run is empty"},
+		{name: "RunMapping", yaml: "tests:\n  - name: x\n    run: {a: b}\n", wantErr: "run must be a string or a list"},
+		{name: "DuplicateTest", yaml: "tests:\n  - {name: x, run: 'true'}\n  - {name: x, run: 'true'}\n", wantErr: `name "x" is used twice`},
+		{name: "DockerfileOutside", yaml: "dockerfile: ../Dockerfile\n", wantErr: "dockerfile: \"../Dockerfile\" must be a path inside the repository"},
+		{name: "BadTimeout", yaml: "tests:\n  - {name: x, run: 'true', timeout: soon}\n", wantErr: ".slipway.yml"},
+		{name: "NotYAML", yaml: "platforms: [", wantErr: ".slipway.yml: line 1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := ParseRepoConfig([]byte(tt.yaml))
+			if tt.wantErr != "" {
+				require.ErrorContains(t, err, tt.wantErr)
+				require.Contains(t, err.Error(), RepoConfigFile, "errors name the file")
+				return
+			}
+			require.NoError(t, err)
+			tt.check(t, c)
+		})
+	}
+}
+
+func TestRedactURLs(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, "fatal: could not read from https://***@github.com/acme/app.git and ssh://***@host/x",
+		redactURLs("fatal: could not read from https://x-access-token:ghs_secret@github.com/acme/app.git and ssh://git@host/x"))
+	require.Equal(t, "git://127.0.0.1:9418/demo.git", redactURLs("git://127.0.0.1:9418/demo.git"))
+}
