@@ -172,15 +172,25 @@ type LogLine struct {
 	Text     string
 }
 
-// Repo is a repository slipway builds.
+// Repo is a repository slipway builds, with its settings. Empty lists mean the
+// global setting applies.
 type Repo struct {
-	ID        int64     `json:"id"`
-	Forge     string    `json:"forge"`
-	Owner     string    `json:"owner"`
-	Name      string    `json:"name"`
-	CloneURL  string    `json:"clone_url"`
-	Image     string    `json:"image"`
-	CreatedAt time.Time `json:"created_at"`
+	ID       int64  `json:"id"`
+	Forge    string `json:"forge"`
+	Owner    string `json:"owner"`
+	Name     string `json:"name"`
+	CloneURL string `json:"clone_url"`
+	Image    string `json:"image"`
+	// HasWebhookSecret tells whether the repository has its own webhook secret.
+	// The secret itself is never returned.
+	HasWebhookSecret bool      `json:"has_webhook_secret"`
+	Platforms        []string  `json:"platforms"`
+	AllowedBranches  []string  `json:"allowed_branches"`
+	MaxRunning       int       `json:"max_running"`
+	Supersede        bool      `json:"supersede"`
+	DefaultBranch    string    `json:"default_branch"`
+	CreatedAt        time.Time `json:"created_at"`
+	UpdatedAt        time.Time `json:"updated_at"`
 }
 
 // FullName is owner/name.
