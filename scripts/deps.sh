@@ -16,6 +16,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 cd "$ROOT"
 CACHE=${SLIPWAY_CACHE_DIR:-$ROOT/.cache}
 DEBS=$CACHE/debs
@@ -60,17 +62,6 @@ apt_install() {
 	return "$rc"
 }
 
-# pg_bindir prints the directory holding initdb, or nothing.
-pg_bindir() {
-	local d
-	if d=$(command -v initdb 2>/dev/null); then
-		dirname "$(readlink -f "$d")"
-		return
-	fi
-	for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
-		[ -x "$d/initdb" ] && { echo "$d"; return; }
-	done
-}
 
 # The arm64 architecture comes first: the package lists fetched by a later
 # apt-get update must include it for `apt-get download busybox-static:arm64`.

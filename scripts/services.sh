@@ -21,6 +21,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 BIN=${SLIPWAY_BIN_DIR:-$ROOT/bin}
 CACHE=${SLIPWAY_CACHE_DIR:-$ROOT/.cache}
 READY_TIMEOUT=${SLIPWAY_READY_TIMEOUT:-60}
@@ -41,17 +43,6 @@ fail_with_log() {
 
 usage() { die "usage: $0 start|stop|purge STATE_DIR"; }
 
-pg_bindir() {
-	local d
-	if d=$(command -v initdb 2>/dev/null); then
-		dirname "$(readlink -f "$d")"
-		return
-	fi
-	for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
-		[ -x "$d/initdb" ] && { echo "$d"; return; }
-	done
-	die "no PostgreSQL initdb found: run make deps"
-}
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -257,6 +248,7 @@ cmd_start() {
 		alive "$f" && die "services already run under $STATE ($(basename "$f" .pid)); stop them with: $0 stop $STATE"
 	done
 	PGBIN=$(pg_bindir)
+	[ -n "$PGBIN" ] || die "no PostgreSQL initdb found: run make deps"
 	if [ -s "$RUN/pgroot" ] && [ -s "$(cat "$RUN/pgroot")/data/postmaster.pid" ] &&
 		kill -0 "$(head -n 1 "$(cat "$RUN/pgroot")/data/postmaster.pid")" 2>/dev/null; then
 		die "postgres already runs under $STATE; stop it with: $0 stop $STATE"
