@@ -69,6 +69,12 @@ type Build struct {
 	CreatedAt   time.Time        `json:"created_at"`
 	StartedAt   *time.Time       `json:"started_at,omitempty"`
 	FinishedAt  *time.Time       `json:"finished_at,omitempty"`
+	// TargetPlatforms are the platforms the repository's settings asked for when
+	// the build was queued; empty: .slipway.yml decides.
+	TargetPlatforms []string `json:"target_platforms,omitempty"`
+	// ForgeStatus is how the commit status of the latest state reached the
+	// forge; nil before any was queued.
+	ForgeStatus *ForgeStatus `json:"forge_status,omitempty"`
 }
 
 // PlatformDigest is the manifest digest the pushed index holds for one platform.
@@ -208,4 +214,7 @@ type Trigger struct {
 	Commit     string // 40 hex
 	Message    string // head commit message, first line
 	Sender     string
+	// DefaultBranch is the repository's default branch as the payload names it
+	// ("" when it does not).
+	DefaultBranch string
 }

@@ -49,11 +49,28 @@ type buildRow struct {
 	CreatedAt   time.Time  `db:"created_at"`
 	StartedAt   *time.Time `db:"started_at"`
 	FinishedAt  *time.Time `db:"finished_at"`
+
+	TargetPlatforms []string `db:"target_platforms"`
+	// The latest commit status of the build (NULL before any).
+	StatusState     *string    `db:"fs_state"`
+	StatusOutcome   *string    `db:"fs_outcome"`
+	StatusAttempts  *int       `db:"fs_attempts"`
+	StatusError     *string    `db:"fs_error"`
+	StatusUpdatedAt *time.Time `db:"fs_updated_at"`
 }
 
 const buildColumns = `b.id, b.repo_id, r.forge, r.owner, r.name, b.ref, b.commit_sha, b.message, b.sender,
 	b.delivery_id, b.clone_url, b.state, b.image, b.image_ref, b.index_digest, b.platforms, b.tests,
-	b.tags, b.error, b.attempt, b.created_at, b.started_at, b.finished_at`
+	b.tags, b.error, b.attempt, b.created_at, b.started_at, b.finished_at, b.target_platforms,
+	fs.state AS fs_state, fs.outcome AS fs_outcome, fs.attempts AS fs_attempts,
+	fs.last_error AS fs_error, fs.updated_at AS fs_updated_at`
+
+// buildFrom joins a build with its repository and its latest commit status.
+const buildFrom = `builds b JOIN repos r ON r.id = b.repo_id
+LEFT JOIN LATERAL (
+    SELECT state, outcome, attempts, last_error, updated_at FROM forge_statuses f
+    WHERE f.build_id = b.id ORDER BY f.id DESC LIMIT 1
+) fs ON true`
 
 func (r buildRow) toBuild() (*slipway.Build, error) {
 	b := &slipway.Build{
@@ -63,6 +80,13 @@ func (r buildRow) toBuild() (*slipway.Build, error) {
 		IndexDigest: r.IndexDigest, Tags: r.Tags, Error: r.Error, Attempt: r.Attempt,
 		CreatedAt: r.CreatedAt.UTC(), StartedAt: utc(r.StartedAt), FinishedAt: utc(r.FinishedAt),
 		Platforms: []slipway.PlatformDigest{}, Tests: []slipway.TestResult{},
+		TargetPlatforms: r.TargetPlatforms,
+	}
+	if r.StatusState != nil {
+		b.ForgeStatus = &slipway.ForgeStatus{
+			State: slipway.BuildState(*r.StatusState), Outcome: slipway.StatusOutcome(*r.StatusOutcome),
+			Attempts: *r.StatusAttempts, Error: *r.StatusError, UpdatedAt: r.StatusUpdatedAt.UTC(),
+		}
 	}
 	if b.Tags == nil {
 		b.Tags = []string{}
@@ -105,15 +129,20 @@ func (s *BuildService) EnqueueTrigger(ctx context.Context, t slipway.Trigger, im
 
 const (
 	// EnqueueTrigger: registers the repository on first sight. On conflict the row
-	// is updated (clone URL may change when a repository moves) so RETURNING sees it.
+	// is updated (clone URL may change when a repository moves; the default branch
+	// when the payload names one) so RETURNING sees it. A registered repository's
+	// image is its setting and wins over the one passed in.
 	sqlRepoUpsert = `-- EnqueueTrigger
-INSERT INTO repos (forge, owner, name, clone_url, image) VALUES ($1, $2, $3, $4, $5)
-ON CONFLICT (forge, lower(owner), lower(name)) DO UPDATE SET clone_url = EXCLUDED.clone_url
+INSERT INTO repos (forge, owner, name, clone_url, image, default_branch) VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (forge, lower(owner), lower(name)) DO UPDATE SET clone_url = EXCLUDED.clone_url,
+    default_branch = coalesce(nullif(EXCLUDED.default_branch, ''), repos.default_branch)
 RETURNING id, image`
 
+	// EnqueueTrigger: the build keeps the platforms the repository's settings name
+	// now, so a later change of the settings does not change a queued build.
 	sqlBuildInsert = `-- EnqueueTrigger
-INSERT INTO builds (repo_id, ref, commit_sha, message, sender, delivery_id, clone_url, image)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id`
+INSERT INTO builds (repo_id, ref, commit_sha, message, sender, delivery_id, clone_url, image, target_platforms)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, (SELECT platforms FROM repos WHERE id = $1)) RETURNING id`
 
 	// EnqueueTrigger: claims the delivery id. When another transaction holds the same
 	// key uncommitted, this INSERT waits for it; if that one commits, DO NOTHING
@@ -146,7 +175,7 @@ func enqueueTrigger(ctx context.Context, tx pgx.Tx, t slipway.Trigger, image str
 		}
 	}
 	var repoID int64
-	if err := tx.QueryRow(ctx, sqlRepoUpsert, t.Forge, t.Owner, t.Name, t.CloneURL, image).Scan(&repoID, &image); err != nil {
+	if err := tx.QueryRow(ctx, sqlRepoUpsert, t.Forge, t.Owner, t.Name, t.CloneURL, image, t.DefaultBranch).Scan(&repoID, &image); err != nil {
 		return slipway.EnqueueResult{}, fmt.Errorf("registering repository: %w", err)
 	}
 	var buildID int64
@@ -205,7 +234,7 @@ func (s *BuildService) FindBuildByID(ctx context.Context, id int64) (*slipway.Bu
 
 func findBuildByID(ctx context.Context, q querier, id int64) (*slipway.Build, error) {
 	rows, err := q.Query(ctx, `-- FindBuildByID
-SELECT `+buildColumns+` FROM builds b JOIN repos r ON r.id = b.repo_id WHERE b.id = $1`, id)
+SELECT `+buildColumns+` FROM `+buildFrom+` WHERE b.id = $1`, id)
 	if err != nil {
 		return nil, err
 	}
@@ -259,8 +288,8 @@ func (s *BuildService) FindBuilds(ctx context.Context, f slipway.BuildFilter) ([
 	}
 	args = append(args, limit)
 	query := fmt.Sprintf(`-- FindBuilds
-SELECT %s FROM builds b JOIN repos r ON r.id = b.repo_id
-WHERE %s ORDER BY b.id DESC LIMIT $%d`, buildColumns, strings.Join(where, " AND "), len(args))
+SELECT %s FROM %s
+WHERE %s ORDER BY b.id DESC LIMIT $%d`, buildColumns, buildFrom, strings.Join(where, " AND "), len(args))
 	rows, err := s.db.pool.Query(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("finding builds: %w", err)

@@ -16,7 +16,7 @@ import (
 const requestTimeout = 60 * time.Second
 
 // newRouter lists every route slipway serves.
-func newRouter(logger zerolog.Logger, cfg Config, builds slipway.BuildService, checks []Check) *chi.Mux {
+func newRouter(logger zerolog.Logger, cfg Config, builds slipway.BuildService, repos slipway.RepoService, checks []Check) *chi.Mux {
 	r := chi.NewRouter()
 	r.Use(
 		hlog.NewHandler(logger),
@@ -35,7 +35,9 @@ func newRouter(logger zerolog.Logger, cfg Config, builds slipway.BuildService, c
 	r.Get("/healthz", handleHealthz())
 	r.Get("/readyz", handleReadyz(checks))
 
-	r.With(timeout(requestTimeout)).Post("/webhooks/github", handleGitHubWebhook(cfg, builds))
+	r.With(timeout(requestTimeout)).Post("/webhooks/github", handleWebhook(cfg, githubReceiver(cfg), repos, builds))
+	r.With(timeout(requestTimeout)).Post("/webhooks/gitlab", handleWebhook(cfg, gitlabReceiver(cfg), repos, builds))
+	r.With(timeout(requestTimeout)).Post("/webhooks/gitea", handleWebhook(cfg, giteaReceiver(cfg), repos, builds))
 
 	r.Route("/api/v1", func(r chi.Router) {
 		// The API description is public: it holds nothing a token protects, and
@@ -46,6 +48,11 @@ func newRouter(logger zerolog.Logger, cfg Config, builds slipway.BuildService, c
 			r.With(timeout(requestTimeout)).Get("/builds", handleBuildList(builds))
 			r.With(timeout(requestTimeout)).Get("/builds/{id}", handleBuildView(builds))
 			r.Get("/builds/{id}/logs", handleBuildLogs(builds))
+			r.With(timeout(requestTimeout)).Get("/repos", handleRepoList(repos))
+			r.With(timeout(requestTimeout)).Post("/repos", handleRepoCreate(cfg, repos))
+			r.With(timeout(requestTimeout)).Get("/repos/{owner}/{name}", handleRepoView(repos))
+			r.With(timeout(requestTimeout)).Patch("/repos/{owner}/{name}", handleRepoUpdate(repos))
+			r.With(timeout(requestTimeout)).Delete("/repos/{owner}/{name}", handleRepoDelete(repos))
 		})
 	})
 	return r

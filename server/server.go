@@ -23,9 +23,16 @@ const DefaultMaxWebhookBytes = 25 << 20
 // default; main validates the required ones and names the environment variable.
 type Config struct {
 	// GitHubWebhookSecret keys the HMAC-SHA256 of GitHub deliveries
-	// (SLIPWAY_GITHUB_WEBHOOK_SECRET). While it is empty every GitHub delivery
-	// is answered 503.
+	// (SLIPWAY_GITHUB_WEBHOOK_SECRET). While it is empty only repositories with
+	// a webhook secret of their own receive GitHub deliveries; others get 503.
 	GitHubWebhookSecret string
+	// GitLabWebhookToken is the secret token GitLab sends in X-Gitlab-Token
+	// (SLIPWAY_GITLAB_WEBHOOK_TOKEN). While it is empty only repositories with a
+	// webhook secret of their own receive GitLab deliveries.
+	GitLabWebhookToken string
+	// GiteaWebhookSecret keys the HMAC-SHA256 of Gitea and Forgejo deliveries
+	// (SLIPWAY_GITEA_WEBHOOK_SECRET); empty as for GitLabWebhookToken.
+	GiteaWebhookSecret string
 	// GitHubAllowedOwners lists the owners whose pushes are built
 	// (SLIPWAY_GITHUB_ALLOWED_OWNERS); compared case-insensitively. Empty allows any.
 	GitHubAllowedOwners []string
@@ -70,11 +77,11 @@ type Check struct {
 	Func func(ctx context.Context) error
 }
 
-// New returns slipway's HTTP handler. builds must be safe for concurrent use;
-// logger is the root logger that every request's logger derives from. See
-// routes.go for what it serves.
-func New(logger zerolog.Logger, cfg Config, builds slipway.BuildService, checks []Check) http.Handler {
-	return newRouter(logger, cfg.withDefaults(), builds, checks)
+// New returns slipway's HTTP handler. builds and repos must be safe for
+// concurrent use; logger is the root logger that every request's logger derives
+// from. See routes.go for what it serves.
+func New(logger zerolog.Logger, cfg Config, builds slipway.BuildService, repos slipway.RepoService, checks []Check) http.Handler {
+	return newRouter(logger, cfg.withDefaults(), builds, repos, checks)
 }
 
 // errorResponse is the JSON body of every error answer.

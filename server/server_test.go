@@ -36,6 +36,8 @@ const (
 	testToken    = "admin-token-for-tests"
 	testRegistry = "registry.test:5000/ci"
 	testPublic   = "http://slipway.test:8080"
+	// testSecretKey seals per-repository secrets (SLIPWAY_SECRET_KEY).
+	testSecretKey = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
 )
 
 // testBundle is what a handler test works with.
@@ -43,6 +45,7 @@ type testBundle struct {
 	srv    *httptest.Server
 	db     *postgres.DB
 	builds *postgres.BuildService
+	repos  *postgres.RepoService
 	logs   *syncBuffer
 }
 
@@ -60,6 +63,9 @@ func setup(t *testing.T, opts *setupOpts) *testBundle {
 	}
 	db := pgtest.NewDB(t)
 	builds := postgres.NewBuildService(db)
+	sealer, err := slipway.NewSealer(testSecretKey)
+	require.NoError(t, err)
+	repos := postgres.NewRepoService(db, sealer)
 	cfg := Config{
 		GitHubWebhookSecret: testSecret,
 		Registry:            testRegistry,
@@ -71,14 +77,14 @@ func setup(t *testing.T, opts *setupOpts) *testBundle {
 	}
 	logs := &syncBuffer{}
 	logger := zerolog.New(zerolog.MultiLevelWriter(zerolog.NewTestWriter(t), logs))
-	srv := httptest.NewServer(New(logger, cfg, builds, opts.checks))
+	srv := httptest.NewServer(New(logger, cfg, builds, repos, opts.checks))
 	t.Cleanup(srv.Close)
 	t.Cleanup(func() {
 		// Whatever a test did, no secret may reach the log.
 		require.NotContains(t, logs.String(), testSecret)
 		require.NotContains(t, logs.String(), testToken)
 	})
-	return &testBundle{srv: srv, db: db, builds: builds, logs: logs}
+	return &testBundle{srv: srv, db: db, builds: builds, repos: repos, logs: logs}
 }
 
 // delivery is one webhook request.
@@ -168,7 +174,7 @@ func requireError(t *testing.T, resp *http.Response, out map[string]any, status 
 // delivery.
 func (b *testBundle) requireNoRows(t *testing.T) {
 	t.Helper()
-	for _, table := range []string{"repos", "builds", "jobs", "webhook_deliveries"} {
+	for _, table := range []string{"repos", "builds", "jobs", "webhook_deliveries", "forge_statuses"} {
 		require.Equal(t, 0, b.count(t, table), "rows in %s", table)
 	}
 }
@@ -665,7 +671,7 @@ func TestProbes(t *testing.T) {
 // newTestServer serves New without a database, for routes that need none.
 func newTestServer(t *testing.T, checks []Check) *httptest.Server {
 	t.Helper()
-	srv := httptest.NewServer(New(zerolog.New(zerolog.NewTestWriter(t)), Config{AdminToken: testToken}, nil, checks))
+	srv := httptest.NewServer(New(zerolog.New(zerolog.NewTestWriter(t)), Config{AdminToken: testToken}, nil, nil, checks))
 	t.Cleanup(srv.Close)
 	return srv
 }

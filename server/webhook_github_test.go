@@ -50,6 +50,7 @@ func TestParseGitHubFixtures(t *testing.T) {
 			Forge: "github", DeliveryID: delivery, Event: "push",
 			Owner: owner, Name: name, CloneURL: cloneURL,
 			Ref: ref, Commit: commit, Message: message, Sender: sender,
+			DefaultBranch: "master", // every GitHub fixture names it
 		}
 	}
 	const zen = "Anything added dilutes everything else."

@@ -44,6 +44,9 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 	if err != nil {
 		return fail("%v", err)
 	}
+	if len(build.TargetPlatforms) > 0 {
+		cfg.Platforms = build.TargetPlatforms // the repository's setting wins over .slipway.yml
+	}
 	sink.Add("", "checkout", fmt.Sprintf("Checked out in %s; platforms %s, %d test(s)", since(started), strings.Join(cfg.Platforms, ", "), len(cfg.Tests)))
 
 	ref := build.Image + ":" + slipway.CommitTag(build.Commit)

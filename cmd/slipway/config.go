@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/slipway-ci/slipway"
 )
 
 // setting describes one SLIPWAY_* environment variable. The README's table of
@@ -25,6 +27,15 @@ var settings = []setting{
 	{"SLIPWAY_ADDR", "127.0.0.1:8080", "server, dev", "Address the HTTP server (webhooks, API, dashboard, probes) listens on.", false},
 	{"SLIPWAY_PUBLIC_URL", "http://$SLIPWAY_ADDR", "server, dev", "URL users and forges reach slipway at; build links in API answers start with it.", false},
 	{"SLIPWAY_GITHUB_WEBHOOK_SECRET", "", "server, dev", "Secret of the GitHub webhook (HMAC-SHA256 of each delivery). Required.", true},
+	{"SLIPWAY_GITLAB_WEBHOOK_TOKEN", "", "server, dev", "Secret token of GitLab webhooks (sent as X-Gitlab-Token). Unset: only repositories with their own webhook secret receive GitLab pushes.", true},
+	{"SLIPWAY_GITEA_WEBHOOK_SECRET", "", "server, dev", "Secret of Gitea and Forgejo webhooks (HMAC-SHA256 of each delivery). Unset: only repositories with their own webhook secret receive Gitea pushes.", true},
+	{"SLIPWAY_SECRET_KEY", "", "server, dev", "32-byte key, as 64 hex digits or base64 (`openssl rand -hex 32`), that seals per-repository secrets in the database (AES-256-GCM). Unset: repositories cannot have their own webhook secret.", true},
+	{"SLIPWAY_GITHUB_API_URL", "https://api.github.com", "server, dev", "GitHub REST API base URL for commit statuses; for GitHub Enterprise Server `https://HOST/api/v3`.", false},
+	{"SLIPWAY_GITHUB_TOKEN", "", "server, dev", "Token with commit-status write access (classic `repo:status`, or fine-grained \"Commit statuses: write\"). Unset: no statuses are sent to GitHub.", true},
+	{"SLIPWAY_GITLAB_API_URL", "https://gitlab.com/api/v4", "server, dev", "GitLab REST API base URL for commit statuses: `https://HOST/api/v4`.", false},
+	{"SLIPWAY_GITLAB_TOKEN", "", "server, dev", "GitLab access token with the `api` scope (sent as PRIVATE-TOKEN). Unset: no statuses are sent to GitLab.", true},
+	{"SLIPWAY_GITEA_API_URL", "", "server, dev", "Gitea or Forgejo API base URL for commit statuses: `https://HOST/api/v1`. Unset: no statuses are sent to Gitea.", false},
+	{"SLIPWAY_GITEA_TOKEN", "", "server, dev", "Gitea or Forgejo access token with repository write access. Unset: no statuses are sent to Gitea.", true},
 	{"SLIPWAY_GITHUB_ALLOWED_OWNERS", "(any)", "server, dev", "Comma-separated GitHub owners (users or organisations) whose pushes are built; others get 403.", false},
 	{"SLIPWAY_ADMIN_TOKEN", "", "server, dev", "Bearer token for the REST API under /api/v1. Required; at least 8 characters.", true},
 	{"SLIPWAY_REGISTRY", "", "server, worker, dev", "Registry host[:port][/prefix] images are pushed to: `$SLIPWAY_REGISTRY/<owner>/<name>`. Required.", false},
@@ -49,6 +60,15 @@ type config struct {
 	PublicURL           string
 	GitHubWebhookSecret string
 	GitHubAllowedOwners []string
+	GitLabWebhookToken  string
+	GiteaWebhookSecret  string
+	SecretKey           string
+	GitHubAPIURL        string
+	GitHubToken         string
+	GitLabAPIURL        string
+	GitLabToken         string
+	GiteaAPIURL         string
+	GiteaToken          string
 	AdminToken          string
 	Registry            string
 	RegistryInsecure    bool
@@ -138,6 +158,33 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 		c.AdminToken = required("SLIPWAY_ADMIN_TOKEN")
 		if c.AdminToken != "" && len(c.AdminToken) < 8 {
 			bad("SLIPWAY_ADMIN_TOKEN", "must be at least 8 characters")
+		}
+		c.GitLabWebhookToken = get("SLIPWAY_GITLAB_WEBHOOK_TOKEN")
+		c.GiteaWebhookSecret = get("SLIPWAY_GITEA_WEBHOOK_SECRET")
+		c.SecretKey = get("SLIPWAY_SECRET_KEY")
+		if c.SecretKey != "" {
+			if _, err := slipway.NewSealer(c.SecretKey); err != nil {
+				bad("SLIPWAY_SECRET_KEY", "%v", err)
+			}
+		}
+		apiURL := func(name, def string) string {
+			v := strings.TrimRight(get(name), "/")
+			if v == "" {
+				return def
+			}
+			if u, err := url.Parse(v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				bad(name, "%q is not an http(s) URL", v)
+			}
+			return v
+		}
+		c.GitHubAPIURL = apiURL("SLIPWAY_GITHUB_API_URL", "https://api.github.com")
+		c.GitLabAPIURL = apiURL("SLIPWAY_GITLAB_API_URL", "https://gitlab.com/api/v4")
+		c.GiteaAPIURL = apiURL("SLIPWAY_GITEA_API_URL", "")
+		c.GitHubToken = get("SLIPWAY_GITHUB_TOKEN")
+		c.GitLabToken = get("SLIPWAY_GITLAB_TOKEN")
+		c.GiteaToken = get("SLIPWAY_GITEA_TOKEN")
+		if c.GiteaToken != "" && c.GiteaAPIURL == "" {
+			bad("SLIPWAY_GITEA_API_URL", "is required with SLIPWAY_GITEA_TOKEN (e.g. https://gitea.example.com/api/v1)")
 		}
 		for _, o := range strings.Split(get("SLIPWAY_GITHUB_ALLOWED_OWNERS"), ",") {
 			if o = strings.TrimSpace(o); o != "" {

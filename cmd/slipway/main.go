@@ -24,7 +24,9 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/slipway-ci/slipway"
 	"github.com/slipway-ci/slipway/buildkit"
+	"github.com/slipway-ci/slipway/forge"
 	"github.com/slipway-ci/slipway/postgres"
 	"github.com/slipway-ci/slipway/registry"
 	"github.com/slipway-ci/slipway/server"
@@ -176,16 +178,42 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 		}
 	}
 	if r.server {
+		var sealer *slipway.Sealer
+		if cfg.SecretKey != "" {
+			var err error
+			if sealer, err = slipway.NewSealer(cfg.SecretKey); err != nil {
+				return fmt.Errorf("SLIPWAY_SECRET_KEY: %w", err)
+			}
+		}
 		h := server.New(logger, server.Config{
 			GitHubWebhookSecret: cfg.GitHubWebhookSecret,
 			GitHubAllowedOwners: cfg.GitHubAllowedOwners,
+			GitLabWebhookToken:  cfg.GitLabWebhookToken,
+			GiteaWebhookSecret:  cfg.GiteaWebhookSecret,
 			Registry:            cfg.Registry,
 			AdminToken:          cfg.AdminToken,
 			PublicURL:           cfg.PublicURL,
-		}, builds, checks)
+		}, builds, postgres.NewRepoService(db, sealer), checks)
 		g.Go(func() error { return listenAndServe(ctx, cfg.Addr, h, logger) })
+		sender := forge.NewSender(logger, forge.SenderConfig{Clients: forgeClients(cfg), PublicURL: cfg.PublicURL}, postgres.NewStatusOutbox(db))
+		g.Go(func() error { return sender.Run(ctx) })
 	}
 	return g.Wait()
+}
+
+// forgeClients returns a commit-status client for each forge with a token.
+func forgeClients(cfg *config) map[string]forge.Client {
+	clients := map[string]forge.Client{}
+	if cfg.GitHubToken != "" {
+		clients[slipway.ForgeGitHub] = &forge.GitHub{BaseURL: cfg.GitHubAPIURL, Token: cfg.GitHubToken}
+	}
+	if cfg.GitLabToken != "" {
+		clients[slipway.ForgeGitLab] = &forge.GitLab{BaseURL: cfg.GitLabAPIURL, Token: cfg.GitLabToken}
+	}
+	if cfg.GiteaToken != "" {
+		clients[slipway.ForgeGitea] = &forge.Gitea{BaseURL: cfg.GiteaAPIURL, Token: cfg.GiteaToken}
+	}
+	return clients
 }
 
 // listenAndServe serves h on addr until ctx ends, then lets in-flight requests

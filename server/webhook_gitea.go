@@ -1,0 +1,129 @@
+package server
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+
+	"github.com/slipway-ci/slipway"
+)
+
+// Gitea's and Forgejo's delivery headers (Gitea's services/webhook/deliver.go;
+// Forgejo sends its own names beside Gitea's). The signature is the bare hex
+// HMAC-SHA256 of the body; X-Hub-Signature-256 carries the same as "sha256=…".
+const (
+	forgejoEventHeader     = "X-Forgejo-Event"
+	giteaEventHeader       = "X-Gitea-Event"
+	forgejoDeliveryHeader  = "X-Forgejo-Delivery"
+	giteaDeliveryHeader    = "X-Gitea-Delivery"
+	forgejoSignatureHeader = "X-Forgejo-Signature"
+	giteaSignatureHeader   = "X-Gitea-Signature"
+)
+
+// giteaReceiver receives Gitea and Forgejo deliveries at POST /webhooks/gitea.
+func giteaReceiver(cfg Config) receiver {
+	return receiver{
+		forge:         slipway.ForgeGitea,
+		title:         "Gitea",
+		secretSetting: "SLIPWAY_GITEA_WEBHOOK_SECRET",
+		secret:        cfg.GiteaWebhookSecret,
+		headers:       giteaHeaders,
+		payload:       jsonPayload,
+		locate:        locateGitHubStyle,
+		verify:        verifyGiteaSignature,
+		parse:         parseGiteaEvent,
+	}
+}
+
+// firstHeader returns the first of names that h has, and its value.
+func firstHeader(h http.Header, names ...string) (string, string) {
+	for _, n := range names {
+		if v := h.Get(n); v != "" {
+			return n, v
+		}
+	}
+	return names[0], ""
+}
+
+func giteaHeaders(h http.Header) (string, string, error) {
+	_, event := firstHeader(h, forgejoEventHeader, giteaEventHeader)
+	header, delivery := firstHeader(h, forgejoDeliveryHeader, giteaDeliveryHeader)
+	if event == "" {
+		return event, delivery, slipway.Errorf(slipway.EINVALID, "The %s (or %s) header is missing.", giteaEventHeader, forgejoEventHeader)
+	}
+	if delivery == "" && event == "push" {
+		return event, delivery, slipway.Errorf(slipway.EINVALID, "The %s (or %s) header is missing.", giteaDeliveryHeader, forgejoDeliveryHeader)
+	}
+	return event, delivery, checkDelivery(header, delivery, event == "push")
+}
+
+// verifyGiteaSignature checks the first signature header present, in the
+// order X-Forgejo-Signature, X-Gitea-Signature, X-Hub-Signature-256.
+func verifyGiteaSignature(secret []byte, h http.Header, body []byte) error {
+	header, sig := firstHeader(h, forgejoSignatureHeader, giteaSignatureHeader, githubSignatureHeader)
+	switch {
+	case sig == "":
+		return slipway.Errorf(slipway.EUNAUTHORIZED, "The %s header is missing; set a secret on the webhook.", giteaSignatureHeader)
+	case header == githubSignatureHeader:
+		return verifyGitHubSignature(secret, sig, body)
+	}
+	return verifyHexHMAC(secret, header, sig, body)
+}
+
+// giteaPush holds the fields of a push payload slipway reads. Gitea's shape
+// follows GitHub's; head_commit is missing in older versions.
+type giteaPush struct {
+	Ref        string            `json:"ref"`
+	After      string            `json:"after"`
+	Repository *githubRepository `json:"repository"`
+	HeadCommit *struct {
+		Message string `json:"message"`
+	} `json:"head_commit"`
+	Commits []struct {
+		ID      string `json:"id"`
+		Message string `json:"message"`
+	} `json:"commits"`
+	Sender *struct {
+		Login    string `json:"login"`
+		Username string `json:"username"`
+	} `json:"sender"`
+}
+
+// parseGiteaEvent reads the payload of a delivery of event (X-Gitea-Event).
+// A new tag arrives both as a push of refs/tags/… (built) and as a create
+// event (ignored), so it builds once.
+func parseGiteaEvent(event, delivery string, payload []byte) (webhookEvent, error) {
+	if event != "push" {
+		return otherEvent(event, payload)
+	}
+	var p giteaPush
+	if err := json.Unmarshal(payload, &p); err != nil {
+		return webhookEvent{}, malformed(err)
+	}
+	out := &push{
+		Forge: slipway.ForgeGitea, Delivery: delivery, Ref: p.Ref, After: p.After,
+		OwnerField: "repository.owner.login", NameField: "repository.name", URLField: "repository.clone_url",
+	}
+	if p.Repository == nil {
+		out.Missing = "repository"
+	} else {
+		out.Owner, out.Name, out.CloneURL = p.Repository.owner(), p.Repository.Name, p.Repository.CloneURL
+		out.DefaultBranch = p.Repository.DefaultBranch
+	}
+	if p.HeadCommit != nil {
+		out.Message = p.HeadCommit.Message
+	} else {
+		for _, c := range p.Commits {
+			if strings.EqualFold(c.ID, p.After) {
+				out.Message = c.Message
+			}
+		}
+	}
+	if p.Sender != nil {
+		out.Sender = p.Sender.Login
+		if out.Sender == "" {
+			out.Sender = p.Sender.Username
+		}
+	}
+	return out.event()
+}

@@ -1,0 +1,151 @@
+package server
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"net/http"
+	"strings"
+
+	"github.com/slipway-ci/slipway"
+)
+
+// GitLab's delivery headers, described in
+// https://docs.gitlab.com/user/project/integrations/webhooks/#delivery-headers.
+// Idempotency-Key stays the same across retries (GitLab 17.4 and later); older
+// GitLab only sends X-Gitlab-Event-UUID.
+const (
+	gitlabEventHeader       = "X-Gitlab-Event"
+	gitlabTokenHeader       = "X-Gitlab-Token"
+	gitlabIdempotencyHeader = "Idempotency-Key"
+	gitlabEventUUIDHeader   = "X-Gitlab-Event-UUID"
+)
+
+// gitlabReceiver receives GitLab deliveries at POST /webhooks/gitlab.
+func gitlabReceiver(cfg Config) receiver {
+	return receiver{
+		forge:         slipway.ForgeGitLab,
+		title:         "GitLab",
+		secretSetting: "SLIPWAY_GITLAB_WEBHOOK_TOKEN",
+		secret:        cfg.GitLabWebhookToken,
+		headers:       gitlabHeaders,
+		payload:       jsonPayload,
+		locate:        locateGitLab,
+		verify: func(secret []byte, h http.Header, _ []byte) error {
+			return verifyGitLabToken(secret, h.Get(gitlabTokenHeader))
+		},
+		parse: parseGitLabEvent,
+	}
+}
+
+func gitlabHeaders(h http.Header) (string, string, error) {
+	event := h.Get(gitlabEventHeader)
+	header, delivery := gitlabIdempotencyHeader, h.Get(gitlabIdempotencyHeader)
+	if delivery == "" {
+		header, delivery = gitlabEventUUIDHeader, h.Get(gitlabEventUUIDHeader)
+	}
+	if event == "" {
+		return event, delivery, slipway.Errorf(slipway.EINVALID, "The %s header is missing.", gitlabEventHeader)
+	}
+	push := event == "Push Hook" || event == "Tag Push Hook"
+	if delivery == "" && push {
+		return event, delivery, slipway.Errorf(slipway.EINVALID, "The %s header (or %s) is missing.", gitlabIdempotencyHeader, gitlabEventUUIDHeader)
+	}
+	return event, delivery, checkDelivery(header, delivery, push)
+}
+
+// verifyGitLabToken compares the X-Gitlab-Token header with the secret token in
+// constant time: GitLab sends the token itself, not a signature. Comparing
+// SHA-256 digests keeps the token's length from leaking too.
+func verifyGitLabToken(secret []byte, header string) error {
+	if header == "" {
+		return slipway.Errorf(slipway.EUNAUTHORIZED, "The %s header is missing; set a secret token on the webhook.", gitlabTokenHeader)
+	}
+	got, want := sha256.Sum256([]byte(header)), sha256.Sum256(secret)
+	if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+		return slipway.Errorf(slipway.EUNAUTHORIZED, "The %s header does not match the secret token.", gitlabTokenHeader)
+	}
+	return nil
+}
+
+// gitlabPush holds the fields of push and tag push payloads slipway reads.
+// https://docs.gitlab.com/user/project/integrations/webhook_events/#push-events
+type gitlabPush struct {
+	ObjectKind   string `json:"object_kind"`
+	Ref          string `json:"ref"`
+	After        string `json:"after"`
+	CheckoutSHA  string `json:"checkout_sha"`
+	UserUsername string `json:"user_username"`
+	Project      *struct {
+		PathWithNamespace string `json:"path_with_namespace"`
+		GitHTTPURL        string `json:"git_http_url"`
+		DefaultBranch     string `json:"default_branch"`
+	} `json:"project"`
+	Commits []struct {
+		ID      string `json:"id"`
+		Message string `json:"message"`
+	} `json:"commits"`
+}
+
+// splitGitLabPath splits path_with_namespace into the namespace and the project.
+// A project in a subgroup ("group/sub/project") gives a namespace with a slash,
+// which validRepoPart refuses.
+func splitGitLabPath(p string) (string, string) {
+	i := strings.LastIndexByte(p, '/')
+	if i < 0 {
+		return "", p
+	}
+	return p[:i], p[i+1:]
+}
+
+func locateGitLab(payload []byte) (string, string, bool) {
+	var p struct {
+		Project *struct {
+			PathWithNamespace string `json:"path_with_namespace"`
+		} `json:"project"`
+	}
+	if json.Unmarshal(payload, &p) != nil || p.Project == nil {
+		return "", "", false
+	}
+	owner, name := splitGitLabPath(p.Project.PathWithNamespace)
+	return owner, name, validRepoPart(owner) && validRepoPart(name)
+}
+
+// parseGitLabEvent reads the payload of a delivery of event (the X-Gitlab-Event
+// header: "Push Hook", "Tag Push Hook", …).
+func parseGitLabEvent(event, delivery string, payload []byte) (webhookEvent, error) {
+	if event != "Push Hook" && event != "Tag Push Hook" {
+		return otherEvent(event, payload)
+	}
+	var p gitlabPush
+	if err := json.Unmarshal(payload, &p); err != nil {
+		return webhookEvent{}, malformed(err)
+	}
+	// checkout_sha is the commit to build: for an annotated tag, after is the
+	// tag object. It is null for a deletion.
+	commit := p.CheckoutSHA
+	if commit == "" {
+		commit = p.After
+	}
+	out := &push{
+		Forge: slipway.ForgeGitLab, Delivery: delivery, Ref: p.Ref, After: commit, Deleted: p.After == zeroCommit,
+		OwnerField: "project.path_with_namespace", NameField: "project.path_with_namespace",
+		URLField: "project.git_http_url", Sender: p.UserUsername,
+	}
+	if p.Project == nil {
+		out.Missing = "project"
+	} else {
+		out.Owner, out.Name = splitGitLabPath(p.Project.PathWithNamespace)
+		out.CloneURL, out.DefaultBranch = p.Project.GitHTTPURL, p.Project.DefaultBranch
+		if strings.Contains(out.Owner, "/") && validRepoPart(out.Name) {
+			return webhookEvent{}, slipway.Errorf(slipway.EINVALID,
+				"Project %q is in a subgroup; slipway builds only projects directly under a user or group for now.", shortQuote(p.Project.PathWithNamespace))
+		}
+	}
+	for _, c := range p.Commits {
+		if strings.EqualFold(c.ID, commit) {
+			out.Message = c.Message
+		}
+	}
+	return out.event()
+}

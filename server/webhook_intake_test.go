@@ -1,0 +1,282 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/slipway-ci/slipway"
+)
+
+const (
+	testGitLabToken  = "gitlab-token-for-tests"
+	testGiteaSecret  = "gitea-secret-for-tests"
+	testRepoSecret   = "repo-own-secret-for-tests"
+	gitlabPushCommit = "da1560886d4f094c3e6c9ef40349f7d38b5d27d7"
+	giteaPushCommit  = "4522cbcefc20728a5b72b3a86af35e608622c514"
+)
+
+func setupForges(t *testing.T) *testBundle {
+	return setup(t, &setupOpts{config: func(c *Config) {
+		c.GitLabWebhookToken = testGitLabToken
+		c.GiteaWebhookSecret = testGiteaSecret
+	}})
+}
+
+// postForge sends body to /webhooks/<forge> with header.
+func (b *testBundle) postForge(t *testing.T, forge string, body []byte, header http.Header) (*http.Response, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, b.srv.URL+"/webhooks/"+forge, bytes.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	return do(t, b.srv.Client(), req)
+}
+
+func gitlabHeader(event, token, idem, uuid string) http.Header {
+	h := http.Header{}
+	for k, v := range map[string]string{"X-Gitlab-Event": event, "X-Gitlab-Token": token, "Idempotency-Key": idem, "X-Gitlab-Event-UUID": uuid} {
+		if v != "" {
+			h.Set(k, v)
+		}
+	}
+	return h
+}
+
+func giteaHeader(secret string, body []byte, delivery string, forgejo bool) http.Header {
+	h := http.Header{}
+	if forgejo {
+		h.Set("X-Forgejo-Event", "push")
+		h.Set("X-Forgejo-Delivery", delivery)
+		h.Set("X-Forgejo-Signature", signHex(secret, body))
+	} else {
+		h.Set("X-Gitea-Event", "push")
+		h.Set("X-Gitea-Delivery", delivery)
+		h.Set("X-Gitea-Signature", signHex(secret, body))
+	}
+	return h
+}
+
+func TestGitLabWebhook(t *testing.T) {
+	t.Parallel()
+	body := readForgeFixture(t, "gitlab", "push-branch.json")
+
+	t.Run("PushQueuesBuildOnce", func(t *testing.T) {
+		t.Parallel()
+		b := setupForges(t)
+		resp, out := b.postForge(t, "gitlab", body, gitlabHeader("Push Hook", testGitLabToken, "idem-1", "uuid-1"))
+		require.Equal(t, http.StatusAccepted, resp.StatusCode, out["_raw"])
+		id := buildIDOf(t, out)
+		build, err := b.builds.FindBuildByID(context.Background(), id)
+		require.NoError(t, err)
+		require.Equal(t, "gitlab", build.Forge)
+		require.Equal(t, "mike/diaspora", build.Repo)
+		require.Equal(t, gitlabPushCommit, build.Commit)
+		require.Equal(t, "idem-1", build.DeliveryID)
+		require.Equal(t, testRegistry+"/mike/diaspora", build.Image)
+
+		// A retry keeps Idempotency-Key (and may carry a new event UUID).
+		resp, out = b.postForge(t, "gitlab", body, gitlabHeader("Push Hook", testGitLabToken, "idem-1", "uuid-2"))
+		require.Equal(t, http.StatusAccepted, resp.StatusCode)
+		require.Equal(t, id, buildIDOf(t, out))
+		require.Equal(t, true, out["duplicate"])
+		require.Equal(t, 1, b.count(t, "builds"))
+	})
+	t.Run("EventUUIDWithoutIdempotencyKey", func(t *testing.T) {
+		t.Parallel()
+		b := setupForges(t)
+		_, out := b.postForge(t, "gitlab", body, gitlabHeader("Push Hook", testGitLabToken, "", "uuid-1"))
+		_, again := b.postForge(t, "gitlab", body, gitlabHeader("Push Hook", testGitLabToken, "", "uuid-1"))
+		require.Equal(t, buildIDOf(t, out), buildIDOf(t, again))
+		build, err := b.builds.FindBuildByID(context.Background(), buildIDOf(t, out))
+		require.NoError(t, err)
+		require.Equal(t, "uuid-1", build.DeliveryID)
+	})
+	t.Run("BadTokenWritesNothing", func(t *testing.T) {
+		t.Parallel()
+		b := setupForges(t)
+		for name, token := range map[string]string{"missing": "", "wrong": "nope", "github secret": testSecret} {
+			resp, out := b.postForge(t, "gitlab", body, gitlabHeader("Push Hook", token, "idem-1", ""))
+			msg := requireError(t, resp, out, http.StatusUnauthorized, slipway.EUNAUTHORIZED)
+			require.Contains(t, msg, "X-Gitlab-Token", name)
+		}
+		b.requireNoRows(t)
+	})
+	t.Run("MissingDeliveryID", func(t *testing.T) {
+		t.Parallel()
+		b := setupForges(t)
+		resp, out := b.postForge(t, "gitlab", body, gitlabHeader("Push Hook", testGitLabToken, "", ""))
+		msg := requireError(t, resp, out, http.StatusBadRequest, slipway.EINVALID)
+		require.Contains(t, msg, "Idempotency-Key")
+		b.requireNoRows(t)
+	})
+	t.Run("DeletionAndOtherEventsIgnored", func(t *testing.T) {
+		t.Parallel()
+		b := setupForges(t)
+		resp, out := b.postForge(t, "gitlab", readForgeFixture(t, "gitlab", "tag_push-deleted-goscm.json"),
+			gitlabHeader("Tag Push Hook", testGitLabToken, "idem-2", ""))
+		require.Equal(t, http.StatusAccepted, resp.StatusCode)
+		require.Equal(t, `tag "v1.0.0" was deleted`, out["ignored"])
+		resp, out = b.postForge(t, "gitlab", []byte(`{"object_kind":"note"}`), gitlabHeader("Note Hook", testGitLabToken, "", ""))
+		require.Equal(t, http.StatusAccepted, resp.StatusCode)
+		require.Equal(t, `event "Note Hook" does not start builds`, out["ignored"])
+		b.requireNoRows(t)
+	})
+	t.Run("TokenUnset", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, nil)
+		resp, out := b.postForge(t, "gitlab", body, gitlabHeader("Push Hook", testGitLabToken, "idem-1", ""))
+		msg := requireError(t, resp, out, http.StatusServiceUnavailable, slipway.EUNAVAILABLE)
+		require.Contains(t, msg, "SLIPWAY_GITLAB_WEBHOOK_TOKEN")
+		b.requireNoRows(t)
+	})
+}
+
+func TestGiteaWebhook(t *testing.T) {
+	t.Parallel()
+	body := readForgeFixture(t, "gitea", "push-branch-goscm.json")
+
+	for _, forgejo := range []bool{false, true} {
+		t.Run("PushQueuesBuildOnce/forgejo="+strconv.FormatBool(forgejo), func(t *testing.T) {
+			t.Parallel()
+			b := setupForges(t)
+			resp, out := b.postForge(t, "gitea", body, giteaHeader(testGiteaSecret, body, "del-1", forgejo))
+			require.Equal(t, http.StatusAccepted, resp.StatusCode, out["_raw"])
+			id := buildIDOf(t, out)
+			build, err := b.builds.FindBuildByID(context.Background(), id)
+			require.NoError(t, err)
+			require.Equal(t, "gitea", build.Forge)
+			require.Equal(t, "gogits/hello-world", build.Repo)
+			require.Equal(t, giteaPushCommit, build.Commit)
+			_, again := b.postForge(t, "gitea", body, giteaHeader(testGiteaSecret, body, "del-1", forgejo))
+			require.Equal(t, id, buildIDOf(t, again))
+			require.Equal(t, 1, b.count(t, "builds"))
+		})
+	}
+	t.Run("GitHubStyleSignature", func(t *testing.T) {
+		t.Parallel()
+		b := setupForges(t)
+		h := http.Header{}
+		h.Set("X-Gitea-Event", "push")
+		h.Set("X-Gitea-Delivery", "del-2")
+		h.Set("X-Hub-Signature-256", signGitHub(testGiteaSecret, body))
+		resp, out := b.postForge(t, "gitea", body, h)
+		require.Equal(t, http.StatusAccepted, resp.StatusCode, out["_raw"])
+	})
+	t.Run("BadSignatureWritesNothing", func(t *testing.T) {
+		t.Parallel()
+		b := setupForges(t)
+		for _, secret := range []string{"wrong", testSecret, testGitLabToken} {
+			resp, out := b.postForge(t, "gitea", body, giteaHeader(secret, body, "del-1", false))
+			requireError(t, resp, out, http.StatusUnauthorized, slipway.EUNAUTHORIZED)
+		}
+		h := giteaHeader(testGiteaSecret, body, "del-1", false)
+		h.Del("X-Gitea-Signature")
+		resp, out := b.postForge(t, "gitea", body, h)
+		msg := requireError(t, resp, out, http.StatusUnauthorized, slipway.EUNAUTHORIZED)
+		require.Contains(t, msg, "X-Gitea-Signature header is missing")
+		b.requireNoRows(t)
+	})
+	t.Run("CreateEventIgnored", func(t *testing.T) {
+		t.Parallel()
+		b := setupForges(t)
+		create := readForgeFixture(t, "gitea", "create-tag-goscm.json")
+		h := giteaHeader(testGiteaSecret, create, "del-3", false)
+		h.Set("X-Gitea-Event", "create")
+		resp, out := b.postForge(t, "gitea", create, h)
+		require.Equal(t, http.StatusAccepted, resp.StatusCode)
+		require.Equal(t, `event "create" does not start builds`, out["ignored"])
+		b.requireNoRows(t)
+	})
+}
+
+// TestRepoSettingsAtIntake registers a repository with its own settings and
+// checks that each one applies to webhooks.
+func TestRepoSettingsAtIntake(t *testing.T) {
+	t.Parallel()
+	body := readFixture(t, "push-branch-commits-goscm.json") // Codertocat/Hello-World, refs/heads/master
+	ctx := context.Background()
+	register := func(t *testing.T, b *testBundle, c slipway.RepoCreate) {
+		c.Forge, c.Owner, c.Name = "github", "Codertocat", "Hello-World"
+		c.CloneURL = "https://github.com/Codertocat/Hello-World.git"
+		if c.Image == "" {
+			c.Image = "registry.test:5000/team/hello"
+		}
+		_, err := b.repos.CreateRepo(ctx, c)
+		require.NoError(t, err)
+	}
+
+	t.Run("OwnWebhookSecretReplacesGlobal", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, nil)
+		register(t, b, slipway.RepoCreate{WebhookSecret: testRepoSecret})
+		resp, out := b.post(t, delivery{event: "push", id: "d-1", body: body})
+		requireError(t, resp, out, http.StatusUnauthorized, slipway.EUNAUTHORIZED)
+		require.Equal(t, 0, b.count(t, "builds"))
+		resp, out = b.post(t, delivery{event: "push", id: "d-1", body: body,
+			sign: func(body []byte) string { return signGitHub(testRepoSecret, body) }})
+		require.Equal(t, http.StatusAccepted, resp.StatusCode, out["_raw"])
+		require.NotContains(t, b.logs.String(), testRepoSecret)
+	})
+	t.Run("OwnSecretWorksWithoutGlobal", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, &setupOpts{config: func(c *Config) { c.GitHubWebhookSecret = "" }})
+		register(t, b, slipway.RepoCreate{WebhookSecret: testRepoSecret})
+		resp, out := b.post(t, delivery{event: "push", id: "d-1", body: body,
+			sign: func(body []byte) string { return signGitHub(testRepoSecret, body) }})
+		require.Equal(t, http.StatusAccepted, resp.StatusCode, out["_raw"])
+		// Another repository still finds webhooks disabled.
+		other := bytes.ReplaceAll(body, []byte(`"name": "Hello-World"`), []byte(`"name": "Other"`))
+		resp, out = b.post(t, delivery{event: "push", id: "d-2", body: other})
+		requireError(t, resp, out, http.StatusServiceUnavailable, slipway.EUNAVAILABLE)
+	})
+	t.Run("AllowedBranches", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, nil)
+		register(t, b, slipway.RepoCreate{AllowedBranches: []string{"main", "release/*"}})
+		resp, out := b.post(t, delivery{event: "push", id: "d-1", body: body})
+		require.Equal(t, http.StatusAccepted, resp.StatusCode)
+		require.Equal(t, `branch "master" is not in the repository's allowed branches`, out["ignored"])
+		require.Equal(t, 0, b.count(t, "builds"))
+
+		release := bytes.Replace(body, []byte(`"ref": "refs/heads/master"`), []byte(`"ref": "refs/heads/release/1.2"`), 1)
+		resp, out = b.post(t, delivery{event: "push", id: "d-2", body: release})
+		require.Equal(t, http.StatusAccepted, resp.StatusCode, out["_raw"])
+		buildIDOf(t, out)
+		tag := bytes.Replace(body, []byte(`"ref": "refs/heads/master"`), []byte(`"ref": "refs/tags/v1"`), 1)
+		resp, out = b.post(t, delivery{event: "push", id: "d-3", body: tag})
+		require.Equal(t, http.StatusAccepted, resp.StatusCode, out["_raw"])
+		buildIDOf(t, out)
+	})
+	t.Run("ImageAndPlatforms", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, nil)
+		register(t, b, slipway.RepoCreate{Image: "registry.test:5000/team/hello", Platforms: []string{"linux/arm64"}})
+		resp, out := b.post(t, delivery{event: "push", id: "d-1", body: body})
+		require.Equal(t, http.StatusAccepted, resp.StatusCode, out["_raw"])
+		build, err := b.builds.FindBuildByID(ctx, buildIDOf(t, out))
+		require.NoError(t, err)
+		require.Equal(t, "registry.test:5000/team/hello", build.Image)
+		require.Equal(t, []string{"linux/arm64"}, build.TargetPlatforms)
+		repo, err := b.repos.FindRepo(ctx, slipway.RepoKey{Owner: "codertocat", Name: "hello-world"})
+		require.NoError(t, err)
+		require.Equal(t, "master", repo.DefaultBranch, "the push names the default branch")
+	})
+	t.Run("UnregisteredRepoBuildsAllPlatformsOfItsFile", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, nil)
+		resp, out := b.post(t, delivery{event: "push", id: "d-1", body: body})
+		require.Equal(t, http.StatusAccepted, resp.StatusCode, out["_raw"])
+		build, err := b.builds.FindBuildByID(ctx, buildIDOf(t, out))
+		require.NoError(t, err)
+		require.Empty(t, build.TargetPlatforms)
+		require.True(t, strings.HasSuffix(build.Image, "/codertocat/hello-world"))
+	})
+}
