@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export PATH := $(PATH):/usr/local/go/bin
 GO ?= go
 
-.PHONY: all deps build run test bench clean
+.PHONY: all deps build run test bench fuzz clean
 
 all: build
 
@@ -28,6 +28,18 @@ test: deps
 ## bench: the benchmarks (no services yet)
 bench:
 	$(GO) test -run '^$$' -bench . ./...
+
+## fuzz: every fuzz target of FUZZPKGS for FUZZTIME each (not part of make test,
+## which runs only their seeds and the corpus in testdata/fuzz)
+FUZZTIME ?= 30s
+FUZZPKGS ?= ./server
+fuzz:
+	@set -e; for pkg in $(FUZZPKGS); do \
+		for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+			echo "fuzz: $$pkg $$t for $(FUZZTIME)"; \
+			$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $$pkg; \
+		done; \
+	done
 
 ## clean: stop and delete .slipway-dev, delete bin/ (the busybox debs in .cache stay)
 clean:
