@@ -104,6 +104,12 @@ func shorten(s string, n int) string {
 	return s[:n]
 }
 
+// repoStatusesURL is {base}/repos/{owner}/{repo}/statuses/{sha}, the path
+// GitHub and Gitea share.
+func repoStatusesURL(base string, s Status) string {
+	return strings.TrimRight(base, "/") + "/repos/" + url.PathEscape(s.Owner) + "/" + url.PathEscape(s.Name) + "/statuses/" + url.PathEscape(s.Commit)
+}
+
 // GitHub sets statuses with "Create a commit status":
 // POST {BaseURL}/repos/{owner}/{repo}/statuses/{sha}
 // (https://docs.github.com/en/rest/commits/statuses#create-a-commit-status).
@@ -121,7 +127,7 @@ var githubStates = map[slipway.BuildState]string{
 
 // SetStatus implements Client.
 func (g *GitHub) SetStatus(ctx context.Context, s Status) error {
-	u := strings.TrimRight(g.BaseURL, "/") + "/repos/" + url.PathEscape(s.Owner) + "/" + url.PathEscape(s.Name) + "/statuses/" + url.PathEscape(s.Commit)
+	u := repoStatusesURL(g.BaseURL, s)
 	h := http.Header{}
 	h.Set("Accept", "application/vnd.github+json")
 	h.Set("Authorization", "Bearer "+g.Token)
@@ -175,7 +181,7 @@ var giteaStates = map[slipway.BuildState]string{
 
 // SetStatus implements Client.
 func (g *Gitea) SetStatus(ctx context.Context, s Status) error {
-	u := strings.TrimRight(g.BaseURL, "/") + "/repos/" + url.PathEscape(s.Owner) + "/" + url.PathEscape(s.Name) + "/statuses/" + url.PathEscape(s.Commit)
+	u := repoStatusesURL(g.BaseURL, s)
 	h := http.Header{}
 	h.Set("Accept", "application/json")
 	h.Set("Authorization", "token "+g.Token)

@@ -28,16 +28,18 @@ func readForgeFixture(t testing.TB, forge, name string) []byte {
 	return b
 }
 
-// fixtureCase is the expected outcome of one shared fixture.
+// fixtureCase is the expected outcome of one shared fixture: a ping (its zen),
+// a build (its trigger) or the reason it is ignored.
 type fixtureCase struct {
 	event   string
 	trigger *slipway.Trigger
 	ignored string
+	zen     string
 }
 
-// runFixtureTable parses every fixture of forge with parse; a fixture without
-// a row, or a row without a fixture, fails the test.
-func runFixtureTable(t *testing.T, forge string, parse func(event, delivery string, payload []byte) (webhookEvent, error), tests map[string]fixtureCase) {
+// runFixtureTable parses every fixture of forge with parse, as delivery; a
+// fixture without a row, or a row without a fixture, fails the test.
+func runFixtureTable(t *testing.T, forge, delivery string, parse func(event, delivery string, payload []byte) (webhookEvent, error), tests map[string]fixtureCase) {
 	files, err := filepath.Glob(filepath.Join(fixtureDir(t, forge), "*.json"))
 	require.NoError(t, err)
 	require.NotEmpty(t, files)
@@ -51,9 +53,10 @@ func runFixtureTable(t *testing.T, forge string, parse func(event, delivery stri
 			require.True(t, ok, "fixture %s has no expectation in this table", name)
 			payload, err := os.ReadFile(path)
 			require.NoError(t, err)
-			ev, err := parse(tt.event, "d-1", payload)
+			ev, err := parse(tt.event, delivery, payload)
 			require.NoError(t, err)
-			require.False(t, ev.Ping)
+			require.Equal(t, tt.event == "ping", ev.Ping, "ping")
+			require.Equal(t, tt.zen, ev.Zen)
 			require.Equal(t, tt.ignored, ev.Ignored)
 			require.Equal(t, tt.trigger, ev.Trigger)
 		})
@@ -65,7 +68,7 @@ func runFixtureTable(t *testing.T, forge string, parse func(event, delivery stri
 
 func TestParseGitLabFixtures(t *testing.T) {
 	t.Parallel()
-	runFixtureTable(t, "gitlab", parseGitLabEvent, map[string]fixtureCase{
+	runFixtureTable(t, "gitlab", "d-1", parseGitLabEvent, map[string]fixtureCase{
 		"push-branch.json": {event: "Push Hook", trigger: &slipway.Trigger{
 			Forge: "gitlab", DeliveryID: "d-1", Event: "push", Owner: "mike", Name: "diaspora",
 			CloneURL: "http://example.com/mike/diaspora.git", Ref: "refs/heads/master",
@@ -82,7 +85,7 @@ func TestParseGitLabFixtures(t *testing.T) {
 
 func TestParseGiteaFixtures(t *testing.T) {
 	t.Parallel()
-	runFixtureTable(t, "gitea", parseGiteaEvent, map[string]fixtureCase{
+	runFixtureTable(t, "gitea", "d-1", parseGiteaEvent, map[string]fixtureCase{
 		"create-tag-goscm.json": {event: "create", ignored: `event "create" does not start builds`},
 		"push-branch-docs.json": {event: "push", trigger: &slipway.Trigger{
 			Forge: "gitea", DeliveryID: "d-1", Event: "push", Owner: "gitea", Name: "webhooks",

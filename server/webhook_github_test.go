@@ -55,12 +55,7 @@ func TestParseGitHubFixtures(t *testing.T) {
 	}
 	const zen = "Anything added dilutes everything else."
 
-	tests := map[string]struct {
-		event   string
-		trigger *slipway.Trigger
-		ignored string
-		zen     string
-	}{
+	tests := map[string]fixtureCase{
 		"create-tag.json":             {event: "create", ignored: `event "create" does not start builds`},
 		"ping-default.json":           {event: "ping", zen: zen},
 		"ping-with-app_id.json":       {event: "ping", zen: zen},
@@ -95,31 +90,7 @@ func TestParseGitHubFixtures(t *testing.T) {
 		"push-tag-deleted.json":                   {event: "push", ignored: `tag "simple-tag" was deleted`},
 	}
 
-	files, err := filepath.Glob(filepath.Join(githubFixtureDir(t), "*.json"))
-	require.NoError(t, err)
-	require.NotEmpty(t, files)
-	seen := map[string]bool{}
-	for _, path := range files {
-		name := filepath.Base(path)
-		seen[name] = true
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			tt, ok := tests[name]
-			require.True(t, ok, "fixture %s has no expectation in this table", name)
-			payload, err := os.ReadFile(path)
-			require.NoError(t, err)
-
-			ev, err := parseGitHubEvent(tt.event, delivery, payload)
-			require.NoError(t, err)
-			require.Equal(t, tt.event == "ping", ev.Ping, "ping")
-			require.Equal(t, tt.zen, ev.Zen)
-			require.Equal(t, tt.ignored, ev.Ignored)
-			require.Equal(t, tt.trigger, ev.Trigger)
-		})
-	}
-	for name := range tests {
-		require.True(t, seen[name], "table names %s, which is not among the fixtures", name)
-	}
+	runFixtureTable(t, "github", delivery, parseGitHubEvent, tests)
 }
 
 // TestParseGitHubEvent covers what the fixtures do not show: edited copies of an

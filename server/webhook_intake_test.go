@@ -280,3 +280,68 @@ func TestRepoSettingsAtIntake(t *testing.T) {
 		require.True(t, strings.HasSuffix(build.Image, "/codertocat/hello-world"))
 	})
 }
+
+// TestBadBodiesWriteNothing sends each forge a malformed, an oversized, an
+// unsigned and a wrongly signed body: each gets a 4xx with a message naming
+// the problem, and no row is written.
+func TestBadBodiesWriteNothing(t *testing.T) {
+	t.Parallel()
+	type forgeCase struct {
+		name string
+		sign func(body []byte, secret string) http.Header // secret "": unsigned
+	}
+	forges := []forgeCase{
+		{"github", func(body []byte, secret string) http.Header {
+			h := http.Header{"X-Github-Event": {"push"}, "X-Github-Delivery": {"d-1"}}
+			if secret != "" {
+				h.Set("X-Hub-Signature-256", signGitHub(secret, body))
+			}
+			return h
+		}},
+		{"gitlab", func(_ []byte, secret string) http.Header {
+			if secret == testSecret {
+				secret = testGitLabToken
+			}
+			return gitlabHeader("Push Hook", secret, "d-1", "")
+		}},
+		{"gitea", func(body []byte, secret string) http.Header {
+			if secret == testSecret {
+				secret = testGiteaSecret
+			}
+			h := http.Header{"X-Gitea-Event": {"push"}, "X-Gitea-Delivery": {"d-1"}}
+			if secret != "" {
+				h.Set("X-Gitea-Signature", signHex(secret, body))
+			}
+			return h
+		}},
+	}
+	for _, f := range forges {
+		t.Run(f.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, &setupOpts{config: func(c *Config) {
+				c.GitLabWebhookToken = testGitLabToken
+				c.GiteaWebhookSecret = testGiteaSecret
+				c.MaxWebhookBytes = 4096
+			}})
+			cases := []struct {
+				name, body, secret string
+				status             int
+				contains           string
+			}{
+				{"malformed", `{"ref": "refs/heads/main", `, testSecret, http.StatusBadRequest, "Malformed JSON payload"},
+				{"not an object", `[1, 2]`, testSecret, http.StatusBadRequest, "Malformed JSON payload"},
+				{"no commit", `{"ref": "refs/heads/main"}`, testSecret, http.StatusBadRequest, "40-digit hex commit"},
+				{"oversized", `{"x": "` + strings.Repeat("a", 5000) + `"}`, testSecret, http.StatusRequestEntityTooLarge, "larger than 4096 bytes"},
+				{"unsigned", `{}`, "", http.StatusUnauthorized, "missing"},
+				{"wrongly signed", `{}`, "not-the-secret", http.StatusUnauthorized, "match"},
+			}
+			for _, c := range cases {
+				resp, out := b.postForge(t, f.name, []byte(c.body), f.sign([]byte(c.body), c.secret))
+				require.Equal(t, c.status, resp.StatusCode, "%s: %s", c.name, out["_raw"])
+				e, _ := out["error"].(map[string]any)
+				require.Contains(t, e["message"], c.contains, c.name)
+			}
+			b.requireNoRows(t)
+		})
+	}
+}
