@@ -94,14 +94,21 @@ func (s *RepoService) FindRepo(ctx context.Context, k slipway.RepoKey) (*slipway
 
 // findRepo returns the one repository k names, locked FOR UPDATE when lock is set.
 func findRepo(ctx context.Context, q querier, k slipway.RepoKey, lock bool) (repoRow, error) {
+	// With the forge known (every webhook) the lookup is one probe of the
+	// unique index repos_forge_owner_name.
 	query := `-- FindRepo
 SELECT ` + repoColumns + ` FROM repos
-WHERE lower(owner) = lower($1) AND lower(name) = lower($2) AND ($3 = '' OR forge = $3)
-ORDER BY forge LIMIT 2`
+WHERE lower(owner) = lower($1) AND lower(name) = lower($2)`
+	args := []any{k.Owner, k.Name}
+	if k.Forge != "" {
+		query += ` AND forge = $3`
+		args = append(args, k.Forge)
+	}
+	query += ` ORDER BY forge LIMIT 2`
 	if lock {
 		query += ` FOR UPDATE`
 	}
-	rows, err := q.Query(ctx, query, k.Owner, k.Name, k.Forge)
+	rows, err := q.Query(ctx, query, args...)
 	if err != nil {
 		return repoRow{}, err
 	}

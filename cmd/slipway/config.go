@@ -26,7 +26,7 @@ var settings = []setting{
 	{"SLIPWAY_DATABASE_URL", "", "all", "PostgreSQL URL or DSN, e.g. `postgres://slipway:pw@db:5432/slipway?sslmode=disable`. Required.", true},
 	{"SLIPWAY_ADDR", "127.0.0.1:8080", "server, dev", "Address the HTTP server (webhooks, API, dashboard, probes) listens on.", false},
 	{"SLIPWAY_PUBLIC_URL", "http://$SLIPWAY_ADDR", "server, dev", "URL users and forges reach slipway at; build links in API answers start with it.", false},
-	{"SLIPWAY_GITHUB_WEBHOOK_SECRET", "", "server, dev", "Secret of the GitHub webhook (HMAC-SHA256 of each delivery). Required.", true},
+	{"SLIPWAY_GITHUB_WEBHOOK_SECRET", "", "server, dev", "Secret of the GitHub webhook (HMAC-SHA256 of each delivery). Required unless `SLIPWAY_GITLAB_WEBHOOK_TOKEN` or `SLIPWAY_GITEA_WEBHOOK_SECRET` is set.", true},
 	{"SLIPWAY_GITLAB_WEBHOOK_TOKEN", "", "server, dev", "Secret token of GitLab webhooks (sent as X-Gitlab-Token). Unset: only repositories with their own webhook secret receive GitLab pushes.", true},
 	{"SLIPWAY_GITEA_WEBHOOK_SECRET", "", "server, dev", "Secret of Gitea and Forgejo webhooks (HMAC-SHA256 of each delivery). Unset: only repositories with their own webhook secret receive Gitea pushes.", true},
 	{"SLIPWAY_SECRET_KEY", "", "server, dev", "32-byte key, as 64 hex digits or base64 (`openssl rand -hex 32`), that seals per-repository secrets in the database (AES-256-GCM). Unset: repositories cannot have their own webhook secret.", true},
@@ -154,7 +154,11 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 		} else if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			bad("SLIPWAY_PUBLIC_URL", "%q is not an http(s) URL", c.PublicURL)
 		}
-		c.GitHubWebhookSecret = required("SLIPWAY_GITHUB_WEBHOOK_SECRET")
+		// A GitLab- or Gitea-only installation needs no GitHub secret.
+		c.GitHubWebhookSecret = get("SLIPWAY_GITHUB_WEBHOOK_SECRET")
+		if c.GitHubWebhookSecret == "" && get("SLIPWAY_GITLAB_WEBHOOK_TOKEN") == "" && get("SLIPWAY_GITEA_WEBHOOK_SECRET") == "" {
+			bad("SLIPWAY_GITHUB_WEBHOOK_SECRET", "is required (unless SLIPWAY_GITLAB_WEBHOOK_TOKEN or SLIPWAY_GITEA_WEBHOOK_SECRET is set)")
+		}
 		c.AdminToken = required("SLIPWAY_ADMIN_TOKEN")
 		if c.AdminToken != "" && len(c.AdminToken) < 8 {
 			bad("SLIPWAY_ADMIN_TOKEN", "must be at least 8 characters")

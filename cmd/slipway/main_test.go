@@ -45,6 +45,22 @@ func TestLoadConfig(t *testing.T) {
 			require.Contains(t, err.Error(), name+": is required")
 		}
 	})
+	t.Run("ForgeSettings", func(t *testing.T) {
+		t.Parallel()
+		e := validEnv()
+		delete(e, "SLIPWAY_GITHUB_WEBHOOK_SECRET")
+		e["SLIPWAY_GITLAB_WEBHOOK_TOKEN"] = "gl"
+		e["SLIPWAY_GITEA_API_URL"] = "https://gitea.example/api/v1/"
+		e["SLIPWAY_GITEA_TOKEN"] = "tok"
+		c, err := loadConfig(env(e), role{server: true}, "/tmp")
+		require.NoError(t, err, "a GitLab-only installation needs no GitHub secret")
+		require.Equal(t, "https://api.github.com", c.GitHubAPIURL)
+		require.Equal(t, "https://gitlab.com/api/v4", c.GitLabAPIURL)
+		require.Equal(t, "https://gitea.example/api/v1", c.GiteaAPIURL)
+		clients := forgeClients(c)
+		require.Len(t, clients, 1, "only Gitea has a token")
+		require.Contains(t, clients, "gitea")
+	})
 	t.Run("WorkerNeedsNoServerSecrets", func(t *testing.T) {
 		t.Parallel()
 		e := validEnv()
@@ -54,16 +70,19 @@ func TestLoadConfig(t *testing.T) {
 		require.NoError(t, err)
 	})
 	for name, tc := range map[string]struct{ key, value, want string }{
-		"BadDuration":    {"SLIPWAY_BUILD_TIMEOUT", "forever", "SLIPWAY_BUILD_TIMEOUT: \"forever\" is not a positive duration"},
-		"StaleTooShort":  {"SLIPWAY_STALE_AFTER", "6s", "SLIPWAY_STALE_AFTER: 6s must be at least twice SLIPWAY_HEARTBEAT_INTERVAL"},
-		"BadConcurrency": {"SLIPWAY_WORKER_CONCURRENCY", "0", "SLIPWAY_WORKER_CONCURRENCY"},
-		"RegistryScheme": {"SLIPWAY_REGISTRY", "https://reg", "SLIPWAY_REGISTRY: \"https://reg\" must be host[:port][/prefix] without a scheme"},
-		"BuildkitScheme": {"SLIPWAY_BUILDKIT_ADDR", "/run/bk.sock", "SLIPWAY_BUILDKIT_ADDR"},
-		"ShortToken":     {"SLIPWAY_ADMIN_TOKEN", "short", "SLIPWAY_ADMIN_TOKEN: must be at least 8 characters"},
-		"BadAddr":        {"SLIPWAY_ADDR", "8080", "SLIPWAY_ADDR"},
-		"BadPublicURL":   {"SLIPWAY_PUBLIC_URL", "ftp://x", "SLIPWAY_PUBLIC_URL"},
-		"BadLogLevel":    {"SLIPWAY_LOG_LEVEL", "loud", "SLIPWAY_LOG_LEVEL"},
-		"BadInsecure":    {"SLIPWAY_REGISTRY_INSECURE", "maybe", "SLIPWAY_REGISTRY_INSECURE"},
+		"BadDuration":     {"SLIPWAY_BUILD_TIMEOUT", "forever", "SLIPWAY_BUILD_TIMEOUT: \"forever\" is not a positive duration"},
+		"StaleTooShort":   {"SLIPWAY_STALE_AFTER", "6s", "SLIPWAY_STALE_AFTER: 6s must be at least twice SLIPWAY_HEARTBEAT_INTERVAL"},
+		"BadConcurrency":  {"SLIPWAY_WORKER_CONCURRENCY", "0", "SLIPWAY_WORKER_CONCURRENCY"},
+		"RegistryScheme":  {"SLIPWAY_REGISTRY", "https://reg", "SLIPWAY_REGISTRY: \"https://reg\" must be host[:port][/prefix] without a scheme"},
+		"BuildkitScheme":  {"SLIPWAY_BUILDKIT_ADDR", "/run/bk.sock", "SLIPWAY_BUILDKIT_ADDR"},
+		"ShortToken":      {"SLIPWAY_ADMIN_TOKEN", "short", "SLIPWAY_ADMIN_TOKEN: must be at least 8 characters"},
+		"BadAddr":         {"SLIPWAY_ADDR", "8080", "SLIPWAY_ADDR"},
+		"BadPublicURL":    {"SLIPWAY_PUBLIC_URL", "ftp://x", "SLIPWAY_PUBLIC_URL"},
+		"BadLogLevel":     {"SLIPWAY_LOG_LEVEL", "loud", "SLIPWAY_LOG_LEVEL"},
+		"BadInsecure":     {"SLIPWAY_REGISTRY_INSECURE", "maybe", "SLIPWAY_REGISTRY_INSECURE"},
+		"BadSecretKey":    {"SLIPWAY_SECRET_KEY", "too-short", "SLIPWAY_SECRET_KEY: the key must be 32 bytes"},
+		"BadAPIURL":       {"SLIPWAY_GITHUB_API_URL", "api.github.com", "SLIPWAY_GITHUB_API_URL: \"api.github.com\" is not an http(s) URL"},
+		"GiteaTokenNoURL": {"SLIPWAY_GITEA_TOKEN", "tok", "SLIPWAY_GITEA_API_URL: is required with SLIPWAY_GITEA_TOKEN"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
