@@ -149,7 +149,7 @@ func (s *Sender) send(ctx context.Context, ev *slipway.StatusEvent) error {
 		return settle(slipway.StatusSent, "", time.Time{})
 	}
 	if ctx.Err() != nil {
-		// Shutting down: the attempt does not count against the forge.
+		// Shutting down: hand the status back at once, for the next sender.
 		return settle(slipway.StatusPending, "", time.Now())
 	}
 	if ev.Attempts >= s.cfg.MaxAttempts {

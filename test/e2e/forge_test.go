@@ -109,10 +109,16 @@ func TestRepoSettingsAndCommitStatuses(t *testing.T) {
 	require.Len(t, b.Platforms, 2, "the repository's platforms win over .slipway.yml's")
 	require.Contains(t, s.logs(id), "for linux/arm64, linux/amd64")
 
-	// The server sends statuses in the background: poll until success arrived.
-	b = s.waitFor(id, time.Minute, "the success status to reach the forge", func(b *slipway.Build) bool {
-		return b.ForgeStatus != nil && b.ForgeStatus.State == slipway.BuildSucceeded && b.ForgeStatus.Outcome == slipway.StatusSent
-	})
+	// The server sends statuses in the background: poll until success arrived
+	// (waitFor stops at a final build state, which comes first).
+	for deadline := time.Now().Add(time.Minute); ; {
+		b = s.build(id)
+		if b.ForgeStatus != nil && b.ForgeStatus.State == slipway.BuildSucceeded && b.ForgeStatus.Outcome == slipway.StatusSent {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the success status never reached the forge: %+v", b.ForgeStatus)
+		time.Sleep(100 * time.Millisecond) // bounded poll of another process
+	}
 	states := api.states()
 	require.NotEmpty(t, states)
 	require.Equal(t, "success", states[len(states)-1])
