@@ -30,7 +30,7 @@ func TestOpenAPI(t *testing.T) {
 		}
 	}
 	routed := map[string]bool{}
-	r := newRouter(zerolog.Nop(), Config{}.withDefaults(), nil, nil)
+	r := newRouter(zerolog.Nop(), Config{}.withDefaults(), nil, nil, Services{})
 	require.NoError(t, chi.Walk(r, func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
 		if route == "/" {
 			return nil // the dashboard is HTML, not API

@@ -16,7 +16,7 @@ import (
 const requestTimeout = 60 * time.Second
 
 // newRouter lists every route slipway serves.
-func newRouter(logger zerolog.Logger, cfg Config, builds slipway.BuildService, checks []Check) *chi.Mux {
+func newRouter(logger zerolog.Logger, cfg Config, builds slipway.BuildService, checks []Check, svc Services) *chi.Mux {
 	r := chi.NewRouter()
 	r.Use(
 		hlog.NewHandler(logger),
@@ -41,12 +41,20 @@ func newRouter(logger zerolog.Logger, cfg Config, builds slipway.BuildService, c
 		// The API description is public: it holds nothing a token protects, and
 		// tools fetch it before they know about tokens.
 		r.Get("/openapi.json", handleOpenAPI())
-		r.Group(func(r chi.Router) {
-			r.Use(requireAdmin(cfg.AdminToken))
-			r.With(timeout(requestTimeout)).Get("/builds", handleBuildList(builds))
-			r.With(timeout(requestTimeout)).Get("/builds/{id}", handleBuildView(builds))
-			r.Get("/builds/{id}/logs", handleBuildLogs(builds))
-		})
+		auth := newAuthenticator(cfg.AdminToken, svc.Tokens)
+		viewer, releaseManager, admin := auth.require(slipway.RoleViewer),
+			auth.require(slipway.RoleReleaseManager), auth.require(slipway.RoleAdmin)
+		r.With(viewer, timeout(requestTimeout)).Get("/builds", handleBuildList(builds))
+		r.With(viewer, timeout(requestTimeout)).Get("/builds/{id}", handleBuildView(builds))
+		r.With(viewer).Get("/builds/{id}/logs", handleBuildLogs(builds))
+		r.With(releaseManager, timeout(requestTimeout)).Post("/builds/{id}/promote", handlePromote(builds, svc.Promotions, svc.Registry))
+		r.With(viewer, timeout(requestTimeout)).Get("/promotions", handlePromotionList(svc.Promotions))
+		// The external test system authenticates with the build's one-time
+		// callback token, not with an API token.
+		r.With(timeout(requestTimeout)).Post("/builds/{id}/tests", handleIntegrationReport(svc.Integrations))
+		r.With(admin, timeout(requestTimeout)).Post("/tokens", handleTokenCreate(svc.Tokens))
+		r.With(admin, timeout(requestTimeout)).Get("/tokens", handleTokenList(svc.Tokens))
+		r.With(admin, timeout(requestTimeout)).Delete("/tokens/{id}", handleTokenDelete(svc.Tokens))
 	})
 	return r
 }

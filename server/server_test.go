@@ -48,8 +48,9 @@ type testBundle struct {
 
 // setupOpts changes a test's server.
 type setupOpts struct {
-	config func(*Config)
-	checks []Check
+	config   func(*Config)
+	checks   []Check
+	registry Promoter // nil: promotion answers 503
 }
 
 // setup starts the handler from New over a fresh, migrated database.
@@ -71,7 +72,12 @@ func setup(t *testing.T, opts *setupOpts) *testBundle {
 	}
 	logs := &syncBuffer{}
 	logger := zerolog.New(zerolog.MultiLevelWriter(zerolog.NewTestWriter(t), logs))
-	srv := httptest.NewServer(New(logger, cfg, builds, opts.checks))
+	srv := httptest.NewServer(New(logger, cfg, builds, opts.checks, Services{
+		Tokens:       postgres.NewTokenService(db),
+		Promotions:   postgres.NewPromotionService(db),
+		Integrations: postgres.NewIntegrationService(db),
+		Registry:     opts.registry,
+	}))
 	t.Cleanup(srv.Close)
 	t.Cleanup(func() {
 		// Whatever a test did, no secret may reach the log.
@@ -506,10 +512,19 @@ func TestBuildsAPI(t *testing.T) {
 
 	t.Run("TokenUnset", func(t *testing.T) {
 		t.Parallel()
+		// Without the bootstrap token only stored tokens open the API.
 		b := setup(t, &setupOpts{config: func(c *Config) { c.AdminToken = "" }})
 		resp, out := b.get(t, "/api/v1/builds", "Bearer ")
-		requireError(t, resp, out, http.StatusServiceUnavailable, slipway.EUNAVAILABLE)
+		requireError(t, resp, out, http.StatusUnauthorized, slipway.EUNAUTHORIZED)
 		resp, out = b.get(t, "/api/v1/builds", "Bearer x")
+		requireError(t, resp, out, http.StatusUnauthorized, slipway.EUNAUTHORIZED)
+		// Without either, the API is locked.
+		srv := httptest.NewServer(New(zerolog.Nop(), Config{}, nil, nil, Services{}))
+		t.Cleanup(srv.Close)
+		req, err := http.NewRequest(http.MethodGet, srv.URL+"/api/v1/builds", nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer x")
+		resp, out = do(t, srv.Client(), req)
 		requireError(t, resp, out, http.StatusServiceUnavailable, slipway.EUNAVAILABLE)
 	})
 
@@ -665,7 +680,7 @@ func TestProbes(t *testing.T) {
 // newTestServer serves New without a database, for routes that need none.
 func newTestServer(t *testing.T, checks []Check) *httptest.Server {
 	t.Helper()
-	srv := httptest.NewServer(New(zerolog.New(zerolog.NewTestWriter(t)), Config{AdminToken: testToken}, nil, checks))
+	srv := httptest.NewServer(New(zerolog.New(zerolog.NewTestWriter(t)), Config{AdminToken: testToken}, nil, checks, Services{}))
 	t.Cleanup(srv.Close)
 	return srv
 }

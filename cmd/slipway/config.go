@@ -26,9 +26,9 @@ var settings = []setting{
 	{"SLIPWAY_PUBLIC_URL", "http://$SLIPWAY_ADDR", "server, dev", "URL users and forges reach slipway at; build links in API answers start with it.", false},
 	{"SLIPWAY_GITHUB_WEBHOOK_SECRET", "", "server, dev", "Secret of the GitHub webhook (HMAC-SHA256 of each delivery). Required.", true},
 	{"SLIPWAY_GITHUB_ALLOWED_OWNERS", "(any)", "server, dev", "Comma-separated GitHub owners (users or organisations) whose pushes are built; others get 403.", false},
-	{"SLIPWAY_ADMIN_TOKEN", "", "server, dev", "Bearer token for the REST API under /api/v1. Required; at least 8 characters.", true},
+	{"SLIPWAY_ADMIN_TOKEN", "", "server, dev", "Bootstrap admin bearer token for the REST API under /api/v1 (more tokens: `slipway token create`). Required; at least 8 characters.", true},
 	{"SLIPWAY_REGISTRY", "", "server, worker, dev", "Registry host[:port][/prefix] images are pushed to: `$SLIPWAY_REGISTRY/<owner>/<name>`. Required.", false},
-	{"SLIPWAY_REGISTRY_INSECURE", "true for loopback hosts, else false", "worker, dev", "Talk plain HTTP to the registry.", false},
+	{"SLIPWAY_REGISTRY_INSECURE", "true for loopback hosts, else false", "server, worker, dev", "Talk plain HTTP to the registry.", false},
 	{"SLIPWAY_BUILDKIT_ADDR", "", "worker, dev", "buildkitd address, e.g. `unix:///run/buildkit/buildkitd.sock` or `tcp://buildkitd:1234`. Required.", false},
 	{"SLIPWAY_WORKER_ID", "<hostname>-<pid>", "worker, dev", "Name of the worker in job leases and logs.", false},
 	{"SLIPWAY_WORKER_CONCURRENCY", "1", "worker, dev", "Builds one worker runs at once.", false},
@@ -153,18 +153,19 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 			bad("SLIPWAY_REGISTRY", "%q must be lower case", c.Registry)
 		}
 	}
+	// The server promotes images, the worker pushes them: both talk to the registry.
+	c.RegistryInsecure = isLoopbackHost(c.Registry)
+	if v := get("SLIPWAY_REGISTRY_INSECURE"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			bad("SLIPWAY_REGISTRY_INSECURE", "%q is not true or false", v)
+		}
+		c.RegistryInsecure = b
+	}
 	if r.worker {
 		c.BuildkitAddr = required("SLIPWAY_BUILDKIT_ADDR")
 		if c.BuildkitAddr != "" && !strings.Contains(c.BuildkitAddr, "://") {
 			bad("SLIPWAY_BUILDKIT_ADDR", "%q needs a scheme: unix://, tcp://", c.BuildkitAddr)
-		}
-		c.RegistryInsecure = isLoopbackHost(c.Registry)
-		if v := get("SLIPWAY_REGISTRY_INSECURE"); v != "" {
-			b, err := strconv.ParseBool(v)
-			if err != nil {
-				bad("SLIPWAY_REGISTRY_INSECURE", "%q is not true or false", v)
-			}
-			c.RegistryInsecure = b
 		}
 		c.WorkerConcurrency = 1
 		if v := get("SLIPWAY_WORKER_CONCURRENCY"); v != "" {

@@ -182,7 +182,12 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 			Registry:            cfg.Registry,
 			AdminToken:          cfg.AdminToken,
 			PublicURL:           cfg.PublicURL,
-		}, builds, checks)
+		}, builds, checks, server.Services{
+			Tokens:       postgres.NewTokenService(db),
+			Promotions:   postgres.NewPromotionService(db),
+			Integrations: postgres.NewIntegrationService(db),
+			Registry:     registry.New(registry.WithInsecure(cfg.RegistryInsecure)),
+		})
 		g.Go(func() error { return listenAndServe(ctx, cfg.Addr, h, logger) })
 	}
 	return g.Wait()
