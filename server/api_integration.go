@@ -64,4 +64,3 @@ func handleIntegrationReport(integrations slipway.IntegrationService) http.Handl
 		writeJSON(w, r, http.StatusOK, response{BuildID: id, Passed: res.Passed})
 	}
 }
-
