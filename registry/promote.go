@@ -79,10 +79,12 @@ func (c *Client) Promote(ctx context.Context, spec PromoteSpec, check func(previ
 	// more than a plain retag.
 	plan.Previous = make([]string, len(tags))
 	var desc *remote.Descriptor
-	g, gctx := errgroup.WithContext(ctx)
+	// Not errgroup.WithContext: desc keeps the context for the children it
+	// fetches later, so it must outlive Wait.
+	var g errgroup.Group
 	for i, tag := range tags {
 		g.Go(func() error {
-			d, err := puller.Head(gctx, tag)
+			d, err := puller.Head(ctx, tag)
 			if err != nil {
 				var terr *transport.Error
 				if errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound {
@@ -96,7 +98,7 @@ func (c *Client) Promote(ctx context.Context, spec PromoteSpec, check func(previ
 	}
 	g.Go(func() error {
 		// Get checks that the bytes hash to the digest asked for.
-		d, err := puller.Get(gctx, src)
+		d, err := puller.Get(ctx, src)
 		if err != nil {
 			return interpretError(fmt.Sprintf("fetching %s", src), err)
 		}

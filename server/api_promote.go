@@ -135,6 +135,11 @@ func handlePromote(builds slipway.BuildService, promotions slipway.PromotionServ
 			writeError(w, r, err)
 		}
 
+		if !who.Role.Allows(slipway.RoleReleaseManager) {
+			refuse(slipway.Errorf(slipway.EFORBIDDEN, "Promoting needs the %s role; token %q has the %s role.",
+				slipway.RoleReleaseManager, who.Name, who.Role), nil)
+			return
+		}
 		if b.State != slipway.BuildSucceeded {
 			why := fmt.Sprintf("Build %d is %s", b.ID, b.State)
 			if b.Error != "" {
