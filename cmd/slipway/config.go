@@ -23,7 +23,7 @@ type setting struct {
 var settings = []setting{
 	{"SLIPWAY_DATABASE_URL", "", "all", "PostgreSQL URL or DSN, e.g. `postgres://slipway:pw@db:5432/slipway?sslmode=disable`. Required.", true},
 	{"SLIPWAY_ADDR", "127.0.0.1:8080", "server, dev", "Address the HTTP server (webhooks, API, dashboard, probes) listens on.", false},
-	{"SLIPWAY_PUBLIC_URL", "http://$SLIPWAY_ADDR", "server, dev", "URL users and forges reach slipway at; build links in API answers start with it.", false},
+	{"SLIPWAY_PUBLIC_URL", "http://$SLIPWAY_ADDR", "server, worker, dev", "URL users and forges reach slipway at; build links in API answers and integration callback URLs start with it.", false},
 	{"SLIPWAY_GITHUB_WEBHOOK_SECRET", "", "server, dev", "Secret of the GitHub webhook (HMAC-SHA256 of each delivery). Required.", true},
 	{"SLIPWAY_GITHUB_ALLOWED_OWNERS", "(any)", "server, dev", "Comma-separated GitHub owners (users or organisations) whose pushes are built; others get 403.", false},
 	{"SLIPWAY_ADMIN_TOKEN", "", "server, dev", "Bootstrap admin bearer token for the REST API under /api/v1 (more tokens: `slipway token create`). Required; at least 8 characters.", true},
@@ -38,6 +38,7 @@ var settings = []setting{
 	{"SLIPWAY_STALE_AFTER", "30s", "worker, dev", "Age of a lease after which another worker takes the build over (at least twice the heartbeat).", false},
 	{"SLIPWAY_BUILD_TIMEOUT", "1h", "worker, dev", "Longest one attempt of a build may run.", false},
 	{"SLIPWAY_WORKSPACE_DIR", "$TMPDIR/slipway-work", "worker, dev", "Where checkouts are made (one folder per build, removed afterwards).", false},
+	{"SLIPWAY_INTEGRATION_SECRET", "", "worker, dev", "Key of the HMAC-SHA256 signature (`X-Slipway-Signature-256`) on calls to a repository's `integration.webhook`. Builds that use one fail while it is unset.", true},
 	{"SLIPWAY_LOG_LEVEL", "info", "all", "debug, info, warn or error.", false},
 	{"SLIPWAY_LOG_FORMAT", "auto", "all", "json, console, or auto (console when stderr is a terminal).", false},
 }
@@ -61,6 +62,7 @@ type config struct {
 	StaleAfter          time.Duration
 	BuildTimeout        time.Duration
 	WorkspaceDir        string
+	IntegrationSecret   string
 	LogLevel            string
 	LogFormat           string
 }
@@ -192,6 +194,12 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 			bad("SLIPWAY_STALE_AFTER", "%s must be at least twice SLIPWAY_HEARTBEAT_INTERVAL (%s)", c.StaleAfter, c.HeartbeatInterval)
 		}
 		c.BuildTimeout = duration("SLIPWAY_BUILD_TIMEOUT", time.Hour)
+		c.IntegrationSecret = get("SLIPWAY_INTEGRATION_SECRET")
+		if !r.server && c.PublicURL != "" {
+			if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				bad("SLIPWAY_PUBLIC_URL", "%q is not an http(s) URL", c.PublicURL)
+			}
+		}
 		if c.WorkspaceDir == "" {
 			c.WorkspaceDir = tmpDir + "/slipway-work"
 		}

@@ -163,6 +163,9 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 			BuildTimeout:      cfg.BuildTimeout,
 			WorkspaceDir:      cfg.WorkspaceDir,
 			InsecureRegistry:  cfg.RegistryInsecure,
+			PublicURL:         cfg.PublicURL,
+			IntegrationSecret: cfg.IntegrationSecret,
+			Integrations:      postgres.NewIntegrationService(db),
 		}, builds, jobs, bk, registry.New(registry.WithInsecure(cfg.RegistryInsecure)))
 		if err != nil {
 			return err
