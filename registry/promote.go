@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -69,8 +71,7 @@ func (c *Client) Promote(ctx context.Context, spec PromoteSpec, check func(previ
 		tags[i] = dst.Tag(t)
 	}
 
-	opts := c.remoteOptions(ctx)
-	puller, err := remote.NewPuller(opts...)
+	puller, tagger, err := c.remotes.get(c)
 	if err != nil {
 		return plan, fmt.Errorf("promoting %s: %w", src, err)
 	}
@@ -114,10 +115,6 @@ func (c *Client) Promote(ctx context.Context, spec PromoteSpec, check func(previ
 		}
 	}
 
-	pusher, err := remote.NewPusher(opts...)
-	if err != nil {
-		return plan, fmt.Errorf("promoting %s: %w", src, err)
-	}
 	sameRepo := dst.Name() == src.Context().Name()
 	copied := sameRepo
 	for i, tag := range tags {
@@ -126,7 +123,13 @@ func (c *Client) Promote(ctx context.Context, spec PromoteSpec, check func(previ
 		}
 		if !copied {
 			// Push writes what the target lacks (children by digest, blobs
-			// mounted or streamed), then the index under this tag.
+			// mounted or streamed), then the index under this tag. A pusher
+			// of its own: a cached one would remember blobs it once wrote
+			// and skip them even if the registry lost them since.
+			pusher, err := remote.NewPusher(c.remoteOptions(ctx)...)
+			if err != nil {
+				return plan, fmt.Errorf("promoting %s: %w", src, err)
+			}
 			if err := pusher.Push(ctx, tag, desc); err != nil {
 				return plan, interpretError(fmt.Sprintf("copying %s to %s", src, tag), err)
 			}
@@ -135,9 +138,44 @@ func (c *Client) Promote(ctx context.Context, spec PromoteSpec, check func(previ
 		}
 		// A *remote.Descriptor is Taggable with its raw manifest and media
 		// type, so Put sends the bytes as fetched.
-		if err := pusher.Put(ctx, tag, desc); err != nil {
+		if err := tagger.Put(ctx, tag, desc); err != nil {
 			return plan, interpretError(fmt.Sprintf("tagging %s as %s", src, tag), err)
 		}
 	}
 	return plan, nil
+}
+
+// remoteTTL is how long Promote reuses one Puller and Pusher. Reuse saves the
+// /v2/ ping and the token exchange of every call (two of a plain retag's four
+// round trips); renewing them now and then picks up rotated credentials.
+const remoteTTL = 5 * time.Minute
+
+// remoteCache holds the Puller and the Pusher that Promote shares between
+// calls. The Pusher is used for manifest PUTs only (Put): it keeps no state
+// about blobs. The zero value is ready to use.
+type remoteCache struct {
+	mu     sync.Mutex
+	made   time.Time
+	puller *remote.Puller
+	pusher *remote.Pusher
+}
+
+func (rc *remoteCache) get(c *Client) (*remote.Puller, *remote.Pusher, error) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if rc.puller != nil && time.Since(rc.made) < remoteTTL {
+		return rc.puller, rc.pusher, nil
+	}
+	// Each call passes its own context; this one only satisfies the options.
+	opts := c.remoteOptions(context.Background())
+	puller, err := remote.NewPuller(opts...)
+	if err != nil {
+		return nil, nil, err
+	}
+	pusher, err := remote.NewPusher(opts...)
+	if err != nil {
+		return nil, nil, err
+	}
+	rc.puller, rc.pusher, rc.made = puller, pusher, time.Now()
+	return puller, pusher, nil
 }

@@ -33,7 +33,7 @@ type promoteBundle struct {
 	tr          *http.Transport
 }
 
-func setupPromote(t *testing.T) *promoteBundle {
+func setupPromote(t testing.TB) *promoteBundle {
 	t.Helper()
 	upstream := testenv.Getenv(t, testenv.EnvRegistry)
 	p := &promoteBundle{
@@ -57,7 +57,7 @@ type pushedIndex struct {
 
 // pushIndex pushes a new random two-platform index with attestations to repo
 // (by digest only: no tag) and returns it.
-func pushIndex(t *testing.T, repo string, opts ...remote.Option) pushedIndex {
+func pushIndex(t testing.TB, repo string, opts ...remote.Option) pushedIndex {
 	t.Helper()
 	out := pushedIndex{repo: repo}
 	var adds []mutate.IndexAddendum
@@ -107,7 +107,7 @@ func pushIndex(t *testing.T, repo string, opts ...remote.Option) pushedIndex {
 }
 
 // succeededBuild stores a succeeded build of owner/name whose image is idx.
-func (p *promoteBundle) succeededBuild(t *testing.T, idx pushedIndex, state slipway.BuildState, buildErr string) *slipway.Build {
+func (p *promoteBundle) succeededBuild(t testing.TB, idx pushedIndex, state slipway.BuildState, buildErr string) *slipway.Build {
 	t.Helper()
 	ctx := context.Background()
 	res, err := p.builds.EnqueueTrigger(ctx, slipway.Trigger{
@@ -129,7 +129,7 @@ func (p *promoteBundle) succeededBuild(t *testing.T, idx pushedIndex, state slip
 }
 
 // send makes an API request with token and a JSON body.
-func (p *promoteBundle) send(t *testing.T, method, path, token string, body any) (*http.Response, map[string]any) {
+func (p *promoteBundle) send(t testing.TB, method, path, token string, body any) (*http.Response, map[string]any) {
 	t.Helper()
 	var r *bytes.Reader
 	if body != nil {
@@ -146,14 +146,14 @@ func (p *promoteBundle) send(t *testing.T, method, path, token string, body any)
 	return do(t, p.srv.Client(), req)
 }
 
-func (p *promoteBundle) token(t *testing.T, name string, role slipway.Role) string {
+func (p *promoteBundle) token(t testing.TB, name string, role slipway.Role) string {
 	t.Helper()
 	resp, out := p.send(t, http.MethodPost, "/api/v1/tokens", testToken, map[string]any{"name": name, "role": role})
 	require.Equal(t, http.StatusCreated, resp.StatusCode, out["_raw"])
 	return out["token"].(string)
 }
 
-func (p *promoteBundle) promote(t *testing.T, token string, id int64, body map[string]any) (*http.Response, map[string]any) {
+func (p *promoteBundle) promote(t testing.TB, token string, id int64, body map[string]any) (*http.Response, map[string]any) {
 	t.Helper()
 	return p.send(t, http.MethodPost, "/api/v1/builds/"+strconv.FormatInt(id, 10)+"/promote", token, body)
 }

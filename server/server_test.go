@@ -54,7 +54,7 @@ type setupOpts struct {
 }
 
 // setup starts the handler from New over a fresh, migrated database.
-func setup(t *testing.T, opts *setupOpts) *testBundle {
+func setup(t testing.TB, opts *setupOpts) *testBundle {
 	t.Helper()
 	if opts == nil {
 		opts = &setupOpts{}
@@ -137,7 +137,7 @@ func (b *testBundle) get(t *testing.T, path string, auth ...string) (*http.Respo
 }
 
 // do sends req and decodes a JSON answer; the raw body is under "_raw".
-func do(t *testing.T, c *http.Client, req *http.Request) (*http.Response, map[string]any) {
+func do(t testing.TB, c *http.Client, req *http.Request) (*http.Response, map[string]any) {
 	t.Helper()
 	resp, err := c.Do(req)
 	require.NoError(t, err)
