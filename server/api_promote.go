@@ -72,7 +72,7 @@ func handlePromote(builds slipway.BuildService, promotions slipway.PromotionServ
 		Tags       []promoteTag `json:"tags"`
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
-		if promotions == nil || reg == nil {
+		if promotions == nil {
 			writeError(w, r, unavailable("Promotion"))
 			return
 		}
@@ -149,6 +149,10 @@ func handlePromote(builds slipway.BuildService, promotions slipway.PromotionServ
 			return
 		}
 
+		if reg == nil {
+			writeError(w, r, unavailable("Promotion"))
+			return
+		}
 		var refusal *slipway.Error
 		var reasons []string
 		check := func(previous []string) error {

@@ -4,6 +4,9 @@
 //	slipway worker    runs builds from the queue
 //	slipway dev       server and worker in one process, migrating first
 //	slipway migrate   applies pending database migrations
+//	slipway token     creates, lists and deletes API tokens
+//	slipway promote   promotes a build to tags (REST client)
+//	slipway builds    lists builds or shows one (REST client)
 //	slipway version   prints the version
 package main
 
@@ -40,7 +43,7 @@ func main() {
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "slipway:", err)
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
 }
 
@@ -51,9 +54,13 @@ commands:
   worker    run builds from the queue
   dev       server and worker in one process (migrates the database first)
   migrate   apply pending database migrations
+  token     create, list or delete API tokens (in the database)
+  promote   point tags at a succeeded build's digest (REST API)
+  builds    list builds or show one (REST API)
   version   print the version
 
 Configuration comes from SLIPWAY_* environment variables; see the README.
+promote and builds read SLIPWAY_SERVER and SLIPWAY_TOKEN (or --server, --token).
 `
 
 // run is the whole program; main only supplies the process's context, arguments,
@@ -79,6 +86,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "dev":
 		r = role{server: true, worker: true}
 	case "migrate":
+	case "token":
+		return runToken(ctx, args[2:], getenv, stdout, stderr)
+	case "promote":
+		return runPromote(ctx, args[2:], getenv, stdout, stderr)
+	case "builds":
+		return runBuilds(ctx, args[2:], getenv, stdout, stderr)
 	default:
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("unknown command %q", cmd)
