@@ -42,10 +42,13 @@ func newRouter(logger zerolog.Logger, cfg Config, builds slipway.BuildService, c
 		// tools fetch it before they know about tokens.
 		r.Get("/openapi.json", handleOpenAPI())
 		auth := newAuthenticator(cfg.AdminToken, svc.Tokens)
-		viewer, admin := auth.require(slipway.RoleViewer), auth.require(slipway.RoleAdmin)
+		viewer, developer, admin := auth.require(slipway.RoleViewer), auth.require(slipway.RoleDeveloper),
+			auth.require(slipway.RoleAdmin)
 		r.With(viewer, timeout(requestTimeout)).Get("/builds", handleBuildList(builds))
 		r.With(viewer, timeout(requestTimeout)).Get("/builds/{id}", handleBuildView(builds))
 		r.With(viewer).Get("/builds/{id}/logs", handleBuildLogs(builds))
+		r.With(developer, timeout(requestTimeout)).Post("/repos/{owner}/{name}/builds", handleTrigger(cfg, builds))
+		r.With(developer, timeout(requestTimeout)).Post("/builds/{id}/retry", handleRetry(cfg, builds))
 		// Promotion checks the release-manager role itself: a refusal for a
 		// role too low is audited like every other refusal.
 		r.With(viewer, timeout(requestTimeout)).Post("/builds/{id}/promote", handlePromote(builds, svc.Promotions, svc.Registry))
