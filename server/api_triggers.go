@@ -20,7 +20,6 @@ import (
 	"github.com/slipway-ci/slipway"
 )
 
-
 // lsRemoteTimeout bounds the git ls-remote that resolves a ref to a commit.
 const lsRemoteTimeout = 30 * time.Second
 
