@@ -5,10 +5,12 @@ import (
 	"context"
 	"crypto/hmac"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -179,9 +181,14 @@ func TestIntegrationGatesRelease(t *testing.T) {
 		code, out = s.post(fmt.Sprintf("/builds/%d/tests", passID), "slw_forged", slipway.IntegrationResult{Passed: true})
 		require.Equal(t, http.StatusUnauthorized, code, out["_raw"])
 
-		// A succeeded build can be promoted: the tag is the build's digest.
-		code, out = s.post(fmt.Sprintf("/builds/%d/promote", passID), adminToken, map[string]any{"tags": []string{"v1.0.0", "stable"}})
-		require.Equal(t, http.StatusOK, code, out["_raw"])
+		// A succeeded build can be promoted, here by a release manager's
+		// script: the tag is the build's digest.
+		stdout, stderr, exit := s.cli(nil, "token", "create", "--name", "release-bot", "--role", "release-manager")
+		require.Equal(t, 0, exit, stderr)
+		rmToken := strings.TrimSpace(stdout)
+		stdout, stderr, exit = s.cli([]string{"SLIPWAY_SERVER=" + s.url, "SLIPWAY_TOKEN=" + rmToken}, "promote", fmt.Sprint(passID), "v1.0.0", "stable")
+		require.Equal(t, 0, exit, stderr)
+		require.Contains(t, stdout, b.Image+":v1.0.0\t"+b.IndexDigest+"\tpromoted (new tag)")
 		for _, tag := range []string{"v1.0.0", "stable"} {
 			d, err := remote.Head(mustRef(t, b.Image+":"+tag))
 			require.NoError(t, err)
@@ -212,11 +219,30 @@ func TestIntegrationGatesRelease(t *testing.T) {
 		code, out := s.post(fmt.Sprintf("/builds/%d/promote", armID), adminToken, map[string]any{"tags": []string{"v1.0.0"}})
 		require.Equal(t, http.StatusConflict, code, out["_raw"])
 		msg := out["error"].(map[string]any)["message"].(string)
+		_, stderr, exit := s.cli([]string{"SLIPWAY_SERVER=" + s.url, "SLIPWAY_TOKEN=" + adminToken}, "promote", fmt.Sprint(armID), "v1.0.0")
+		require.Equal(t, 4, exit, "exit code 4: refused")
+		require.Contains(t, stderr, "linux/arm64")
 		require.Contains(t, msg, "linux/arm64")
 		require.True(t, strings.Contains(msg, "succeeded"), msg)
 
 		var rows int
 		require.NoError(t, s.db.Pool().QueryRow(ctx, `SELECT count(*) FROM promotions WHERE build_id = $1 AND outcome = 'refused'`, armID).Scan(&rows))
-		require.Equal(t, 1, rows, "the refusal is audited")
+		require.Equal(t, 2, rows, "both refusals are audited")
 	})
+}
+
+// cli runs the slipway binary with the stack's environment plus env and
+// returns its output and exit code.
+func (s *stack) cli(env []string, args ...string) (stdout, stderr string, code int) {
+	s.t.Helper()
+	cmd := exec.Command(s.bin, args...)
+	cmd.Env = append(append([]string{}, s.env...), env...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if err != nil && !errors.As(err, &exit) {
+		s.t.Fatalf("running slipway %v: %v", args, err)
+	}
+	return out.String(), errOut.String(), cmd.ProcessState.ExitCode()
 }
