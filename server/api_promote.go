@@ -76,7 +76,7 @@ func handlePromote(builds slipway.BuildService, promotions slipway.PromotionServ
 			writeError(w, r, unavailable("Promotion"))
 			return
 		}
-		id, err := buildID(r)
+		b, err := requestBuild(r, builds)
 		if err != nil {
 			writeError(w, r, err)
 			return
@@ -87,11 +87,6 @@ func handlePromote(builds slipway.BuildService, promotions slipway.PromotionServ
 			return
 		}
 		if err := req.validate(); err != nil {
-			writeError(w, r, err)
-			return
-		}
-		b, err := builds.FindBuildByID(r.Context(), id)
-		if err != nil {
 			writeError(w, r, err)
 			return
 		}

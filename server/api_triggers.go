@@ -94,12 +94,7 @@ func handleTrigger(cfg Config, builds slipway.BuildService) http.HandlerFunc {
 // queued build of the same commit and ref. The build must be finished.
 func handleRetry(cfg Config, builds slipway.BuildService) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		id, err := buildID(r)
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		b, err := builds.FindBuildByID(r.Context(), id)
+		b, err := requestBuild(r, builds)
 		if err != nil {
 			writeError(w, r, err)
 			return
@@ -174,4 +169,14 @@ func randomID() string {
 	b := make([]byte, 8)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// requestBuild returns the build the {id} URL parameter names: EINVALID for a
+// bad id, ENOTFOUND when there is none.
+func requestBuild(r *http.Request, builds slipway.BuildService) (*slipway.Build, error) {
+	id, err := buildID(r)
+	if err != nil {
+		return nil, err
+	}
+	return builds.FindBuildByID(r.Context(), id)
 }
