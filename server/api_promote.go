@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/rs/zerolog/hlog"
@@ -148,6 +149,11 @@ func handlePromote(builds slipway.BuildService, promotions slipway.PromotionServ
 			writeError(w, r, unavailable("Promotion"))
 			return
 		}
+		// Check-then-write must not interleave with another promotion to the
+		// same repository, or two could both see a version tag free. This
+		// serializes them within one server process only.
+		unlock := lockRepo(target)
+		defer unlock()
 		var refusal *slipway.Error
 		var reasons []string
 		check := func(previous []string) error {
@@ -224,4 +230,14 @@ func handlePromote(builds slipway.BuildService, promotions slipway.PromotionServ
 // failure (registry errors carry no secrets: credentials stay in the keychain).
 func oneLineError(err error) string {
 	return strings.Join(strings.Fields(err.Error()), " ")
+}
+
+// repoLocks holds one mutex per target repository of a promotion.
+var repoLocks sync.Map // string → *sync.Mutex
+
+func lockRepo(repo string) (unlock func()) {
+	v, _ := repoLocks.LoadOrStore(repo, &sync.Mutex{})
+	mu := v.(*sync.Mutex)
+	mu.Lock()
+	return mu.Unlock
 }
