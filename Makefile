@@ -25,9 +25,9 @@ run: deps build
 test: deps
 	@bash scripts/test.sh
 
-## bench: the benchmarks (no services yet)
-bench:
-	$(GO) test -run '^$$' -bench . ./...
+## bench: the benchmarks, against the same real services as make test
+bench: deps
+	@GOTESTFLAGS='-run ^$$ -bench .' bash scripts/test.sh
 
 ## fuzz: every fuzz target of FUZZPKGS for FUZZTIME each (not part of make test,
 ## which runs only their seeds and the corpus in testdata/fuzz). Minimizing is kept

@@ -27,6 +27,7 @@ type Client struct {
 	keychain  authn.Keychain
 	insecure  bool
 	transport http.RoundTripper
+	remotes   remoteCache // see promote.go
 }
 
 // Option configures a Client.

@@ -125,7 +125,7 @@ func TestReposAPI(t *testing.T) {
 		b := setup(t, nil)
 		// The same database, served without SLIPWAY_SECRET_KEY.
 		srv := httptest.NewServer(New(zerolog.New(zerolog.NewTestWriter(t)), Config{AdminToken: testToken, Registry: testRegistry},
-			b.builds, postgres.NewRepoService(b.db, nil), nil))
+			b.builds, nil, Services{Repos: postgres.NewRepoService(b.db, nil)}))
 		t.Cleanup(srv.Close)
 		b.srv = srv
 		resp, out := b.send(t, http.MethodPost, "/api/v1/repos", create)

@@ -91,28 +91,92 @@ func timeout(d time.Duration) func(http.Handler) http.Handler {
 	}
 }
 
-// requireAdmin lets a request through only with "Authorization: Bearer <token>".
-// The comparison is constant-time over SHA-256 digests, so neither the token's
-// bytes nor its length leak through timing. An empty token locks the API (503)
-// instead of opening it.
-func requireAdmin(token string) func(http.Handler) http.Handler {
-	want := sha256.Sum256([]byte(token))
+// adminActor names the bootstrap admin (SLIPWAY_ADMIN_TOKEN) in audit rows. It
+// cannot be the name of a stored token, which may not start with "$".
+const adminActor = "$SLIPWAY_ADMIN_TOKEN"
+
+// principal is who sent a request: the name and role of its token.
+type principal struct {
+	Name string
+	Role slipway.Role
+}
+
+type principalKey struct{}
+
+// principalFrom returns the principal authenticate stored in ctx.
+func principalFrom(ctx context.Context) principal {
+	p, _ := ctx.Value(principalKey{}).(principal)
+	return p
+}
+
+// authenticator checks bearer tokens: the bootstrap admin token of the
+// configuration, then the stored tokens.
+type authenticator struct {
+	adminSum [32]byte
+	hasAdmin bool
+	tokens   slipway.TokenService // nil: only the admin token works
+}
+
+func newAuthenticator(adminToken string, tokens slipway.TokenService) *authenticator {
+	return &authenticator{adminSum: sha256.Sum256([]byte(adminToken)), hasAdmin: adminToken != "", tokens: tokens}
+}
+
+// require lets a request through only with "Authorization: Bearer <token>" of
+// a token whose role allows need: 401 without a token or with an unknown one,
+// 403 when the role is too low; both messages name the role needed. The admin
+// token is compared in constant time over SHA-256 digests, so neither its bytes
+// nor its length leak through timing; stored tokens are looked up by their
+// SHA-256. With neither an admin token nor a token store the API is locked (503).
+func (a *authenticator) require(need slipway.Role) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if token == "" {
+			if !a.hasAdmin && a.tokens == nil {
 				writeError(w, r, slipway.Errorf(slipway.EUNAVAILABLE, "The API is disabled: SLIPWAY_ADMIN_TOKEN is unset."))
 				return
 			}
-			got, ok := bearerToken(r)
-			sum := sha256.Sum256([]byte(got))
-			if !ok || subtle.ConstantTimeCompare(sum[:], want[:]) != 1 {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="slipway"`)
-				writeError(w, r, slipway.Errorf(slipway.EUNAUTHORIZED, "A valid bearer token is required: Authorization: Bearer <token>."))
+			p, err := a.authenticate(r, need)
+			if err != nil {
+				if slipway.ErrorCode(err) == slipway.EUNAUTHORIZED {
+					w.Header().Set("WWW-Authenticate", `Bearer realm="slipway"`)
+				}
+				writeError(w, r, err)
 				return
 			}
-			next.ServeHTTP(w, r)
+			if !p.Role.Allows(need) {
+				writeError(w, r, slipway.Errorf(slipway.EFORBIDDEN,
+					"This needs the %s role; token %q has the %s role.", need, p.Name, p.Role))
+				return
+			}
+			hlog.FromRequest(r).UpdateContext(func(c zerolog.Context) zerolog.Context {
+				return c.Str("actor", p.Name)
+			})
+			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
 		})
 	}
+}
+
+func (a *authenticator) authenticate(r *http.Request, need slipway.Role) (principal, error) {
+	missing := slipway.Errorf(slipway.EUNAUTHORIZED,
+		"This needs a token with the %s role or higher: Authorization: Bearer <token> (`slipway token create` makes one).", need)
+	got, ok := bearerToken(r)
+	if !ok {
+		return principal{}, missing
+	}
+	sum := sha256.Sum256([]byte(got))
+	if a.hasAdmin && subtle.ConstantTimeCompare(sum[:], a.adminSum[:]) == 1 {
+		return principal{Name: adminActor, Role: slipway.RoleAdmin}, nil
+	}
+	if a.tokens == nil {
+		return principal{}, missing
+	}
+	t, err := a.tokens.AuthenticateToken(r.Context(), got)
+	if slipway.ErrorCode(err) == slipway.ENOTFOUND {
+		return principal{}, slipway.Errorf(slipway.EUNAUTHORIZED,
+			"Unknown or deleted token; this needs a token with the %s role or higher (`slipway token create` makes one).", need)
+	} else if err != nil {
+		return principal{}, err
+	}
+	return principal{Name: t.Name, Role: t.Role}, nil
 }
 
 // bearerToken returns the token of an "Authorization: Bearer <token>" header.

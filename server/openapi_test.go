@@ -30,7 +30,7 @@ func TestOpenAPI(t *testing.T) {
 		}
 	}
 	routed := map[string]bool{}
-	r := newRouter(zerolog.Nop(), Config{}.withDefaults(), nil, nil, nil)
+	r := newRouter(zerolog.Nop(), Config{}.withDefaults(), nil, nil, Services{})
 	require.NoError(t, chi.Walk(r, func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
 		if route == "/" {
 			return nil // the dashboard is HTML, not API
@@ -39,6 +39,20 @@ func TestOpenAPI(t *testing.T) {
 		return nil
 	}))
 	require.Equal(t, routed, documented)
+
+	// Every API route says how it fails, and every POST but retry takes a body.
+	for path, ops := range doc.Paths {
+		if !strings.HasPrefix(path, "/api/v1/") || path == "/api/v1/openapi.json" {
+			continue
+		}
+		for method, op := range ops {
+			responses, _ := op["responses"].(map[string]any)
+			require.Contains(t, responses, "401", "%s %s documents its 401", method, path)
+			if method == "post" && !strings.HasSuffix(path, "/retry") {
+				require.Contains(t, op, "requestBody", "%s %s documents its body", method, path)
+			}
+		}
+	}
 
 	srv := newTestServer(t, nil)
 	resp, out := getPath(t, srv, "/api/v1/openapi.json")

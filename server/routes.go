@@ -16,7 +16,7 @@ import (
 const requestTimeout = 60 * time.Second
 
 // newRouter lists every route slipway serves.
-func newRouter(logger zerolog.Logger, cfg Config, builds slipway.BuildService, repos slipway.RepoService, checks []Check) *chi.Mux {
+func newRouter(logger zerolog.Logger, cfg Config, builds slipway.BuildService, checks []Check, svc Services) *chi.Mux {
 	r := chi.NewRouter()
 	r.Use(
 		hlog.NewHandler(logger),
@@ -35,25 +35,37 @@ func newRouter(logger zerolog.Logger, cfg Config, builds slipway.BuildService, r
 	r.Get("/healthz", handleHealthz())
 	r.Get("/readyz", handleReadyz(checks))
 
-	r.With(timeout(requestTimeout)).Post("/webhooks/github", handleWebhook(cfg, githubReceiver(cfg), repos, builds))
-	r.With(timeout(requestTimeout)).Post("/webhooks/gitlab", handleWebhook(cfg, gitlabReceiver(cfg), repos, builds))
-	r.With(timeout(requestTimeout)).Post("/webhooks/gitea", handleWebhook(cfg, giteaReceiver(cfg), repos, builds))
+	r.With(timeout(requestTimeout)).Post("/webhooks/github", handleWebhook(cfg, githubReceiver(cfg), svc.Repos, builds))
+	r.With(timeout(requestTimeout)).Post("/webhooks/gitlab", handleWebhook(cfg, gitlabReceiver(cfg), svc.Repos, builds))
+	r.With(timeout(requestTimeout)).Post("/webhooks/gitea", handleWebhook(cfg, giteaReceiver(cfg), svc.Repos, builds))
 
 	r.Route("/api/v1", func(r chi.Router) {
 		// The API description is public: it holds nothing a token protects, and
 		// tools fetch it before they know about tokens.
 		r.Get("/openapi.json", handleOpenAPI())
-		r.Group(func(r chi.Router) {
-			r.Use(requireAdmin(cfg.AdminToken))
-			r.With(timeout(requestTimeout)).Get("/builds", handleBuildList(builds))
-			r.With(timeout(requestTimeout)).Get("/builds/{id}", handleBuildView(builds))
-			r.Get("/builds/{id}/logs", handleBuildLogs(builds))
-			r.With(timeout(requestTimeout)).Get("/repos", handleRepoList(repos))
-			r.With(timeout(requestTimeout)).Post("/repos", handleRepoCreate(cfg, repos))
-			r.With(timeout(requestTimeout)).Get("/repos/{owner}/{name}", handleRepoView(repos))
-			r.With(timeout(requestTimeout)).Patch("/repos/{owner}/{name}", handleRepoUpdate(repos))
-			r.With(timeout(requestTimeout)).Delete("/repos/{owner}/{name}", handleRepoDelete(repos))
-		})
+		auth := newAuthenticator(cfg.AdminToken, svc.Tokens)
+		viewer, developer, admin := auth.require(slipway.RoleViewer), auth.require(slipway.RoleDeveloper),
+			auth.require(slipway.RoleAdmin)
+		r.With(viewer, timeout(requestTimeout)).Get("/builds", handleBuildList(builds))
+		r.With(viewer, timeout(requestTimeout)).Get("/builds/{id}", handleBuildView(builds))
+		r.With(viewer).Get("/builds/{id}/logs", handleBuildLogs(builds))
+		r.With(developer, timeout(requestTimeout)).Post("/repos/{owner}/{name}/builds", handleTrigger(cfg, builds))
+		r.With(developer, timeout(requestTimeout)).Post("/builds/{id}/retry", handleRetry(cfg, builds))
+		// Promotion checks the release-manager role itself: a refusal for a
+		// role too low is audited like every other refusal.
+		r.With(viewer, timeout(requestTimeout)).Post("/builds/{id}/promote", handlePromote(builds, svc.Promotions, svc.Registry))
+		r.With(viewer, timeout(requestTimeout)).Get("/promotions", handlePromotionList(svc.Promotions))
+		// The external test system authenticates with the build's one-time
+		// callback token, not with an API token.
+		r.With(timeout(requestTimeout)).Post("/builds/{id}/tests", handleIntegrationReport(svc.Integrations))
+		r.With(admin, timeout(requestTimeout)).Post("/tokens", handleTokenCreate(svc.Tokens))
+		r.With(admin, timeout(requestTimeout)).Get("/tokens", handleTokenList(svc.Tokens))
+		r.With(admin, timeout(requestTimeout)).Delete("/tokens/{id}", handleTokenDelete(svc.Tokens))
+		r.With(viewer, timeout(requestTimeout)).Get("/repos", handleRepoList(svc.Repos))
+		r.With(viewer, timeout(requestTimeout)).Get("/repos/{owner}/{name}", handleRepoView(svc.Repos))
+		r.With(admin, timeout(requestTimeout)).Post("/repos", handleRepoCreate(cfg, svc.Repos))
+		r.With(admin, timeout(requestTimeout)).Patch("/repos/{owner}/{name}", handleRepoUpdate(svc.Repos))
+		r.With(admin, timeout(requestTimeout)).Delete("/repos/{owner}/{name}", handleRepoDelete(svc.Repos))
 	})
 	return r
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/rs/zerolog/hlog"
 	"github.com/slipway-ci/slipway"
+	"github.com/slipway-ci/slipway/registry"
 )
 
 // DefaultMaxWebhookBytes caps a webhook body when Config.MaxWebhookBytes is zero.
@@ -39,8 +40,9 @@ type Config struct {
 	// Registry is host[:port][/prefix] (SLIPWAY_REGISTRY). A repository's image is
 	// Registry + "/" + lower(owner) + "/" + lower(name).
 	Registry string
-	// AdminToken is the bearer token every /api/v1 call needs (SLIPWAY_ADMIN_TOKEN).
-	// While it is empty the API answers 503.
+	// AdminToken is the bootstrap admin's bearer token (SLIPWAY_ADMIN_TOKEN).
+	// While it is empty only stored tokens work (and with no token store the
+	// API answers 503).
 	AdminToken string
 	// PublicURL is where users reach slipway (SLIPWAY_PUBLIC_URL), for example
 	// http://127.0.0.1:8080. Build URLs in responses start with it; when it is
@@ -77,11 +79,28 @@ type Check struct {
 	Func func(ctx context.Context) error
 }
 
-// New returns slipway's HTTP handler. builds and repos must be safe for
-// concurrent use; logger is the root logger that every request's logger derives
-// from. See routes.go for what it serves.
-func New(logger zerolog.Logger, cfg Config, builds slipway.BuildService, repos slipway.RepoService, checks []Check) http.Handler {
-	return newRouter(logger, cfg.withDefaults(), builds, repos, checks)
+// Services are the dependencies of the API routes beyond builds. Each must be
+// safe for concurrent use. A nil one makes the routes that need it answer 503.
+type Services struct {
+	Repos        slipway.RepoService
+	Tokens       slipway.TokenService
+	Promotions   slipway.PromotionService
+	Integrations slipway.IntegrationService
+	// Registry promotes images; *registry.Client implements it.
+	Registry Promoter
+}
+
+// Promoter copies a build's index to tags without changing its digest; see
+// registry.Client.Promote for the contract.
+type Promoter interface {
+	Promote(ctx context.Context, spec registry.PromoteSpec, check func(previous []string) error) (registry.PromotePlan, error)
+}
+
+// New returns slipway's HTTP handler. builds must be safe for concurrent use;
+// logger is the root logger that every request's logger derives from. See
+// routes.go for what it serves.
+func New(logger zerolog.Logger, cfg Config, builds slipway.BuildService, checks []Check, svc Services) http.Handler {
+	return newRouter(logger, cfg.withDefaults(), builds, checks, svc)
 }
 
 // errorResponse is the JSON body of every error answer.

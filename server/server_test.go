@@ -51,12 +51,13 @@ type testBundle struct {
 
 // setupOpts changes a test's server.
 type setupOpts struct {
-	config func(*Config)
-	checks []Check
+	config   func(*Config)
+	checks   []Check
+	registry Promoter // nil: promotion answers 503
 }
 
 // setup starts the handler from New over a fresh, migrated database.
-func setup(t *testing.T, opts *setupOpts) *testBundle {
+func setup(t testing.TB, opts *setupOpts) *testBundle {
 	t.Helper()
 	if opts == nil {
 		opts = &setupOpts{}
@@ -77,7 +78,13 @@ func setup(t *testing.T, opts *setupOpts) *testBundle {
 	}
 	logs := &syncBuffer{}
 	logger := zerolog.New(zerolog.MultiLevelWriter(zerolog.NewTestWriter(t), logs))
-	srv := httptest.NewServer(New(logger, cfg, builds, repos, opts.checks))
+	srv := httptest.NewServer(New(logger, cfg, builds, opts.checks, Services{
+		Repos:        repos,
+		Tokens:       postgres.NewTokenService(db),
+		Promotions:   postgres.NewPromotionService(db),
+		Integrations: postgres.NewIntegrationService(db),
+		Registry:     opts.registry,
+	}))
 	t.Cleanup(srv.Close)
 	t.Cleanup(func() {
 		// Whatever a test did, no secret may reach the log.
@@ -137,7 +144,7 @@ func (b *testBundle) get(t *testing.T, path string, auth ...string) (*http.Respo
 }
 
 // do sends req and decodes a JSON answer; the raw body is under "_raw".
-func do(t *testing.T, c *http.Client, req *http.Request) (*http.Response, map[string]any) {
+func do(t testing.TB, c *http.Client, req *http.Request) (*http.Response, map[string]any) {
 	t.Helper()
 	resp, err := c.Do(req)
 	require.NoError(t, err)
@@ -512,10 +519,19 @@ func TestBuildsAPI(t *testing.T) {
 
 	t.Run("TokenUnset", func(t *testing.T) {
 		t.Parallel()
+		// Without the bootstrap token only stored tokens open the API.
 		b := setup(t, &setupOpts{config: func(c *Config) { c.AdminToken = "" }})
 		resp, out := b.get(t, "/api/v1/builds", "Bearer ")
-		requireError(t, resp, out, http.StatusServiceUnavailable, slipway.EUNAVAILABLE)
+		requireError(t, resp, out, http.StatusUnauthorized, slipway.EUNAUTHORIZED)
 		resp, out = b.get(t, "/api/v1/builds", "Bearer x")
+		requireError(t, resp, out, http.StatusUnauthorized, slipway.EUNAUTHORIZED)
+		// Without either, the API is locked.
+		srv := httptest.NewServer(New(zerolog.Nop(), Config{}, nil, nil, Services{}))
+		t.Cleanup(srv.Close)
+		req, err := http.NewRequest(http.MethodGet, srv.URL+"/api/v1/builds", nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer x")
+		resp, out = do(t, srv.Client(), req)
 		requireError(t, resp, out, http.StatusServiceUnavailable, slipway.EUNAVAILABLE)
 	})
 
@@ -671,7 +687,7 @@ func TestProbes(t *testing.T) {
 // newTestServer serves New without a database, for routes that need none.
 func newTestServer(t *testing.T, checks []Check) *httptest.Server {
 	t.Helper()
-	srv := httptest.NewServer(New(zerolog.New(zerolog.NewTestWriter(t)), Config{AdminToken: testToken}, nil, nil, checks))
+	srv := httptest.NewServer(New(zerolog.New(zerolog.NewTestWriter(t)), Config{AdminToken: testToken}, nil, checks, Services{}))
 	t.Cleanup(srv.Close)
 	return srv
 }

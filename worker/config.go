@@ -9,6 +9,7 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,6 +27,9 @@ type RepoConfig struct {
 	Dockerfile string     `yaml:"dockerfile"`
 	Context    string     `yaml:"context"`
 	Tests      []TestSpec `yaml:"tests"`
+	// Integration, when set, asks an external system to test the pushed image
+	// after the tests above passed (see integration.go).
+	Integration *IntegrationSpec `yaml:"integration"`
 }
 
 // TestSpec is one integration test: a command run inside the pushed image.
@@ -35,7 +39,14 @@ type TestSpec struct {
 	Run     Command           `yaml:"run"`
 	Env     map[string]string `yaml:"env"`
 	Timeout time.Duration     `yaml:"timeout"`
-	line    int
+	// Platforms limits the test to some of the built platforms; empty: all.
+	Platforms []string `yaml:"platforms"`
+	line      int
+}
+
+// RunsOn reports whether the test runs on platform.
+func (t TestSpec) RunsOn(platform string) bool {
+	return len(t.Platforms) == 0 || slices.Contains(t.Platforms, platform)
 }
 
 // Command is a test command: Shell when given as a string, Args when a list.
@@ -131,6 +142,14 @@ func ParseRepoConfig(data []byte) (*RepoConfig, error) {
 		if t.Timeout == 0 {
 			cfg.Tests[i].Timeout = 10 * time.Minute
 		}
+		for _, p := range t.Platforms {
+			if !seen[p] {
+				return nil, fmt.Errorf("%s (%s): platforms: %q is not built; built are %s", where, t.Name, p, strings.Join(cfg.Platforms, ", "))
+			}
+		}
+	}
+	if err := cfg.Integration.validate(); err != nil {
+		return nil, fmt.Errorf("%s: integration: %w", RepoConfigFile, err)
 	}
 	return cfg, nil
 }

@@ -53,6 +53,26 @@ tests:
 		{name: "DockerfileOutside", yaml: "dockerfile: ../Dockerfile\n", wantErr: "dockerfile: \"../Dockerfile\" must be a path inside the repository"},
 		{name: "BadTimeout", yaml: "tests:\n  - {name: x, run: 'true', timeout: soon}\n", wantErr: ".slipway.yml"},
 		{name: "NotYAML", yaml: "platforms: [", wantErr: ".slipway.yml: line 1"},
+		{name: "TestPlatformsAndIntegration", yaml: `
+tests:
+  - {name: arm-only, run: 'true', platforms: [linux/arm64]}
+  - {name: all, run: 'true'}
+integration: {webhook: "https://ci.example.com/hook", timeout: 90s}
+`, check: func(t *testing.T, c *RepoConfig) {
+			require.Equal(t, []string{"linux/arm64"}, c.Tests[0].Platforms)
+			require.True(t, c.Tests[0].RunsOn("linux/arm64"))
+			require.False(t, c.Tests[0].RunsOn("linux/amd64"))
+			require.True(t, c.Tests[1].RunsOn("linux/amd64"), "no platforms: every built one")
+			require.Equal(t, "https://ci.example.com/hook", c.Integration.Webhook)
+			require.Equal(t, 90*time.Second, c.Integration.Timeout)
+		}},
+		{name: "IntegrationDefaultTimeout", yaml: "integration: {webhook: 'http://h/x'}\n", check: func(t *testing.T, c *RepoConfig) {
+			require.Equal(t, DefaultIntegrationTimeout, c.Integration.Timeout)
+		}},
+		{name: "TestPlatformNotBuilt", yaml: "platforms: [linux/amd64]\ntests:\n  - {name: x, run: 'true', platforms: [linux/arm64]}\n", wantErr: `tests[0] (x): platforms: "linux/arm64" is not built`},
+		{name: "IntegrationWithoutWebhook", yaml: "integration: {timeout: 5m}\n", wantErr: "integration: webhook is required"},
+		{name: "IntegrationBadWebhook", yaml: "integration: {webhook: 'ftp://x/y'}\n", wantErr: `integration: webhook "ftp://x/y" is not an http(s) URL`},
+		{name: "IntegrationUnknownField", yaml: "integration: {url: 'http://x/y'}\n", wantErr: "field url not found"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -93,6 +94,18 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 			return u
 		}
 	}
+	if cfg.Integration != nil {
+		ext, err := w.runIntegration(ctx, build, cfg.Integration, index, platforms, sink)
+		results = append(results, ext...)
+		if err != nil {
+			u := fail("%v", err)
+			u.Tests = results
+			return u
+		}
+		if err := update(slipway.BuildUpdate{Tests: results}); err != nil {
+			return fail("recording test results: %v", err)
+		}
+	}
 
 	var tags []string
 	if tag := slipway.TagForRef(build.Ref); tag != "" {
@@ -116,12 +129,16 @@ func (w *Worker) runTests(ctx context.Context, build *slipway.Build, cfg *RepoCo
 		go func() {
 			defer wg.Done()
 			for ti, t := range cfg.Tests {
+				if !t.RunsOn(p.Platform) {
+					continue
+				}
 				results[ti*len(platforms)+pi] = w.runTest(ctx, build, t, p, sink)
 			}
 		}()
 	}
 	wg.Wait()
-	return results
+	// Tests limited to some platforms left holes for the others.
+	return slices.DeleteFunc(results, func(r slipway.TestResult) bool { return r.Name == "" })
 }
 
 func (w *Worker) runTest(ctx context.Context, build *slipway.Build, t TestSpec, p slipway.PlatformDigest, sink *logSink) slipway.TestResult {

@@ -8,7 +8,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -51,6 +53,18 @@ type Config struct {
 	WorkspaceDir string
 	// InsecureRegistry marks the registry as plain HTTP.
 	InsecureRegistry bool
+
+	// PublicURL is where an external test system reaches slipway's API
+	// (SLIPWAY_PUBLIC_URL), for the integration callback URL.
+	PublicURL string
+	// IntegrationSecret keys the HMAC-SHA256 signature of integration webhook
+	// calls (SLIPWAY_INTEGRATION_SECRET).
+	IntegrationSecret string
+	// Integrations stores the one-time callbacks of external integration test
+	// runs; while it is nil a build that asks for them fails.
+	Integrations slipway.IntegrationService
+	// HTTPClient makes the integration webhook calls; default http.DefaultClient.
+	HTTPClient *http.Client
 }
 
 func (c *Config) setDefaults() {
@@ -76,6 +90,7 @@ func (c *Config) setDefaults() {
 	if c.WorkspaceDir == "" {
 		c.WorkspaceDir = os.TempDir()
 	}
+	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
 }
 
 func (c *Config) validate() error {

@@ -25,7 +25,7 @@ type setting struct {
 var settings = []setting{
 	{"SLIPWAY_DATABASE_URL", "", "all", "PostgreSQL URL or DSN, e.g. `postgres://slipway:pw@db:5432/slipway?sslmode=disable`. Required.", true},
 	{"SLIPWAY_ADDR", "127.0.0.1:8080", "server, dev", "Address the HTTP server (webhooks, API, dashboard, probes) listens on.", false},
-	{"SLIPWAY_PUBLIC_URL", "http://$SLIPWAY_ADDR", "server, dev", "URL users and forges reach slipway at; build links in API answers start with it.", false},
+	{"SLIPWAY_PUBLIC_URL", "http://$SLIPWAY_ADDR", "server, worker, dev", "URL users and forges reach slipway at; build links in API answers and integration callback URLs start with it.", false},
 	{"SLIPWAY_GITHUB_WEBHOOK_SECRET", "", "server, dev", "Secret of the GitHub webhook (HMAC-SHA256 of each delivery). Required unless `SLIPWAY_GITLAB_WEBHOOK_TOKEN` or `SLIPWAY_GITEA_WEBHOOK_SECRET` is set.", true},
 	{"SLIPWAY_GITLAB_WEBHOOK_TOKEN", "", "server, dev", "Secret token of GitLab webhooks (sent as X-Gitlab-Token). Unset: only repositories with their own webhook secret receive GitLab pushes.", true},
 	{"SLIPWAY_GITEA_WEBHOOK_SECRET", "", "server, dev", "Secret of Gitea and Forgejo webhooks (HMAC-SHA256 of each delivery). Unset: only repositories with their own webhook secret receive Gitea pushes.", true},
@@ -37,9 +37,9 @@ var settings = []setting{
 	{"SLIPWAY_GITEA_API_URL", "", "server, dev", "Gitea or Forgejo API base URL for commit statuses: `https://HOST/api/v1`. Unset: no statuses are sent to Gitea.", false},
 	{"SLIPWAY_GITEA_TOKEN", "", "server, dev", "Gitea or Forgejo access token with repository write access. Unset: no statuses are sent to Gitea.", true},
 	{"SLIPWAY_GITHUB_ALLOWED_OWNERS", "(any)", "server, dev", "Comma-separated GitHub owners (users or organisations) whose pushes are built; others get 403.", false},
-	{"SLIPWAY_ADMIN_TOKEN", "", "server, dev", "Bearer token for the REST API under /api/v1. Required; at least 8 characters.", true},
+	{"SLIPWAY_ADMIN_TOKEN", "", "server, dev", "Bootstrap admin bearer token for the REST API under /api/v1 (more tokens: `slipway token create`). Required; at least 8 characters.", true},
 	{"SLIPWAY_REGISTRY", "", "server, worker, dev", "Registry host[:port][/prefix] images are pushed to: `$SLIPWAY_REGISTRY/<owner>/<name>`. Required.", false},
-	{"SLIPWAY_REGISTRY_INSECURE", "true for loopback hosts, else false", "worker, dev", "Talk plain HTTP to the registry.", false},
+	{"SLIPWAY_REGISTRY_INSECURE", "true for loopback hosts, else false", "server, worker, dev", "Talk plain HTTP to the registry.", false},
 	{"SLIPWAY_BUILDKIT_ADDR", "", "worker, dev", "buildkitd address, e.g. `unix:///run/buildkit/buildkitd.sock` or `tcp://buildkitd:1234`. Required.", false},
 	{"SLIPWAY_WORKER_ID", "<hostname>-<pid>", "worker, dev", "Name of the worker in job leases and logs.", false},
 	{"SLIPWAY_WORKER_CONCURRENCY", "1", "worker, dev", "Builds one worker runs at once.", false},
@@ -49,6 +49,9 @@ var settings = []setting{
 	{"SLIPWAY_STALE_AFTER", "30s", "worker, dev", "Age of a lease after which another worker takes the build over (at least twice the heartbeat).", false},
 	{"SLIPWAY_BUILD_TIMEOUT", "1h", "worker, dev", "Longest one attempt of a build may run.", false},
 	{"SLIPWAY_WORKSPACE_DIR", "$TMPDIR/slipway-work", "worker, dev", "Where checkouts are made (one folder per build, removed afterwards).", false},
+	{"SLIPWAY_INTEGRATION_SECRET", "", "worker, dev", "Key of the HMAC-SHA256 signature (`X-Slipway-Signature-256`) on calls to a repository's `integration.webhook`. Builds that use one fail while it is unset.", true},
+	{"SLIPWAY_SERVER", "", "promote, builds", "URL of the slipway server the client commands call, e.g. `https://ci.example.com` (or `--server`).", false},
+	{"SLIPWAY_TOKEN", "", "promote, builds", "API token the client commands send (or `--token`).", true},
 	{"SLIPWAY_LOG_LEVEL", "info", "all", "debug, info, warn or error.", false},
 	{"SLIPWAY_LOG_FORMAT", "auto", "all", "json, console, or auto (console when stderr is a terminal).", false},
 }
@@ -81,6 +84,7 @@ type config struct {
 	StaleAfter          time.Duration
 	BuildTimeout        time.Duration
 	WorkspaceDir        string
+	IntegrationSecret   string
 	LogLevel            string
 	LogFormat           string
 }
@@ -204,18 +208,19 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 			bad("SLIPWAY_REGISTRY", "%q must be lower case", c.Registry)
 		}
 	}
+	// The server promotes images, the worker pushes them: both talk to the registry.
+	c.RegistryInsecure = isLoopbackHost(c.Registry)
+	if v := get("SLIPWAY_REGISTRY_INSECURE"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			bad("SLIPWAY_REGISTRY_INSECURE", "%q is not true or false", v)
+		}
+		c.RegistryInsecure = b
+	}
 	if r.worker {
 		c.BuildkitAddr = required("SLIPWAY_BUILDKIT_ADDR")
 		if c.BuildkitAddr != "" && !strings.Contains(c.BuildkitAddr, "://") {
 			bad("SLIPWAY_BUILDKIT_ADDR", "%q needs a scheme: unix://, tcp://", c.BuildkitAddr)
-		}
-		c.RegistryInsecure = isLoopbackHost(c.Registry)
-		if v := get("SLIPWAY_REGISTRY_INSECURE"); v != "" {
-			b, err := strconv.ParseBool(v)
-			if err != nil {
-				bad("SLIPWAY_REGISTRY_INSECURE", "%q is not true or false", v)
-			}
-			c.RegistryInsecure = b
 		}
 		c.WorkerConcurrency = 1
 		if v := get("SLIPWAY_WORKER_CONCURRENCY"); v != "" {
@@ -242,6 +247,12 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 			bad("SLIPWAY_STALE_AFTER", "%s must be at least twice SLIPWAY_HEARTBEAT_INTERVAL (%s)", c.StaleAfter, c.HeartbeatInterval)
 		}
 		c.BuildTimeout = duration("SLIPWAY_BUILD_TIMEOUT", time.Hour)
+		c.IntegrationSecret = get("SLIPWAY_INTEGRATION_SECRET")
+		if !r.server && c.PublicURL != "" {
+			if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				bad("SLIPWAY_PUBLIC_URL", "%q is not an http(s) URL", c.PublicURL)
+			}
+		}
 		if c.WorkspaceDir == "" {
 			c.WorkspaceDir = tmpDir + "/slipway-work"
 		}

@@ -4,6 +4,9 @@
 //	slipway worker    runs builds from the queue
 //	slipway dev       server and worker in one process, migrating first
 //	slipway migrate   applies pending database migrations
+//	slipway token     creates, lists and deletes API tokens
+//	slipway promote   promotes a build to tags (REST client)
+//	slipway builds    lists builds or shows one (REST client)
 //	slipway version   prints the version
 package main
 
@@ -42,7 +45,7 @@ func main() {
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "slipway:", err)
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
 }
 
@@ -53,9 +56,13 @@ commands:
   worker    run builds from the queue
   dev       server and worker in one process (migrates the database first)
   migrate   apply pending database migrations
+  token     create, list or delete API tokens (in the database)
+  promote   point tags at a succeeded build's digest (REST API)
+  builds    list builds or show one (REST API)
   version   print the version
 
 Configuration comes from SLIPWAY_* environment variables; see the README.
+promote and builds read SLIPWAY_SERVER and SLIPWAY_TOKEN (or --server, --token).
 `
 
 // run is the whole program; main only supplies the process's context, arguments,
@@ -81,6 +88,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "dev":
 		r = role{server: true, worker: true}
 	case "migrate":
+	case "token":
+		return runToken(ctx, args[2:], getenv, stdout, stderr)
+	case "promote":
+		return runPromote(ctx, args[2:], getenv, stdout, stderr)
+	case "builds":
+		return runBuilds(ctx, args[2:], getenv, stdout, stderr)
 	default:
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("unknown command %q", cmd)
@@ -165,6 +178,9 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 			BuildTimeout:      cfg.BuildTimeout,
 			WorkspaceDir:      cfg.WorkspaceDir,
 			InsecureRegistry:  cfg.RegistryInsecure,
+			PublicURL:         cfg.PublicURL,
+			IntegrationSecret: cfg.IntegrationSecret,
+			Integrations:      postgres.NewIntegrationService(db),
 		}, builds, jobs, bk, registry.New(registry.WithInsecure(cfg.RegistryInsecure)))
 		if err != nil {
 			return err
@@ -193,7 +209,13 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 			Registry:            cfg.Registry,
 			AdminToken:          cfg.AdminToken,
 			PublicURL:           cfg.PublicURL,
-		}, builds, postgres.NewRepoService(db, sealer), checks)
+		}, builds, checks, server.Services{
+			Repos:        postgres.NewRepoService(db, sealer),
+			Tokens:       postgres.NewTokenService(db),
+			Promotions:   postgres.NewPromotionService(db),
+			Integrations: postgres.NewIntegrationService(db),
+			Registry:     registry.New(registry.WithInsecure(cfg.RegistryInsecure)),
+		})
 		g.Go(func() error { return listenAndServe(ctx, cfg.Addr, h, logger) })
 		sender := forge.NewSender(logger, forge.SenderConfig{Clients: forgeClients(cfg), PublicURL: cfg.PublicURL}, postgres.NewStatusOutbox(db))
 		g.Go(func() error { return sender.Run(ctx) })

@@ -1,0 +1,243 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/rs/zerolog/hlog"
+
+	"github.com/slipway-ci/slipway"
+	"github.com/slipway-ci/slipway/registry"
+)
+
+// maxPromoteTags bounds the tags of one promotion request.
+const maxPromoteTags = 20
+
+// promoteRequest is the body of POST /api/v1/builds/{id}/promote.
+type promoteRequest struct {
+	Tags       []string `json:"tags"`
+	Repository string   `json:"repository"`
+	Force      bool     `json:"force"`
+}
+
+func (p *promoteRequest) validate() error {
+	if len(p.Tags) == 0 {
+		return slipway.Errorf(slipway.EINVALID, `tags is required: {"tags": ["v1.2.3", "stable"]}.`)
+	}
+	if len(p.Tags) > maxPromoteTags {
+		return slipway.Errorf(slipway.EINVALID, "At most %d tags per promotion, got %d.", maxPromoteTags, len(p.Tags))
+	}
+	seen := map[string]bool{}
+	for _, t := range p.Tags {
+		if !slipway.ValidTag(t) {
+			return slipway.Errorf(slipway.EINVALID, "%q is not a valid tag: up to 128 letters, digits, '_', '.' and '-', not starting with '.' or '-'.", t)
+		}
+		if seen[t] {
+			return slipway.Errorf(slipway.EINVALID, "Tag %q is listed twice.", t)
+		}
+		seen[t] = true
+	}
+	if p.Repository != "" {
+		host, _, _ := strings.Cut(p.Repository, "/")
+		_, err := name.NewRepository(p.Repository, name.StrictValidation)
+		if err != nil || !strings.Contains(p.Repository, "/") || !(strings.ContainsAny(host, ".:") || host == "localhost") {
+			return slipway.Errorf(slipway.EINVALID,
+				"repository %q is not a repository with its registry, such as registry.example.com/team/app (no tag, no digest).", p.Repository)
+		}
+	}
+	return nil
+}
+
+// promoteTag is the outcome for one tag in the answer of a promotion.
+type promoteTag struct {
+	Tag            string                   `json:"tag"`
+	PreviousDigest string                   `json:"previous_digest"`
+	Outcome        slipway.PromotionOutcome `json:"outcome"`
+}
+
+// handlePromote answers POST /api/v1/builds/{id}/promote: it points each tag
+// at the build's index digest (see registry.Client.Promote), after the rules:
+// only a succeeded build; a version tag that points elsewhere moves only with
+// force and the admin role. Every attempt, refused or not, leaves one audit row
+// per tag. Refusals answer 409 and write nothing to the registry.
+func handlePromote(builds slipway.BuildService, promotions slipway.PromotionService, reg Promoter) http.HandlerFunc {
+	type response struct {
+		BuildID    int64        `json:"build_id"`
+		Digest     string       `json:"digest"`
+		Source     string       `json:"source"`
+		Repository string       `json:"repository"`
+		Tags       []promoteTag `json:"tags"`
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		if promotions == nil {
+			writeError(w, r, unavailable("Promotion"))
+			return
+		}
+		b, err := requestBuild(r, builds)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		var req promoteRequest
+		if err := decodeJSON(w, r, &req); err != nil {
+			writeError(w, r, err)
+			return
+		}
+		if err := req.validate(); err != nil {
+			writeError(w, r, err)
+			return
+		}
+		who := principalFrom(r.Context())
+		target := req.Repository
+		if target == "" {
+			target = b.Image
+		}
+		rows := make([]*slipway.Promotion, len(req.Tags))
+		for i, t := range req.Tags {
+			rows[i] = &slipway.Promotion{BuildID: b.ID, Actor: who.Name, Digest: b.IndexDigest,
+				Source: b.Image + "@" + b.IndexDigest, Target: target + ":" + t, TargetRepo: target,
+				Tag: t, Forced: req.Force}
+		}
+		if b.IndexDigest == "" {
+			for _, row := range rows {
+				row.Source = b.Image
+			}
+		}
+		// audit stores the rows; the audit trail must hold refusals too, so it
+		// runs on a context the client cannot cancel.
+		audit := func() error {
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), requestTimeout)
+			defer cancel()
+			return promotions.CreatePromotions(ctx, rows)
+		}
+		refuse := func(err *slipway.Error, reasons []string) {
+			for i, row := range rows {
+				row.Outcome = slipway.PromotionRefused
+				row.Reason = err.Message
+				if reasons != nil && reasons[i] != "" {
+					row.Reason = reasons[i]
+				}
+			}
+			if aerr := audit(); aerr != nil {
+				writeError(w, r, aerr)
+				return
+			}
+			hlog.FromRequest(r).Info().Int64("build_id", b.ID).Str("target", target).Strs("tags", req.Tags).
+				Str("reason", err.Message).Msg("Promotion refused")
+			writeError(w, r, err)
+		}
+
+		if !who.Role.Allows(slipway.RoleReleaseManager) {
+			refuse(slipway.Errorf(slipway.EFORBIDDEN, "Promoting needs the %s role; token %q has the %s role.",
+				slipway.RoleReleaseManager, who.Name, who.Role), nil)
+			return
+		}
+		if b.State != slipway.BuildSucceeded {
+			why := fmt.Sprintf("Build %d is %s", b.ID, b.State)
+			if b.Error != "" {
+				why += ": " + b.Error
+			}
+			refuse(slipway.Errorf(slipway.ECONFLICT, "%s. Only a succeeded build (every test passed on every platform) can be promoted.", why), nil)
+			return
+		}
+
+		if reg == nil {
+			writeError(w, r, unavailable("Promotion"))
+			return
+		}
+		// Check-then-write must not interleave with another promotion to the
+		// same repository, or two could both see a version tag free. This
+		// serializes them within one server process only.
+		unlock := lockRepo(target)
+		defer unlock()
+		var refusal *slipway.Error
+		var reasons []string
+		check := func(previous []string) error {
+			reasons = make([]string, len(previous))
+			var moved []string
+			for i, prev := range previous {
+				rows[i].PreviousDigest = prev
+				if prev == "" || prev == b.IndexDigest || !slipway.IsVersionTag(req.Tags[i]) {
+					continue
+				}
+				if req.Force && who.Role.Allows(slipway.RoleAdmin) {
+					continue
+				}
+				moved = append(moved, fmt.Sprintf("%s (now %s)", req.Tags[i], prev))
+				reasons[i] = fmt.Sprintf("version tag %s points at %s", req.Tags[i], prev)
+			}
+			if len(moved) == 0 {
+				return nil
+			}
+			need := `"force": true and the admin role`
+			if req.Force {
+				need = fmt.Sprintf(`the admin role with "force": true (token %q has the %s role)`, who.Name, who.Role)
+			}
+			refusal = slipway.Errorf(slipway.ECONFLICT,
+				"Version tags are immutable: %s already point at another image. Moving them needs %s. Nothing was changed.",
+				strings.Join(moved, ", "), need)
+			for i := range reasons {
+				if reasons[i] == "" {
+					reasons[i] = "not written: another tag of the same request was refused"
+				}
+			}
+			return refusal
+		}
+		_, err = reg.Promote(r.Context(), registry.PromoteSpec{
+			Source: b.Image, Digest: b.IndexDigest, Target: target, Tags: req.Tags,
+		}, check)
+		if refusal != nil {
+			refuse(refusal, reasons)
+			return
+		}
+		if err != nil {
+			for _, row := range rows {
+				row.Outcome = slipway.PromotionFailed
+				row.Reason = slipway.ErrorMessage(err)
+				if slipway.ErrorCode(err) == slipway.EINTERNAL {
+					row.Reason = oneLineError(err)
+				}
+			}
+			if aerr := audit(); aerr != nil {
+				hlog.FromRequest(r).Error().Err(aerr).Int64("build_id", b.ID).Msg("Recording a failed promotion")
+			}
+			writeError(w, r, err)
+			return
+		}
+		out := response{BuildID: b.ID, Digest: b.IndexDigest, Source: b.Image + "@" + b.IndexDigest, Repository: target}
+		for _, row := range rows {
+			row.Outcome = slipway.PromotionPromoted
+			if row.PreviousDigest == b.IndexDigest {
+				row.Outcome = slipway.PromotionUnchanged
+			}
+			out.Tags = append(out.Tags, promoteTag{Tag: row.Tag, PreviousDigest: row.PreviousDigest, Outcome: row.Outcome})
+		}
+		if err := audit(); err != nil {
+			writeError(w, r, err)
+			return
+		}
+		hlog.FromRequest(r).Info().Int64("build_id", b.ID).Str("digest", b.IndexDigest).Str("target", target).
+			Strs("tags", req.Tags).Msg("Build promoted")
+		writeJSON(w, r, http.StatusOK, out)
+	}
+}
+
+// oneLineError is err's text on one line, for the audit trail of a registry
+// failure (registry errors carry no secrets: credentials stay in the keychain).
+func oneLineError(err error) string {
+	return strings.Join(strings.Fields(err.Error()), " ")
+}
+
+// repoLocks holds one mutex per target repository of a promotion.
+var repoLocks sync.Map // string → *sync.Mutex
+
+func lockRepo(repo string) (unlock func()) {
+	v, _ := repoLocks.LoadOrStore(repo, &sync.Mutex{})
+	mu := v.(*sync.Mutex)
+	mu.Lock()
+	return mu.Unlock
+}

@@ -1,0 +1,182 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/rs/zerolog"
+	"github.com/rs/zerolog/hlog"
+
+	"github.com/slipway-ci/slipway"
+)
+
+// lsRemoteTimeout bounds the git ls-remote that resolves a ref to a commit.
+const lsRemoteTimeout = 30 * time.Second
+
+// triggerResponse is the answer of a trigger or a retry.
+type triggerResponse struct {
+	BuildID int64          `json:"build_id"`
+	URL     string         `json:"url"`
+	Build   *slipway.Build `json:"build"`
+}
+
+// handleTrigger answers POST /api/v1/repos/{owner}/{name}/builds {"ref",
+// "commit"} with 201 and a new queued build. The repository must have been
+// built before (its forge and clone URL come from its latest build). Without
+// a commit, the ref's current commit is read with git ls-remote.
+func handleTrigger(cfg Config, builds slipway.BuildService) http.HandlerFunc {
+	type request struct {
+		Ref    string `json:"ref"`
+		Commit string `json:"commit"`
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		owner, name := chi.URLParam(r, "owner"), chi.URLParam(r, "name")
+		var req request
+		if err := decodeJSON(w, r, &req); err != nil {
+			writeError(w, r, err)
+			return
+		}
+		req.Ref, req.Commit = strings.TrimSpace(req.Ref), strings.ToLower(strings.TrimSpace(req.Commit))
+		if req.Ref == "" {
+			writeError(w, r, slipway.Errorf(slipway.EINVALID, `ref is required: {"ref": "main"} or {"ref": "refs/tags/v1.2.3", "commit": "<40 hex>"}.`))
+			return
+		}
+		if req.Commit != "" && !commitRE.MatchString(req.Commit) {
+			writeError(w, r, slipway.Errorf(slipway.EINVALID, "commit must be a full 40-digit hex SHA-1, got %q.", req.Commit))
+			return
+		}
+		if strings.ContainsAny(req.Ref, " \t\n~^:?*[\\") || strings.Contains(req.Ref, "..") || len(req.Ref) > 1000 {
+			writeError(w, r, slipway.Errorf(slipway.EINVALID, "%q is not a valid git ref.", req.Ref))
+			return
+		}
+		latest, err := builds.FindBuilds(r.Context(), slipway.BuildFilter{Repo: owner + "/" + name, Limit: 1})
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		if len(latest) == 0 {
+			writeError(w, r, slipway.Errorf(slipway.ENOTFOUND,
+				"Repository %s/%s has no builds yet: slipway learns a repository from its first push webhook.", owner, name))
+			return
+		}
+		last := latest[0]
+		ref, commit := req.Ref, req.Commit
+		if commit == "" {
+			ref, commit, err = resolveRef(r.Context(), last.CloneURL, ref)
+			if err != nil {
+				writeError(w, r, err)
+				return
+			}
+		} else if !strings.HasPrefix(ref, "refs/") {
+			ref = "refs/heads/" + ref
+		}
+		who := principalFrom(r.Context())
+		repoOwner, repoName, _ := strings.Cut(last.Repo, "/")
+		enqueueAPI(w, r, cfg, builds, slipway.Trigger{
+			Forge: last.Forge, DeliveryID: "api-" + randomID(), Event: "api",
+			Owner: repoOwner, Name: repoName, CloneURL: last.CloneURL,
+			Ref: ref, Commit: commit, Message: "Triggered through the API", Sender: who.Name,
+		}, last.Image)
+	}
+}
+
+// handleRetry answers POST /api/v1/builds/{id}/retry with 201 and a new
+// queued build of the same commit and ref. The build must be finished.
+func handleRetry(cfg Config, builds slipway.BuildService) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		b, err := requestBuild(r, builds)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		if !b.State.Done() {
+			writeError(w, r, slipway.Errorf(slipway.ECONFLICT, "Build %d is %s; only a finished build can be retried.", b.ID, b.State))
+			return
+		}
+		owner, name, _ := strings.Cut(b.Repo, "/")
+		enqueueAPI(w, r, cfg, builds, slipway.Trigger{
+			Forge: b.Forge, DeliveryID: fmt.Sprintf("retry-%d-%s", b.ID, randomID()), Event: "retry",
+			Owner: owner, Name: name, CloneURL: b.CloneURL, Ref: b.Ref, Commit: b.Commit,
+			Message: fmt.Sprintf("Retry of build %d", b.ID), Sender: principalFrom(r.Context()).Name,
+		}, b.Image)
+	}
+}
+
+func enqueueAPI(w http.ResponseWriter, r *http.Request, cfg Config, builds slipway.BuildService, t slipway.Trigger, image string) {
+	res, err := builds.EnqueueTrigger(r.Context(), t, image)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	hlog.FromRequest(r).Info().Int64("build_id", res.Build.ID).Str("repo", t.Owner+"/"+t.Name).
+		Str("ref", t.Ref).Str("event", t.Event).Msg("Build queued")
+	writeJSON(w, r, http.StatusCreated, triggerResponse{BuildID: res.Build.ID,
+		URL: fmt.Sprintf("%s/api/v1/builds/%d", cfg.PublicURL, res.Build.ID), Build: res.Build})
+}
+
+// resolveRef finds ref's commit with git ls-remote: a full ref as is, a short
+// name as a branch, then as a tag.
+func resolveRef(ctx context.Context, cloneURL, ref string) (fullRef, commit string, err error) {
+	candidates := []string{ref}
+	if !strings.HasPrefix(ref, "refs/") {
+		candidates = []string{"refs/heads/" + ref, "refs/tags/" + ref}
+	}
+	ctx, cancel := context.WithTimeout(ctx, lsRemoteTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "git", append([]string{"ls-remote", "--", cloneURL}, candidates...)...)
+	cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0")
+	var out, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	if err := cmd.Run(); err != nil {
+		// git's message may quote the clone URL with credentials: log it, do not show it.
+		zerolog.Ctx(ctx).Warn().Err(err).Str("git_stderr", redactCredentials(stderr.String())).Msg("Resolving ref with git ls-remote")
+		return "", "", slipway.Errorf(slipway.EUNAVAILABLE, "Could not read the repository's refs (git ls-remote failed); pass a commit to build it without a lookup.")
+	}
+	found := map[string]string{}
+	for _, line := range strings.Split(out.String(), "\n") {
+		if sha, name, ok := strings.Cut(line, "\t"); ok && commitRE.MatchString(sha) {
+			found[name] = sha
+		}
+	}
+	for _, c := range candidates {
+		if sha, ok := found[c]; ok {
+			// An annotated tag's own line carries the tag object; the peeled
+			// line (ref^{}) names the commit.
+			if peeled, ok := found[c+"^{}"]; ok {
+				sha = peeled
+			}
+			return c, sha, nil
+		}
+	}
+	return "", "", slipway.Errorf(slipway.ENOTFOUND, "The repository has no branch or tag %q.", ref)
+}
+
+var credentialsRE = regexp.MustCompile(`://[^/@\s]+@`)
+
+func redactCredentials(s string) string { return credentialsRE.ReplaceAllString(s, "://***@") }
+
+func randomID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// requestBuild returns the build the {id} URL parameter names: EINVALID for a
+// bad id, ENOTFOUND when there is none.
+func requestBuild(r *http.Request, builds slipway.BuildService) (*slipway.Build, error) {
+	id, err := buildID(r)
+	if err != nil {
+		return nil, err
+	}
+	return builds.FindBuildByID(r.Context(), id)
+}
