@@ -88,8 +88,8 @@ func handleBuildView(builds slipway.BuildService) http.HandlerFunc {
 }
 
 // handleBuildLogs answers GET /api/v1/builds/{id}/logs with the build's whole
-// log as plain text.
-func handleBuildLogs(builds slipway.BuildService) http.HandlerFunc {
+// log as plain text, or with ?follow=1 as a live stream (see streamBuildLog).
+func handleBuildLogs(builds slipway.BuildService, follow slipway.LogFollower) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		id, err := buildID(r)
 		if err != nil {
@@ -100,6 +100,10 @@ func handleBuildLogs(builds slipway.BuildService) http.HandlerFunc {
 		// read as an empty log.
 		if _, err := builds.FindBuildByID(r.Context(), id); err != nil {
 			writeError(w, r, err)
+			return
+		}
+		if wantsFollow(r) {
+			streamBuildLog(w, r, builds, follow, id)
 			return
 		}
 		cw := &countingWriter{w: w}

@@ -45,7 +45,10 @@ func newRouter(logger zerolog.Logger, cfg Config, builds slipway.BuildService, c
 			r.Use(requireAdmin(cfg.AdminToken))
 			r.With(timeout(requestTimeout)).Get("/builds", handleBuildList(builds))
 			r.With(timeout(requestTimeout)).Get("/builds/{id}", handleBuildView(builds))
-			r.Get("/builds/{id}/logs", handleBuildLogs(builds))
+			r.Get("/builds/{id}/logs", handleBuildLogs(builds, cfg.Logs))
+			r.With(timeout(requestTimeout)).Get("/repos/{owner}/{name}/secrets", handleSecretList(cfg.Secrets))
+			r.With(timeout(requestTimeout)).Put("/repos/{owner}/{name}/secrets/{secret}", handleSecretPut(cfg.Secrets))
+			r.With(timeout(requestTimeout)).Delete("/repos/{owner}/{name}/secrets/{secret}", handleSecretDelete(cfg.Secrets))
 		})
 	})
 	return r

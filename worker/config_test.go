@@ -1,6 +1,11 @@
 package worker
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/rs/zerolog"
 	"testing"
 	"time"
 
@@ -123,4 +128,19 @@ func TestRenderTags(t *testing.T) {
 	require.Equal(t, []string{"v2.0.0-rc.1", "2.0.0-rc.1", "sha-0123456", "latest"},
 		RenderTags(tpl, TagValues("refs/tags/v2.0.0-rc.1", sha)), "a pre-release moves no major or minor tag")
 	require.Equal(t, []string{"main"}, RenderTags(DefaultTags, TagValues("refs/heads/main", sha)))
+}
+
+func TestCleanWorkspaces(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	dead := filepath.Join(dir, "build-7-pid999999999-abc")
+	live := filepath.Join(dir, fmt.Sprintf("build-8-pid%d-def", os.Getppid()))
+	other := filepath.Join(dir, "keep-me")
+	for _, d := range []string{dead, live, other} {
+		require.NoError(t, os.MkdirAll(filepath.Join(d, "src"), 0o700))
+	}
+	cleanWorkspaces(dir, zerolog.Nop())
+	require.NoDirExists(t, dead, "left by a process that is gone")
+	require.DirExists(t, live, "a running process's build")
+	require.DirExists(t, other)
 }

@@ -51,6 +51,9 @@ type Config struct {
 	WorkspaceDir string
 	// InsecureRegistry marks the registry as plain HTTP.
 	InsecureRegistry bool
+	// Secrets opens the build secrets a .slipway.yml names; nil fails builds
+	// that name any.
+	Secrets SecretOpener
 }
 
 func (c *Config) setDefaults() {
@@ -104,6 +107,7 @@ func New(logger zerolog.Logger, cfg Config, builds slipway.BuildService, jobs sl
 	if err := os.MkdirAll(cfg.WorkspaceDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating workspace dir: %w", err)
 	}
+	cleanWorkspaces(cfg.WorkspaceDir, logger)
 	return &Worker{cfg: cfg, logger: logger.With().Str("worker_id", cfg.ID).Logger(),
 		builds: builds, jobs: jobs, builder: builder, registry: reg}, nil
 }

@@ -7,6 +7,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/slipway-ci/slipway"
+	"github.com/slipway-ci/slipway/buildkit"
 )
 
 // setting describes one SLIPWAY_* environment variable. The README's table of
@@ -29,7 +32,8 @@ var settings = []setting{
 	{"SLIPWAY_ADMIN_TOKEN", "", "server, dev", "Bearer token for the REST API under /api/v1. Required; at least 8 characters.", true},
 	{"SLIPWAY_REGISTRY", "", "server, worker, dev", "Registry host[:port][/prefix] images are pushed to: `$SLIPWAY_REGISTRY/<owner>/<name>`. Required.", false},
 	{"SLIPWAY_REGISTRY_INSECURE", "true for loopback hosts, else false", "worker, dev", "Talk plain HTTP to the registry.", false},
-	{"SLIPWAY_BUILDKIT_ADDR", "", "worker, dev", "buildkitd address, e.g. `unix:///run/buildkit/buildkitd.sock` or `tcp://buildkitd:1234`. Required.", false},
+	{"SLIPWAY_BUILDKIT_ADDR", "", "worker, dev", "buildkitd address, e.g. `unix:///run/buildkit/buildkitd.sock` or `tcp://buildkitd:1234`; or a builder pool: comma-separated `platform=address` entries, e.g. `linux/amd64=unix:///run/buildkit/amd64.sock,linux/arm64=tcp://arm-node:1234` (see Builder pool). TLS: `?tlscacert=…&tlscert=…&tlskey=…&tlsservername=…` or `?tlsdir=…` after an address. Required.", false},
+	{"SLIPWAY_SECRET_KEY", "", "server, worker, dev", "32-byte key, as 64 hex digits or base64 (`openssl rand -hex 32`), that seals secrets in the database (AES-256-GCM): per-repository webhook secrets and build secrets. Server and workers need the same key. Unset: no build secrets.", true},
 	{"SLIPWAY_WORKER_ID", "<hostname>-<pid>", "worker, dev", "Name of the worker in job leases and logs.", false},
 	{"SLIPWAY_WORKER_CONCURRENCY", "1", "worker, dev", "Builds one worker runs at once.", false},
 	{"SLIPWAY_WORKER_ADDR", "127.0.0.1:8081", "worker", "Address the worker serves /healthz and /readyz on; `off` disables.", false},
@@ -53,6 +57,8 @@ type config struct {
 	Registry            string
 	RegistryInsecure    bool
 	BuildkitAddr        string
+	Builders            []buildkit.Endpoint
+	SecretKey           string
 	WorkerID            string
 	WorkerConcurrency   int
 	WorkerAddr          string
@@ -153,10 +159,22 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 			bad("SLIPWAY_REGISTRY", "%q must be lower case", c.Registry)
 		}
 	}
+	c.SecretKey = get("SLIPWAY_SECRET_KEY")
+	if c.SecretKey != "" {
+		if _, err := slipway.NewSealer(c.SecretKey); err != nil {
+			bad("SLIPWAY_SECRET_KEY", "%v", err)
+		}
+	}
 	if r.worker {
 		c.BuildkitAddr = required("SLIPWAY_BUILDKIT_ADDR")
 		if c.BuildkitAddr != "" && !strings.Contains(c.BuildkitAddr, "://") {
 			bad("SLIPWAY_BUILDKIT_ADDR", "%q needs a scheme: unix://, tcp://", c.BuildkitAddr)
+		} else if c.BuildkitAddr != "" {
+			eps, err := buildkit.ParseEndpoints(c.BuildkitAddr)
+			if err != nil {
+				bad("SLIPWAY_BUILDKIT_ADDR", "%v", err)
+			}
+			c.Builders = eps
 		}
 		c.RegistryInsecure = isLoopbackHost(c.Registry)
 		if v := get("SLIPWAY_REGISTRY_INSECURE"); v != "" {
