@@ -28,7 +28,9 @@ func NewSecretService(db *DB, sealer *slipway.Sealer) *SecretService {
 	return &SecretService{db: db, sealer: sealer}
 }
 
-func secretAD(repoID int64, name string) string { return fmt.Sprintf("repo:%d:secret:%s", repoID, name) }
+func secretAD(repoID int64, name string) string {
+	return fmt.Sprintf("repo:%d:secret:%s", repoID, name)
+}
 
 func (s *SecretService) ready() error {
 	if s.sealer == nil {
