@@ -102,12 +102,14 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 	}
 	sink.Add("", "build", fmt.Sprintf("Built and pushed %s@%s in %s", ref, digest, since(started)))
 
-	index, platforms, err := w.registry.VerifyIndex(ctx, ref, cfg.Platforms)
+	// Verify by digest, not by tag: another build of the same commit may have
+	// moved sha-… meanwhile (each build's provenance makes its own index).
+	index, platforms, err := w.registry.VerifyIndex(ctx, build.Image+"@"+digest, cfg.Platforms)
 	if err != nil {
 		return fail("verifying the pushed image failed: %v", err)
 	}
 	if index != digest {
-		return fail("verifying the pushed image failed: %s points at %s, BuildKit pushed %s", ref, index, digest)
+		return fail("verifying the pushed image failed: %s@%s is %s", build.Image, digest, index)
 	}
 	for _, p := range platforms {
 		sink.Add(p.Platform, "verify", "Verified "+p.Platform+" manifest "+p.Digest)
