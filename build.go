@@ -161,6 +161,11 @@ type BuildService interface {
 	// AppendLog stores lines of a build's log, in order, in one insert, numbers
 	// them after the lines stored before, and wakes live readers.
 	AppendLog(ctx context.Context, buildID int64, lines []LogLine) error
+	// CancelBuild asks a build to stop with reason: a queued one ends canceled at
+	// once; a running one ends canceled once its worker has stopped the solve.
+	// ENOTFOUND for no such build, ECONFLICT when it is already final or
+	// being canceled. It returns the build as it is now.
+	CancelBuild(ctx context.Context, buildID int64, reason string) (*Build, error)
 	// ReadLog returns up to limit lines of a build's log numbered after after,
 	// in order (numbers start at 1 and have no gaps).
 	ReadLog(ctx context.Context, buildID int64, after int64, limit int) ([]LogLine, error)

@@ -145,3 +145,26 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	c.n += int64(n)
 	return n, err
 }
+
+// handleBuildCancel answers POST /api/v1/builds/{id}/cancel: a queued build ends
+// canceled at once (200), a running one is told to stop (202; its worker ends
+// the solve and the build canceled within seconds). A final build is 409.
+func handleBuildCancel(builds slipway.BuildService) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, err := buildID(r)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		b, err := builds.CancelBuild(r.Context(), id, "canceled through the API")
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		status := http.StatusAccepted
+		if b.State.Done() {
+			status = http.StatusOK
+		}
+		writeJSON(w, r, status, b)
+	}
+}

@@ -46,6 +46,7 @@ func newRouter(logger zerolog.Logger, cfg Config, builds slipway.BuildService, c
 			r.With(timeout(requestTimeout)).Get("/builds", handleBuildList(builds))
 			r.With(timeout(requestTimeout)).Get("/builds/{id}", handleBuildView(builds))
 			r.Get("/builds/{id}/logs", handleBuildLogs(builds, cfg.Logs))
+			r.With(timeout(requestTimeout)).Post("/builds/{id}/cancel", handleBuildCancel(builds))
 			r.With(timeout(requestTimeout)).Get("/repos/{owner}/{name}/secrets", handleSecretList(cfg.Secrets))
 			r.With(timeout(requestTimeout)).Put("/repos/{owner}/{name}/secrets/{secret}", handleSecretPut(cfg.Secrets))
 			r.With(timeout(requestTimeout)).Delete("/repos/{owner}/{name}/secrets/{secret}", handleSecretDelete(cfg.Secrets))
