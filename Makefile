@@ -25,9 +25,9 @@ run: deps build
 test: deps
 	@bash scripts/test.sh
 
-## bench: the benchmarks (no services yet)
+## bench: the benchmarks, against throwaway services as make test starts them
 bench:
-	$(GO) test -run '^$$' -bench . ./...
+	@GOTESTFLAGS="-run ^$$ -bench . -benchtime 1x" bash scripts/test.sh
 
 ## clean: stop and delete .slipway-dev, delete bin/ (the busybox debs in .cache stay)
 clean:

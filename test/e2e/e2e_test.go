@@ -31,7 +31,7 @@ const fixture = "push-branch-commits-goscm.json"
 
 // repos serves the test's git repositories over git daemon.
 type repos struct {
-	t    *testing.T
+	t    testing.TB
 	base string // folder git daemon serves
 	url  string // git://127.0.0.1:port/
 }

@@ -141,7 +141,7 @@ func (s *stack) apiDo(method, path string, body string) (int, string) {
 	return resp.StatusCode, string(data)
 }
 
-func prune(t *testing.T, addr string) {
+func prune(t testing.TB, addr string) {
 	t.Helper()
 	c, err := client.New(context.Background(), addr)
 	require.NoError(t, err)
