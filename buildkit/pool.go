@@ -110,6 +110,23 @@ type IndexMerger func(ctx context.Context, ref string, parts []string) (string, 
 type Pool struct {
 	members []*member
 	merge   IndexMerger
+	// CacheRepository, when set, moves registry caches out of the image's
+	// repository: a build whose spec.CacheRepo is host/acme/app keeps its cache
+	// in CacheRepository/acme/app. Set it before the first Build.
+	CacheRepository string
+}
+
+// CacheRepoFor returns where the cache of image goes under repository prefix
+// (host[:port][/path]): the image's path without its registry host, below prefix.
+func CacheRepoFor(prefix, image string) string {
+	if prefix == "" {
+		return image
+	}
+	_, path, ok := strings.Cut(image, "/")
+	if !ok {
+		path = image
+	}
+	return strings.TrimRight(prefix, "/") + "/" + path
 }
 
 type member struct {
@@ -240,6 +257,9 @@ func (p *Pool) Build(ctx context.Context, spec BuildSpec, log LogFunc) (string, 
 		mu.Lock()
 		defer mu.Unlock()
 		log(platform, text)
+	}
+	if spec.CacheRepo != "" {
+		spec.CacheRepo = CacheRepoFor(p.CacheRepository, spec.CacheRepo)
 	}
 	groups := p.plan(ctx, spec.Platforms, safeLog)
 	if len(groups) == 1 {

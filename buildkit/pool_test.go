@@ -70,3 +70,15 @@ func TestPoolFallsBackToEmulation(t *testing.T) {
 	require.False(t, merged, "one builder: one solve, no merge")
 	require.True(t, logs.has("linux/arm64", "No buildkitd builds linux/arm64 natively: "+tb.addr+" builds it under emulation"), "log:\n%s", &logs)
 }
+
+func TestCacheRepoFor(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, "reg:5000/acme/app", buildkit.CacheRepoFor("", "reg:5000/acme/app"))
+	require.Equal(t, "cache.local/ci-cache/acme/app", buildkit.CacheRepoFor("cache.local/ci-cache/", "reg:5000/acme/app"))
+	ref, more := buildkit.CacheRefs("c/acme/app", []string{"linux/amd64", "linux/arm64"})
+	require.Equal(t, "c/acme/app:buildcache-linux-amd64_linux-arm64", ref)
+	require.Equal(t, []string{"c/acme/app:buildcache-linux-amd64", "c/acme/app:buildcache-linux-arm64"}, more)
+	ref, more = buildkit.CacheRefs("c/acme/app", []string{"linux/arm/v7"})
+	require.Equal(t, "c/acme/app:buildcache-linux-arm-v7", ref)
+	require.Empty(t, more)
+}

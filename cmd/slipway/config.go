@@ -33,6 +33,7 @@ var settings = []setting{
 	{"SLIPWAY_REGISTRY", "", "server, worker, dev", "Registry host[:port][/prefix] images are pushed to: `$SLIPWAY_REGISTRY/<owner>/<name>`. Required.", false},
 	{"SLIPWAY_REGISTRY_INSECURE", "true for loopback hosts, else false", "worker, dev", "Talk plain HTTP to the registry.", false},
 	{"SLIPWAY_BUILDKIT_ADDR", "", "worker, dev", "buildkitd address, e.g. `unix:///run/buildkit/buildkitd.sock` or `tcp://buildkitd:1234`; or a builder pool: comma-separated `platform=address` entries, e.g. `linux/amd64=unix:///run/buildkit/amd64.sock,linux/arm64=tcp://arm-node:1234` (see Builder pool). TLS: `?tlscacert=…&tlscert=…&tlskey=…&tlsservername=…` or `?tlsdir=…` after an address. Required.", false},
+	{"SLIPWAY_CACHE_REPOSITORY", "(the image's repository)", "worker, dev", "Registry host[:port][/prefix] for BuildKit's registry caches: `$SLIPWAY_CACHE_REPOSITORY/<owner>/<name>:buildcache-<os>-<arch>`.", false},
 	{"SLIPWAY_SECRET_KEY", "", "server, worker, dev", "32-byte key, as 64 hex digits or base64 (`openssl rand -hex 32`), that seals secrets in the database (AES-256-GCM): per-repository webhook secrets and build secrets. Server and workers need the same key. Unset: no build secrets.", true},
 	{"SLIPWAY_WORKER_ID", "<hostname>-<pid>", "worker, dev", "Name of the worker in job leases and logs.", false},
 	{"SLIPWAY_WORKER_CONCURRENCY", "1", "worker, dev", "Builds one worker runs at once.", false},
@@ -59,6 +60,7 @@ type config struct {
 	BuildkitAddr        string
 	Builders            []buildkit.Endpoint
 	SecretKey           string
+	CacheRepository     string
 	WorkerID            string
 	WorkerConcurrency   int
 	WorkerAddr          string
@@ -175,6 +177,10 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 				bad("SLIPWAY_BUILDKIT_ADDR", "%v", err)
 			}
 			c.Builders = eps
+		}
+		c.CacheRepository = strings.TrimRight(get("SLIPWAY_CACHE_REPOSITORY"), "/")
+		if strings.Contains(c.CacheRepository, "://") || c.CacheRepository != strings.ToLower(c.CacheRepository) {
+			bad("SLIPWAY_CACHE_REPOSITORY", "%q must be lower-case host[:port][/prefix] without a scheme", c.CacheRepository)
 		}
 		c.RegistryInsecure = isLoopbackHost(c.Registry)
 		if v := get("SLIPWAY_REGISTRY_INSECURE"); v != "" {

@@ -162,6 +162,7 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 			return err
 		}
 		defer bk.Close()
+		bk.CacheRepository = cfg.CacheRepository
 		checks = append(checks, server.Check{Name: "buildkit", Func: bk.Ping})
 		jobs := postgres.NewJobQueue(db, logger)
 		w, err := worker.New(logger, worker.Config{
