@@ -49,6 +49,8 @@ type testBundle struct {
 // setupOpts changes a test's server.
 type setupOpts struct {
 	config func(*Config)
+	// withDB changes the config with the test's database at hand.
+	withDB func(*postgres.DB, *Config)
 	checks []Check
 }
 
@@ -68,6 +70,9 @@ func setup(t *testing.T, opts *setupOpts) *testBundle {
 	}
 	if opts.config != nil {
 		opts.config(&cfg)
+	}
+	if opts.withDB != nil {
+		opts.withDB(db, &cfg)
 	}
 	logs := &syncBuffer{}
 	logger := zerolog.New(zerolog.MultiLevelWriter(zerolog.NewTestWriter(t), logs))
