@@ -113,7 +113,6 @@ func (t *TestSpec) UnmarshalYAML(n *yaml.Node) error {
 
 var (
 	platformRE  = regexp.MustCompile(`^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$`)
-	secretRE    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,99}$`)
 	buildArgRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	targetRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 	placeholder = regexp.MustCompile(`\{\{\s*([a-z_.]+)\s*\}\}`)
@@ -143,15 +142,8 @@ func ParseRepoConfig(data []byte) (*RepoConfig, error) {
 	if len(cfg.Platforms) == 0 {
 		cfg.Platforms = append([]string(nil), slipway.DefaultPlatforms...)
 	}
-	seen := map[string]bool{}
-	for _, p := range cfg.Platforms {
-		if !platformRE.MatchString(p) {
-			return nil, bad("platforms", "%q is not os/arch[/variant], e.g. linux/arm64", p)
-		}
-		if seen[p] {
-			return nil, bad("platforms", "%q is listed twice", p)
-		}
-		seen[p] = true
+	if msg := checkList(cfg.Platforms, platformRE, "is not os/arch[/variant], e.g. linux/arm64"); msg != "" {
+		return nil, bad("platforms", "%s", msg)
 	}
 	if cfg.Dockerfile == "" {
 		cfg.Dockerfile = "Dockerfile"
@@ -172,15 +164,8 @@ func ParseRepoConfig(data []byte) (*RepoConfig, error) {
 			return nil, bad("build_args", "%q is not a build argument name (letters, digits, _)", k)
 		}
 	}
-	seen = map[string]bool{}
-	for _, s := range cfg.Secrets {
-		if !secretRE.MatchString(s) {
-			return nil, bad("secrets", "%q is not a secret name (letters, digits, _, at most 100)", s)
-		}
-		if seen[s] {
-			return nil, bad("secrets", "%q is listed twice", s)
-		}
-		seen[s] = true
+	if msg := checkList(cfg.Secrets, slipway.SecretNameRE, "is not a secret name (letters, digits, _, at most 100)"); msg != "" {
+		return nil, bad("secrets", "%s", msg)
 	}
 	if cfg.Tags == nil {
 		cfg.Tags = append([]string(nil), DefaultTags...)
@@ -236,6 +221,22 @@ func ParseRepoConfig(data []byte) (*RepoConfig, error) {
 		}
 	}
 	return cfg, nil
+}
+
+// checkList returns what is wrong with a list whose items must match re and
+// be unique, or "" when nothing is.
+func checkList(list []string, re *regexp.Regexp, notMatching string) string {
+	seen := map[string]bool{}
+	for _, v := range list {
+		if !re.MatchString(v) {
+			return fmt.Sprintf("%q %s", v, notMatching)
+		}
+		if seen[v] {
+			return fmt.Sprintf("%q is listed twice", v)
+		}
+		seen[v] = true
+	}
+	return ""
 }
 
 // fieldLines maps each top-level key of a YAML document to its line.

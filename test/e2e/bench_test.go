@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -59,13 +58,9 @@ COPY --from=build /list /sum /
 	run := 0
 	viaSlipway := func() (total, toVertex time.Duration) {
 		run++
-		body, err := testenv.GitHubPush(fixture, testenv.PushParams{Owner: "acme", Name: "bench", CloneURL: cloneURL,
-			Ref: fmt.Sprintf("refs/heads/bench-%d", run), After: commit})
-		require.NoError(b, err)
 		start := time.Now()
-		code, resp := s.webhook("push", fmt.Sprintf("bench-%d-%d", time.Now().UnixNano(), run), body, testenv.Sign(webhookSecret, body))
-		require.Equal(b, http.StatusAccepted, code, "%v", resp)
-		id := int64(resp["build_id"].(float64))
+		id := s.pushBuild(fmt.Sprintf("bench-%d-%d", time.Now().UnixNano(), run), testenv.PushParams{Owner: "acme", Name: "bench",
+			CloneURL: cloneURL, Ref: fmt.Sprintf("refs/heads/bench-%d", run), After: commit})
 		var first time.Time
 		s.follow(id, 0, func(l sseLine) bool {
 			if first.IsZero() && l.Step == "build" && strings.HasPrefix(l.Text, "[") {

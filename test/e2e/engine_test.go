@@ -126,6 +126,16 @@ func (s *stack) follow(id int64, lastID int64, each func(sseLine) bool) bool {
 	return false
 }
 
+// pushBuild sends a signed push delivery and returns the build it queued.
+func (s *stack) pushBuild(delivery string, p testenv.PushParams) int64 {
+	s.t.Helper()
+	body, err := testenv.GitHubPush(fixture, p)
+	require.NoError(s.t, err)
+	code, resp := s.webhook("push", delivery, body, testenv.Sign(webhookSecret, body))
+	require.Equal(s.t, http.StatusAccepted, code, "%v", resp)
+	return int64(resp["build_id"].(float64))
+}
+
 // apiDo sends a request with the admin token and returns the status and body.
 func (s *stack) apiDo(method, path string, body string) (int, string) {
 	s.t.Helper()
@@ -184,12 +194,7 @@ COPY --from=build /arch /double /
 		"Dockerfile":   multiStage,
 		".slipway.yml": archTest + "tags: ['{{branch}}', 'sha-{{short_sha}}']\n",
 	})
-	send := func(delivery string, p testenv.PushParams) int64 {
-		body := push(t, p)
-		code, resp := s.webhook("push", delivery, body, testenv.Sign(webhookSecret, body))
-		require.Equal(t, http.StatusAccepted, code, "%v", resp)
-		return int64(resp["build_id"].(float64))
-	}
+	send := s.pushBuild
 
 	var firstTook time.Duration
 	t.Run("PoolSolvesInParallelAndMergesOneIndex", func(t *testing.T) {
@@ -471,12 +476,7 @@ func TestCancelAndTimeout(t *testing.T) {
 	s := newStack(t)
 	s.start("worker", "SLIPWAY_WORKER_CONCURRENCY=2", "SLIPWAY_WORKER_ID=cancel-w1")
 	r := newRepos(t)
-	send := func(delivery string, p testenv.PushParams) int64 {
-		body := push(t, p)
-		code, resp := s.webhook("push", delivery, body, testenv.Sign(webhookSecret, body))
-		require.Equal(t, http.StatusAccepted, code, "%v", resp)
-		return int64(resp["build_id"].(float64))
-	}
+	send := s.pushBuild
 	slow := func(extra string) map[string]string {
 		return map[string]string{
 			"Dockerfile":   fmt.Sprintf("FROM %s\nRUN echo nonce-%d && echo sleeping && sleep 120\n", base, time.Now().UnixNano()),
