@@ -100,7 +100,7 @@ COPY --from=build /list /sum /
 			cold = append(cold, float64(sc)/float64(bc))
 			warm = append(warm, float64(sw)/float64(bw))
 			vertex = append(vertex, float64(v.Milliseconds()))
-			b.Logf("round %d: cold slipway %s buildctl %s; warm slipway %s buildctl %s; webhook to first vertex %s", i+1, sc, bc, sw, bw, v)
+			fmt.Printf("round %d: cold slipway %s buildctl %s; warm slipway %s buildctl %s; webhook to first vertex %s\n", i+1, sc, bc, sw, bw, v)
 		}
 		b.ReportMetric(median(cold), "cold-ratio")
 		b.ReportMetric(median(warm), "warm-ratio")
