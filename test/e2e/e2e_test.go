@@ -49,7 +49,7 @@ func (r *repos) add(name string, files map[string]string) (cloneURL, commit stri
 }
 
 // push makes a signed push delivery from the real GitHub fixture.
-func push(t *testing.T, p testenv.PushParams) []byte {
+func push(t testing.TB, p testenv.PushParams) []byte {
 	t.Helper()
 	body, err := testenv.GitHubPush(fixture, p)
 	require.NoError(t, err)
