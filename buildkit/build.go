@@ -96,8 +96,11 @@ func (s *BuildSpec) validate() error {
 
 // Build builds the Dockerfile of spec with BuildKit's dockerfile.v0 frontend
 // for all of spec.Platforms in one solve, and pushes the result to spec.Ref as
-// one OCI image index (oci-mediatypes=true; one image manifest per platform).
-// It returns the digest of the pushed index.
+// one OCI image index (oci-mediatypes=true; one image manifest per platform,
+// and with spec.Provenance one attestation manifest per platform). It returns
+// the digest of the pushed index. With spec.PushByDigest nothing is tagged, and
+// a single platform without provenance returns an image manifest's digest.
+// spec.Secrets travel only over the session, for RUN --mount=type=secret.
 //
 // Progress goes to log: each step's name when it starts (BuildKit names steps
 // of multi-platform builds like "[linux/arm64 2/2] RUN uname -m > /arch", and
