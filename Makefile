@@ -27,7 +27,7 @@ test: deps
 
 ## bench: the benchmarks, against the same real services as make test
 bench: deps
-	@GOTESTFLAGS='-run ^$$ -bench .' bash scripts/test.sh
+	@GOTESTFLAGS='-run ^$$ -bench . -benchtime 1x' bash scripts/test.sh
 
 ## fuzz: every fuzz target of FUZZPKGS for FUZZTIME each (not part of make test,
 ## which runs only their seeds and the corpus in testdata/fuzz). Minimizing is kept

@@ -164,14 +164,32 @@ type BuildService interface {
 	FindBuildByID(ctx context.Context, id int64) (*Build, error)
 	// FindBuilds returns builds newest first.
 	FindBuilds(ctx context.Context, f BuildFilter) ([]*Build, error)
-	// AppendLog stores lines of a build's log, in order, in one insert.
+	// AppendLog stores lines of a build's log, in order, in one insert, numbers
+	// them after the lines stored before, and wakes live readers.
 	AppendLog(ctx context.Context, buildID int64, lines []LogLine) error
+	// CancelBuild asks a build to stop with reason: a queued one ends canceled at
+	// once; a running one ends canceled once its worker has stopped the solve.
+	// ENOTFOUND for no such build, ECONFLICT when it is already final or
+	// being canceled. It returns the build as it is now.
+	CancelBuild(ctx context.Context, buildID int64, reason string) (*Build, error)
+	// ReadLog returns up to limit lines of a build's log numbered after after,
+	// in order (numbers start at 1 and have no gaps).
+	ReadLog(ctx context.Context, buildID int64, after int64, limit int) ([]LogLine, error)
 	// WriteLog writes a build's whole log as text to w.
 	WriteLog(ctx context.Context, buildID int64, w io.Writer) error
 }
 
+// LogFollower wakes live log readers. Implementations are safe for concurrent use.
+type LogFollower interface {
+	// FollowLog returns a channel that receives (coalesced) when the log of
+	// buildID may have grown or the build may have ended, and a func that ends
+	// the subscription. A wake-up is a hint: readers still read and poll.
+	FollowLog(buildID int64) (wake <-chan struct{}, stop func())
+}
+
 // LogLine is one line of a build's log.
 type LogLine struct {
+	No       int64 // position in the build's log, from 1; set when read back
 	Time     time.Time
 	Platform string // "" when not tied to one platform
 	Step     string // "checkout", "build", "verify", "test:<name>", …

@@ -10,6 +10,7 @@ import (
 
 	"github.com/containerd/platforms"
 	"github.com/moby/buildkit/client"
+	"github.com/moby/buildkit/session/secrets/secretsprovider"
 	"github.com/tonistiigi/fsutil"
 	"golang.org/x/sync/errgroup"
 )
@@ -29,9 +30,34 @@ type BuildSpec struct {
 	// Insecure says the registry of Ref (and of CacheRef) speaks plain http.
 	Insecure bool
 	// CacheRef, when set, is a registry reference (such as
-	// 127.0.0.1:5000/acme/app:buildcache) the build imports its cache from and
-	// exports all its layers to (mode=max). A missing cache is not an error.
+	// 127.0.0.1:5000/acme/app:buildcache-linux-amd64) the build imports its
+	// cache from and exports its layers to. A missing cache is not an error.
 	CacheRef string
+	// CacheRepo, when set and CacheRef is not, is the repository of a cache
+	// per platform: a solve exports to CacheRepo:buildcache-<os>-<arch> (for a
+	// solve of several platforms, their names joined by "_") and imports that
+	// and each of its platforms' own.
+	CacheRepo string
+	// CacheFrom lists more cache references to import (never exported to).
+	CacheFrom []string
+	// CacheMode is "max" (default: every layer, intermediate stages too) or
+	// "min" (only the final image's layers).
+	CacheMode string
+	// Target is the Dockerfile stage to build; default the last one.
+	Target string
+	// BuildArgs are the Dockerfile's ARG values. Never put a secret here: build
+	// arguments end up in the image history and the provenance.
+	BuildArgs map[string]string
+	// Secrets are served to the build over the session, one per id, for
+	// RUN --mount=type=secret,id=NAME. They are never written to the image, the
+	// cache or the build definition.
+	Secrets map[string][]byte
+	// Provenance is the mode of the SLSA provenance attestation BuildKit attaches
+	// to each platform's image: "min", "max", or "" for none.
+	Provenance string
+	// PushByDigest pushes the result by digest only: Ref names the repository
+	// (no tag) and no tag is written. The caller tags the digest later.
+	PushByDigest bool
 }
 
 func (s *BuildSpec) validate() error {
@@ -55,13 +81,26 @@ func (s *BuildSpec) validate() error {
 	if s.Ref == "" {
 		return errors.New("build spec: Ref is required")
 	}
+	switch s.CacheMode {
+	case "", "min", "max":
+	default:
+		return fmt.Errorf("build spec: CacheMode %q is not min or max", s.CacheMode)
+	}
+	switch s.Provenance {
+	case "", "min", "max":
+	default:
+		return fmt.Errorf("build spec: Provenance %q is not min or max", s.Provenance)
+	}
 	return nil
 }
 
 // Build builds the Dockerfile of spec with BuildKit's dockerfile.v0 frontend
 // for all of spec.Platforms in one solve, and pushes the result to spec.Ref as
-// one OCI image index (oci-mediatypes=true; one image manifest per platform).
-// It returns the digest of the pushed index.
+// one OCI image index (oci-mediatypes=true; one image manifest per platform,
+// and with spec.Provenance one attestation manifest per platform). It returns
+// the digest of the pushed index. With spec.PushByDigest nothing is tagged, and
+// a single platform without provenance returns an image manifest's digest.
+// spec.Secrets travel only over the session, for RUN --mount=type=secret.
 //
 // Progress goes to log: each step's name when it starts (BuildKit names steps
 // of multi-platform builds like "[linux/arm64 2/2] RUN uname -m > /arch", and
@@ -101,42 +140,10 @@ func (b *Builder) Build(ctx context.Context, spec BuildSpec, log LogFunc) (index
 		return "", fmt.Errorf("building %s: opening %s: %w", spec.Ref, spec.Dockerfile, err)
 	}
 
-	insecure := strconv.FormatBool(spec.Insecure)
-	opt := client.SolveOpt{
-		Frontend: "dockerfile.v0",
-		FrontendAttrs: map[string]string{
-			"filename": filepath.Base(dockerfilePath),
-			"platform": strings.Join(spec.Platforms, ","),
-		},
-		LocalMounts: map[string]fsutil.FS{
-			"context":    contextFS,
-			"dockerfile": dockerfileFS,
-		},
-		Exports: []client.ExportEntry{{
-			Type: client.ExporterImage,
-			Attrs: map[string]string{
-				"name":              spec.Ref,
-				"push":              "true",
-				"oci-mediatypes":    "true",
-				"registry.insecure": insecure,
-			},
-		}},
-	}
-	if spec.CacheRef != "" {
-		opt.CacheImports = []client.CacheOptionsEntry{{
-			Type:  "registry",
-			Attrs: map[string]string{"ref": spec.CacheRef, "registry.insecure": insecure},
-		}}
-		opt.CacheExports = []client.CacheOptionsEntry{{
-			Type: "registry",
-			Attrs: map[string]string{
-				"ref":               spec.CacheRef,
-				"mode":              "max",
-				"oci-mediatypes":    "true",
-				"image-manifest":    "true",
-				"registry.insecure": insecure,
-			},
-		}}
+	opt := solveOpt(spec, filepath.Base(dockerfilePath))
+	opt.LocalMounts = map[string]fsutil.FS{
+		"context":    contextFS,
+		"dockerfile": dockerfileFS,
 	}
 
 	defaultPlatform := ""
@@ -166,6 +173,87 @@ func (b *Builder) Build(ctx context.Context, spec BuildSpec, log LogFunc) (index
 		return "", fmt.Errorf("building %s: buildkitd returned no image digest", spec.Ref)
 	}
 	return dgst, nil
+}
+
+// CacheRefs returns the cache reference a solve of plats exports to, and the
+// single-platform ones it also imports: repo:buildcache-linux-amd64, or for
+// linux/amd64 and linux/arm64 together repo:buildcache-linux-amd64_linux-arm64
+// importing repo:buildcache-linux-amd64 and repo:buildcache-linux-arm64.
+func CacheRefs(repo string, plats []string) (export string, more []string) {
+	slug := func(p string) string { return strings.ReplaceAll(p, "/", "-") }
+	names := make([]string, len(plats))
+	for i, p := range plats {
+		names[i] = slug(p)
+	}
+	export = repo + ":buildcache-" + strings.Join(names, "_")
+	if len(plats) > 1 {
+		for _, n := range names {
+			more = append(more, repo+":buildcache-"+n)
+		}
+	}
+	return export, more
+}
+
+// solveOpt is the SolveOpt of spec, without the local mounts.
+func solveOpt(spec BuildSpec, dockerfile string) client.SolveOpt {
+	insecure := strconv.FormatBool(spec.Insecure)
+	export := map[string]string{
+		"name":              spec.Ref,
+		"push":              "true",
+		"oci-mediatypes":    "true",
+		"registry.insecure": insecure,
+	}
+	if spec.PushByDigest {
+		export["push-by-digest"] = "true"
+	}
+	opt := client.SolveOpt{
+		Frontend: "dockerfile.v0",
+		FrontendAttrs: map[string]string{
+			"filename": dockerfile,
+			"platform": strings.Join(spec.Platforms, ","),
+		},
+		Exports: []client.ExportEntry{{Type: client.ExporterImage, Attrs: export}},
+	}
+	if spec.Target != "" {
+		opt.FrontendAttrs["target"] = spec.Target
+	}
+	for k, v := range spec.BuildArgs {
+		opt.FrontendAttrs["build-arg:"+k] = v
+	}
+	if spec.Provenance != "" {
+		opt.FrontendAttrs["attest:provenance"] = "mode=" + spec.Provenance
+	}
+	if len(spec.Secrets) > 0 {
+		opt.Session = append(opt.Session, secretsprovider.FromMap(spec.Secrets))
+	}
+	if spec.CacheRef == "" && spec.CacheRepo != "" {
+		spec.CacheRef, spec.CacheFrom = CacheRefs(spec.CacheRepo, spec.Platforms)
+	}
+	for _, ref := range append([]string{spec.CacheRef}, spec.CacheFrom...) {
+		if ref != "" {
+			opt.CacheImports = append(opt.CacheImports, client.CacheOptionsEntry{
+				Type:  "registry",
+				Attrs: map[string]string{"ref": ref, "registry.insecure": insecure},
+			})
+		}
+	}
+	if spec.CacheRef != "" {
+		mode := spec.CacheMode
+		if mode == "" {
+			mode = "max"
+		}
+		opt.CacheExports = []client.CacheOptionsEntry{{
+			Type: "registry",
+			Attrs: map[string]string{
+				"ref":               spec.CacheRef,
+				"mode":              mode,
+				"oci-mediatypes":    "true",
+				"image-manifest":    "true",
+				"registry.insecure": insecure,
+			},
+		}}
+	}
+	return opt
 }
 
 // insideDir joins dir and the local path rel, and checks that the directory it

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"path/filepath"
 
 	"github.com/moby/buildkit/client"
 )
@@ -28,6 +29,37 @@ type Config struct {
 	// Addr is the address of buildkitd: unix:///run/buildkit/buildkitd.sock or
 	// tcp://host:1234. Required.
 	Addr string
+	// TLS for a tcp address, with buildctl's meaning: ServerName overrides the
+	// name checked in the server's certificate, CACert is the CA file that
+	// signs it, Cert and Key are the client's certificate and key files.
+	// TLSDir, when set, fills those left empty from TLSDir/ca.pem, cert.pem
+	// and key.pem, as buildctl --tlsdir does.
+	ServerName, CACert, Cert, Key, TLSDir string
+}
+
+func (c *Config) fillTLS() {
+	if c.TLSDir == "" {
+		return
+	}
+	for _, f := range []struct {
+		p    *string
+		file string
+	}{{&c.CACert, "ca.pem"}, {&c.Cert, "cert.pem"}, {&c.Key, "key.pem"}} {
+		if *f.p == "" {
+			*f.p = filepath.Join(c.TLSDir, f.file)
+		}
+	}
+}
+
+func (c Config) clientOpts() []client.ClientOpt {
+	var opts []client.ClientOpt
+	if c.CACert != "" || c.ServerName != "" {
+		opts = append(opts, client.WithServerConfig(c.ServerName, c.CACert))
+	}
+	if c.Cert != "" || c.Key != "" {
+		opts = append(opts, client.WithCredentials(c.Cert, c.Key))
+	}
+	return opts
 }
 
 func (c Config) validate() error {
@@ -50,26 +82,31 @@ func (c Config) validate() error {
 	default:
 		return fmt.Errorf("buildkit config: Addr %q: scheme must be unix or tcp", c.Addr)
 	}
+	if (c.Cert == "") != (c.Key == "") {
+		return fmt.Errorf("buildkit config: %s: tlscert and tlskey go together", c.Addr)
+	}
 	return nil
 }
 
 // Builder is a client of one buildkitd.
 type Builder struct {
-	c *client.Client
+	c    *client.Client
+	addr string
 }
 
 // New returns a Builder for the buildkitd at cfg.Addr. It checks the address
 // but does not connect: the connection is made by the first call (use Ping to
 // find out whether buildkitd answers).
 func New(ctx context.Context, cfg Config) (*Builder, error) {
+	cfg.fillTLS()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	c, err := client.New(ctx, cfg.Addr)
+	c, err := client.New(ctx, cfg.Addr, cfg.clientOpts()...)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to buildkitd at %s: %w", cfg.Addr, err)
 	}
-	return &Builder{c: c}, nil
+	return &Builder{c: c, addr: cfg.Addr}, nil
 }
 
 // Close closes the connection to buildkitd. Calls running at that time fail.

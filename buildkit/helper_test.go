@@ -45,6 +45,7 @@ func TestMain(m *testing.M) {
 }
 
 type testBundle struct {
+	addr     string // buildkitd address
 	registry string // host:port
 	base     string // two-platform busybox index, repo@sha256:…
 }
@@ -67,7 +68,7 @@ func setup(t *testing.T) (*buildkit.Builder, *testBundle) {
 
 	base, err := baseImage(reg)
 	require.NoError(t, err, "pushing the busybox base image")
-	return b, &testBundle{registry: reg, base: base}
+	return b, &testBundle{addr: addr, registry: reg, base: base}
 }
 
 // baseImage pushes the busybox base image once per test binary.

@@ -319,6 +319,8 @@ type logLine struct {
 
 // AppendLog implements slipway.BuildService. The chunk is tagged with the build's
 // current attempt, so the log of a retried build shows each attempt in order.
+// Its lines are numbered under the build row's lock, and readers are notified
+// in the same transaction with a payload of "<build id> <last line>".
 func (s *BuildService) AppendLog(ctx context.Context, buildID int64, lines []slipway.LogLine) error {
 	if len(lines) == 0 {
 		return nil
@@ -332,9 +334,19 @@ func (s *BuildService) AppendLog(ctx context.Context, buildID int64, lines []sli
 	if err != nil {
 		return fmt.Errorf("encoding log of build %d: %w", buildID, err)
 	}
-	_, err = s.db.pool.Exec(ctx, `-- AppendLog
-INSERT INTO build_log_chunks (build_id, attempt, lines)
-SELECT id, attempt, $2 FROM builds WHERE id = $1`, buildID, data)
+	err = pgx.BeginFunc(ctx, s.db.pool, func(tx pgx.Tx) error {
+		var last int64
+		err := tx.QueryRow(ctx, `-- AppendLog
+WITH b AS (UPDATE builds SET log_lines = log_lines + $3 WHERE id = $1 RETURNING id, attempt, log_lines)
+INSERT INTO build_log_chunks (build_id, attempt, lines, first_line, line_count)
+SELECT id, attempt, $2, log_lines - $3 + 1, $3 FROM b RETURNING first_line + line_count - 1`,
+			buildID, data, len(stored)).Scan(&last)
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `SELECT pg_notify($1, $2)`, channelLogs, fmt.Sprintf("%d %d", buildID, last))
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("appending log of build %d: %w", buildID, interpretError(err))
 	}

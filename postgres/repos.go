@@ -63,7 +63,7 @@ func (r repoRow) toRepo() *slipway.Repo {
 	}
 }
 
-func secretAD(id int64) string { return "repo:" + strconv.FormatInt(id, 10) + ":webhook_secret" }
+func webhookSecretAD(id int64) string { return "repo:" + strconv.FormatInt(id, 10) + ":webhook_secret" }
 
 // FindRepos implements slipway.RepoService.
 func (s *RepoService) FindRepos(ctx context.Context) ([]*slipway.Repo, error) {
@@ -182,7 +182,7 @@ func nonNilList(s []string) []string {
 func (s *RepoService) setSecret(ctx context.Context, tx pgx.Tx, id int64, secret string) (repoRow, error) {
 	var enc []byte
 	if secret != "" {
-		enc = s.sealer.Seal([]byte(secret), secretAD(id))
+		enc = s.sealer.Seal([]byte(secret), webhookSecretAD(id))
 	}
 	rows, err := tx.Query(ctx, `-- UpdateRepo
 UPDATE repos SET webhook_secret_enc = $2, updated_at = now() WHERE id = $1 RETURNING `+repoColumns, id, enc)
@@ -273,7 +273,7 @@ func (s *RepoService) FindRepoWebhookSecret(ctx context.Context, forge, owner, n
 		return nil, "", slipway.Errorf(slipway.EUNAVAILABLE,
 			"Repository %s/%s has its own webhook secret, but SLIPWAY_SECRET_KEY is unset, so it cannot be read.", owner, name)
 	}
-	secret, err := s.sealer.Open(row.WebhookSecretEnc, secretAD(row.ID))
+	secret, err := s.sealer.Open(row.WebhookSecretEnc, webhookSecretAD(row.ID))
 	if err != nil {
 		return nil, "", fmt.Errorf("reading webhook secret of %s/%s: %w", owner, name, err)
 	}

@@ -88,8 +88,8 @@ func handleBuildView(builds slipway.BuildService) http.HandlerFunc {
 }
 
 // handleBuildLogs answers GET /api/v1/builds/{id}/logs with the build's whole
-// log as plain text.
-func handleBuildLogs(builds slipway.BuildService) http.HandlerFunc {
+// log as plain text, or with ?follow=1 as a live stream (see streamBuildLog).
+func handleBuildLogs(builds slipway.BuildService, follow slipway.LogFollower) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		id, err := buildID(r)
 		if err != nil {
@@ -100,6 +100,10 @@ func handleBuildLogs(builds slipway.BuildService) http.HandlerFunc {
 		// read as an empty log.
 		if _, err := builds.FindBuildByID(r.Context(), id); err != nil {
 			writeError(w, r, err)
+			return
+		}
+		if wantsFollow(r) {
+			streamBuildLog(w, r, builds, follow, id)
 			return
 		}
 		cw := &countingWriter{w: w}
@@ -140,4 +144,27 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
 	return n, err
+}
+
+// handleBuildCancel answers POST /api/v1/builds/{id}/cancel: a queued build ends
+// canceled at once (200), a running one is told to stop (202; its worker ends
+// the solve and the build canceled within seconds). A final build is 409.
+func handleBuildCancel(builds slipway.BuildService) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, err := buildID(r)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		b, err := builds.CancelBuild(r.Context(), id, "canceled through the API")
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		status := http.StatusAccepted
+		if b.State.Done() {
+			status = http.StatusOK
+		}
+		writeJSON(w, r, status, b)
+	}
 }

@@ -48,9 +48,10 @@ func newRouter(logger zerolog.Logger, cfg Config, builds slipway.BuildService, c
 			auth.require(slipway.RoleAdmin)
 		r.With(viewer, timeout(requestTimeout)).Get("/builds", handleBuildList(builds))
 		r.With(viewer, timeout(requestTimeout)).Get("/builds/{id}", handleBuildView(builds))
-		r.With(viewer).Get("/builds/{id}/logs", handleBuildLogs(builds))
+		r.With(viewer).Get("/builds/{id}/logs", handleBuildLogs(builds, cfg.Logs))
 		r.With(developer, timeout(requestTimeout)).Post("/repos/{owner}/{name}/builds", handleTrigger(cfg, builds))
 		r.With(developer, timeout(requestTimeout)).Post("/builds/{id}/retry", handleRetry(cfg, builds))
+		r.With(developer, timeout(requestTimeout)).Post("/builds/{id}/cancel", handleBuildCancel(builds))
 		// Promotion checks the release-manager role itself: a refusal for a
 		// role too low is audited like every other refusal.
 		r.With(viewer, timeout(requestTimeout)).Post("/builds/{id}/promote", handlePromote(builds, svc.Promotions, svc.Registry))
@@ -66,6 +67,9 @@ func newRouter(logger zerolog.Logger, cfg Config, builds slipway.BuildService, c
 		r.With(admin, timeout(requestTimeout)).Post("/repos", handleRepoCreate(cfg, svc.Repos))
 		r.With(admin, timeout(requestTimeout)).Patch("/repos/{owner}/{name}", handleRepoUpdate(svc.Repos))
 		r.With(admin, timeout(requestTimeout)).Delete("/repos/{owner}/{name}", handleRepoDelete(svc.Repos))
+		r.With(admin, timeout(requestTimeout)).Get("/repos/{owner}/{name}/secrets", handleSecretList(cfg.Secrets))
+		r.With(admin, timeout(requestTimeout)).Put("/repos/{owner}/{name}/secrets/{secret}", handleSecretPut(cfg.Secrets))
+		r.With(admin, timeout(requestTimeout)).Delete("/repos/{owner}/{name}/secrets/{secret}", handleSecretDelete(cfg.Secrets))
 	})
 	return r
 }

@@ -23,6 +23,11 @@ const DefaultMaxWebhookBytes = 25 << 20
 // Config configures the HTTP server. The zero value of an optional field takes its
 // default; main validates the required ones and names the environment variable.
 type Config struct {
+	// Logs wakes live log streams (GET /api/v1/builds/{id}/logs?follow=1); nil
+	// makes them poll only.
+	Logs slipway.LogFollower
+	// Secrets stores build secrets for the admin secrets API; nil answers 503.
+	Secrets slipway.SecretService
 	// GitHubWebhookSecret keys the HMAC-SHA256 of GitHub deliveries
 	// (SLIPWAY_GITHUB_WEBHOOK_SECRET). While it is empty only repositories with
 	// a webhook secret of their own receive GitHub deliveries; others get 503.

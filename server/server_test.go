@@ -51,7 +51,9 @@ type testBundle struct {
 
 // setupOpts changes a test's server.
 type setupOpts struct {
-	config   func(*Config)
+	config func(*Config)
+	// withDB changes the config with the test's database at hand.
+	withDB   func(*postgres.DB, *Config)
 	checks   []Check
 	registry Promoter // nil: promotion answers 503
 }
@@ -75,6 +77,9 @@ func setup(t testing.TB, opts *setupOpts) *testBundle {
 	}
 	if opts.config != nil {
 		opts.config(&cfg)
+	}
+	if opts.withDB != nil {
+		opts.withDB(db, &cfg)
 	}
 	logs := &syncBuffer{}
 	logger := zerolog.New(zerolog.MultiLevelWriter(zerolog.NewTestWriter(t), logs))

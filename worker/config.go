@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+	"golang.org/x/mod/semver"
 
 	"github.com/slipway-ci/slipway"
 )
@@ -21,12 +22,44 @@ import (
 // RepoConfigFile is the name of the per-repository build file at the repository root.
 const RepoConfigFile = ".slipway.yml"
 
+// Cache modes of .slipway.yml's cache field.
+const (
+	CacheMax = "max" // export every layer, also those of intermediate stages
+	CacheMin = "min" // export only the layers of the final image
+	CacheOff = "off" // neither import nor export a registry cache
+)
+
+// Provenance modes of .slipway.yml's provenance field.
+const (
+	ProvenanceMin = "min"
+	ProvenanceMax = "max"
+	ProvenanceOff = "off"
+)
+
+// DefaultBuildTimeout bounds a build whose .slipway.yml sets no timeout.
+const DefaultBuildTimeout = 60 * time.Minute
+
+// DefaultTags are the tag templates of a repository whose .slipway.yml has none:
+// the branch name for a branch push, the tag name for a tag push.
+var DefaultTags = []string{"{{branch}}", "{{tag}}"}
+
 // RepoConfig is a repository's .slipway.yml. A missing file means the defaults.
 type RepoConfig struct {
-	Platforms  []string   `yaml:"platforms"`
-	Dockerfile string     `yaml:"dockerfile"`
-	Context    string     `yaml:"context"`
-	Tests      []TestSpec `yaml:"tests"`
+	Platforms  []string          `yaml:"platforms"`
+	Dockerfile string            `yaml:"dockerfile"`
+	Context    string            `yaml:"context"`
+	Target     string            `yaml:"target"`
+	BuildArgs  map[string]string `yaml:"build_args"`
+	// Secrets names build secrets stored in slipway; each reaches the build only
+	// as a BuildKit secret mount (RUN --mount=type=secret,id=NAME).
+	Secrets []string `yaml:"secrets"`
+	// Tags are templates of the tags added once the tests pass (see RenderTags).
+	Tags       []string      `yaml:"tags"`
+	Cache      string        `yaml:"cache"`
+	Provenance string        `yaml:"provenance"`
+	Tests      []TestSpec    `yaml:"tests"`
+	Branches   []string      `yaml:"branches"`
+	Timeout    time.Duration `yaml:"timeout"`
 	// Integration, when set, asks an external system to test the pushed image
 	// after the tests above passed (see integration.go).
 	Integration *IntegrationSpec `yaml:"integration"`
@@ -89,7 +122,17 @@ func (t *TestSpec) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
-var platformRE = regexp.MustCompile(`^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$`)
+var (
+	platformRE  = regexp.MustCompile(`^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$`)
+	buildArgRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	targetRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+	placeholder = regexp.MustCompile(`\{\{\s*([a-z_.]+)\s*\}\}`)
+	tagRE       = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
+)
+
+// TagVars are the placeholders a tag template may use.
+var TagVars = []string{"branch", "tag", "ref_name", "sha", "short_sha",
+	"semver.version", "semver.major", "semver.minor", "semver.patch"}
 
 // ParseRepoConfig reads a .slipway.yml. Errors name the file, the line and the field.
 func ParseRepoConfig(data []byte) (*RepoConfig, error) {
@@ -99,18 +142,19 @@ func ParseRepoConfig(data []byte) (*RepoConfig, error) {
 	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("%s: %s", RepoConfigFile, strings.TrimPrefix(err.Error(), "yaml: "))
 	}
+	lines := fieldLines(data)
+	bad := func(field, format string, args ...any) error {
+		where := RepoConfigFile + ": "
+		if l := lines[field]; l > 0 {
+			where += fmt.Sprintf("line %d: ", l)
+		}
+		return fmt.Errorf("%s%s: %s", where, field, fmt.Sprintf(format, args...))
+	}
 	if len(cfg.Platforms) == 0 {
 		cfg.Platforms = append([]string(nil), slipway.DefaultPlatforms...)
 	}
-	seen := map[string]bool{}
-	for _, p := range cfg.Platforms {
-		if !platformRE.MatchString(p) {
-			return nil, fmt.Errorf("%s: platforms: %q is not os/arch[/variant], e.g. linux/arm64", RepoConfigFile, p)
-		}
-		if seen[p] {
-			return nil, fmt.Errorf("%s: platforms: %q is listed twice", RepoConfigFile, p)
-		}
-		seen[p] = true
+	if msg := checkList(cfg.Platforms, platformRE, "is not os/arch[/variant], e.g. linux/arm64"); msg != "" {
+		return nil, bad("platforms", "%s", msg)
 	}
 	if cfg.Dockerfile == "" {
 		cfg.Dockerfile = "Dockerfile"
@@ -118,10 +162,54 @@ func ParseRepoConfig(data []byte) (*RepoConfig, error) {
 	if cfg.Context == "" {
 		cfg.Context = "."
 	}
-	for field, p := range map[string]string{"dockerfile": cfg.Dockerfile, "context": cfg.Context} {
-		if path.IsAbs(p) || strings.HasPrefix(path.Clean(p), "..") {
-			return nil, fmt.Errorf("%s: %s: %q must be a path inside the repository", RepoConfigFile, field, p)
+	for _, f := range []struct{ field, p string }{{"dockerfile", cfg.Dockerfile}, {"context", cfg.Context}} {
+		if path.IsAbs(f.p) || strings.HasPrefix(path.Clean(f.p), "..") {
+			return nil, bad(f.field, "%q must be a path inside the repository", f.p)
 		}
+	}
+	if cfg.Target != "" && !targetRE.MatchString(cfg.Target) {
+		return nil, bad("target", "%q is not a stage name", cfg.Target)
+	}
+	for k := range cfg.BuildArgs {
+		if !buildArgRE.MatchString(k) {
+			return nil, bad("build_args", "%q is not a build argument name (letters, digits, _)", k)
+		}
+	}
+	if msg := checkList(cfg.Secrets, slipway.SecretNameRE, "is not a secret name (letters, digits, _, at most 100)"); msg != "" {
+		return nil, bad("secrets", "%s", msg)
+	}
+	if cfg.Tags == nil {
+		cfg.Tags = append([]string(nil), DefaultTags...)
+	}
+	for _, t := range cfg.Tags {
+		if err := checkTagTemplate(t); err != nil {
+			return nil, bad("tags", "%v", err)
+		}
+	}
+	switch cfg.Cache {
+	case "":
+		cfg.Cache = CacheMax
+	case CacheMax, CacheMin, CacheOff:
+	default:
+		return nil, bad("cache", "%q is not max, min or off", cfg.Cache)
+	}
+	switch cfg.Provenance {
+	case "":
+		cfg.Provenance = ProvenanceMin
+	case ProvenanceMin, ProvenanceMax, ProvenanceOff:
+	default:
+		return nil, bad("provenance", "%q is not min, max or off", cfg.Provenance)
+	}
+	for _, b := range cfg.Branches {
+		if _, err := path.Match(b, ""); err != nil || b == "" {
+			return nil, bad("branches", "%q is not a branch name or glob such as release/*", b)
+		}
+	}
+	switch {
+	case cfg.Timeout < 0:
+		return nil, bad("timeout", "must be positive, such as 30m")
+	case cfg.Timeout == 0:
+		cfg.Timeout = DefaultBuildTimeout
 	}
 	names := map[string]bool{}
 	for i, t := range cfg.Tests {
@@ -143,7 +231,7 @@ func ParseRepoConfig(data []byte) (*RepoConfig, error) {
 			cfg.Tests[i].Timeout = 10 * time.Minute
 		}
 		for _, p := range t.Platforms {
-			if !seen[p] {
+			if !slices.Contains(cfg.Platforms, p) {
 				return nil, fmt.Errorf("%s (%s): platforms: %q is not built; built are %s", where, t.Name, p, strings.Join(cfg.Platforms, ", "))
 			}
 		}
@@ -152,6 +240,126 @@ func ParseRepoConfig(data []byte) (*RepoConfig, error) {
 		return nil, fmt.Errorf("%s: integration: %w", RepoConfigFile, err)
 	}
 	return cfg, nil
+}
+
+// checkList returns what is wrong with a list whose items must match re and
+// be unique, or "" when nothing is.
+func checkList(list []string, re *regexp.Regexp, notMatching string) string {
+	seen := map[string]bool{}
+	for _, v := range list {
+		if !re.MatchString(v) {
+			return fmt.Sprintf("%q %s", v, notMatching)
+		}
+		if seen[v] {
+			return fmt.Sprintf("%q is listed twice", v)
+		}
+		seen[v] = true
+	}
+	return ""
+}
+
+// fieldLines maps each top-level key of a YAML document to its line.
+func fieldLines(data []byte) map[string]int {
+	out := map[string]int{}
+	var doc yaml.Node
+	if yaml.Unmarshal(data, &doc) != nil || len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+		return out
+	}
+	m := doc.Content[0]
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		out[m.Content[i].Value] = m.Content[i].Line
+	}
+	return out
+}
+
+func checkTagTemplate(t string) error {
+	if strings.TrimSpace(t) == "" {
+		return errors.New("a tag template is empty")
+	}
+	for _, m := range placeholder.FindAllStringSubmatch(t, -1) {
+		if !contains(TagVars, m[1]) {
+			return fmt.Errorf("%q uses unknown placeholder {{%s}}; use %s", t, m[1], strings.Join(TagVars, ", "))
+		}
+	}
+	rest := placeholder.ReplaceAllString(t, "x")
+	if strings.Contains(rest, "{{") || strings.Contains(rest, "}}") || !tagRE.MatchString(rest) {
+		return fmt.Errorf("%q does not make a valid tag (letters, digits, _ . -, at most 128)", t)
+	}
+	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// TagValues are what a ref and commit give the placeholders of tag templates.
+func TagValues(ref, commit string) map[string]string {
+	v := map[string]string{"sha": commit, "short_sha": commit, "ref_name": slipway.TagForRef(ref)}
+	if len(commit) > 7 {
+		v["short_sha"] = commit[:7]
+	}
+	if b, ok := strings.CutPrefix(ref, "refs/heads/"); ok {
+		v["branch"] = slipway.TagForRef(b)
+	}
+	if t, ok := strings.CutPrefix(ref, "refs/tags/"); ok {
+		v["tag"] = slipway.TagForRef(t)
+		sv := t
+		if !strings.HasPrefix(sv, "v") {
+			sv = "v" + sv
+		}
+		if semver.IsValid(sv) {
+			v["semver.version"] = strings.TrimPrefix(semver.Canonical(sv), "v")
+			// Like docker/metadata-action: a pre-release gets no major or minor tag,
+			// so v2.0.0-rc1 never moves "2".
+			if semver.Prerelease(sv) == "" {
+				parts := strings.SplitN(strings.TrimPrefix(semver.Canonical(sv), "v"), ".", 3)
+				v["semver.major"], v["semver.minor"], v["semver.patch"] = parts[0], parts[1], parts[2]
+			}
+		}
+	}
+	return v
+}
+
+// RenderTags fills the templates with vals. A template that uses a placeholder
+// without a value for this push (such as {{tag}} on a branch push) makes no tag;
+// duplicates are dropped; the order is kept.
+func RenderTags(templates []string, vals map[string]string) []string {
+	var out []string
+	for _, t := range templates {
+		empty := false
+		s := placeholder.ReplaceAllStringFunc(t, func(m string) string {
+			val := vals[placeholder.FindStringSubmatch(m)[1]]
+			if val == "" {
+				empty = true
+			}
+			return val
+		})
+		if empty || !tagRE.MatchString(s) || contains(out, s) {
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// BranchAllowed reports whether a push of ref is built under the branches list:
+// tags always are, branches when the list is empty or one pattern matches.
+func (c *RepoConfig) BranchAllowed(ref string) bool {
+	b, ok := strings.CutPrefix(ref, "refs/heads/")
+	if !ok || len(c.Branches) == 0 {
+		return true
+	}
+	for _, p := range c.Branches {
+		if ok, _ := path.Match(p, b); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // LoadRepoConfig reads dir/.slipway.yml, or returns the defaults when it is absent.

@@ -1,6 +1,11 @@
 package worker
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/rs/zerolog"
 	"testing"
 	"time"
 
@@ -73,6 +78,42 @@ integration: {webhook: "https://ci.example.com/hook", timeout: 90s}
 		{name: "IntegrationWithoutWebhook", yaml: "integration: {timeout: 5m}\n", wantErr: "integration: webhook is required"},
 		{name: "IntegrationBadWebhook", yaml: "integration: {webhook: 'ftp://x/y'}\n", wantErr: `integration: webhook "ftp://x/y" is not an http(s) URL`},
 		{name: "IntegrationUnknownField", yaml: "integration: {url: 'http://x/y'}\n", wantErr: "field url not found"},
+		{name: "BadCache", yaml: "platforms: [linux/amd64]\ncache: all\n", wantErr: `line 2: cache: "all" is not max, min or off`},
+		{name: "BadProvenance", yaml: "provenance: full\n", wantErr: `line 1: provenance: "full" is not min, max or off`},
+		{name: "BadSecretName", yaml: "\nsecrets: [NPM-TOKEN]\n", wantErr: `line 2: secrets: "NPM-TOKEN" is not a secret name`},
+		{name: "BadBuildArg", yaml: "build_args: {\"A B\": x}\n", wantErr: `line 1: build_args: "A B" is not a build argument name`},
+		{name: "UnknownPlaceholder", yaml: "tags: ['{{commit}}']\n", wantErr: "line 1: tags: \"{{commit}}\" uses unknown placeholder {{commit}}"},
+		{name: "BadTagTemplate", yaml: "tags: ['v/{{tag}}']\n", wantErr: "line 1: tags: \"v/{{tag}}\" does not make a valid tag"},
+		{name: "BadBranchGlob", yaml: "branches: ['[']\n", wantErr: "line 1: branches:"},
+		{name: "NegativeTimeout", yaml: "timeout: -5m\n", wantErr: "line 1: timeout: must be positive"},
+		{name: "BadTimeoutValue", yaml: "timeout: soon\n", wantErr: "line 1"},
+		{name: "Everything", yaml: `
+target: runtime
+build_args: {VERSION: "1.2", GOFLAGS: -trimpath}
+secrets: [NPM_TOKEN]
+tags: ["{{branch}}", "{{semver.major}}.{{semver.minor}}", "sha-{{short_sha}}"]
+cache: min
+provenance: max
+branches: [main, release/*]
+timeout: 20m
+`, check: func(t *testing.T, c *RepoConfig) {
+			require.Equal(t, "runtime", c.Target)
+			require.Equal(t, map[string]string{"VERSION": "1.2", "GOFLAGS": "-trimpath"}, c.BuildArgs)
+			require.Equal(t, []string{"NPM_TOKEN"}, c.Secrets)
+			require.Equal(t, CacheMin, c.Cache)
+			require.Equal(t, ProvenanceMax, c.Provenance)
+			require.Equal(t, 20*time.Minute, c.Timeout)
+			require.True(t, c.BranchAllowed("refs/heads/release/1.x"))
+			require.False(t, c.BranchAllowed("refs/heads/feature"))
+			require.True(t, c.BranchAllowed("refs/tags/v1"), "tags are always built")
+		}},
+		{name: "Defaults", yaml: "", check: func(t *testing.T, c *RepoConfig) {
+			require.Equal(t, CacheMax, c.Cache)
+			require.Equal(t, ProvenanceMin, c.Provenance)
+			require.Equal(t, DefaultBuildTimeout, c.Timeout)
+			require.Equal(t, DefaultTags, c.Tags)
+			require.True(t, c.BranchAllowed("refs/heads/anything"))
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -94,4 +135,32 @@ func TestRedactURLs(t *testing.T) {
 	require.Equal(t, "fatal: could not read from https://***@github.com/acme/app.git and ssh://***@host/x",
 		redactURLs("fatal: could not read from https://x-access-token:ghs_secret@github.com/acme/app.git and ssh://git@host/x"))
 	require.Equal(t, "git://127.0.0.1:9418/demo.git", redactURLs("git://127.0.0.1:9418/demo.git"))
+}
+
+func TestRenderTags(t *testing.T) {
+	t.Parallel()
+	sha := "0123456789abcdef0123456789abcdef01234567"
+	tpl := []string{"{{branch}}", "{{tag}}", "{{semver.major}}", "{{semver.major}}.{{semver.minor}}", "{{semver.version}}", "sha-{{short_sha}}", "latest"}
+	require.Equal(t, []string{"feature-x", "sha-0123456", "latest"},
+		RenderTags(tpl, TagValues("refs/heads/feature/x", sha)))
+	require.Equal(t, []string{"v1.2.3", "1", "1.2", "1.2.3", "sha-0123456", "latest"},
+		RenderTags(tpl, TagValues("refs/tags/v1.2.3", sha)))
+	require.Equal(t, []string{"v2.0.0-rc.1", "2.0.0-rc.1", "sha-0123456", "latest"},
+		RenderTags(tpl, TagValues("refs/tags/v2.0.0-rc.1", sha)), "a pre-release moves no major or minor tag")
+	require.Equal(t, []string{"main"}, RenderTags(DefaultTags, TagValues("refs/heads/main", sha)))
+}
+
+func TestCleanWorkspaces(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	dead := filepath.Join(dir, "build-7-pid999999999-abc")
+	live := filepath.Join(dir, fmt.Sprintf("build-8-pid%d-def", os.Getppid()))
+	other := filepath.Join(dir, "keep-me")
+	for _, d := range []string{dead, live, other} {
+		require.NoError(t, os.MkdirAll(filepath.Join(d, "src"), 0o700))
+	}
+	cleanWorkspaces(dir, zerolog.Nop())
+	require.NoDirExists(t, dead, "left by a process that is gone")
+	require.DirExists(t, live, "a running process's build")
+	require.DirExists(t, other)
 }

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -22,6 +23,7 @@ type logSink struct {
 	mu      sync.Mutex
 	pending []slipway.LogLine
 	kick    chan struct{}
+	masker  *strings.Replacer // nil: nothing to mask
 }
 
 const (
@@ -33,10 +35,58 @@ func newLogSink(buildID int64, store slipway.BuildService, logger zerolog.Logger
 	return &logSink{buildID: buildID, store: store, logger: logger, kick: make(chan struct{}, 1)}
 }
 
-// Add queues one or more lines (text is split on newlines).
+// Mask makes every later line show "***" where it holds one of values (or one
+// line of a multi-line value). Values shorter than slipway.MinSecretLen are
+// not masked: the secrets API refuses them.
+func (s *logSink) Mask(values [][]byte) {
+	var pairs []string
+	for _, v := range values {
+		for _, part := range append([]string{string(v)}, strings.Split(string(v), "\n")...) {
+			part = strings.TrimRight(part, "\r")
+			if len(part) >= slipway.MinSecretLen {
+				pairs = append(pairs, part, "***")
+			}
+		}
+	}
+	if len(pairs) == 0 {
+		return
+	}
+	// Longest first, so a value that contains another is masked whole.
+	sortPairsByLength(pairs)
+	s.mu.Lock()
+	s.masker = strings.NewReplacer(pairs...)
+	s.mu.Unlock()
+}
+
+// mask hides the masked values in text.
+func (s *logSink) mask(text string) string {
+	s.mu.Lock()
+	m := s.masker
+	s.mu.Unlock()
+	if m == nil {
+		return text
+	}
+	return m.Replace(text)
+}
+
+func sortPairsByLength(pairs []string) {
+	type pair struct{ old, new string }
+	ps := make([]pair, 0, len(pairs)/2)
+	for i := 0; i+1 < len(pairs); i += 2 {
+		ps = append(ps, pair{pairs[i], pairs[i+1]})
+	}
+	slices.SortStableFunc(ps, func(a, b pair) int { return len(b.old) - len(a.old) })
+	for i, p := range ps {
+		pairs[2*i], pairs[2*i+1] = p.old, p.new
+	}
+}
+
+// Add queues one or more lines (text is split on newlines), with masked
+// values hidden (see Mask).
 func (s *logSink) Add(platform, step, text string) {
 	now := time.Now()
 	text = strings.TrimRight(strings.ReplaceAll(text, "\r\n", "\n"), "\n")
+	text = s.mask(text)
 	s.mu.Lock()
 	for _, l := range strings.Split(text, "\n") {
 		s.pending = append(s.pending, slipway.LogLine{Time: now, Platform: platform, Step: step, Text: l})

@@ -5,10 +5,15 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/slipway-ci/slipway"
 	"github.com/slipway-ci/slipway/buildkit"
@@ -25,12 +30,12 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 			// A timeout reads better than the "context canceled" a step returned.
 			msg = cause.Error()
 		}
-		msg = redactURLs(oneLine(msg))
+		msg = sink.mask(redactURLs(oneLine(msg)))
 		return slipway.BuildUpdate{State: &state, Error: &msg}
 	}
 	update := func(u slipway.BuildUpdate) error { return w.jobs.JobUpdateBuild(ctx, job, u) }
 
-	dir, err := os.MkdirTemp(w.cfg.WorkspaceDir, fmt.Sprintf("build-%d-", build.ID))
+	dir, err := os.MkdirTemp(w.cfg.WorkspaceDir, fmt.Sprintf("build-%d-pid%d-", build.ID, os.Getpid()))
 	if err != nil {
 		return fail("creating workspace: %v", err)
 	}
@@ -48,6 +53,29 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 	if len(build.TargetPlatforms) > 0 {
 		cfg.Platforms = build.TargetPlatforms // the repository's setting wins over .slipway.yml
 	}
+	if !cfg.BranchAllowed(build.Ref) {
+		state := slipway.BuildCanceled
+		msg := fmt.Sprintf("skipped: branch %s is not in the branches of %s (%s)", slipway.RefName(build.Ref), RepoConfigFile, strings.Join(cfg.Branches, ", "))
+		sink.Add("", "checkout", msg)
+		return slipway.BuildUpdate{State: &state, Error: &msg}
+	}
+	ctx, cancelTimeout := context.WithTimeoutCause(ctx, cfg.Timeout, fmt.Errorf("timed out after %s", cfg.Timeout))
+	defer cancelTimeout()
+	var secrets map[string][]byte
+	if len(cfg.Secrets) > 0 {
+		if w.cfg.Secrets == nil {
+			return fail("%s names secrets, but this worker has no secret store (set SLIPWAY_SECRET_KEY)", RepoConfigFile)
+		}
+		secrets, err = w.cfg.Secrets.OpenSecrets(ctx, build.RepoID, cfg.Secrets)
+		if err != nil {
+			return fail("opening build secrets: %s", slipway.ErrorMessage(err))
+		}
+		values := make([][]byte, 0, len(secrets))
+		for _, v := range secrets {
+			values = append(values, v)
+		}
+		sink.Mask(values)
+	}
 	sink.Add("", "checkout", fmt.Sprintf("Checked out in %s; platforms %s, %d test(s)", since(started), strings.Join(cfg.Platforms, ", "), len(cfg.Tests)))
 
 	ref := build.Image + ":" + slipway.CommitTag(build.Commit)
@@ -56,24 +84,36 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 	}
 	started = time.Now()
 	sink.Add("", "build", "Building "+ref+" for "+strings.Join(cfg.Platforms, ", "))
-	digest, err := w.builder.Build(ctx, buildkit.BuildSpec{
+	spec := buildkit.BuildSpec{
 		ContextDir: filepath.Join(dir, cfg.Context),
 		Dockerfile: cfg.Dockerfile,
 		Platforms:  cfg.Platforms,
 		Ref:        ref,
 		Insecure:   w.cfg.InsecureRegistry,
-	}, func(platform, text string) { sink.Add(platform, "build", text) })
+		Target:     cfg.Target,
+		BuildArgs:  cfg.BuildArgs,
+		Secrets:    secrets,
+	}
+	if cfg.Cache != CacheOff {
+		spec.CacheRepo, spec.CacheMode = build.Image, cfg.Cache
+	}
+	if cfg.Provenance != ProvenanceOff {
+		spec.Provenance = cfg.Provenance
+	}
+	digest, err := w.builder.Build(ctx, spec, func(platform, text string) { sink.Add(platform, "build", text) })
 	if err != nil {
 		return fail("build failed: %v", err)
 	}
 	sink.Add("", "build", fmt.Sprintf("Built and pushed %s@%s in %s", ref, digest, since(started)))
 
-	index, platforms, err := w.registry.VerifyIndex(ctx, ref, cfg.Platforms)
+	// Verify by digest, not by tag: another build of the same commit may have
+	// moved sha-… meanwhile (each build's provenance makes its own index).
+	index, platforms, err := w.registry.VerifyIndex(ctx, build.Image+"@"+digest, cfg.Platforms)
 	if err != nil {
 		return fail("verifying the pushed image failed: %v", err)
 	}
 	if index != digest {
-		return fail("verifying the pushed image failed: %s points at %s, BuildKit pushed %s", ref, index, digest)
+		return fail("verifying the pushed image failed: %s@%s is %s", build.Image, digest, index)
 	}
 	for _, p := range platforms {
 		sink.Add(p.Platform, "verify", "Verified "+p.Platform+" manifest "+p.Digest)
@@ -107,13 +147,12 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 		}
 	}
 
-	var tags []string
-	if tag := slipway.TagForRef(build.Ref); tag != "" {
-		tags = append(tags, tag)
+	tags := RenderTags(cfg.Tags, TagValues(build.Ref, build.Commit))
+	if len(tags) > 0 {
 		if err := w.registry.Tag(ctx, build.Image, index, tags); err != nil {
-			return fail("tagging %s failed: %v", tag, err)
+			return fail("tagging %s failed: %v", strings.Join(tags, ", "), err)
 		}
-		sink.Add("", "tag", fmt.Sprintf("Tagged %s:%s → %s", build.Image, tag, index))
+		sink.Add("", "tag", fmt.Sprintf("Tagged %s:%s → %s", build.Image, strings.Join(tags, ", "), index))
 	}
 	state := slipway.BuildSucceeded
 	return slipway.BuildUpdate{State: &state, Tags: tags, Tests: results}
@@ -178,6 +217,40 @@ func (w *Worker) runTest(ctx context.Context, build *slipway.Build, t TestSpec, 
 	}
 	sink.Add(p.Platform, step, fmt.Sprintf("Test %q %s (%s)", t.Name, verdict, time.Duration(res.DurationMS)*time.Millisecond))
 	return res
+}
+
+// SecretOpener opens the build secrets of a repository; slipway.SecretService
+// implements it. A name not stored is an EINVALID error that names it.
+type SecretOpener interface {
+	OpenSecrets(ctx context.Context, repoID int64, names []string) (map[string][]byte, error)
+}
+
+var workspacePID = regexp.MustCompile(`^build-[0-9]+-pid([0-9]+)-`)
+
+// cleanWorkspaces removes the build folders that workers which are no longer
+// running left in dir (after a crash or a kill -9). Folders of live processes
+// are kept: workers on one machine may share dir.
+func cleanWorkspaces(dir string, logger zerolog.Logger) {
+	entries, _ := os.ReadDir(dir)
+	var left []string
+	for _, e := range entries {
+		m := workspacePID.FindStringSubmatch(e.Name())
+		if m == nil {
+			continue
+		}
+		pid, _ := strconv.Atoi(m[1])
+		if pid != os.Getpid() && syscall.Kill(pid, 0) == syscall.ESRCH {
+			left = append(left, filepath.Join(dir, e.Name()))
+		}
+	}
+	for _, p := range left {
+		if err := os.RemoveAll(p); err != nil {
+			logger.Warn().Err(err).Str("path", p).Msg("Removing a stale workspace")
+		}
+	}
+	if len(left) > 0 {
+		logger.Info().Int("removed", len(left)).Msg("Removed stale workspaces")
+	}
 }
 
 func since(t time.Time) time.Duration { return time.Since(t).Round(10 * time.Millisecond) }

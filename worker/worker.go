@@ -65,6 +65,9 @@ type Config struct {
 	Integrations slipway.IntegrationService
 	// HTTPClient makes the integration webhook calls; default http.DefaultClient.
 	HTTPClient *http.Client
+	// Secrets opens the build secrets a .slipway.yml names; nil fails builds
+	// that name any.
+	Secrets SecretOpener
 }
 
 func (c *Config) setDefaults() {
@@ -119,6 +122,7 @@ func New(logger zerolog.Logger, cfg Config, builds slipway.BuildService, jobs sl
 	if err := os.MkdirAll(cfg.WorkspaceDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating workspace dir: %w", err)
 	}
+	cleanWorkspaces(cfg.WorkspaceDir, logger)
 	return &Worker{cfg: cfg, logger: logger.With().Str("worker_id", cfg.ID).Logger(),
 		builds: builds, jobs: jobs, builder: builder, registry: reg}, nil
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/slipway-ci/slipway"
+	"github.com/slipway-ci/slipway/buildkit"
 )
 
 // setting describes one SLIPWAY_* environment variable. The README's table of
@@ -29,7 +30,6 @@ var settings = []setting{
 	{"SLIPWAY_GITHUB_WEBHOOK_SECRET", "", "server, dev", "Secret of the GitHub webhook (HMAC-SHA256 of each delivery). Required unless `SLIPWAY_GITLAB_WEBHOOK_TOKEN` or `SLIPWAY_GITEA_WEBHOOK_SECRET` is set.", true},
 	{"SLIPWAY_GITLAB_WEBHOOK_TOKEN", "", "server, dev", "Secret token of GitLab webhooks (sent as X-Gitlab-Token). Unset: only repositories with their own webhook secret receive GitLab pushes.", true},
 	{"SLIPWAY_GITEA_WEBHOOK_SECRET", "", "server, dev", "Secret of Gitea and Forgejo webhooks (HMAC-SHA256 of each delivery). Unset: only repositories with their own webhook secret receive Gitea pushes.", true},
-	{"SLIPWAY_SECRET_KEY", "", "server, dev", "32-byte key, as 64 hex digits or base64 (`openssl rand -hex 32`), that seals per-repository secrets in the database (AES-256-GCM). Unset: repositories cannot have their own webhook secret.", true},
 	{"SLIPWAY_GITHUB_API_URL", "https://api.github.com", "server, dev", "GitHub REST API base URL for commit statuses; for GitHub Enterprise Server `https://HOST/api/v3`.", false},
 	{"SLIPWAY_GITHUB_TOKEN", "", "server, dev", "Token with commit-status write access (classic `repo:status`, or fine-grained \"Commit statuses: write\"). Unset: no statuses are sent to GitHub.", true},
 	{"SLIPWAY_GITLAB_API_URL", "https://gitlab.com/api/v4", "server, dev", "GitLab REST API base URL for commit statuses: `https://HOST/api/v4`.", false},
@@ -40,7 +40,9 @@ var settings = []setting{
 	{"SLIPWAY_ADMIN_TOKEN", "", "server, dev", "Bootstrap admin bearer token for the REST API under /api/v1 (more tokens: `slipway token create`). Required; at least 8 characters.", true},
 	{"SLIPWAY_REGISTRY", "", "server, worker, dev", "Registry host[:port][/prefix] images are pushed to: `$SLIPWAY_REGISTRY/<owner>/<name>`. Required.", false},
 	{"SLIPWAY_REGISTRY_INSECURE", "true for loopback hosts, else false", "server, worker, dev", "Talk plain HTTP to the registry.", false},
-	{"SLIPWAY_BUILDKIT_ADDR", "", "worker, dev", "buildkitd address, e.g. `unix:///run/buildkit/buildkitd.sock` or `tcp://buildkitd:1234`. Required.", false},
+	{"SLIPWAY_BUILDKIT_ADDR", "", "worker, dev", "buildkitd address, e.g. `unix:///run/buildkit/buildkitd.sock` or `tcp://buildkitd:1234`; or a builder pool: comma-separated `platform=address` entries, e.g. `linux/amd64=unix:///run/buildkit/amd64.sock,linux/arm64=tcp://arm-node:1234` (see Builder pool). TLS: `?tlscacert=…&tlscert=…&tlskey=…&tlsservername=…` or `?tlsdir=…` after an address. Required.", false},
+	{"SLIPWAY_CACHE_REPOSITORY", "(the image's repository)", "worker, dev", "Registry host[:port][/prefix] for BuildKit's registry caches: `$SLIPWAY_CACHE_REPOSITORY/<owner>/<name>:buildcache-<os>-<arch>`.", false},
+	{"SLIPWAY_SECRET_KEY", "", "server, worker, dev", "32-byte key, as 64 hex digits or base64 (`openssl rand -hex 32`), that seals secrets in the database (AES-256-GCM): per-repository webhook secrets and build secrets. Server and workers need the same key. Unset: no build secrets.", true},
 	{"SLIPWAY_WORKER_ID", "<hostname>-<pid>", "worker, dev", "Name of the worker in job leases and logs.", false},
 	{"SLIPWAY_WORKER_CONCURRENCY", "1", "worker, dev", "Builds one worker runs at once.", false},
 	{"SLIPWAY_WORKER_ADDR", "127.0.0.1:8081", "worker", "Address the worker serves /healthz and /readyz on; `off` disables.", false},
@@ -65,7 +67,6 @@ type config struct {
 	GitHubAllowedOwners []string
 	GitLabWebhookToken  string
 	GiteaWebhookSecret  string
-	SecretKey           string
 	GitHubAPIURL        string
 	GitHubToken         string
 	GitLabAPIURL        string
@@ -76,6 +77,9 @@ type config struct {
 	Registry            string
 	RegistryInsecure    bool
 	BuildkitAddr        string
+	Builders            []buildkit.Endpoint
+	SecretKey           string
+	CacheRepository     string
 	WorkerID            string
 	WorkerConcurrency   int
 	WorkerAddr          string
@@ -169,12 +173,6 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 		}
 		c.GitLabWebhookToken = get("SLIPWAY_GITLAB_WEBHOOK_TOKEN")
 		c.GiteaWebhookSecret = get("SLIPWAY_GITEA_WEBHOOK_SECRET")
-		c.SecretKey = get("SLIPWAY_SECRET_KEY")
-		if c.SecretKey != "" {
-			if _, err := slipway.NewSealer(c.SecretKey); err != nil {
-				bad("SLIPWAY_SECRET_KEY", "%v", err)
-			}
-		}
 		apiURL := func(name, def string) string {
 			v := strings.TrimRight(get(name), "/")
 			if v == "" {
@@ -217,10 +215,26 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 		}
 		c.RegistryInsecure = b
 	}
+	c.SecretKey = get("SLIPWAY_SECRET_KEY")
+	if c.SecretKey != "" {
+		if _, err := slipway.NewSealer(c.SecretKey); err != nil {
+			bad("SLIPWAY_SECRET_KEY", "%v", err)
+		}
+	}
 	if r.worker {
 		c.BuildkitAddr = required("SLIPWAY_BUILDKIT_ADDR")
 		if c.BuildkitAddr != "" && !strings.Contains(c.BuildkitAddr, "://") {
 			bad("SLIPWAY_BUILDKIT_ADDR", "%q needs a scheme: unix://, tcp://", c.BuildkitAddr)
+		} else if c.BuildkitAddr != "" {
+			eps, err := buildkit.ParseEndpoints(c.BuildkitAddr)
+			if err != nil {
+				bad("SLIPWAY_BUILDKIT_ADDR", "%v", err)
+			}
+			c.Builders = eps
+		}
+		c.CacheRepository = strings.TrimRight(get("SLIPWAY_CACHE_REPOSITORY"), "/")
+		if strings.Contains(c.CacheRepository, "://") || c.CacheRepository != strings.ToLower(c.CacheRepository) {
+			bad("SLIPWAY_CACHE_REPOSITORY", "%q must be lower-case host[:port][/prefix] without a scheme", c.CacheRepository)
 		}
 		c.WorkerConcurrency = 1
 		if v := get("SLIPWAY_WORKER_CONCURRENCY"); v != "" {

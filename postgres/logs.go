@@ -1,0 +1,173 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/slipway-ci/slipway"
+)
+
+// channelLogs carries "<build id> <last line>" when log lines are stored and
+// "<build id> end" when a build reaches a final state (a trigger sends that).
+const channelLogs = "build_log"
+
+// ReadLog implements slipway.BuildService.
+func (s *BuildService) ReadLog(ctx context.Context, buildID int64, after int64, limit int) ([]slipway.LogLine, error) {
+	if limit <= 0 {
+		limit = 1000
+	}
+	rows, err := s.db.pool.Query(ctx, `-- ReadLog
+SELECT first_line, lines FROM build_log_chunks
+WHERE build_id = $1 AND first_line + line_count - 1 > $2
+ORDER BY first_line LIMIT $3`, buildID, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("reading log of build %d: %w", buildID, err)
+	}
+	defer rows.Close()
+	var out []slipway.LogLine
+	for rows.Next() && len(out) < limit {
+		var (
+			first int64
+			data  []byte
+			lines []logLine
+		)
+		if err := rows.Scan(&first, &data); err != nil {
+			return nil, fmt.Errorf("reading log of build %d: %w", buildID, err)
+		}
+		if err := json.Unmarshal(data, &lines); err != nil {
+			return nil, fmt.Errorf("decoding log of build %d: %w", buildID, err)
+		}
+		for i, l := range lines {
+			no := first + int64(i)
+			if no <= after || len(out) >= limit {
+				continue
+			}
+			out = append(out, slipway.LogLine{No: no, Time: l.Time.UTC(), Platform: l.Platform, Step: l.Step, Text: l.Text})
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading log of build %d: %w", buildID, err)
+	}
+	return out, nil
+}
+
+// LogHub holds one connection that LISTENs on the log channel and wakes the
+// live log readers of each build: one connection per process, whatever the
+// number of readers. It implements slipway.LogFollower.
+type LogHub struct {
+	db     *DB
+	logger zerolog.Logger
+
+	mu   sync.Mutex
+	subs map[int64]map[chan struct{}]struct{}
+}
+
+var _ slipway.LogFollower = (*LogHub)(nil)
+
+// NewLogHub returns a LogHub; call Run to start listening.
+func NewLogHub(db *DB, logger zerolog.Logger) *LogHub {
+	return &LogHub{db: db, logger: logger, subs: map[int64]map[chan struct{}]struct{}{}}
+}
+
+// FollowLog implements slipway.LogFollower.
+func (h *LogHub) FollowLog(buildID int64) (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	h.mu.Lock()
+	if h.subs[buildID] == nil {
+		h.subs[buildID] = map[chan struct{}]struct{}{}
+	}
+	h.subs[buildID][ch] = struct{}{}
+	h.mu.Unlock()
+	return ch, func() {
+		h.mu.Lock()
+		delete(h.subs[buildID], ch)
+		if len(h.subs[buildID]) == 0 {
+			delete(h.subs, buildID)
+		}
+		h.mu.Unlock()
+	}
+}
+
+// wake wakes the readers of buildID, or all readers when buildID is 0.
+func (h *LogHub) wake(buildID int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for id, set := range h.subs {
+		if buildID != 0 && id != buildID {
+			continue
+		}
+		for ch := range set {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// Run listens until ctx ends, reconnecting with backoff. After a reconnect it
+// wakes every reader, since lines may have arrived while nobody listened.
+func (h *LogHub) Run(ctx context.Context) error {
+	backoff := 250 * time.Millisecond
+	for {
+		err := h.listenOnce(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		h.logger.Warn().Err(err).Dur("retry_in", backoff).Msg("Log listener lost its connection")
+		h.wake(0)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+}
+
+func (h *LogHub) listenOnce(ctx context.Context) error {
+	pc, err := h.db.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	// A hijacked connection leaves the pool for good, so the LISTEN never
+	// leaks into another user's session.
+	conn := pc.Hijack()
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		conn.Close(cctx)
+	}()
+	if _, err := conn.Exec(ctx, "LISTEN "+channelLogs); err != nil {
+		return err
+	}
+	h.wake(0)
+	for {
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		n, err := conn.WaitForNotification(wctx)
+		cancel()
+		switch {
+		case err == nil:
+			idStr, _, _ := strings.Cut(n.Payload, " ")
+			if id, err := strconv.ParseInt(idStr, 10, 64); err == nil {
+				h.wake(id)
+			}
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case errors.Is(err, context.DeadlineExceeded):
+			if err := conn.Ping(ctx); err != nil {
+				return err
+			}
+		default:
+			return err
+		}
+	}
+}
