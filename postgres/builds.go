@@ -170,6 +170,9 @@ func enqueueTrigger(ctx context.Context, tx pgx.Tx, t slipway.Trigger, image str
 	if _, err := tx.Exec(ctx, sqlJobInsert, buildID); err != nil {
 		return slipway.EnqueueResult{}, fmt.Errorf("inserting job: %w", err)
 	}
+	if err := supersedeOlder(ctx, tx, buildID); err != nil {
+		return slipway.EnqueueResult{}, err
+	}
 	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, channelJobs, fmt.Sprint(buildID)); err != nil {
 		return slipway.EnqueueResult{}, fmt.Errorf("notifying workers: %w", err)
 	}
@@ -216,7 +219,14 @@ SELECT `+buildColumns+` FROM builds b JOIN repos r ON r.id = b.repo_id WHERE b.i
 		}
 		return nil, interpretError(err)
 	}
-	return row.toBuild()
+	b, err := row.toBuild()
+	if err != nil {
+		return nil, err
+	}
+	if b.Attempts, err = findAttempts(ctx, q, id); err != nil {
+		return nil, fmt.Errorf("finding attempts of build %d: %w", id, err)
+	}
+	return b, nil
 }
 
 // FindBuilds implements slipway.BuildService.

@@ -161,6 +161,10 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 			HeartbeatInterval: cfg.HeartbeatInterval,
 			StaleAfter:        cfg.StaleAfter,
 			BuildTimeout:      cfg.BuildTimeout,
+			MaxAttempts:       cfg.MaxAttempts,
+			RetryBackoff:      cfg.RetryBackoff,
+			RetryMaxBackoff:   cfg.RetryMaxBackoff,
+			ShutdownGrace:     cfg.ShutdownGrace,
 			WorkspaceDir:      cfg.WorkspaceDir,
 			InsecureRegistry:  cfg.RegistryInsecure,
 		}, builds, jobs, bk, registry.New(registry.WithInsecure(cfg.RegistryInsecure)))
