@@ -25,9 +25,9 @@ run: deps build
 test: deps
 	@bash scripts/test.sh
 
-## bench: the benchmarks (no services yet)
-bench:
-	$(GO) test -run '^$$' -bench . ./...
+## bench: the Go benchmarks and slipbench (webhook intake, pickup latency) against real services
+bench: deps
+	@bash scripts/bench.sh
 
 ## clean: stop and delete .slipway-dev, delete bin/ (the busybox debs in .cache stay)
 clean:

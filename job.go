@@ -99,6 +99,10 @@ type JobQueue interface {
 	// JobWaitForWork blocks until a job may be available (a NOTIFY arrived), the
 	// timeout passed, or ctx ended. Callers still poll: a wake-up is a hint.
 	JobWaitForWork(ctx context.Context, timeout time.Duration) error
+	// JobWorkSignal returns a channel closed at the next NOTIFY of new work. A
+	// worker takes it before JobClaim and waits on it after an empty claim, so
+	// work queued while it was claiming is not missed until the next poll.
+	JobWorkSignal() <-chan struct{}
 	// JobWatchCancel returns a channel that receives the reason when job is asked
 	// to stop, and a func to stop watching. Like JobWaitForWork it is a fast hint;
 	// JobHeartbeat is the fallback.

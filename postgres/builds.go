@@ -203,6 +203,9 @@ func (s *BuildService) FindBuildByID(ctx context.Context, id int64) (*slipway.Bu
 	if err != nil {
 		return nil, fmt.Errorf("finding build %d: %w", id, err)
 	}
+	if b.Attempts, err = findAttempts(ctx, s.db.pool, id); err != nil {
+		return nil, fmt.Errorf("finding attempts of build %d: %w", id, err)
+	}
 	return b, nil
 }
 
@@ -219,14 +222,7 @@ SELECT `+buildColumns+` FROM builds b JOIN repos r ON r.id = b.repo_id WHERE b.i
 		}
 		return nil, interpretError(err)
 	}
-	b, err := row.toBuild()
-	if err != nil {
-		return nil, err
-	}
-	if b.Attempts, err = findAttempts(ctx, q, id); err != nil {
-		return nil, fmt.Errorf("finding attempts of build %d: %w", id, err)
-	}
-	return b, nil
+	return row.toBuild()
 }
 
 // FindBuilds implements slipway.BuildService.

@@ -492,8 +492,8 @@ WITH newer AS (
     WHERE b.id = $1 AND r.supersede AND b.ref LIKE 'refs/heads/%'
 ), older AS (
     SELECT j.id, j.build_id, j.state FROM jobs j
-    JOIN builds b ON b.id = j.build_id
-    JOIN newer ON b.repo_id = newer.repo_id AND b.ref = newer.ref AND b.id < newer.id
+    JOIN newer ON j.repo_id = newer.repo_id
+    JOIN builds b ON b.id = j.build_id AND b.ref = newer.ref AND b.id < newer.id
     WHERE j.state IN ('available', 'running') AND j.cancel_reason IS NULL
     ORDER BY j.id
     FOR UPDATE OF j
@@ -567,11 +567,16 @@ SELECT attempt, worker, started_at, finished_at, error, infra FROM build_attempt
 	return out, nil
 }
 
+// JobWorkSignal implements slipway.JobQueue.
+func (q *JobQueue) JobWorkSignal() <-chan struct{} {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.wake
+}
+
 // JobWaitForWork implements slipway.JobQueue.
 func (q *JobQueue) JobWaitForWork(ctx context.Context, timeout time.Duration) error {
-	q.mu.Lock()
-	wake := q.wake
-	q.mu.Unlock()
+	wake := q.JobWorkSignal()
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	select {

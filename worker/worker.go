@@ -162,6 +162,8 @@ func (w *Worker) Run(ctx context.Context) error {
 			case <-ctx.Done():
 				return nil
 			}
+			// Taken before the claim: a NOTIFY during the claim still wakes us.
+			wake := w.jobs.JobWorkSignal()
 			jobs, err := w.jobs.JobClaim(ctx, w.cfg.ID, 1)
 			if err != nil {
 				<-slots
@@ -176,7 +178,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			}
 			if len(jobs) == 0 {
 				<-slots
-				if err := w.jobs.JobWaitForWork(ctx, w.cfg.PollInterval); err != nil {
+				if err := waitWork(ctx, wake, w.cfg.PollInterval); err != nil {
 					return nil
 				}
 				continue
@@ -223,6 +225,20 @@ func (w *Worker) rescueLoop(ctx context.Context) {
 		if _, err := w.jobs.JobRescueStuck(ctx, w.cfg.StaleAfter, w.cfg.retryPolicy()); err != nil && ctx.Err() == nil {
 			w.logger.Error().Err(err).Msg("Rescuing stuck jobs")
 		}
+	}
+}
+
+// waitWork waits for wake, the poll interval d, or the end of ctx.
+func waitWork(ctx context.Context, wake <-chan struct{}, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-wake:
+		return nil
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
