@@ -31,6 +31,10 @@ CREATE TRIGGER jobs_set_repo_id BEFORE INSERT ON jobs
 -- JobClaim counts each repository's running jobs and finds its oldest available one.
 CREATE INDEX jobs_repo_active ON jobs (repo_id, state, created_at) WHERE state IN ('available', 'running');
 
+-- JobSupersede finds a branch's builds still on their way without scanning the
+-- repository's whole queue.
+CREATE INDEX builds_active_ref ON builds (repo_id, ref, id) WHERE state IN ('queued', 'running', 'testing');
+
 -- One row per attempt of a build: who ran it, when, and how it ended.
 CREATE TABLE build_attempts (
     build_id    bigint NOT NULL REFERENCES builds (id) ON DELETE CASCADE,
@@ -51,4 +55,5 @@ DROP TABLE build_attempts;
 DROP TRIGGER jobs_set_repo_id ON jobs;
 DROP FUNCTION jobs_set_repo_id();
 DROP INDEX jobs_repo_active;
+DROP INDEX builds_active_ref;
 ALTER TABLE jobs DROP COLUMN repo_id, DROP COLUMN cancel_reason, DROP COLUMN released;

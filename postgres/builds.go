@@ -124,9 +124,6 @@ ON CONFLICT (forge, delivery_id) DO NOTHING RETURNING build_id`
 
 	sqlDeliveryFind = `-- EnqueueTrigger
 SELECT build_id FROM webhook_deliveries WHERE forge = $1 AND delivery_id = $2`
-
-	sqlJobInsert = `-- EnqueueTrigger
-INSERT INTO jobs (build_id) VALUES ($1)`
 )
 
 // errDuplicate makes BeginFunc roll back the transaction of a redelivery.
@@ -167,14 +164,9 @@ func enqueueTrigger(ctx context.Context, tx pgx.Tx, t slipway.Trigger, image str
 			return slipway.EnqueueResult{}, fmt.Errorf("recording delivery: %w", err)
 		}
 	}
-	if _, err := tx.Exec(ctx, sqlJobInsert, buildID); err != nil {
-		return slipway.EnqueueResult{}, fmt.Errorf("inserting job: %w", err)
-	}
-	if err := supersedeOlder(ctx, tx, buildID); err != nil {
+	// The job, the superseding of older builds and the workers' wake-up (jobs.go).
+	if err := queueJob(ctx, tx, buildID); err != nil {
 		return slipway.EnqueueResult{}, err
-	}
-	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, channelJobs, fmt.Sprint(buildID)); err != nil {
-		return slipway.EnqueueResult{}, fmt.Errorf("notifying workers: %w", err)
 	}
 	b, err := findBuildByID(ctx, tx, buildID)
 	if err != nil {

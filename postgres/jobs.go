@@ -480,21 +480,27 @@ func (q *JobQueue) JobRescueStuck(ctx context.Context, staleAfter time.Duration,
 	return n, nil
 }
 
-// JobSupersede: a new build of a branch stops the branch's older builds still on
-// their way, when its repository supersedes. Only the same ref is touched, so a
-// tag, another branch or the default branch is never superseded by a different
-// ref. Queued builds end canceled here; running ones get cancel_reason, which
-// their worker learns by NOTIFY or heartbeat. The job rows are locked in id order
-// (as every other writer locks one job, then its build).
-const sqlJobSupersede = `-- JobSupersede
-WITH newer AS (
+// JobInsert: queues the new build's job and wakes the workers, and supersedes:
+// a new build of a branch stops the branch's older builds still on their way,
+// when its repository supersedes. Only the same ref is touched, so a tag, another
+// branch or the default branch is never superseded by a different ref. Queued
+// builds end canceled here; running ones get cancel_reason, which their worker
+// learns by NOTIFY or heartbeat. The older job rows are locked in id order (as
+// every other writer locks one job, then its build). One statement, one round
+// trip: webhook intake is bound by round trips to the database.
+const sqlJobInsert = `-- JobInsert
+WITH job AS (
+    INSERT INTO jobs (build_id, repo_id) SELECT id, repo_id FROM builds WHERE id = $1
+    RETURNING id
+), newer AS (
     SELECT b.id, b.repo_id, b.ref FROM builds b JOIN repos r ON r.id = b.repo_id
     WHERE b.id = $1 AND r.supersede AND b.ref LIKE 'refs/heads/%'
 ), older AS (
-    SELECT j.id, j.build_id, j.state FROM jobs j
-    JOIN newer ON j.repo_id = newer.repo_id
-    JOIN builds b ON b.id = j.build_id AND b.ref = newer.ref AND b.id < newer.id
-    WHERE j.state IN ('available', 'running') AND j.cancel_reason IS NULL
+    SELECT j.id, j.build_id, j.state FROM builds b
+    JOIN newer ON b.repo_id = newer.repo_id AND b.ref = newer.ref AND b.id < newer.id
+    JOIN jobs j ON j.build_id = b.id
+    WHERE b.state IN ('queued', 'running', 'testing')
+      AND j.state IN ('available', 'running') AND j.cancel_reason IS NULL
     ORDER BY j.id
     FOR UPDATE OF j
 ), stopped AS (
@@ -508,24 +514,28 @@ WITH newer AS (
     UPDATE builds b SET state = 'canceled', error = $2, finished_at = now()
     FROM stopped WHERE b.id = stopped.build_id AND stopped.state = 'available'
 )
-SELECT id, build_id, state FROM stopped`
+SELECT (SELECT count(*) FROM job) AS queued,
+       pg_notify($3, $1::text) IS NULL AS notified,
+       (SELECT coalesce(json_agg(json_build_object('id', id, 'build_id', build_id, 'state', state)), '[]') FROM stopped) AS stopped`
 
-// supersedeOlder runs JobSupersede for the new build buildID inside the
-// transaction that queues it.
-func supersedeOlder(ctx context.Context, tx pgx.Tx, buildID int64) error {
+// queueJob runs JobInsert for the new build buildID inside the transaction
+// that inserted it, then tells the workers running superseded builds to stop.
+func queueJob(ctx context.Context, tx pgx.Tx, buildID int64) error {
 	reason := fmt.Sprintf("superseded by build %d", buildID)
-	rows, err := tx.Query(ctx, sqlJobSupersede, buildID, reason)
-	if err != nil {
-		return fmt.Errorf("superseding older builds: %w", err)
+	var (
+		queued   int
+		notified bool
+		stopped  []struct {
+			ID      int64  `json:"id"`
+			BuildID int64  `json:"build_id"`
+			State   string `json:"state"`
+		}
+	)
+	if err := tx.QueryRow(ctx, sqlJobInsert, buildID, reason, channelJobs).Scan(&queued, &notified, &stopped); err != nil {
+		return fmt.Errorf("queueing job: %w", err)
 	}
-	type stoppedRow struct {
-		ID      int64  `db:"id"`
-		BuildID int64  `db:"build_id"`
-		State   string `db:"state"`
-	}
-	stopped, err := pgx.CollectRows(rows, pgx.RowToStructByName[stoppedRow])
-	if err != nil {
-		return fmt.Errorf("superseding older builds: %w", err)
+	if queued != 1 {
+		return fmt.Errorf("queueing job: build %d not found", buildID)
 	}
 	for _, s := range stopped {
 		if s.State == "running" {

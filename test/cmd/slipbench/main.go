@@ -23,6 +23,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"syscall"
@@ -63,6 +64,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	fs.IntVar(&o.pickups, "pickups", 200, "builds queued one by one in the pickup run")
 	fs.IntVar(&o.workers, "workers", 2, "workers in the pickup run")
 	fs.IntVar(&o.concurrency, "concurrency", 4, "builds each worker runs at once in the pickup run")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the intake run to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -98,7 +100,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	if err != nil {
 		return err
 	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+	}
 	intake, err := load(ctx, handler, bodies, o.clients)
+	pprof.StopCPUProfile()
 	if err != nil {
 		return err
 	}
