@@ -105,62 +105,78 @@ func (q *JobQueue) JobClaim(ctx context.Context, workerID string, limit int) ([]
 		return nil, nil
 	}
 	var jobs []*slipway.Job
-	err := pgx.BeginFunc(ctx, q.db.pool, func(tx pgx.Tx) error {
-		jobs = jobs[:0]
-		for len(jobs) < limit {
-			n, err := q.claimRound(ctx, tx, workerID, limit-len(jobs), &jobs)
-			if err != nil || n == 0 {
-				return err
+	// A repository whose claim lock another worker held was skipped. That worker
+	// commits within milliseconds; try again then, in a new transaction (so this
+	// one's locks are gone), rather than leave a ready job to the next poll.
+	for wait := time.Millisecond; ; wait *= 2 {
+		contended := false
+		err := pgx.BeginFunc(ctx, q.db.pool, func(tx pgx.Tx) error {
+			jobs = jobs[:0]
+			for len(jobs) < limit {
+				n, skipped, err := q.claimRound(ctx, tx, workerID, limit-len(jobs), &jobs)
+				contended = contended || skipped
+				if err != nil || n == 0 {
+					return err
+				}
 			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("claiming jobs for %s: %w", workerID, interpretError(err))
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("claiming jobs for %s: %w", workerID, interpretError(err))
+		if len(jobs) > 0 || !contended || wait > 100*time.Millisecond {
+			return jobs, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
 	}
-	return jobs, nil
 }
 
 // claimRound claims at most one job from each repository with room, in fairness
-// order, and returns how many it claimed.
-func (q *JobQueue) claimRound(ctx context.Context, tx pgx.Tx, workerID string, limit int, jobs *[]*slipway.Job) (int, error) {
+// order, and returns how many it claimed and whether it skipped a repository
+// whose lock another claimer held.
+func (q *JobQueue) claimRound(ctx context.Context, tx pgx.Tx, workerID string, limit int, jobs *[]*slipway.Job) (int, bool, error) {
 	rows, err := tx.Query(ctx, sqlJobClaimRepos, limit+16)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	repos, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
-	n := 0
+	n, skipped := 0, false
 	for _, repoID := range repos {
 		if n == limit {
 			break
 		}
 		var locked bool
 		if err := tx.QueryRow(ctx, sqlJobClaimLockRepo, int32(repoID%math.MaxInt32)).Scan(&locked); err != nil {
-			return n, err
+			return n, skipped, err
 		}
 		if !locked {
+			skipped = true
 			continue
 		}
 		rows, err := tx.Query(ctx, sqlJobClaim, workerID, repoID)
 		if err != nil {
-			return n, err
+			return n, skipped, err
 		}
 		list, err := pgx.CollectRows(rows, pgx.RowToStructByName[jobRow])
 		if err != nil {
-			return n, err
+			return n, skipped, err
 		}
 		for _, r := range list {
 			*jobs = append(*jobs, &slipway.Job{ID: r.ID, BuildID: r.BuildID, RepoID: r.RepoID, Attempt: r.Attempt, WorkerID: workerID})
 			n++
 			if err := notifyBuild(ctx, tx, r.BuildID); err != nil {
-				return n, err
+				return n, skipped, err
 			}
 		}
 	}
-	return n, nil
+	return n, skipped, nil
 }
 
 // JobHeartbeat: renews the leases the worker still holds; a job rescued meanwhile
