@@ -1,12 +1,14 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -246,4 +249,36 @@ func TestDeliveriesSurvivePostgresRestart(t *testing.T) {
 		}
 	}
 	t.Logf("MEASURE %d answers 202, %d deliveries have a build", accepted, len(builds))
+}
+
+// TestServerShutdownFinishesInFlightRequests sends SIGTERM to a server while a
+// delivery is half sent: the server stops accepting connections, yet the
+// delivery in flight is still accepted and its build committed.
+func TestServerShutdownFinishesInFlightRequests(t *testing.T) {
+	s := newStack(t)
+	body := push(t, testenv.PushParams{Owner: "acme", Name: "inflight", CloneURL: "git://127.0.0.1:1/x.git", Ref: "refs/heads/main", After: strings.Repeat("a", 40)})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(s.url, "http://"))
+	require.NoError(t, err)
+	defer conn.Close()
+	head := fmt.Sprintf("POST /webhooks/github HTTP/1.1\r\nHost: slipway\r\nContent-Type: application/json\r\nX-GitHub-Event: push\r\nX-GitHub-Delivery: inflight-1\r\nX-Hub-Signature-256: %s\r\nContent-Length: %d\r\n\r\n",
+		testenv.Sign(webhookSecret, body), len(body))
+	_, err = conn.Write(append([]byte(head), body[:len(body)/2]...))
+	require.NoError(t, err)
+
+	require.NoError(t, s.server.Process.Signal(syscall.SIGTERM))
+	waitUntil(t, 30*time.Second, "the server to stop accepting connections", func() bool {
+		c, err := net.DialTimeout("tcp", strings.TrimPrefix(s.url, "http://"), time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+	_, err = conn.Write(body[len(body)/2:])
+	require.NoError(t, err)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	require.Equal(t, http.StatusAccepted, resp.StatusCode, "%s", data)
+	require.Equal(t, 1, s.count("builds WHERE delivery_id = 'inflight-1'"))
 }
