@@ -96,15 +96,13 @@ type JobQueue interface {
 	// infrastructure failure: a job out of attempts fails its build; one asked to
 	// stop ends canceled.
 	JobRescueStuck(ctx context.Context, staleAfter time.Duration, p RetryPolicy) (int, error)
-	// JobWaitForWork blocks until a job may be available (a NOTIFY arrived), the
-	// timeout passed, or ctx ended. Callers still poll: a wake-up is a hint.
-	JobWaitForWork(ctx context.Context, timeout time.Duration) error
 	// JobWorkSignal returns a channel closed at the next NOTIFY of new work. A
 	// worker takes it before JobClaim and waits on it after an empty claim, so
 	// work queued while it was claiming is not missed until the next poll.
+	// Workers still poll: a wake-up is a hint.
 	JobWorkSignal() <-chan struct{}
 	// JobWatchCancel returns a channel that receives the reason when job is asked
-	// to stop, and a func to stop watching. Like JobWaitForWork it is a fast hint;
+	// to stop, and a func to stop watching. Like JobWorkSignal it is a fast hint;
 	// JobHeartbeat is the fallback.
 	JobWatchCancel(job *Job) (<-chan string, func())
 }

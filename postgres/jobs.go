@@ -600,21 +600,6 @@ func (q *JobQueue) JobWorkSignal() <-chan struct{} {
 	return q.wake
 }
 
-// JobWaitForWork implements slipway.JobQueue.
-func (q *JobQueue) JobWaitForWork(ctx context.Context, timeout time.Duration) error {
-	wake := q.JobWorkSignal()
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case <-wake:
-		return nil
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 // JobWatchCancel implements slipway.JobQueue. The channel has room for one reason,
 // so the listener never blocks on a slow watcher.
 func (q *JobQueue) JobWatchCancel(job *slipway.Job) (<-chan string, func()) {
@@ -659,8 +644,8 @@ func (q *JobQueue) broadcast() {
 	q.mu.Unlock()
 }
 
-// Listen holds a connection that LISTENs for new jobs and cancel requests, wakes
-// JobWaitForWork callers and tells JobWatchCancel watchers, reconnecting with backoff when the connection fails. It returns when
+// Listen holds a connection that LISTENs for new jobs and cancel requests, fires
+// JobWorkSignal and tells JobWatchCancel watchers, reconnecting with backoff when the connection fails. It returns when
 // ctx ends.
 func (q *JobQueue) Listen(ctx context.Context) error {
 	backoff := 250 * time.Millisecond

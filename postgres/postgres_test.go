@@ -345,20 +345,15 @@ func TestJobQueue(t *testing.T) {
 			_ = b.db.Pool().QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%' AND datname = current_database()").Scan(&n)
 			return n == 1
 		}, 10*time.Second, 10*time.Millisecond)
-		woke := make(chan time.Duration)
-		go func() {
-			start := time.Now()
-			_ = b.jobs.JobWaitForWork(ctx, time.Minute)
-			woke <- time.Since(start)
-		}()
-		// The waiter may not be waiting yet when the notify fires; retry enqueueing
-		// (each is a new notify) until it wakes.
+		// The signal is taken before the enqueue, as a worker takes it before
+		// claiming; the LISTEN may still miss the first notifies, so enqueue
+		// (each a new notify) until it fires.
+		woke := b.jobs.JobWorkSignal()
 		for i := 0; ; i++ {
-			_, err := b.builds.EnqueueTrigger(ctx, newTrigger(triggerOpts{Delivery: fmt.Sprint("n", i)}), "reg/acme/app")
+			_, err := b.builds.EnqueueTrigger(ctx, newTrigger(triggerOpts{Delivery: fmt.Sprint("n", i), Ref: fmt.Sprint("refs/tags/n", i)}), "reg/acme/app")
 			require.NoError(t, err)
 			select {
-			case d := <-woke:
-				require.Less(t, d, time.Minute)
+			case <-woke:
 				return
 			case <-time.After(200 * time.Millisecond):
 				require.Less(t, i, 50, "no wake-up after 50 notifications")

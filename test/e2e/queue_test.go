@@ -30,6 +30,14 @@ func (s *stack) send(delivery, owner, name, url, ref, commit string) int64 {
 	return int64(resp["build_id"].(float64))
 }
 
+// pushBase pushes the two-platform busybox base image and returns its reference.
+func pushBase(t *testing.T) string {
+	t.Helper()
+	base, err := testenv.PushBaseImage(context.Background(), requireEnv(t, "TEST_REGISTRY"))
+	require.NoError(t, err)
+	return base
+}
+
 // markerPIDs returns the processes on this machine whose command line holds
 // marker: the RUN steps of the tests' builds, run by buildkitd under runc.
 func markerPIDs(marker string) []int {
@@ -79,9 +87,7 @@ func killMarkers(t *testing.T, markers ...string) {
 }
 
 func TestPushesSupersedeOlderBuilds(t *testing.T) {
-	ctx := context.Background()
-	base, err := testenv.PushBaseImage(ctx, requireEnv(t, "TEST_REGISTRY"))
-	require.NoError(t, err)
+	ctx, base := context.Background(), pushBase(t)
 	s := newStack(t)
 	s.start("worker", "SLIPWAY_WORKER_CONCURRENCY=2", "SLIPWAY_WORKER_ID=supersede")
 	r := newRepos(t)
@@ -120,9 +126,7 @@ func TestPushesSupersedeOlderBuilds(t *testing.T) {
 }
 
 func TestRepoLimitLetsOtherRepoFirst(t *testing.T) {
-	ctx := context.Background()
-	base, err := testenv.PushBaseImage(ctx, requireEnv(t, "TEST_REGISTRY"))
-	require.NoError(t, err)
+	ctx, base := context.Background(), pushBase(t)
 	s := newStack(t)
 	r := newRepos(t)
 	files := map[string]string{"Dockerfile": dockerfile(base, "RUN sleep 2\n")}
@@ -135,7 +139,7 @@ func TestRepoLimitLetsOtherRepoFirst(t *testing.T) {
 		as = append(as, s.send(fmt.Sprint("a-", i), "acme", "a", aURL, fmt.Sprint("refs/heads/f", i), aCommit))
 	}
 	bID := s.send("b-0", "acme", "b", bURL, "refs/heads/main", bCommit)
-	_, err = s.db.Pool().Exec(ctx, "UPDATE repos SET max_running = 1 WHERE name = 'a'")
+	_, err := s.db.Pool().Exec(ctx, "UPDATE repos SET max_running = 1 WHERE name = 'a'")
 	require.NoError(t, err)
 	s.start("worker", "SLIPWAY_WORKER_CONCURRENCY=2", "SLIPWAY_WORKER_ID=limits")
 
@@ -159,9 +163,7 @@ func TestRepoLimitLetsOtherRepoFirst(t *testing.T) {
 }
 
 func TestWorkerShutdown(t *testing.T) {
-	ctx := context.Background()
-	base, err := testenv.PushBaseImage(ctx, requireEnv(t, "TEST_REGISTRY"))
-	require.NoError(t, err)
+	base := pushBase(t)
 	r := newRepos(t)
 
 	t.Run("RunningBuildFinishesWithinGrace", func(t *testing.T) {
@@ -276,9 +278,7 @@ func (b *buildkitd) kill() {
 }
 
 func TestBuildkitdKilledBuildRetried(t *testing.T) {
-	ctx := context.Background()
-	base, err := testenv.PushBaseImage(ctx, requireEnv(t, "TEST_REGISTRY"))
-	require.NoError(t, err)
+	base := pushBase(t)
 	bk := startBuildkitd(t)
 	s := newStack(t)
 	r := newRepos(t)
@@ -308,9 +308,7 @@ func TestBuildkitdKilledBuildRetried(t *testing.T) {
 }
 
 func TestUserErrorNotRetried(t *testing.T) {
-	ctx := context.Background()
-	base, err := testenv.PushBaseImage(ctx, requireEnv(t, "TEST_REGISTRY"))
-	require.NoError(t, err)
+	base := pushBase(t)
 	s := newStack(t)
 	s.start("worker", "SLIPWAY_RETRY_BACKOFF=1s", "SLIPWAY_MAX_ATTEMPTS=5")
 	r := newRepos(t)
