@@ -265,6 +265,11 @@ func TestServerShutdownFinishesInFlightRequests(t *testing.T) {
 	_, err = conn.Write(append([]byte(head), body[:len(body)/2]...))
 	require.NoError(t, err)
 
+	// Until the server has read what was sent, the connection may still be in the
+	// listen backlog or idle, and a shutdown rightly drops those.
+	waitUntil(t, 30*time.Second, "the server to read the request's head", func() bool {
+		return socketDrained(t, conn)
+	})
 	require.NoError(t, s.server.Process.Signal(syscall.SIGTERM))
 	waitUntil(t, 30*time.Second, "the server to stop accepting connections", func() bool {
 		c, err := net.DialTimeout("tcp", strings.TrimPrefix(s.url, "http://"), time.Second)
@@ -281,4 +286,23 @@ func TestServerShutdownFinishesInFlightRequests(t *testing.T) {
 	data, _ := io.ReadAll(resp.Body)
 	require.Equal(t, http.StatusAccepted, resp.StatusCode, "%s", data)
 	require.Equal(t, 1, s.count("builds WHERE delivery_id = 'inflight-1'"))
+}
+
+// socketDrained tells whether the server's end of conn (both on loopback) has
+// read every byte sent so far: its receive queue in /proc/net/tcp is empty.
+func socketDrained(t *testing.T, conn net.Conn) bool {
+	t.Helper()
+	server, client := conn.RemoteAddr().(*net.TCPAddr), conn.LocalAddr().(*net.TCPAddr)
+	data, err := os.ReadFile("/proc/net/tcp")
+	require.NoError(t, err)
+	local, remote := fmt.Sprintf(":%04X", server.Port), fmt.Sprintf(":%04X", client.Port)
+	for _, line := range strings.Split(string(data), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) > 4 && strings.HasSuffix(f[1], local) && strings.HasSuffix(f[2], remote) {
+			_, rx, _ := strings.Cut(f[4], ":")
+			n, err := strconv.ParseUint(rx, 16, 64)
+			return err == nil && n == 0
+		}
+	}
+	return false
 }
