@@ -5,6 +5,7 @@
 # then test/cmd/slipbench: webhook intake and pickup latency (see its doc).
 #
 #   BENCHFLAGS      extra go test flags for the Go benchmarks
+#   SLIPWAY_PG_OPTIONS  PostgreSQL server options (default: durable commits)
 #   SLIPBENCHFLAGS  flags for slipbench, e.g. "-deliveries 10000 -clients 32"
 set -euo pipefail
 
@@ -24,9 +25,11 @@ trap finish EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Durable commits, as in production: the intake figures include the fsync.
+# Durable commits by default, as in production: the intake figures include the
+# WAL flush. SLIPWAY_PG_OPTIONS replaces the server options, e.g. with
+# "-c max_connections=300 -c synchronous_commit=off" to see the cost of it.
 SLIPWAY_PG_PORT=0 SLIPWAY_REGISTRY_PORT=0 \
-	SLIPWAY_PG_OPTIONS="-c max_connections=300" \
+	SLIPWAY_PG_OPTIONS="${SLIPWAY_PG_OPTIONS:--c max_connections=300}" \
 	bash scripts/services.sh start "$state"
 set -a
 # shellcheck source=/dev/null
