@@ -25,9 +25,9 @@ run: deps build
 test: deps
 	@bash scripts/test.sh
 
-## bench: the benchmarks, against the same real services as make test
+## bench: the Go benchmarks and slipbench (webhook intake, pickup latency) against real services
 bench: deps
-	@GOTESTFLAGS='-run ^$$ -bench . -benchtime 1x' bash scripts/test.sh
+	@bash scripts/bench.sh
 
 ## fuzz: every fuzz target of FUZZPKGS for FUZZTIME each (not part of make test,
 ## which runs only their seeds and the corpus in testdata/fuzz). Minimizing is kept

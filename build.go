@@ -66,9 +66,11 @@ type Build struct {
 	Tags        []string         `json:"tags"` // tags added after the tests passed
 	Error       string           `json:"error,omitempty"`
 	Attempt     int              `json:"attempt"`
-	CreatedAt   time.Time        `json:"created_at"`
-	StartedAt   *time.Time       `json:"started_at,omitempty"`
-	FinishedAt  *time.Time       `json:"finished_at,omitempty"`
+	// Attempts lists every attempt, first first; only a single build's answer has it.
+	Attempts   []BuildAttempt `json:"attempts,omitempty"`
+	CreatedAt  time.Time      `json:"created_at"`
+	StartedAt  *time.Time     `json:"started_at,omitempty"`
+	FinishedAt *time.Time     `json:"finished_at,omitempty"`
 	// TargetPlatforms are the platforms the repository's settings asked for when
 	// the build was queued; empty: .slipway.yml decides.
 	TargetPlatforms []string `json:"target_platforms,omitempty"`

@@ -153,9 +153,6 @@ ON CONFLICT (forge, delivery_id) DO NOTHING RETURNING build_id`
 
 	sqlDeliveryFind = `-- EnqueueTrigger
 SELECT build_id FROM webhook_deliveries WHERE forge = $1 AND delivery_id = $2`
-
-	sqlJobInsert = `-- EnqueueTrigger
-INSERT INTO jobs (build_id) VALUES ($1)`
 )
 
 // errDuplicate makes BeginFunc roll back the transaction of a redelivery.
@@ -196,11 +193,9 @@ func enqueueTrigger(ctx context.Context, tx pgx.Tx, t slipway.Trigger, image str
 			return slipway.EnqueueResult{}, fmt.Errorf("recording delivery: %w", err)
 		}
 	}
-	if _, err := tx.Exec(ctx, sqlJobInsert, buildID); err != nil {
-		return slipway.EnqueueResult{}, fmt.Errorf("inserting job: %w", err)
-	}
-	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, channelJobs, fmt.Sprint(buildID)); err != nil {
-		return slipway.EnqueueResult{}, fmt.Errorf("notifying workers: %w", err)
+	// The job, the superseding of older builds and the workers' wake-up (jobs.go).
+	if err := queueJob(ctx, tx, buildID); err != nil {
+		return slipway.EnqueueResult{}, err
 	}
 	b, err := findBuildByID(ctx, tx, buildID)
 	if err != nil {
@@ -228,6 +223,9 @@ func (s *BuildService) FindBuildByID(ctx context.Context, id int64) (*slipway.Bu
 	b, err := findBuildByID(ctx, s.db.pool, id)
 	if err != nil {
 		return nil, fmt.Errorf("finding build %d: %w", id, err)
+	}
+	if b.Attempts, err = findAttempts(ctx, s.db.pool, id); err != nil {
+		return nil, fmt.Errorf("finding attempts of build %d: %w", id, err)
 	}
 	return b, nil
 }

@@ -9,10 +9,6 @@ import (
 	"github.com/slipway-ci/slipway"
 )
 
-// channelCancel carries "<job id> <reason>" when a running job should stop.
-// The worker's queue listener (issue 3b's JobWatchCancel) hands it to the job.
-const channelCancel = "slipway_cancel"
-
 // CancelBuild implements slipway.BuildService. It needs the jobs.cancel_reason
 // column of the queue migration (00003).
 //

@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,45 +24,80 @@ type JobQueue struct {
 	db     *DB
 	logger zerolog.Logger
 
-	mu   sync.Mutex
-	wake chan struct{} // closed and replaced on every notification
+	mu       sync.Mutex
+	wake     chan struct{}                      // closed and replaced on every notification
+	watchers map[int64]map[chan string]struct{} // JobWatchCancel's, by job id
 }
 
 var _ slipway.JobQueue = (*JobQueue)(nil)
 
 // NewJobQueue returns a JobQueue over db.
 func NewJobQueue(db *DB, logger zerolog.Logger) *JobQueue {
-	return &JobQueue{db: db, logger: logger, wake: make(chan struct{})}
+	return &JobQueue{db: db, logger: logger, wake: make(chan struct{}), watchers: map[int64]map[chan string]struct{}{}}
 }
 
 type jobRow struct {
 	ID      int64 `db:"id"`
 	BuildID int64 `db:"build_id"`
+	RepoID  int64 `db:"repo_id"`
 	Attempt int   `db:"attempt"`
 }
 
-// JobClaim: picks the oldest available jobs without waiting for rows other
-// workers have locked, takes the lease, and marks their builds running. The build's
-// results of an earlier attempt are cleared; started_at keeps the first start.
+// JobClaim: repositories with a job ready to run and room under their
+// max_running, least busy first, then by their most urgent and oldest waiting
+// job. This is the fairness: a repository with two builds running waits behind
+// one with none, however many jobs it has queued.
+const sqlJobClaimRepos = `-- JobClaim
+SELECT a.repo_id
+FROM (SELECT repo_id, min(priority) AS priority, min(created_at) AS oldest FROM jobs
+      WHERE state = 'available' AND run_after <= now() GROUP BY repo_id) a
+JOIN repos r ON r.id = a.repo_id
+LEFT JOIN (SELECT repo_id, count(*) AS n FROM jobs WHERE state = 'running' GROUP BY repo_id) run
+       ON run.repo_id = a.repo_id
+WHERE coalesce(run.n, 0) < r.max_running
+ORDER BY coalesce(run.n, 0), a.priority, a.oldest, a.repo_id
+LIMIT $1`
+
+// JobClaim: a transaction-scoped advisory lock per repository serializes the
+// claims of one repository, so two workers cannot both see room for one more
+// build and exceed max_running. A claimer that cannot take it tries the next
+// repository instead of waiting. The lock is released at commit, after which the
+// next claimer's statements see this claim.
+const sqlJobClaimLockRepo = `-- JobClaim
+SELECT pg_try_advisory_xact_lock(` + advisoryClaim + `, $1::int)`
+
+// advisoryClaim is the first key of JobClaim's advisory locks ("slip").
+const advisoryClaim = "1936484720"
+
+// JobClaim: under the repository's lock, takes its most urgent and oldest
+// available job if the repository is below max_running, marks the build running,
+// and records the attempt. The build's results of an earlier attempt are
+// cleared; started_at keeps the first start.
 const sqlJobClaim = `-- JobClaim
-WITH picked AS (
+WITH room AS (
+    SELECT r.max_running - (SELECT count(*) FROM jobs WHERE repo_id = r.id AND state = 'running') AS n
+    FROM repos r WHERE r.id = $2
+), picked AS (
     SELECT id FROM jobs
-    WHERE state = 'available' AND run_after <= now()
+    WHERE repo_id = $2 AND state = 'available' AND run_after <= now() AND (SELECT n FROM room) > 0
     ORDER BY priority, created_at, id
-    LIMIT $2
+    LIMIT 1
     FOR UPDATE SKIP LOCKED
 ), claimed AS (
     UPDATE jobs j
     SET state = 'running', attempt = j.attempt + 1, claimed_by = $1, heartbeat_at = now()
     FROM picked WHERE j.id = picked.id
-    RETURNING j.id, j.build_id, j.attempt
+    RETURNING j.id, j.build_id, j.repo_id, j.attempt
 ), started AS (
     UPDATE builds b
     SET state = 'running', attempt = claimed.attempt, started_at = coalesce(b.started_at, now()),
         image_ref = '', index_digest = '', platforms = '[]', tests = '[]', tags = '{}', error = ''
     FROM claimed WHERE b.id = claimed.build_id
+), recorded AS (
+    INSERT INTO build_attempts (build_id, attempt, worker)
+    SELECT build_id, attempt, $1 FROM claimed
 )
-SELECT id, build_id, attempt FROM claimed ORDER BY id`
+SELECT id, build_id, repo_id, attempt FROM claimed`
 
 // JobClaim implements slipway.JobQueue.
 func (q *JobQueue) JobClaim(ctx context.Context, workerID string, limit int) ([]*slipway.Job, error) {
@@ -67,41 +105,94 @@ func (q *JobQueue) JobClaim(ctx context.Context, workerID string, limit int) ([]
 		return nil, nil
 	}
 	var jobs []*slipway.Job
-	err := pgx.BeginFunc(ctx, q.db.pool, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, sqlJobClaim, workerID, limit)
+	// A repository whose claim lock another worker held was skipped. That worker
+	// commits within milliseconds; try again then, in a new transaction (so this
+	// one's locks are gone), rather than leave a ready job to the next poll.
+	for wait := time.Millisecond; ; wait *= 2 {
+		contended := false
+		err := pgx.BeginFunc(ctx, q.db.pool, func(tx pgx.Tx) error {
+			jobs = jobs[:0]
+			for len(jobs) < limit {
+				n, skipped, err := q.claimRound(ctx, tx, workerID, limit-len(jobs), &jobs)
+				contended = contended || skipped
+				if err != nil || n == 0 {
+					return err
+				}
+			}
+			return nil
+		})
 		if err != nil {
-			return err
+			return nil, fmt.Errorf("claiming jobs for %s: %w", workerID, interpretError(err))
+		}
+		if len(jobs) > 0 || !contended || wait > 100*time.Millisecond {
+			return jobs, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+}
+
+// claimRound claims at most one job from each repository with room, in fairness
+// order, and returns how many it claimed and whether it skipped a repository
+// whose lock another claimer held.
+func (q *JobQueue) claimRound(ctx context.Context, tx pgx.Tx, workerID string, limit int, jobs *[]*slipway.Job) (int, bool, error) {
+	rows, err := tx.Query(ctx, sqlJobClaimRepos, limit+16)
+	if err != nil {
+		return 0, false, err
+	}
+	repos, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return 0, false, err
+	}
+	n, skipped := 0, false
+	for _, repoID := range repos {
+		if n == limit {
+			break
+		}
+		var locked bool
+		if err := tx.QueryRow(ctx, sqlJobClaimLockRepo, int32(repoID%math.MaxInt32)).Scan(&locked); err != nil {
+			return n, skipped, err
+		}
+		if !locked {
+			skipped = true
+			continue
+		}
+		rows, err := tx.Query(ctx, sqlJobClaim, workerID, repoID)
+		if err != nil {
+			return n, skipped, err
 		}
 		list, err := pgx.CollectRows(rows, pgx.RowToStructByName[jobRow])
 		if err != nil {
-			return err
+			return n, skipped, err
 		}
 		for _, r := range list {
-			jobs = append(jobs, &slipway.Job{ID: r.ID, BuildID: r.BuildID, Attempt: r.Attempt, WorkerID: workerID})
+			*jobs = append(*jobs, &slipway.Job{ID: r.ID, BuildID: r.BuildID, RepoID: r.RepoID, Attempt: r.Attempt, WorkerID: workerID})
+			n++
 			if err := notifyBuild(ctx, tx, r.BuildID); err != nil {
-				return err
+				return n, skipped, err
 			}
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("claiming jobs for %s: %w", workerID, err)
 	}
-	return jobs, nil
+	return n, skipped, nil
 }
 
 // JobHeartbeat: renews the leases the worker still holds; a job rescued meanwhile
-// has another attempt or owner and is not renewed.
+// has another attempt or owner and is not renewed. cancel_reason tells the worker
+// that its build was superseded, should the NOTIFY have been missed.
 const sqlJobHeartbeat = `-- JobHeartbeat
 UPDATE jobs j SET heartbeat_at = now()
 FROM unnest($1::bigint[], $2::int[]) AS h(id, attempt)
 WHERE j.id = h.id AND j.attempt = h.attempt AND j.state = 'running' AND j.claimed_by = $3
-RETURNING j.id`
+RETURNING j.id, j.cancel_reason`
 
 // JobHeartbeat implements slipway.JobQueue. All jobs must belong to one worker.
-func (q *JobQueue) JobHeartbeat(ctx context.Context, jobs []*slipway.Job) ([]int64, error) {
+func (q *JobQueue) JobHeartbeat(ctx context.Context, jobs []*slipway.Job) (slipway.HeartbeatResult, error) {
+	var res slipway.HeartbeatResult
 	if len(jobs) == 0 {
-		return nil, nil
+		return res, nil
 	}
 	ids, attempts := make([]int64, len(jobs)), make([]int32, len(jobs))
 	for i, j := range jobs {
@@ -109,23 +200,32 @@ func (q *JobQueue) JobHeartbeat(ctx context.Context, jobs []*slipway.Job) ([]int
 	}
 	rows, err := q.db.pool.Query(ctx, sqlJobHeartbeat, ids, attempts, jobs[0].WorkerID)
 	if err != nil {
-		return nil, fmt.Errorf("renewing leases of %s: %w", jobs[0].WorkerID, err)
+		return res, fmt.Errorf("renewing leases of %s: %w", jobs[0].WorkerID, err)
 	}
-	renewed, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	type renewedRow struct {
+		ID           int64   `db:"id"`
+		CancelReason *string `db:"cancel_reason"`
+	}
+	renewed, err := pgx.CollectRows(rows, pgx.RowToStructByName[renewedRow])
 	if err != nil {
-		return nil, fmt.Errorf("renewing leases of %s: %w", jobs[0].WorkerID, err)
+		return res, fmt.Errorf("renewing leases of %s: %w", jobs[0].WorkerID, err)
 	}
 	held := make(map[int64]bool, len(renewed))
-	for _, id := range renewed {
-		held[id] = true
-	}
-	var lost []int64
-	for _, id := range ids {
-		if !held[id] {
-			lost = append(lost, id)
+	for _, r := range renewed {
+		held[r.ID] = true
+		if r.CancelReason != nil {
+			if res.Cancel == nil {
+				res.Cancel = map[int64]string{}
+			}
+			res.Cancel[r.ID] = *r.CancelReason
 		}
 	}
-	return lost, nil
+	for _, id := range ids {
+		if !held[id] {
+			res.Lost = append(res.Lost, id)
+		}
+	}
+	return res, nil
 }
 
 // lockLease locks the job row while the caller still holds the lease.
@@ -219,6 +319,13 @@ func (q *JobQueue) JobComplete(ctx context.Context, job *slipway.Job, u slipway.
 UPDATE jobs SET state = 'completed', claimed_by = NULL, heartbeat_at = NULL, finished_at = now() WHERE id = $1`, job.ID); err != nil {
 			return err
 		}
+		errText := ""
+		if u.Error != nil {
+			errText = *u.Error
+		}
+		if err := finishAttempt(ctx, tx, job, errText, false); err != nil {
+			return err
+		}
 		return updateBuild(ctx, tx, job.BuildID, u)
 	})
 	if err != nil {
@@ -227,9 +334,104 @@ UPDATE jobs SET state = 'completed', claimed_by = NULL, heartbeat_at = NULL, fin
 	return nil
 }
 
+// finishAttempt records how the job's current attempt ended.
+func finishAttempt(ctx context.Context, tx pgx.Tx, job *slipway.Job, errText string, infra bool) error {
+	_, err := tx.Exec(ctx, `-- JobComplete
+UPDATE build_attempts SET finished_at = now(), error = $3, infra = $4 WHERE build_id = $1 AND attempt = $2`,
+		job.BuildID, job.Attempt, truncate(errText, 4000), infra)
+	return err
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
+}
+
+// JobRetry: an attempt failed for a reason of the infrastructure. attempt minus
+// released counts the attempts that count against the limit.
+const sqlJobRetry = `-- JobRetry
+UPDATE jobs SET
+    state        = CASE WHEN attempt - released < $2 THEN 'available' ELSE 'completed' END,
+    claimed_by   = NULL,
+    heartbeat_at = NULL,
+    run_after    = now() + make_interval(secs => $3),
+    finished_at  = CASE WHEN attempt - released < $2 THEN NULL ELSE now() END
+WHERE id = $1
+RETURNING state = 'available'`
+
+// JobRetry implements slipway.JobQueue.
+func (q *JobQueue) JobRetry(ctx context.Context, job *slipway.Job, reason string, p slipway.RetryPolicy) (bool, error) {
+	var retried bool
+	delay := p.Delay(job.Attempt)
+	err := pgx.BeginFunc(ctx, q.db.pool, func(tx pgx.Tx) error {
+		if err := lockLease(ctx, tx, job); err != nil {
+			return err
+		}
+		if err := tx.QueryRow(ctx, sqlJobRetry, job.ID, p.MaxAttempts, delay.Seconds()).Scan(&retried); err != nil {
+			return err
+		}
+		if err := finishAttempt(ctx, tx, job, reason, true); err != nil {
+			return err
+		}
+		state := slipway.BuildFailed
+		msg := fmt.Sprintf("%s (infrastructure failure; gave up after %d attempts)", reason, job.Attempt)
+		if retried {
+			state = slipway.BuildQueued
+			msg = fmt.Sprintf("attempt %d failed (infrastructure): %s; retrying in %s", job.Attempt, reason, delay)
+		}
+		return updateBuild(ctx, tx, job.BuildID, slipway.BuildUpdate{State: &state, Error: &msg})
+	})
+	if err != nil {
+		return false, fmt.Errorf("retrying job %d: %w", job.ID, err)
+	}
+	if retried {
+		q.notifyJobsAfter(delay)
+	}
+	return retried, nil
+}
+
+// notifyJobsAfter wakes this process's idle workers when a delayed job becomes
+// due; other processes find it by polling.
+func (q *JobQueue) notifyJobsAfter(d time.Duration) {
+	time.AfterFunc(d, q.broadcast)
+}
+
+// JobRelease implements slipway.JobQueue. The attempt stays counted in attempt (it
+// identifies leases and log chunks) and is forgiven through released.
+func (q *JobQueue) JobRelease(ctx context.Context, job *slipway.Job, reason string) error {
+	err := pgx.BeginFunc(ctx, q.db.pool, func(tx pgx.Tx) error {
+		if err := lockLease(ctx, tx, job); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `-- JobRelease
+UPDATE jobs SET state = 'available', claimed_by = NULL, heartbeat_at = NULL, run_after = now(),
+    released = released + 1
+WHERE id = $1`, job.ID); err != nil {
+			return err
+		}
+		if err := finishAttempt(ctx, tx, job, reason, false); err != nil {
+			return err
+		}
+		queued, none := slipway.BuildQueued, ""
+		if err := updateBuild(ctx, tx, job.BuildID, slipway.BuildUpdate{State: &queued, Error: &none}); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `SELECT pg_notify($1, 'released')`, channelJobs)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("releasing job %d: %w", job.ID, err)
+	}
+	return nil
+}
+
 // JobRescueStuck: takes running jobs whose lease went stale (their worker died or
-// lost the database) in one batch. A job with attempts left goes back to the queue
-// and its build to queued; one out of attempts fails its build.
+// lost the database) in one batch. A job asked to stop ends canceled; one with
+// attempts left goes back to the queue after the backoff, its build to queued;
+// one out of attempts fails its build. The attempt is recorded as an
+// infrastructure failure.
 const sqlJobRescueStuck = `-- JobRescueStuck
 WITH stuck AS (
     SELECT id FROM jobs
@@ -239,27 +441,33 @@ WITH stuck AS (
     FOR UPDATE SKIP LOCKED
 ), rescued AS (
     UPDATE jobs j
-    SET state = CASE WHEN j.attempt >= j.max_attempts THEN 'completed' ELSE 'available' END,
-        claimed_by = NULL, heartbeat_at = NULL, run_after = now(),
-        finished_at = CASE WHEN j.attempt >= j.max_attempts THEN now() END
+    SET state = CASE WHEN j.cancel_reason IS NOT NULL OR j.attempt - j.released >= $2 THEN 'completed' ELSE 'available' END,
+        claimed_by = NULL, heartbeat_at = NULL,
+        run_after = now() + make_interval(secs => least($3 * power(2, greatest(j.attempt - j.released - 1, 0)), $4)),
+        finished_at = CASE WHEN j.cancel_reason IS NOT NULL OR j.attempt - j.released >= $2 THEN now() END
     FROM stuck WHERE j.id = stuck.id
-    RETURNING j.id, j.build_id, j.attempt, j.state
+    RETURNING j.id, j.build_id, j.repo_id, j.attempt, j.state, j.cancel_reason
 ), builds_reset AS (
     UPDATE builds b
-    SET state = CASE WHEN rescued.state = 'completed' THEN 'failed' ELSE 'queued' END,
-        error = CASE WHEN rescued.state = 'completed'
+    SET state = CASE WHEN rescued.cancel_reason IS NOT NULL THEN 'canceled'
+                     WHEN rescued.state = 'completed' THEN 'failed' ELSE 'queued' END,
+        error = CASE WHEN rescued.cancel_reason IS NOT NULL THEN rescued.cancel_reason
+                     WHEN rescued.state = 'completed'
                      THEN 'the worker running this build stopped answering ' || rescued.attempt || ' times; giving up'
-                     ELSE '' END,
+                     ELSE 'attempt ' || rescued.attempt || ': the worker running this build stopped answering; retrying' END,
         finished_at = CASE WHEN rescued.state = 'completed' THEN now() END
     FROM rescued WHERE b.id = rescued.build_id
+), attempts AS (
+    UPDATE build_attempts a SET finished_at = now(), error = 'the worker running this attempt stopped answering', infra = true
+    FROM rescued WHERE a.build_id = rescued.build_id AND a.attempt = rescued.attempt
 )
-SELECT id, build_id, attempt FROM rescued`
+SELECT id, build_id, repo_id, attempt FROM rescued`
 
 // JobRescueStuck implements slipway.JobQueue.
-func (q *JobQueue) JobRescueStuck(ctx context.Context, staleAfter time.Duration) (int, error) {
+func (q *JobQueue) JobRescueStuck(ctx context.Context, staleAfter time.Duration, p slipway.RetryPolicy) (int, error) {
 	var n int
 	err := pgx.BeginFunc(ctx, q.db.pool, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, sqlJobRescueStuck, staleAfter.Seconds())
+		rows, err := tx.Query(ctx, sqlJobRescueStuck, staleAfter.Seconds(), p.MaxAttempts, p.Backoff.Seconds(), p.MaxBackoff.Seconds())
 		if err != nil {
 			return err
 		}
@@ -282,23 +490,150 @@ func (q *JobQueue) JobRescueStuck(ctx context.Context, staleAfter time.Duration)
 	if err != nil {
 		return 0, fmt.Errorf("rescuing stuck jobs: %w", err)
 	}
+	if n > 0 {
+		q.notifyJobsAfter(p.Backoff)
+	}
 	return n, nil
 }
 
-// JobWaitForWork implements slipway.JobQueue.
-func (q *JobQueue) JobWaitForWork(ctx context.Context, timeout time.Duration) error {
+// JobInsert: queues the new build's job and wakes the workers, and supersedes:
+// a new build of a branch stops the branch's older builds still on their way,
+// when its repository supersedes. Only the same ref is touched, so a tag, another
+// branch or the default branch is never superseded by a different ref. Queued
+// builds end canceled here; running ones get cancel_reason, which their worker
+// learns by NOTIFY or heartbeat. The older job rows are locked in id order (as
+// every other writer locks one job, then its build). One statement, one round
+// trip: webhook intake is bound by round trips to the database.
+const sqlJobInsert = `-- JobInsert
+WITH job AS (
+    INSERT INTO jobs (build_id, repo_id) SELECT id, repo_id FROM builds WHERE id = $1
+    RETURNING id
+), newer AS (
+    SELECT b.id, b.repo_id, b.ref FROM builds b JOIN repos r ON r.id = b.repo_id
+    WHERE b.id = $1 AND r.supersede AND b.ref LIKE 'refs/heads/%'
+), older AS (
+    SELECT j.id, j.build_id, j.state FROM builds b
+    JOIN newer ON b.repo_id = newer.repo_id AND b.ref = newer.ref AND b.id < newer.id
+    JOIN jobs j ON j.build_id = b.id
+    WHERE b.state IN ('queued', 'running', 'testing')
+      AND j.state IN ('available', 'running') AND j.cancel_reason IS NULL
+    ORDER BY j.id
+    FOR UPDATE OF j
+), stopped AS (
+    UPDATE jobs j
+    SET cancel_reason = $2,
+        state = CASE WHEN older.state = 'available' THEN 'completed' ELSE j.state END,
+        finished_at = CASE WHEN older.state = 'available' THEN now() END
+    FROM older WHERE j.id = older.id
+    RETURNING j.id, j.build_id, older.state
+), canceled AS (
+    UPDATE builds b SET state = 'canceled', error = $2, finished_at = now()
+    FROM stopped WHERE b.id = stopped.build_id AND stopped.state = 'available'
+)
+SELECT (SELECT count(*) FROM job) AS queued,
+       pg_notify($3, $1::text) IS NULL AS notified,
+       (SELECT coalesce(json_agg(json_build_object('id', id, 'build_id', build_id, 'state', state)), '[]') FROM stopped) AS stopped`
+
+// queueJob runs JobInsert for the new build buildID inside the transaction
+// that inserted it, then tells the workers running superseded builds to stop.
+func queueJob(ctx context.Context, tx pgx.Tx, buildID int64) error {
+	reason := fmt.Sprintf("superseded by build %d", buildID)
+	var (
+		queued   int
+		notified bool
+		stopped  []struct {
+			ID      int64  `json:"id"`
+			BuildID int64  `json:"build_id"`
+			State   string `json:"state"`
+		}
+	)
+	if err := tx.QueryRow(ctx, sqlJobInsert, buildID, reason, channelJobs).Scan(&queued, &notified, &stopped); err != nil {
+		return fmt.Errorf("queueing job: %w", err)
+	}
+	if queued != 1 {
+		return fmt.Errorf("queueing job: build %d not found", buildID)
+	}
+	for _, s := range stopped {
+		if s.State == "running" {
+			if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, channelCancel, fmt.Sprintf("%d %s", s.ID, reason)); err != nil {
+				return fmt.Errorf("notifying workers of a cancel: %w", err)
+			}
+		}
+		if err := notifyBuild(ctx, tx, s.BuildID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// findAttempts returns a build's attempts, first first.
+func findAttempts(ctx context.Context, q querier, buildID int64) ([]slipway.BuildAttempt, error) {
+	rows, err := q.Query(ctx, `-- FindBuildByID
+SELECT attempt, worker, started_at, finished_at, error, infra FROM build_attempts WHERE build_id = $1 ORDER BY attempt`, buildID)
+	if err != nil {
+		return nil, err
+	}
+	type attemptRow struct {
+		Attempt    int        `db:"attempt"`
+		Worker     string     `db:"worker"`
+		StartedAt  time.Time  `db:"started_at"`
+		FinishedAt *time.Time `db:"finished_at"`
+		Error      string     `db:"error"`
+		Infra      bool       `db:"infra"`
+	}
+	list, err := pgx.CollectRows(rows, pgx.RowToStructByName[attemptRow])
+	if err != nil {
+		return nil, err
+	}
+	out := make([]slipway.BuildAttempt, len(list))
+	for i, a := range list {
+		out[i] = slipway.BuildAttempt{Attempt: a.Attempt, Worker: a.Worker, StartedAt: a.StartedAt.UTC(),
+			FinishedAt: utc(a.FinishedAt), Error: a.Error, Infra: a.Infra}
+	}
+	return out, nil
+}
+
+// JobWorkSignal implements slipway.JobQueue.
+func (q *JobQueue) JobWorkSignal() <-chan struct{} {
 	q.mu.Lock()
-	wake := q.wake
+	defer q.mu.Unlock()
+	return q.wake
+}
+
+// JobWatchCancel implements slipway.JobQueue. The channel has room for one reason,
+// so the listener never blocks on a slow watcher.
+func (q *JobQueue) JobWatchCancel(job *slipway.Job) (<-chan string, func()) {
+	ch := make(chan string, 1)
+	q.mu.Lock()
+	if q.watchers[job.ID] == nil {
+		q.watchers[job.ID] = map[chan string]struct{}{}
+	}
+	q.watchers[job.ID][ch] = struct{}{}
 	q.mu.Unlock()
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case <-wake:
-		return nil
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+	return ch, func() {
+		q.mu.Lock()
+		delete(q.watchers[job.ID], ch)
+		if len(q.watchers[job.ID]) == 0 {
+			delete(q.watchers, job.ID)
+		}
+		q.mu.Unlock()
+	}
+}
+
+// deliverCancel hands a slipway_cancel payload ("<job id> <reason>") to the job's watchers.
+func (q *JobQueue) deliverCancel(payload string) {
+	idText, reason, _ := strings.Cut(payload, " ")
+	id, err := strconv.ParseInt(idText, 10, 64)
+	if err != nil {
+		return
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for ch := range q.watchers[id] {
+		select {
+		case ch <- reason:
+		default:
+		}
 	}
 }
 
@@ -309,8 +644,8 @@ func (q *JobQueue) broadcast() {
 	q.mu.Unlock()
 }
 
-// Listen holds a connection that LISTENs for new jobs and wakes JobWaitForWork
-// callers, reconnecting with backoff when the connection fails. It returns when
+// Listen holds a connection that LISTENs for new jobs and cancel requests, fires
+// JobWorkSignal and tells JobWatchCancel watchers, reconnecting with backoff when the connection fails. It returns when
 // ctx ends.
 func (q *JobQueue) Listen(ctx context.Context) error {
 	backoff := 250 * time.Millisecond
@@ -344,14 +679,16 @@ func (q *JobQueue) listenOnce(ctx context.Context) error {
 		defer cancel()
 		conn.Close(cctx)
 	}()
-	if _, err := conn.Exec(ctx, "LISTEN "+channelJobs); err != nil {
+	if _, err := conn.Exec(ctx, "LISTEN "+channelJobs+"; LISTEN "+channelCancel); err != nil {
 		return err
 	}
 	for {
 		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		_, err := conn.WaitForNotification(wctx)
+		n, err := conn.WaitForNotification(wctx)
 		cancel()
 		switch {
+		case err == nil && n.Channel == channelCancel:
+			q.deliverCancel(n.Payload)
 		case err == nil:
 			q.broadcast()
 		case ctx.Err() != nil:

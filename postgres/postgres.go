@@ -6,6 +6,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -23,6 +26,8 @@ import (
 const (
 	channelJobs   = "slipway_jobs"
 	channelBuilds = "slipway_builds"
+	// channelCancel carries "<job id> <reason>" when a running job should stop.
+	channelCancel = "slipway_cancel"
 )
 
 // DB is a pool of connections to slipway's database.
@@ -114,9 +119,14 @@ func (db *DB) SchemaCurrent(ctx context.Context) error {
 }
 
 // interpretError maps driver errors onto domain errors: no rows becomes not found,
-// a unique violation a conflict, a check violation invalid input.
+// a unique violation a conflict, a check violation invalid input, and a database
+// that cannot be reached or is restarting unavailable (the caller answers 503 and
+// the client retries).
 func interpretError(err error) error {
 	var pgErr *pgconn.PgError
+	if unreachable(err) {
+		return fmt.Errorf("%w: %w", slipway.Errorf(slipway.EUNAVAILABLE, "The database is unavailable; try again shortly."), err)
+	}
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return slipway.Errorf(slipway.ENOTFOUND, "Not found.")
@@ -126,4 +136,19 @@ func interpretError(err error) error {
 		return slipway.Errorf(slipway.EINVALID, "Invalid value (constraint %s).", pgErr.ConstraintName)
 	}
 	return err
+}
+
+// unreachable tells whether err says the database could not be reached, went
+// away, or is starting or shutting down: SQLSTATE classes 08 (connection
+// exception) and 57P (operator intervention: admin shutdown, crash, cannot
+// connect now), a failed connect, or a broken connection.
+func unreachable(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return strings.HasPrefix(pgErr.Code, "08") || strings.HasPrefix(pgErr.Code, "57P")
+	}
+	var connectErr *pgconn.ConnectError
+	var netErr net.Error
+	return errors.As(err, &connectErr) || errors.As(err, &netErr) || pgconn.SafeToRetry(err) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed)
 }

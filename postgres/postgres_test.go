@@ -195,6 +195,9 @@ func TestLogs(t *testing.T) {
 	require.Less(t, strings.Index(out, "fetching"), strings.Index(out, "done"))
 }
 
+// noBackoff retries at once, up to 3 attempts.
+var noBackoff = slipway.RetryPolicy{MaxAttempts: 3}
+
 func TestJobQueue(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -202,10 +205,13 @@ func TestJobQueue(t *testing.T) {
 	t.Run("ClaimSkipsLockedAndNeverTwice", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
+		// Tags: pushes of one branch would supersede each other.
 		for i := range 10 {
-			_, err := b.builds.EnqueueTrigger(ctx, newTrigger(triggerOpts{Delivery: fmt.Sprint(i)}), "reg/acme/app")
+			_, err := b.builds.EnqueueTrigger(ctx, newTrigger(triggerOpts{Delivery: fmt.Sprint(i), Ref: fmt.Sprint("refs/tags/v", i)}), "reg/acme/app")
 			require.NoError(t, err)
 		}
+		_, err := b.db.Pool().Exec(ctx, "UPDATE repos SET max_running = 100")
+		require.NoError(t, err)
 		var mu sync.Mutex
 		seen := map[int64]string{}
 		var wg sync.WaitGroup
@@ -253,19 +259,19 @@ func TestJobQueue(t *testing.T) {
 		dead := jobs[0]
 		require.Equal(t, 1, dead.Attempt)
 
-		lost, err := b.jobs.JobHeartbeat(ctx, jobs)
+		hb, err := b.jobs.JobHeartbeat(ctx, jobs)
 		require.NoError(t, err)
-		require.Empty(t, lost)
+		require.Empty(t, hb.Lost)
 
 		// Nothing is stale yet.
-		n, err := b.jobs.JobRescueStuck(ctx, time.Minute)
+		n, err := b.jobs.JobRescueStuck(ctx, time.Minute, noBackoff)
 		require.NoError(t, err)
 		require.Zero(t, n)
 
 		// Age the lease as if the worker had died a minute ago.
 		_, err = b.db.Pool().Exec(ctx, "UPDATE jobs SET heartbeat_at = now() - interval '61 seconds'")
 		require.NoError(t, err)
-		n, err = b.jobs.JobRescueStuck(ctx, time.Minute)
+		n, err = b.jobs.JobRescueStuck(ctx, time.Minute, noBackoff)
 		require.NoError(t, err)
 		require.Equal(t, 1, n)
 		build, err := b.builds.FindBuildByID(ctx, res.Build.ID)
@@ -278,9 +284,9 @@ func TestJobQueue(t *testing.T) {
 		require.Equal(t, 2, again[0].Attempt)
 
 		// The presumed-dead worker can neither renew nor write.
-		lost, err = b.jobs.JobHeartbeat(ctx, []*slipway.Job{dead})
+		hb, err = b.jobs.JobHeartbeat(ctx, []*slipway.Job{dead})
 		require.NoError(t, err)
-		require.Equal(t, []int64{dead.ID}, lost)
+		require.Equal(t, []int64{dead.ID}, hb.Lost)
 		failed := slipway.BuildFailed
 		err = b.jobs.JobComplete(ctx, dead, slipway.BuildUpdate{State: &failed})
 		require.Equal(t, slipway.ECONFLICT, slipway.ErrorCode(err))
@@ -316,7 +322,7 @@ func TestJobQueue(t *testing.T) {
 			require.Len(t, jobs, 1)
 			_, err = b.db.Pool().Exec(ctx, "UPDATE jobs SET heartbeat_at = now() - interval '1 hour'")
 			require.NoError(t, err)
-			_, err = b.jobs.JobRescueStuck(ctx, time.Minute)
+			_, err = b.jobs.JobRescueStuck(ctx, time.Minute, noBackoff)
 			require.NoError(t, err)
 		}
 		build, err := b.builds.FindBuildByID(ctx, res.Build.ID)
@@ -339,20 +345,15 @@ func TestJobQueue(t *testing.T) {
 			_ = b.db.Pool().QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%' AND datname = current_database()").Scan(&n)
 			return n == 1
 		}, 10*time.Second, 10*time.Millisecond)
-		woke := make(chan time.Duration)
-		go func() {
-			start := time.Now()
-			_ = b.jobs.JobWaitForWork(ctx, time.Minute)
-			woke <- time.Since(start)
-		}()
-		// The waiter may not be waiting yet when the notify fires; retry enqueueing
-		// (each is a new notify) until it wakes.
+		// The signal is taken before the enqueue, as a worker takes it before
+		// claiming; the LISTEN may still miss the first notifies, so enqueue
+		// (each a new notify) until it fires.
+		woke := b.jobs.JobWorkSignal()
 		for i := 0; ; i++ {
-			_, err := b.builds.EnqueueTrigger(ctx, newTrigger(triggerOpts{Delivery: fmt.Sprint("n", i)}), "reg/acme/app")
+			_, err := b.builds.EnqueueTrigger(ctx, newTrigger(triggerOpts{Delivery: fmt.Sprint("n", i), Ref: fmt.Sprint("refs/tags/n", i)}), "reg/acme/app")
 			require.NoError(t, err)
 			select {
-			case d := <-woke:
-				require.Less(t, d, time.Minute)
+			case <-woke:
 				return
 			case <-time.After(200 * time.Millisecond):
 				require.Less(t, i, 50, "no wake-up after 50 notifications")

@@ -212,7 +212,11 @@ EOF
 		>>"$LOGS/buildkitd.log" 2>&1 </dev/null &
 	echo $! >"$RUN/buildkitd.pid"
 	wait_ready buildkitd "$!" "$LOGS/buildkitd.log" "$BIN/buildctl" --addr "$BUILDKIT_ADDR" debug workers
-	if ! "$BIN/buildctl" --addr "$BUILDKIT_ADDR" debug workers -v | grep -q 'linux/arm64'; then
+	# Not `buildctl | grep -q`: under pipefail, grep leaving early can kill
+	# buildctl with SIGPIPE and fail a check that matched.
+	local workers
+	workers=$("$BIN/buildctl" --addr "$BUILDKIT_ADDR" debug workers -v)
+	if ! grep -q 'linux/arm64' <<<"$workers"; then
 		fail_with_log "buildkitd offers no linux/arm64 worker: qemu-aarch64 is not registered with binfmt_misc (run make deps)" "$LOGS/buildkitd.log"
 	fi
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -68,6 +69,17 @@ type Config struct {
 	// Secrets opens the build secrets a .slipway.yml names; nil fails builds
 	// that name any.
 	Secrets SecretOpener
+	// MaxAttempts bounds the attempts of a build that meets infrastructure
+	// failures (a lost worker among them); default 3. Attempts handed back at
+	// shutdown do not count.
+	MaxAttempts int
+	// RetryBackoff is the wait before the second attempt, doubled for each further
+	// one up to RetryMaxBackoff; defaults 10s and 5m.
+	RetryBackoff    time.Duration
+	RetryMaxBackoff time.Duration
+	// ShutdownGrace is how long running builds may go on once Run's context ends
+	// before they are handed back to the queue; default 30s.
+	ShutdownGrace time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -94,6 +106,22 @@ func (c *Config) setDefaults() {
 		c.WorkspaceDir = os.TempDir()
 	}
 	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = 3
+	}
+	if c.RetryBackoff <= 0 {
+		c.RetryBackoff = 10 * time.Second
+	}
+	if c.RetryMaxBackoff <= 0 {
+		c.RetryMaxBackoff = 5 * time.Minute
+	}
+	if c.ShutdownGrace <= 0 {
+		c.ShutdownGrace = 30 * time.Second
+	}
+}
+
+func (c *Config) retryPolicy() slipway.RetryPolicy {
+	return slipway.RetryPolicy{MaxAttempts: c.MaxAttempts, Backoff: c.RetryBackoff, MaxBackoff: max(c.RetryBackoff, c.RetryMaxBackoff)}
 }
 
 func (c *Config) validate() error {
@@ -124,19 +152,26 @@ func New(logger zerolog.Logger, cfg Config, builds slipway.BuildService, jobs sl
 	}
 	cleanWorkspaces(cfg.WorkspaceDir, logger)
 	return &Worker{cfg: cfg, logger: logger.With().Str("worker_id", cfg.ID).Logger(),
-		builds: builds, jobs: jobs, builder: builder, registry: reg}, nil
+		builds: builds, jobs: jobs, builder: infraBuilder{builder}, registry: infraRegistry{reg}}, nil
 }
 
 // ID returns the worker's id.
 func (w *Worker) ID() string { return w.cfg.ID }
 
-// Run claims and runs builds until ctx ends. Builds running then are canceled;
-// their leases lapse and another worker takes them over.
+// Run claims and runs builds until ctx ends. Then it claims no more, lets the
+// running builds go on for Config.ShutdownGrace, and hands those still running
+// back to the queue (JobRelease), where they run again, on this worker or another,
+// without counting as a failed attempt. It returns when every build has stopped.
 func (w *Worker) Run(ctx context.Context) error {
 	w.logger.Info().Int("concurrency", w.cfg.Concurrency).Msg("Worker started")
+	// Builds run under their own context, so that ctx ending stops the claiming
+	// at once but not the builds.
+	buildCtx, stopBuilds := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer stopBuilds(nil)
+	var running sync.WaitGroup
+
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { w.rescueLoop(ctx); return nil })
-
 	slots := make(chan struct{}, w.cfg.Concurrency)
 	g.Go(func() error {
 		for {
@@ -146,6 +181,8 @@ func (w *Worker) Run(ctx context.Context) error {
 			case <-ctx.Done():
 				return nil
 			}
+			// Taken before the claim: a NOTIFY during the claim still wakes us.
+			wake := w.jobs.JobWorkSignal()
 			jobs, err := w.jobs.JobClaim(ctx, w.cfg.ID, 1)
 			if err != nil {
 				<-slots
@@ -160,20 +197,35 @@ func (w *Worker) Run(ctx context.Context) error {
 			}
 			if len(jobs) == 0 {
 				<-slots
-				if err := w.jobs.JobWaitForWork(ctx, w.cfg.PollInterval); err != nil {
+				if err := waitWork(ctx, wake, w.cfg.PollInterval); err != nil {
 					return nil
 				}
 				continue
 			}
 			job := jobs[0]
-			g.Go(func() error {
+			running.Go(func() {
 				defer func() { <-slots }()
-				w.runJob(ctx, job)
-				return nil
+				w.runJob(buildCtx, job)
 			})
 		}
 	})
 	err := g.Wait()
+
+	done := make(chan struct{})
+	go func() { running.Wait(); close(done) }()
+	select {
+	case <-done:
+	default:
+		w.logger.Info().Dur("grace", w.cfg.ShutdownGrace).Msg("Worker stopping; letting running builds finish")
+		t := time.NewTimer(w.cfg.ShutdownGrace)
+		defer t.Stop()
+		select {
+		case <-done:
+		case <-t.C:
+			stopBuilds(errShutdown)
+			<-done
+		}
+	}
 	w.logger.Info().Msg("Worker stopped")
 	return err
 }
@@ -189,9 +241,23 @@ func (w *Worker) rescueLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if _, err := w.jobs.JobRescueStuck(ctx, w.cfg.StaleAfter); err != nil && ctx.Err() == nil {
+		if _, err := w.jobs.JobRescueStuck(ctx, w.cfg.StaleAfter, w.cfg.retryPolicy()); err != nil && ctx.Err() == nil {
 			w.logger.Error().Err(err).Msg("Rescuing stuck jobs")
 		}
+	}
+}
+
+// waitWork waits for wake, the poll interval d, or the end of ctx.
+func waitWork(ctx context.Context, wake <-chan struct{}, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-wake:
+		return nil
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -209,9 +275,18 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 // errLeaseLost is the cancel cause when another worker took the job over.
 var errLeaseLost = errors.New("lease lost: another worker took this build over")
 
+// errShutdown is the cancel cause when the worker stopped and the shutdown grace
+// period ran out.
+var errShutdown = errors.New("the worker shut down; the build goes back to the queue")
+
+// cancelRequest is the cancel cause when the build was asked to stop, e.g.
+// "superseded by build 7".
+type cancelRequest struct{ reason string }
+
+func (c cancelRequest) Error() string { return c.reason }
+
 // runJob runs one attempt of a build under a heartbeat-renewed lease.
 func (w *Worker) runJob(ctx context.Context, job *slipway.Job) {
-	parent := ctx
 	logger := w.logger.With().Int64("job_id", job.ID).Int64("build_id", job.BuildID).Int("attempt", job.Attempt).Logger()
 	ctx = logger.WithContext(ctx)
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -219,11 +294,15 @@ func (w *Worker) runJob(ctx context.Context, job *slipway.Job) {
 	ctx, cancelTimeout := context.WithTimeoutCause(ctx, w.cfg.BuildTimeout,
 		fmt.Errorf("the build ran longer than its timeout of %s", w.cfg.BuildTimeout))
 	defer cancelTimeout()
+	ctx, infra := withInfraRecord(ctx)
 
+	// A superseding push reaches us by NOTIFY at once, or by the next heartbeat.
+	cancelReq, unwatch := w.jobs.JobWatchCancel(job)
+	defer unwatch()
 	hbDone := make(chan struct{})
 	go func() {
 		defer close(hbDone)
-		w.heartbeat(ctx, job, cancel, logger)
+		w.heartbeat(ctx, job, cancel, cancelReq, logger)
 	}()
 	defer func() { cancel(nil); <-hbDone }()
 
@@ -244,28 +323,48 @@ func (w *Worker) runJob(ctx context.Context, job *slipway.Job) {
 
 	final := w.pipeline(ctx, job, build, sink)
 
+	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer ccancel()
+	var req cancelRequest
+	cause := context.Cause(ctx)
 	switch {
-	case errors.Is(context.Cause(ctx), errLeaseLost):
+	case errors.Is(cause, errLeaseLost):
 		sink.Add("", "", "This worker lost the build's lease; another worker runs it now.")
 		finishLog()
 		logger.Warn().Msg("Build abandoned: lease lost")
 		return
-	case parent.Err() != nil:
-		// The worker is shutting down: the lease lapses and another worker runs the
-		// build again, instead of failing a build that did nothing wrong.
-		sink.Add("", "", "The worker stopped; the build will run again on another worker.")
+	case errors.Is(cause, errShutdown):
+		sink.Add("", "", "The worker shut down; the build goes back to the queue and runs again.")
 		finishLog()
-		logger.Warn().Msg("Build interrupted by shutdown")
+		if err := w.jobs.JobRelease(cctx, job, "the worker shut down before the build finished; handed back to the queue"); err != nil {
+			logger.Error().Err(err).Msg("Releasing job")
+			return
+		}
+		logger.Warn().Msg("Build handed back to the queue: shutdown")
+		return
+	case errors.As(cause, &req) && *final.State != slipway.BuildSucceeded:
+		state := slipway.BuildCanceled
+		final = slipway.BuildUpdate{State: &state, Error: &req.reason, Tests: final.Tests}
+	case *final.State == slipway.BuildFailed && infra.get() != nil:
+		sink.Add("", "", "Attempt failed for a reason of the infrastructure: "+*final.Error)
+		finishLog()
+		retried, err := w.jobs.JobRetry(cctx, job, *final.Error, w.cfg.retryPolicy())
+		if err != nil {
+			logger.Error().Err(err).Msg("Retrying job")
+			return
+		}
+		logger.Warn().Str("error", *final.Error).Bool("retried", retried).Msg("Build attempt met an infrastructure failure")
 		return
 	}
-	if *final.State == slipway.BuildFailed {
+	switch *final.State {
+	case slipway.BuildFailed:
 		sink.Add("", "", "Build failed: "+*final.Error)
-	} else {
+	case slipway.BuildCanceled:
+		sink.Add("", "", "Build canceled: "+*final.Error)
+	default:
 		sink.Add("", "", "Build "+string(*final.State)+".")
 	}
 	finishLog()
-	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer ccancel()
 	if err := w.jobs.JobComplete(cctx, job, final); err != nil {
 		logger.Error().Err(err).Msg("Completing job")
 		return
@@ -277,24 +376,35 @@ func (w *Worker) runJob(ctx context.Context, job *slipway.Job) {
 	ev.Str("state", string(*final.State)).Msg("Build finished")
 }
 
-func (w *Worker) heartbeat(ctx context.Context, job *slipway.Job, cancel context.CancelCauseFunc, logger zerolog.Logger) {
+// heartbeat renews the job's lease until ctx ends, and cancels the build when the
+// lease is lost or the build is asked to stop.
+func (w *Worker) heartbeat(ctx context.Context, job *slipway.Job, cancel context.CancelCauseFunc, cancelReq <-chan string, logger zerolog.Logger) {
 	t := time.NewTicker(w.cfg.HeartbeatInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case reason := <-cancelReq:
+			logger.Info().Str("reason", reason).Msg("Build asked to stop")
+			cancel(cancelRequest{reason})
+			return
 		case <-t.C:
 		}
-		lost, err := w.jobs.JobHeartbeat(ctx, []*slipway.Job{job})
+		res, err := w.jobs.JobHeartbeat(ctx, []*slipway.Job{job})
 		if err != nil {
 			if ctx.Err() == nil {
 				logger.Warn().Err(err).Msg("Renewing lease")
 			}
 			continue
 		}
-		if len(lost) > 0 {
+		if len(res.Lost) > 0 {
 			cancel(errLeaseLost)
+			return
+		}
+		if reason, ok := res.Cancel[job.ID]; ok {
+			logger.Info().Str("reason", reason).Msg("Build asked to stop")
+			cancel(cancelRequest{reason})
 			return
 		}
 	}

@@ -50,6 +50,10 @@ var settings = []setting{
 	{"SLIPWAY_HEARTBEAT_INTERVAL", "5s", "worker, dev", "How often a running build's lease is renewed.", false},
 	{"SLIPWAY_STALE_AFTER", "30s", "worker, dev", "Age of a lease after which another worker takes the build over (at least twice the heartbeat).", false},
 	{"SLIPWAY_BUILD_TIMEOUT", "1h", "worker, dev", "Longest one attempt of a build may run.", false},
+	{"SLIPWAY_MAX_ATTEMPTS", "3", "worker, dev", "Most attempts of a build that meets infrastructure failures (buildkitd unreachable or crashed, registry 5xx or timeout, worker lost); user errors are never retried. Attempts handed back at shutdown do not count.", false},
+	{"SLIPWAY_RETRY_BACKOFF", "10s", "worker, dev", "Wait before retrying a build after an infrastructure failure; doubles with each further attempt.", false},
+	{"SLIPWAY_RETRY_MAX_BACKOFF", "5m", "worker, dev", "Longest wait between two attempts.", false},
+	{"SLIPWAY_SHUTDOWN_GRACE", "30s", "worker, dev", "On SIGTERM a worker claims no more builds and lets running ones finish for this long, then hands them back to the queue (not failed). Keep it below your orchestrator's kill timeout.", false},
 	{"SLIPWAY_WORKSPACE_DIR", "$TMPDIR/slipway-work", "worker, dev", "Where checkouts are made (one folder per build, removed afterwards).", false},
 	{"SLIPWAY_INTEGRATION_SECRET", "", "worker, dev", "Key of the HMAC-SHA256 signature (`X-Slipway-Signature-256`) on calls to a repository's `integration.webhook`. Builds that use one fail while it is unset.", true},
 	{"SLIPWAY_SERVER", "", "promote, builds", "URL of the slipway server the client commands call, e.g. `https://ci.example.com` (or `--server`).", false},
@@ -87,6 +91,10 @@ type config struct {
 	HeartbeatInterval   time.Duration
 	StaleAfter          time.Duration
 	BuildTimeout        time.Duration
+	MaxAttempts         int
+	RetryBackoff        time.Duration
+	RetryMaxBackoff     time.Duration
+	ShutdownGrace       time.Duration
 	WorkspaceDir        string
 	IntegrationSecret   string
 	LogLevel            string
@@ -267,6 +275,20 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 				bad("SLIPWAY_PUBLIC_URL", "%q is not an http(s) URL", c.PublicURL)
 			}
 		}
+		c.MaxAttempts = 3
+		if v := get("SLIPWAY_MAX_ATTEMPTS"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 100 {
+				bad("SLIPWAY_MAX_ATTEMPTS", "%q is not a number from 1 to 100", v)
+			}
+			c.MaxAttempts = n
+		}
+		c.RetryBackoff = duration("SLIPWAY_RETRY_BACKOFF", 10*time.Second)
+		c.RetryMaxBackoff = duration("SLIPWAY_RETRY_MAX_BACKOFF", 5*time.Minute)
+		if c.RetryMaxBackoff < c.RetryBackoff {
+			bad("SLIPWAY_RETRY_MAX_BACKOFF", "%s is shorter than SLIPWAY_RETRY_BACKOFF (%s)", c.RetryMaxBackoff, c.RetryBackoff)
+		}
+		c.ShutdownGrace = duration("SLIPWAY_SHUTDOWN_GRACE", 30*time.Second)
 		if c.WorkspaceDir == "" {
 			c.WorkspaceDir = tmpDir + "/slipway-work"
 		}

@@ -186,6 +186,10 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 			HeartbeatInterval: cfg.HeartbeatInterval,
 			StaleAfter:        cfg.StaleAfter,
 			BuildTimeout:      cfg.BuildTimeout,
+			MaxAttempts:       cfg.MaxAttempts,
+			RetryBackoff:      cfg.RetryBackoff,
+			RetryMaxBackoff:   cfg.RetryMaxBackoff,
+			ShutdownGrace:     cfg.ShutdownGrace,
 			WorkspaceDir:      cfg.WorkspaceDir,
 			InsecureRegistry:  cfg.RegistryInsecure,
 			PublicURL:         cfg.PublicURL,
@@ -253,7 +257,10 @@ func listenAndServe(ctx context.Context, addr string, h http.Handler, logger zer
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", addr, err)
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
+	// Requests get ctx's values but not its end: a request in flight when the
+	// shutdown begins is finished, not canceled (Shutdown waits for it).
+	base := context.WithoutCancel(ctx)
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return base }}
 	logger.Info().Str("addr", ln.Addr().String()).Msg("Listening")
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

@@ -65,7 +65,8 @@ type stack struct {
 	db       *postgres.DB
 	env      []string
 	url      string
-	registry string // SLIPWAY_REGISTRY of this stack
+	registry string    // SLIPWAY_REGISTRY of this stack
+	server   *exec.Cmd // the `slipway server` process
 }
 
 func requireEnv(t testing.TB, name string) string {
@@ -104,7 +105,7 @@ func newStack(t testing.TB, extraEnv ...string) *stack {
 		"SLIPWAY_POLL_INTERVAL=2s",
 	)
 	s.env = append(s.env, extraEnv...)
-	s.start("server")
+	s.server = s.start("server")
 	s.waitHealthy()
 	return s
 }

@@ -1,0 +1,296 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/slipway-ci/slipway"
+)
+
+// enqueue queues a build of acme/<name> at ref and returns its id.
+func (b *testBundle) enqueue(t *testing.T, name, ref string) int64 {
+	t.Helper()
+	tr := newTrigger(triggerOpts{Delivery: fmt.Sprintf("%s-%s-%d", name, ref, time.Now().UnixNano()), Ref: ref})
+	tr.Name = name
+	res, err := b.builds.EnqueueTrigger(context.Background(), tr, "reg/acme/"+name)
+	require.NoError(t, err)
+	require.True(t, res.Created)
+	return res.Build.ID
+}
+
+func (b *testBundle) build(t *testing.T, id int64) *slipway.Build {
+	t.Helper()
+	build, err := b.builds.FindBuildByID(context.Background(), id)
+	require.NoError(t, err)
+	return build
+}
+
+func (b *testBundle) claimOne(t *testing.T, worker string) *slipway.Job {
+	t.Helper()
+	jobs, err := b.jobs.JobClaim(context.Background(), worker, 1)
+	require.NoError(t, err)
+	if len(jobs) == 0 {
+		return nil
+	}
+	return jobs[0]
+}
+
+func (b *testBundle) exec(t *testing.T, sql string, args ...any) {
+	t.Helper()
+	_, err := b.db.Pool().Exec(context.Background(), sql, args...)
+	require.NoError(t, err)
+}
+
+func TestJobClaimLimitsAndFairness(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+
+	t.Run("OtherRepoStartsBeforeSecondOfLimitedRepo", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		var a []int64
+		for range 5 {
+			a = append(a, b.enqueue(t, "a", "refs/tags/v"+fmt.Sprint(len(a))))
+		}
+		bID := b.enqueue(t, "b", "refs/heads/main")
+		b.exec(t, "UPDATE repos SET max_running = 1 WHERE name = 'a'")
+
+		first := b.claimOne(t, "w1")
+		require.Equal(t, a[0], first.BuildID, "the oldest job goes first")
+		second := b.claimOne(t, "w2")
+		require.Equal(t, bID, second.BuildID, "repo a is at its limit of 1; b runs before a's second")
+		require.Nil(t, b.claimOne(t, "w3"), "nothing may start while a is at its limit")
+
+		ok := slipway.BuildSucceeded
+		require.NoError(t, b.jobs.JobComplete(ctx, first, slipway.BuildUpdate{State: &ok}))
+		third := b.claimOne(t, "w1")
+		require.Equal(t, a[1], third.BuildID)
+	})
+
+	t.Run("LeastBusyRepoFirst", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		var a []int64
+		for i := range 4 {
+			a = append(a, b.enqueue(t, "a", fmt.Sprintf("refs/heads/f%d", i)))
+		}
+		bID := b.enqueue(t, "b", "refs/heads/main")
+		// The default limit of 2 allows a's second, but b has nothing running.
+		require.Equal(t, a[0], b.claimOne(t, "w").BuildID)
+		require.Equal(t, bID, b.claimOne(t, "w").BuildID)
+		require.Equal(t, a[1], b.claimOne(t, "w").BuildID)
+		require.Nil(t, b.claimOne(t, "w"), "a at its default limit of 2")
+	})
+
+	t.Run("ConcurrentClaimersNeverExceedLimit", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		for i := range 12 {
+			b.enqueue(t, "a", fmt.Sprintf("refs/heads/f%d", i))
+		}
+		b.exec(t, "UPDATE repos SET max_running = 3")
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for w := range 6 {
+			wg.Go(func() {
+				<-start
+				_, err := b.jobs.JobClaim(ctx, fmt.Sprint("w", w), 2)
+				require.NoError(t, err)
+			})
+		}
+		close(start)
+		wg.Wait()
+		require.Equal(t, 3, count(t, b.db, "jobs WHERE state = 'running'"))
+	})
+
+	t.Run("ClaimManyTakesOnePerRepoPerRound", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		for i := range 3 {
+			b.enqueue(t, "a", fmt.Sprintf("refs/heads/f%d", i))
+		}
+		bID := b.enqueue(t, "b", "refs/heads/main")
+		jobs, err := b.jobs.JobClaim(ctx, "w", 2)
+		require.NoError(t, err)
+		require.Len(t, jobs, 2)
+		require.Equal(t, bID, jobs[1].BuildID)
+	})
+}
+
+func TestSupersede(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+
+	t.Run("QueuedCanceledRunningAskedToStop", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		lctx, cancel := context.WithCancel(ctx)
+		done := make(chan error)
+		go func() { done <- b.jobs.Listen(lctx) }()
+		defer func() { cancel(); <-done }()
+
+		first := b.enqueue(t, "app", "refs/heads/main")
+		tag := b.enqueue(t, "app", "refs/tags/v1")
+		other := b.enqueue(t, "app", "refs/heads/dev")
+		job := b.claimOne(t, "w")
+		require.Equal(t, first, job.BuildID)
+		watch, unwatch := b.jobs.JobWatchCancel(job)
+		defer unwatch()
+
+		// The LISTEN may not be in place yet: wait for it, as in NotifyWakesWaiter.
+		require.Eventually(t, func() bool {
+			return count(t, b.db, "pg_stat_activity WHERE query LIKE 'LISTEN%' AND datname = current_database()") == 1
+		}, 10*time.Second, 10*time.Millisecond)
+
+		second := b.enqueue(t, "app", "refs/heads/main")
+		select {
+		case reason := <-watch:
+			require.Equal(t, fmt.Sprintf("superseded by build %d", second), reason)
+		case <-time.After(10 * time.Second):
+			t.Fatal("no cancel notification for the running build")
+		}
+		hb, err := b.jobs.JobHeartbeat(ctx, []*slipway.Job{job})
+		require.NoError(t, err)
+		require.Equal(t, map[int64]string{job.ID: fmt.Sprintf("superseded by build %d", second)}, hb.Cancel, "the heartbeat is the fallback")
+		require.Equal(t, slipway.BuildRunning, b.build(t, first).State, "its worker ends it")
+
+		third := b.enqueue(t, "app", "refs/heads/main")
+		got := b.build(t, second)
+		require.Equal(t, slipway.BuildCanceled, got.State)
+		require.Equal(t, fmt.Sprintf("superseded by build %d", third), got.Error)
+		require.NotNil(t, got.FinishedAt)
+		require.Equal(t, slipway.BuildQueued, b.build(t, tag).State, "a tag is never superseded by a branch")
+		require.Equal(t, slipway.BuildQueued, b.build(t, other).State, "another branch is not superseded")
+		require.Equal(t, slipway.BuildQueued, b.build(t, third).State)
+
+		canceled := slipway.BuildCanceled
+		reason := hb.Cancel[job.ID]
+		require.NoError(t, b.jobs.JobComplete(ctx, job, slipway.BuildUpdate{State: &canceled, Error: &reason}))
+		got = b.build(t, first)
+		require.Equal(t, slipway.BuildCanceled, got.State)
+		require.Len(t, got.Attempts, 1)
+		require.Equal(t, reason, got.Attempts[0].Error)
+	})
+
+	t.Run("OffPerRepository", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		first := b.enqueue(t, "app", "refs/heads/main")
+		b.exec(t, "UPDATE repos SET supersede = false")
+		b.enqueue(t, "app", "refs/heads/main")
+		require.Equal(t, slipway.BuildQueued, b.build(t, first).State)
+	})
+
+	t.Run("OtherRepoSameBranchUntouched", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		first := b.enqueue(t, "app", "refs/heads/main")
+		b.enqueue(t, "other", "refs/heads/main")
+		require.Equal(t, slipway.BuildQueued, b.build(t, first).State)
+	})
+
+	t.Run("RescueOfSupersededEndsCanceled", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		first := b.enqueue(t, "app", "refs/heads/main")
+		require.NotNil(t, b.claimOne(t, "dead"))
+		b.enqueue(t, "app", "refs/heads/main")
+		b.exec(t, "UPDATE jobs SET heartbeat_at = now() - interval '1 hour' WHERE state = 'running'")
+		n, err := b.jobs.JobRescueStuck(ctx, time.Minute, noBackoff)
+		require.NoError(t, err)
+		require.Equal(t, 1, n)
+		got := b.build(t, first)
+		require.Equal(t, slipway.BuildCanceled, got.State)
+		require.Contains(t, got.Error, "superseded by build")
+	})
+}
+
+func TestJobRetryAndRelease(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+
+	t.Run("InfraFailureRetriedWithBackoffThenGivesUp", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		id := b.enqueue(t, "app", "refs/heads/main")
+		policy := slipway.RetryPolicy{MaxAttempts: 2, Backoff: time.Hour, MaxBackoff: 2 * time.Hour}
+
+		job := b.claimOne(t, "w1")
+		retried, err := b.jobs.JobRetry(ctx, job, "buildkitd unreachable", policy)
+		require.NoError(t, err)
+		require.True(t, retried)
+		got := b.build(t, id)
+		require.Equal(t, slipway.BuildQueued, got.State)
+		require.Contains(t, got.Error, "attempt 1 failed (infrastructure): buildkitd unreachable; retrying in 1h0m0s")
+		require.Nil(t, b.claimOne(t, "w2"), "the backoff holds the job back")
+
+		b.exec(t, "UPDATE jobs SET run_after = now()")
+		job = b.claimOne(t, "w2")
+		require.Equal(t, 2, job.Attempt)
+		require.Empty(t, b.build(t, id).Error, "a new attempt clears the error")
+		retried, err = b.jobs.JobRetry(ctx, job, "registry answered 503", policy)
+		require.NoError(t, err)
+		require.False(t, retried, "out of attempts")
+		got = b.build(t, id)
+		require.Equal(t, slipway.BuildFailed, got.State)
+		require.Contains(t, got.Error, "gave up after 2 attempts")
+		require.Len(t, got.Attempts, 2)
+		for i, a := range got.Attempts {
+			require.Equal(t, i+1, a.Attempt)
+			require.Equal(t, fmt.Sprint("w", i+1), a.Worker)
+			require.True(t, a.Infra)
+			require.NotNil(t, a.FinishedAt)
+		}
+		require.Equal(t, "registry answered 503", got.Attempts[1].Error)
+	})
+
+	t.Run("ReleaseDoesNotCountAsAttempt", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		id := b.enqueue(t, "app", "refs/heads/main")
+		job := b.claimOne(t, "w1")
+		require.NoError(t, b.jobs.JobRelease(ctx, job, "worker shut down"))
+		got := b.build(t, id)
+		require.Equal(t, slipway.BuildQueued, got.State)
+		require.False(t, got.Attempts[0].Infra)
+
+		job = b.claimOne(t, "w2")
+		require.NotNil(t, job, "released jobs are available at once")
+		require.Equal(t, 2, job.Attempt)
+		retried, err := b.jobs.JobRetry(ctx, job, "buildkitd crashed", slipway.RetryPolicy{MaxAttempts: 2})
+		require.NoError(t, err)
+		require.True(t, retried, "one counted attempt of two: the released one is forgiven")
+
+		// The released worker's old lease is gone.
+		err = b.jobs.JobRelease(ctx, &slipway.Job{ID: job.ID, BuildID: id, Attempt: 1, WorkerID: "w1"}, "again")
+		require.Equal(t, slipway.ECONFLICT, slipway.ErrorCode(err))
+	})
+
+	t.Run("RescueBacksOff", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.enqueue(t, "app", "refs/heads/main")
+		require.NotNil(t, b.claimOne(t, "dead"))
+		b.exec(t, "UPDATE jobs SET heartbeat_at = now() - interval '1 hour'")
+		n, err := b.jobs.JobRescueStuck(ctx, time.Minute, slipway.RetryPolicy{MaxAttempts: 3, Backoff: time.Hour, MaxBackoff: time.Hour})
+		require.NoError(t, err)
+		require.Equal(t, 1, n)
+		require.Nil(t, b.claimOne(t, "w"))
+		require.Equal(t, 1, count(t, b.db, "build_attempts WHERE infra AND error LIKE '%stopped answering%'"))
+	})
+}
+
+func TestRetryPolicyDelay(t *testing.T) {
+	t.Parallel()
+	p := slipway.RetryPolicy{MaxAttempts: 5, Backoff: time.Second, MaxBackoff: 5 * time.Second}
+	require.Equal(t, time.Second, p.Delay(1))
+	require.Equal(t, 2*time.Second, p.Delay(2))
+	require.Equal(t, 4*time.Second, p.Delay(3))
+	require.Equal(t, 5*time.Second, p.Delay(4))
+	require.Equal(t, 5*time.Second, p.Delay(10))
+}

@@ -1,0 +1,392 @@
+// Command slipbench measures slipway's intake and queue against real services
+// (`make bench` starts PostgreSQL and buildkitd and runs it):
+//
+//   - webhook intake: signed GitHub push deliveries sent by concurrent clients to
+//     the real server handler over loopback HTTP, each answered 202 only after its
+//     build and queue job were committed; deliveries per second and p50/p99 answer
+//     time, beside a do-nothing chi handler measured in the same run.
+//   - pickup latency: webhook received (the build's created_at) → build running
+//     (started_at), with idle workers waiting on LISTEN/NOTIFY.
+//
+// It prints the figures, their ratios and the targets of issue 3.
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/jackc/pgx/v5"
+	"github.com/rs/zerolog"
+
+	"github.com/slipway-ci/slipway/buildkit"
+	"github.com/slipway-ci/slipway/postgres"
+	"github.com/slipway-ci/slipway/registry"
+	"github.com/slipway-ci/slipway/server"
+	"github.com/slipway-ci/slipway/test/testenv"
+	"github.com/slipway-ci/slipway/worker"
+)
+
+const secret = "bench-secret"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "slipbench:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	deliveries, clients, pickups, workers, concurrency int
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, out io.Writer) error {
+	fs := flag.NewFlagSet("slipbench", flag.ContinueOnError)
+	var o options
+	fs.IntVar(&o.deliveries, "deliveries", 6000, "deliveries sent in the intake run")
+	fs.IntVar(&o.clients, "clients", 16, "concurrent clients in the intake run")
+	fs.IntVar(&o.pickups, "pickups", 200, "builds queued one by one in the pickup run")
+	fs.IntVar(&o.workers, "workers", 2, "workers in the pickup run")
+	fs.IntVar(&o.concurrency, "concurrency", 4, "builds each worker runs at once in the pickup run")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the intake run to this file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	baseURL := getenv("TEST_DATABASE_URL")
+	bkAddr := getenv("BUILDKIT_HOST")
+	if baseURL == "" || bkAddr == "" {
+		return errors.New("TEST_DATABASE_URL and BUILDKIT_HOST must be set: run `make bench`")
+	}
+
+	db, drop, err := freshDatabase(ctx, baseURL)
+	if err != nil {
+		return err
+	}
+	defer drop()
+	defer db.Close()
+	logger := zerolog.New(io.Discard).Level(zerolog.InfoLevel).With().Timestamp().Logger()
+	builds := postgres.NewBuildService(db)
+	handler := server.New(logger, server.Config{GitHubWebhookSecret: secret, Registry: "127.0.0.1:1/bench", AdminToken: "bench-token"}, builds, nil,
+		server.Services{Repos: postgres.NewRepoService(db, nil)})
+
+	fmt.Fprintf(out, "slipbench: %d deliveries from %d clients; %d pickups with %d workers × %d\n\n", o.deliveries, o.clients, o.pickups, o.workers, o.concurrency)
+
+	// Webhook intake, and the do-nothing chi handler in the same run.
+	noop := chi.NewRouter()
+	noop.Post("/webhooks/github", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusAccepted)
+	})
+	bodies, err := deliveries(o.deliveries, "intake")
+	if err != nil {
+		return err
+	}
+	base, err := load(ctx, noop, bodies, o.clients)
+	if err != nil {
+		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+	}
+	intake, err := load(ctx, handler, bodies, o.clients)
+	pprof.StopCPUProfile()
+	if err != nil {
+		return err
+	}
+	var committed int
+	if err := db.Pool().QueryRow(ctx, `SELECT count(*) FROM builds b JOIN jobs j ON j.build_id = b.id`).Scan(&committed); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "webhook intake (%d deliveries, %d clients)\n", o.deliveries, o.clients)
+	fmt.Fprintf(out, "  %-22s %9.0f/s  p50 %7s  p99 %7s  (%d answered 202)\n", "do-nothing chi handler", base.rate, ms(base.p50), ms(base.p99), base.accepted)
+	fmt.Fprintf(out, "  %-22s %9.0f/s  p50 %7s  p99 %7s  (%d answered 202, %d builds with their job committed)\n", "slipway /webhooks/github", intake.rate, ms(intake.p50), ms(intake.p99), intake.accepted, committed)
+	fmt.Fprintf(out, "  ratio slipway / chi:    throughput %.3f  p50 %.1f×  p99 %.1f×\n", intake.rate/base.rate, ratio(intake.p50, base.p50), ratio(intake.p99, base.p99))
+	fmt.Fprintf(out, "  target ≥ 2000/s and p99 ≤ 25ms: %s\n\n", verdict(intake.rate >= 2000 && intake.accepted == o.deliveries && intake.p99 <= 25*time.Millisecond))
+
+	// The pickup run starts from an empty queue.
+	if _, err := db.Pool().Exec(ctx, `TRUNCATE repos CASCADE`); err != nil {
+		return err
+	}
+	p50, p99, err := pickup(ctx, db, handler, logger, bkAddr, o)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "pickup latency, webhook received → build running (%d builds, idle workers)\n", o.pickups)
+	fmt.Fprintf(out, "  p50 %s  p99 %s\n", ms(p50), ms(p99))
+	fmt.Fprintf(out, "  target p50 ≤ 50ms and p99 ≤ 250ms: %s\n", verdict(p50 <= 50*time.Millisecond && p99 <= 250*time.Millisecond))
+	return nil
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2fms", float64(d.Microseconds())/1000) }
+
+func ratio(a, b time.Duration) float64 { return float64(a) / float64(max(b, 1)) }
+
+func verdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "MISSED"
+}
+
+// freshDatabase makes and migrates a database of its own next to base's, and
+// returns a func that drops it.
+func freshDatabase(ctx context.Context, base string) (*postgres.DB, func(), error) {
+	name := fmt.Sprintf("slipway_bench_%d", time.Now().UnixNano())
+	admin, err := pgx.Connect(ctx, base)
+	if err != nil {
+		return nil, nil, fmt.Errorf("connecting: %w", err)
+	}
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		admin.Close(ctx)
+		return nil, nil, err
+	}
+	drop := func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_, _ = admin.Exec(cctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+		admin.Close(cctx)
+	}
+	u, err := url.Parse(base)
+	if err != nil {
+		drop()
+		return nil, nil, err
+	}
+	u.Path = "/" + name
+	q := u.Query()
+	q.Set("pool_max_conns", "32")
+	u.RawQuery = q.Encode()
+	db, err := postgres.Open(ctx, u.String())
+	if err != nil {
+		drop()
+		return nil, nil, err
+	}
+	if _, err := db.Migrate(ctx); err != nil {
+		db.Close()
+		drop()
+		return nil, nil, err
+	}
+	return db, drop, nil
+}
+
+type delivery struct {
+	id        string
+	body, sig []byte
+}
+
+// deliveries makes n signed push deliveries from a real GitHub payload: 50
+// repositories, a branch each, so no push supersedes another.
+func deliveries(n int, prefix string) ([]delivery, error) {
+	out := make([]delivery, n)
+	for i := range n {
+		body, err := testenv.GitHubPush("push-branch-commits-goscm.json", testenv.PushParams{
+			Owner: "bench", Name: fmt.Sprint("repo", i%50), CloneURL: "git://127.0.0.1:1/none.git",
+			Ref: fmt.Sprintf("refs/heads/%s-%d", prefix, i), After: fmt.Sprintf("%040x", i+1),
+		})
+		if err != nil {
+			return nil, err
+		}
+		out[i] = delivery{id: fmt.Sprintf("%s-%d-%d", prefix, time.Now().UnixNano(), i), body: body, sig: []byte(testenv.Sign(secret, body))}
+	}
+	return out, nil
+}
+
+type result struct {
+	rate     float64
+	p50, p99 time.Duration
+	accepted int
+}
+
+// load serves h on a loopback port and sends every delivery from clients
+// concurrent clients, each over a kept-alive connection.
+func load(ctx context.Context, h http.Handler, ds []delivery, clients int) (result, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return result{}, err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+	target := "http://" + ln.Addr().String() + "/webhooks/github"
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: clients}}
+
+	lat := make([]time.Duration, len(ds))
+	codes := make([]int, len(ds))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range clients {
+		wg.Go(func() {
+			for i := range next {
+				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(ds[i].body))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("X-GitHub-Event", "push")
+				req.Header.Set("X-GitHub-Delivery", ds[i].id)
+				req.Header.Set("X-Hub-Signature-256", string(ds[i].sig))
+				t0 := time.Now()
+				resp, err := client.Do(req)
+				if err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					codes[i] = resp.StatusCode
+				}
+				lat[i] = time.Since(t0)
+			}
+		})
+	}
+	for i := range ds {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	elapsed := time.Since(start)
+	res := result{}
+	for _, c := range codes {
+		if c == http.StatusAccepted {
+			res.accepted++
+		}
+	}
+	res.rate = float64(res.accepted) / elapsed.Seconds()
+	res.p50, res.p99 = percentiles(lat)
+	return res, ctx.Err()
+}
+
+func percentiles(d []time.Duration) (p50, p99 time.Duration) {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)*50/100], s[min(len(s)-1, len(s)*99/100)]
+}
+
+// pickup runs idle workers (real ones, on buildkitd) and queues builds one at a
+// time through the webhook, each once the previous one is running, and returns
+// the p50 and p99 of started_at − created_at. The builds then fail at once at
+// checkout (their clone URL refuses connections), which keeps the workers idle.
+func pickup(ctx context.Context, db *postgres.DB, handler http.Handler, logger zerolog.Logger, bkAddr string, o options) (time.Duration, time.Duration, error) {
+	bk, err := buildkit.New(ctx, buildkit.Config{Addr: bkAddr})
+	if err != nil {
+		return 0, 0, err
+	}
+	defer bk.Close()
+	jobs := postgres.NewJobQueue(db, logger)
+	wctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() { stop(); wg.Wait() }()
+	wg.Go(func() { _ = jobs.Listen(wctx) })
+	work, err := os.MkdirTemp("", "slipbench-")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer os.RemoveAll(work)
+	for i := range o.workers {
+		w, err := worker.New(logger, worker.Config{ID: fmt.Sprint("bench-", i), Concurrency: o.concurrency,
+			PollInterval: 5 * time.Second, WorkspaceDir: work, ShutdownGrace: time.Second},
+			postgres.NewBuildService(db), jobs, bk, registry.New())
+		if err != nil {
+			return 0, 0, err
+		}
+		wg.Go(func() { _ = w.Run(wctx) })
+	}
+	// Let the workers reach their first wait: the first claims find nothing.
+	if err := waitListening(ctx, db); err != nil {
+		return 0, 0, err
+	}
+
+	ds, err := deliveries(o.pickups, "pickup")
+	if err != nil {
+		return 0, 0, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, 0, err
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+	target := "http://" + ln.Addr().String() + "/webhooks/github"
+	for _, d := range ds {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(d.body))
+		req.Header.Set("X-GitHub-Event", "push")
+		req.Header.Set("X-GitHub-Delivery", d.id)
+		req.Header.Set("X-Hub-Signature-256", string(d.sig))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, 0, err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted {
+			return 0, 0, fmt.Errorf("pickup delivery answered %d", resp.StatusCode)
+		}
+		// Idle workers: wait until this build has left the queue before the next.
+		if err := waitStarted(ctx, db, d.id); err != nil {
+			return 0, 0, err
+		}
+	}
+	rows, err := db.Pool().Query(ctx, `SELECT started_at - created_at FROM builds WHERE delivery_id LIKE 'pickup-%'`)
+	if err != nil {
+		return 0, 0, err
+	}
+	lat, err := pgx.CollectRows(rows, pgx.RowTo[time.Duration])
+	if err != nil {
+		return 0, 0, err
+	}
+	p50, p99 := percentiles(lat)
+	return p50, p99, nil
+}
+
+func waitListening(ctx context.Context, db *postgres.DB) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var n int
+		if err := db.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%' AND datname = current_database()`).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			time.Sleep(200 * time.Millisecond) // let the workers' first empty claims pass
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return errors.New("the workers' listener did not start in 30s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func waitStarted(ctx context.Context, db *postgres.DB, delivery string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var started bool
+		if err := db.Pool().QueryRow(ctx, `SELECT started_at IS NOT NULL FROM builds WHERE delivery_id = $1`, delivery).Scan(&started); err != nil {
+			return err
+		}
+		if started {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("build of delivery %s not started after 30s", delivery)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
