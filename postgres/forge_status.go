@@ -72,11 +72,11 @@ type statusRow struct {
 func (o *StatusOutbox) StatusClaim(ctx context.Context, limit int, lease time.Duration) ([]*slipway.StatusEvent, error) {
 	rows, err := o.db.pool.Query(ctx, sqlStatusClaim, limit, lease.Seconds())
 	if err != nil {
-		return nil, fmt.Errorf("claiming commit statuses: %w", err)
+		return nil, fmt.Errorf("claiming commit statuses: %w", unavailable(err))
 	}
 	list, err := pgx.CollectRows(rows, pgx.RowToStructByName[statusRow])
 	if err != nil {
-		return nil, fmt.Errorf("claiming commit statuses: %w", err)
+		return nil, fmt.Errorf("claiming commit statuses: %w", unavailable(err))
 	}
 	events := make([]*slipway.StatusEvent, len(list))
 	for i, r := range list {

@@ -41,7 +41,7 @@ ON CONFLICT (build_id) DO UPDATE SET token_sha256 = EXCLUDED.token_sha256,
 func (s *IntegrationService) ReportIntegration(ctx context.Context, buildID int64, secret string, r slipway.IntegrationResult) error {
 	result, err := json.Marshal(r)
 	if err != nil {
-		return fmt.Errorf("encoding integration result of build %d: %w", buildID, err)
+		return fmt.Errorf("encoding integration result of build %d: %w", buildID, unavailable(err))
 	}
 	unauthorized := slipway.Errorf(slipway.EUNAUTHORIZED, "The callback token is not valid for build %d, or it expired.", buildID)
 	err = pgx.BeginFunc(ctx, s.db.pool, func(tx pgx.Tx) error {
@@ -82,11 +82,11 @@ SELECT result FROM integration_callbacks WHERE build_id = $1`, buildID).Scan(&ra
 	if err == pgx.ErrNoRows || (err == nil && raw == nil) {
 		return nil, nil
 	} else if err != nil {
-		return nil, fmt.Errorf("finding integration result of build %d: %w", buildID, err)
+		return nil, fmt.Errorf("finding integration result of build %d: %w", buildID, unavailable(err))
 	}
 	var r slipway.IntegrationResult
 	if err := json.Unmarshal(raw, &r); err != nil {
-		return nil, fmt.Errorf("decoding integration result of build %d: %w", buildID, err)
+		return nil, fmt.Errorf("decoding integration result of build %d: %w", buildID, unavailable(err))
 	}
 	return &r, nil
 }

@@ -29,7 +29,7 @@ SELECT first_line, lines FROM build_log_chunks
 WHERE build_id = $1 AND first_line + line_count - 1 > $2
 ORDER BY first_line LIMIT $3`, buildID, after, limit)
 	if err != nil {
-		return nil, fmt.Errorf("reading log of build %d: %w", buildID, err)
+		return nil, fmt.Errorf("reading log of build %d: %w", buildID, unavailable(err))
 	}
 	defer rows.Close()
 	var out []slipway.LogLine
@@ -40,10 +40,10 @@ ORDER BY first_line LIMIT $3`, buildID, after, limit)
 			lines []logLine
 		)
 		if err := rows.Scan(&first, &data); err != nil {
-			return nil, fmt.Errorf("reading log of build %d: %w", buildID, err)
+			return nil, fmt.Errorf("reading log of build %d: %w", buildID, unavailable(err))
 		}
 		if err := json.Unmarshal(data, &lines); err != nil {
-			return nil, fmt.Errorf("decoding log of build %d: %w", buildID, err)
+			return nil, fmt.Errorf("decoding log of build %d: %w", buildID, unavailable(err))
 		}
 		for i, l := range lines {
 			no := first + int64(i)
@@ -54,7 +54,7 @@ ORDER BY first_line LIMIT $3`, buildID, after, limit)
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("reading log of build %d: %w", buildID, err)
+		return nil, fmt.Errorf("reading log of build %d: %w", buildID, unavailable(err))
 	}
 	return out, nil
 }

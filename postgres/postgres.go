@@ -125,7 +125,7 @@ func (db *DB) SchemaCurrent(ctx context.Context) error {
 func interpretError(err error) error {
 	var pgErr *pgconn.PgError
 	if unreachable(err) {
-		return fmt.Errorf("%w: %w", slipway.Errorf(slipway.EUNAVAILABLE, "The database is unavailable; try again shortly."), err)
+		return unavailable(err)
 	}
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
@@ -151,4 +151,14 @@ func unreachable(err error) bool {
 	var netErr net.Error
 	return errors.As(err, &connectErr) || errors.As(err, &netErr) || pgconn.SafeToRetry(err) ||
 		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed)
+}
+
+// unavailable marks err as EUNAVAILABLE when it says the database could not be
+// reached, so callers answer 503 (try again) instead of 500. Other errors,
+// pgx.ErrNoRows included, stay as they are and still match errors.Is.
+func unavailable(err error) error {
+	if err != nil && unreachable(err) && slipway.ErrorCode(err) != slipway.EUNAVAILABLE {
+		return fmt.Errorf("%w: %w", slipway.Errorf(slipway.EUNAVAILABLE, "The database is unavailable; try again shortly."), err)
+	}
+	return err
 }

@@ -66,7 +66,7 @@ VALUES `+strings.Join(values, ",")+` RETURNING id, created_at`, args...)
 	defer rows.Close()
 	for i := 0; rows.Next(); i++ {
 		if err := rows.Scan(&ps[i].ID, &ps[i].CreatedAt); err != nil {
-			return fmt.Errorf("recording promotions of build %d: %w", ps[0].BuildID, err)
+			return fmt.Errorf("recording promotions of build %d: %w", ps[0].BuildID, unavailable(err))
 		}
 		ps[i].CreatedAt = ps[i].CreatedAt.UTC()
 	}
@@ -101,11 +101,11 @@ func (s *PromotionService) FindPromotions(ctx context.Context, f slipway.Promoti
 	rows, err := s.db.pool.Query(ctx, fmt.Sprintf(`-- FindPromotions
 SELECT %s FROM promotions WHERE %s ORDER BY id DESC LIMIT $%d`, promotionColumns, strings.Join(where, " AND "), len(args)), args...)
 	if err != nil {
-		return nil, fmt.Errorf("finding promotions: %w", err)
+		return nil, fmt.Errorf("finding promotions: %w", unavailable(err))
 	}
 	list, err := pgx.CollectRows(rows, pgx.RowToStructByName[promotionRow])
 	if err != nil {
-		return nil, fmt.Errorf("finding promotions: %w", err)
+		return nil, fmt.Errorf("finding promotions: %w", unavailable(err))
 	}
 	out := make([]*slipway.Promotion, len(list))
 	for i, r := range list {

@@ -70,11 +70,11 @@ func (s *RepoService) FindRepos(ctx context.Context) ([]*slipway.Repo, error) {
 	rows, err := s.db.pool.Query(ctx, `-- FindRepos
 SELECT `+repoColumns+` FROM repos ORDER BY forge, lower(owner), lower(name)`)
 	if err != nil {
-		return nil, fmt.Errorf("finding repositories: %w", err)
+		return nil, fmt.Errorf("finding repositories: %w", unavailable(err))
 	}
 	list, err := pgx.CollectRows(rows, pgx.RowToStructByName[repoRow])
 	if err != nil {
-		return nil, fmt.Errorf("finding repositories: %w", err)
+		return nil, fmt.Errorf("finding repositories: %w", unavailable(err))
 	}
 	repos := make([]*slipway.Repo, len(list))
 	for i, r := range list {
@@ -87,7 +87,7 @@ SELECT `+repoColumns+` FROM repos ORDER BY forge, lower(owner), lower(name)`)
 func (s *RepoService) FindRepo(ctx context.Context, k slipway.RepoKey) (*slipway.Repo, error) {
 	r, err := findRepo(ctx, s.db.pool, k, false)
 	if err != nil {
-		return nil, fmt.Errorf("finding repository %s/%s: %w", k.Owner, k.Name, err)
+		return nil, fmt.Errorf("finding repository %s/%s: %w", k.Owner, k.Name, unavailable(err))
 	}
 	return r.toRepo(), nil
 }
@@ -162,7 +162,7 @@ RETURNING `+repoColumns,
 		if slipway.ErrorCode(err) == slipway.ECONFLICT {
 			err = slipway.Errorf(slipway.ECONFLICT, "Repository %s/%s on %s already exists.", c.Owner, c.Name, c.Forge)
 		}
-		return nil, fmt.Errorf("creating repository %s/%s: %w", c.Owner, c.Name, err)
+		return nil, fmt.Errorf("creating repository %s/%s: %w", c.Owner, c.Name, unavailable(err))
 	}
 	return repo, nil
 }
@@ -264,7 +264,7 @@ func (s *RepoService) FindRepoWebhookSecret(ctx context.Context, forge, owner, n
 	if slipway.ErrorCode(err) == slipway.ENOTFOUND {
 		return nil, "", nil
 	} else if err != nil {
-		return nil, "", fmt.Errorf("finding repository %s/%s: %w", owner, name, err)
+		return nil, "", fmt.Errorf("finding repository %s/%s: %w", owner, name, unavailable(err))
 	}
 	if row.WebhookSecretEnc == nil {
 		return row.toRepo(), "", nil
@@ -275,7 +275,7 @@ func (s *RepoService) FindRepoWebhookSecret(ctx context.Context, forge, owner, n
 	}
 	secret, err := s.sealer.Open(row.WebhookSecretEnc, webhookSecretAD(row.ID))
 	if err != nil {
-		return nil, "", fmt.Errorf("reading webhook secret of %s/%s: %w", owner, name, err)
+		return nil, "", fmt.Errorf("reading webhook secret of %s/%s: %w", owner, name, unavailable(err))
 	}
 	return row.toRepo(), string(secret), nil
 }

@@ -96,11 +96,11 @@ func (s *SecretService) FindSecrets(ctx context.Context, repoID int64) ([]slipwa
 	rows, err := s.db.pool.Query(ctx, `-- FindSecrets
 SELECT name, created_at, updated_at FROM build_secrets WHERE repo_id = $1 ORDER BY name`, repoID)
 	if err != nil {
-		return nil, fmt.Errorf("finding secrets of repo %d: %w", repoID, err)
+		return nil, fmt.Errorf("finding secrets of repo %d: %w", repoID, unavailable(err))
 	}
 	list, err := pgx.CollectRows(rows, pgx.RowToStructByName[secretRow])
 	if err != nil {
-		return nil, fmt.Errorf("finding secrets of repo %d: %w", repoID, err)
+		return nil, fmt.Errorf("finding secrets of repo %d: %w", repoID, unavailable(err))
 	}
 	out := make([]slipway.SecretInfo, len(list))
 	for i, r := range list {
@@ -121,7 +121,7 @@ func (s *SecretService) OpenSecrets(ctx context.Context, repoID int64, names []s
 	rows, err := s.db.pool.Query(ctx, `-- OpenSecrets
 SELECT name, value_enc FROM build_secrets WHERE repo_id = $1 AND name = ANY($2)`, repoID, names)
 	if err != nil {
-		return nil, fmt.Errorf("reading secrets of repo %d: %w", repoID, err)
+		return nil, fmt.Errorf("reading secrets of repo %d: %w", repoID, unavailable(err))
 	}
 	defer rows.Close()
 	for rows.Next() {
@@ -130,16 +130,16 @@ SELECT name, value_enc FROM build_secrets WHERE repo_id = $1 AND name = ANY($2)`
 			sealed []byte
 		)
 		if err := rows.Scan(&name, &sealed); err != nil {
-			return nil, fmt.Errorf("reading secrets of repo %d: %w", repoID, err)
+			return nil, fmt.Errorf("reading secrets of repo %d: %w", repoID, unavailable(err))
 		}
 		v, err := s.sealer.Open(sealed, buildSecretAD(repoID, name))
 		if err != nil {
-			return nil, fmt.Errorf("secret %s: %w", name, err)
+			return nil, fmt.Errorf("secret %s: %w", name, unavailable(err))
 		}
 		out[name] = v
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("reading secrets of repo %d: %w", repoID, err)
+		return nil, fmt.Errorf("reading secrets of repo %d: %w", repoID, unavailable(err))
 	}
 	var missing []string
 	for _, n := range names {
@@ -158,11 +158,11 @@ func (s *SecretService) FindRepoID(ctx context.Context, forge, owner, name strin
 	rows, err := s.db.pool.Query(ctx, `-- FindRepoID
 SELECT id FROM repos WHERE lower(owner) = lower($1) AND lower(name) = lower($2) AND ($3 = '' OR forge = $3)`, owner, name, forge)
 	if err != nil {
-		return 0, fmt.Errorf("finding repo %s/%s: %w", owner, name, err)
+		return 0, fmt.Errorf("finding repo %s/%s: %w", owner, name, unavailable(err))
 	}
 	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 	if err != nil {
-		return 0, fmt.Errorf("finding repo %s/%s: %w", owner, name, err)
+		return 0, fmt.Errorf("finding repo %s/%s: %w", owner, name, unavailable(err))
 	}
 	switch len(ids) {
 	case 0:

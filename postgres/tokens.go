@@ -64,11 +64,11 @@ func (s *TokenService) FindTokens(ctx context.Context) ([]*slipway.Token, error)
 	rows, err := s.db.pool.Query(ctx, `-- FindTokens
 SELECT `+tokenColumns+` FROM api_tokens ORDER BY id`)
 	if err != nil {
-		return nil, fmt.Errorf("finding tokens: %w", err)
+		return nil, fmt.Errorf("finding tokens: %w", unavailable(err))
 	}
 	list, err := pgx.CollectRows(rows, pgx.RowToStructByName[tokenRow])
 	if err != nil {
-		return nil, fmt.Errorf("finding tokens: %w", err)
+		return nil, fmt.Errorf("finding tokens: %w", unavailable(err))
 	}
 	out := make([]*slipway.Token, len(list))
 	for i, r := range list {
@@ -82,7 +82,7 @@ func (s *TokenService) DeleteToken(ctx context.Context, id int64) error {
 	tag, err := s.db.pool.Exec(ctx, `-- DeleteToken
 DELETE FROM api_tokens WHERE id = $1`, id)
 	if err != nil {
-		return fmt.Errorf("deleting token %d: %w", id, err)
+		return fmt.Errorf("deleting token %d: %w", id, unavailable(err))
 	}
 	if tag.RowsAffected() == 0 {
 		return slipway.Errorf(slipway.ENOTFOUND, "Token %d not found.", id)
@@ -104,13 +104,13 @@ u AS (
 SELECT a.id, a.name, a.role, a.created_at, COALESCE(u.last_used_at, a.last_used_at) AS last_used_at
 FROM api_tokens a LEFT JOIN u ON u.id = a.id WHERE a.id IN (SELECT id FROM t)`, slipway.HashToken(secret))
 	if err != nil {
-		return nil, fmt.Errorf("authenticating token: %w", err)
+		return nil, fmt.Errorf("authenticating token: %w", unavailable(err))
 	}
 	row, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[tokenRow])
 	if err == pgx.ErrNoRows {
 		return nil, slipway.Errorf(slipway.ENOTFOUND, "Unknown token.")
 	} else if err != nil {
-		return nil, fmt.Errorf("authenticating token: %w", err)
+		return nil, fmt.Errorf("authenticating token: %w", unavailable(err))
 	}
 	return row.toToken(), nil
 }

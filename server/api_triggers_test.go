@@ -25,6 +25,10 @@ func TestTriggerAndRetry(t *testing.T) {
 	first, err := b.builds.EnqueueTrigger(ctx, slipway.Trigger{Forge: "github", DeliveryID: "d-1", Event: "push",
 		Owner: "Acme", Name: "App", CloneURL: gitURL + "app.git", Ref: "refs/heads/main", Commit: commit}, testRegistry+"/acme/app")
 	require.NoError(t, err)
+	// The triggers below push to main too; with superseding on they would cancel
+	// the first build, which the retry case needs still queued.
+	_, err = b.db.Pool().Exec(ctx, `UPDATE repos SET supersede = false`)
+	require.NoError(t, err)
 	dev := p.token(t, "dev-1", slipway.RoleDeveloper)
 	viewer := p.token(t, "viewer-1", slipway.RoleViewer)
 
