@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/rs/zerolog/hlog"
 	"github.com/slipway-ci/slipway"
+	"github.com/slipway-ci/slipway/metrics"
 )
 
 // GitHub's delivery headers, described in
@@ -111,6 +112,7 @@ func handleGitHubWebhook(cfg Config, builds slipway.BuildService) http.HandlerFu
 			return
 		case ev.Ignored != "":
 			log.Info().Str("reason", ev.Ignored).Msg("Webhook ignored")
+			metrics.SetWebhookOutcome(r.Context(), metrics.WebhookIgnored)
 			writeJSON(w, r, http.StatusAccepted, ignored{Ignored: ev.Ignored})
 			return
 		}

@@ -14,6 +14,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -25,6 +26,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/slipway-ci/slipway/buildkit"
+	"github.com/slipway-ci/slipway/metrics"
 	"github.com/slipway-ci/slipway/postgres"
 	"github.com/slipway-ci/slipway/registry"
 	"github.com/slipway-ci/slipway/server"
@@ -153,6 +155,9 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 		}
 		defer bk.Close()
 		checks = append(checks, server.Check{Name: "buildkit", Func: bk.Ping})
+		if err := metrics.RegisterBuilders([]metrics.Builder{{Name: redactAddr(cfg.BuildkitAddr), Platforms: "all", Ping: bk.Ping}}); err != nil {
+			return fmt.Errorf("registering builder metrics: %w", err)
+		}
 		jobs := postgres.NewJobQueue(db, logger)
 		w, err := worker.New(logger, worker.Config{
 			ID:                cfg.WorkerID,
@@ -176,6 +181,12 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 		}
 	}
 	if r.server {
+		if err := metrics.RegisterQueue(func(ctx context.Context) (metrics.QueueStats, error) {
+			s, err := db.JobStats(ctx)
+			return metrics.QueueStats{Depth: s.Available, Running: s.Running, Oldest: s.OldestAvailable}, err
+		}); err != nil {
+			return fmt.Errorf("registering queue metrics: %w", err)
+		}
 		h := server.New(logger, server.Config{
 			GitHubWebhookSecret: cfg.GitHubWebhookSecret,
 			GitHubAllowedOwners: cfg.GitHubAllowedOwners,
@@ -186,6 +197,15 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 		g.Go(func() error { return listenAndServe(ctx, cfg.Addr, h, logger) })
 	}
 	return g.Wait()
+}
+
+// redactAddr drops a user:password from an address, for labels and logs.
+func redactAddr(addr string) string {
+	if u, err := url.Parse(addr); err == nil && u.User != nil {
+		u.User = nil
+		return u.String()
+	}
+	return addr
 }
 
 // listenAndServe serves h on addr until ctx ends, then lets in-flight requests
