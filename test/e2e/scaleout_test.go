@@ -46,7 +46,7 @@ func TestScaleOut(t *testing.T) {
 	ctx := context.Background()
 	registryHost := requireEnv(t, "TEST_REGISTRY")
 	bkA := requireEnv(t, "BUILDKIT_HOST")
-	bkB := startBuildkitd(t, registryHost)
+	bkB := startScaleBuildkitd(t, registryHost)
 	base, err := testenv.PushBaseImage(ctx, registryHost)
 	require.NoError(t, err)
 
@@ -273,10 +273,10 @@ func (f *finishLog) byBuild() map[int64][]string {
 	return out
 }
 
-// startBuildkitd starts a second buildkitd (bin/buildkitd, built by make deps)
+// startScaleBuildkitd starts a second buildkitd (bin/buildkitd, built by make deps)
 // with its own state and socket, stopped when the test ends, and returns its
 // address. It trusts the test's plain-HTTP registry as scripts/services.sh does.
-func startBuildkitd(t *testing.T, registryHost string) string {
+func startScaleBuildkitd(t *testing.T, registryHost string) string {
 	t.Helper()
 	root, err := testenv.RepoRoot()
 	require.NoError(t, err)
