@@ -18,7 +18,7 @@ const settingsFile = "../../deploy/settings.txt"
 
 func settingsFileText() string {
 	var b strings.Builder
-	b.WriteString("# Every SLIPWAY_* variable slipway reads, and whether it is a secret.\n")
+	b.WriteString("# Every SLIPWAY_* variable slipway reads: name, secret or plain, the commands that read it.\n")
 	b.WriteString("# Generated from the settings list in cmd/slipway/config.go; do not edit.\n")
 	b.WriteString("# Regenerate: go test ./cmd/slipway -run TestSettingsFile -update-settings\n")
 	for _, s := range settings {
@@ -26,7 +26,7 @@ func settingsFileText() string {
 		if s.Secret {
 			kind = "secret"
 		}
-		b.WriteString(s.Name + " " + kind + "\n")
+		b.WriteString(s.Name + " " + kind + " " + strings.ReplaceAll(s.Roles, " ", "") + "\n")
 	}
 	return b.String()
 }

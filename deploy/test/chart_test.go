@@ -164,8 +164,8 @@ func (r *rendered) envNames(t *testing.T, settings map[string]setting) map[strin
 		if !strings.HasPrefix(name, "SLIPWAY_") {
 			return
 		}
-		if _, ok := settings[name]; !ok {
-			t.Errorf("%s sets %s, which slipway does not read (not in deploy/settings.txt)", where, name)
+		if s, ok := settings[name]; !ok || !s.deployed() {
+			t.Errorf("%s sets %s, which slipway's server, worker and migrate do not read (see deploy/settings.txt)", where, name)
 		}
 		names[name] = true
 	}
@@ -213,7 +213,13 @@ func TestChart(t *testing.T) {
 			r := render(t, vs)
 			names := r.envNames(t, settings)
 			if vs != "ingress.yaml" { // with existingSecret the secret keys are the user's
-				onlyChart, onlySlipway := diffNames(names, settings)
+				deployed := map[string]setting{}
+				for k, s := range settings {
+					if s.deployed() {
+						deployed[k] = s
+					}
+				}
+				onlyChart, onlySlipway := diffNames(names, deployed)
 				require.Empty(t, onlyChart, "the chart sets variables slipway does not read")
 				require.Empty(t, onlySlipway, "slipway reads variables the chart cannot set: add them to values.yaml (config or secrets) or a template")
 			}

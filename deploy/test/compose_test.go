@@ -50,7 +50,7 @@ func TestCompose(t *testing.T) {
 		roles[role]++
 		env := map[string]string{}
 		for k, v := range s.Environment {
-			require.Contains(t, settings, k, "%s sets %s, which slipway does not read (not in deploy/settings.txt)", s.Name, k)
+			require.True(t, settings[k].deployed(), "%s sets %s, which slipway's server, worker and migrate do not read (see deploy/settings.txt)", s.Name, k)
 			if v != nil {
 				env[k] = *v
 			}

@@ -16,6 +16,19 @@ var root = filepath.Join("..", "..")
 type setting struct {
 	name   string
 	secret bool
+	roles  []string // commands that read it: server, worker, dev, migrate, all, or client commands
+}
+
+// deployed says whether a process the chart or the compose file runs (server,
+// worker, migrate) reads the setting; client commands' settings are not theirs.
+func (s setting) deployed() bool {
+	for _, r := range s.roles {
+		switch r {
+		case "all", "server", "worker", "migrate":
+			return true
+		}
+	}
+	return false
 }
 
 // readSettings reads deploy/settings.txt (see cmd/slipway/settings_file_test.go).
@@ -33,8 +46,11 @@ func readSettings(t *testing.T) map[string]setting {
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		name, kind, _ := strings.Cut(line, " ")
-		out[name] = setting{name: name, secret: kind == "secret"}
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			t.Fatalf("deploy/settings.txt: %q is not NAME KIND ROLES", line)
+		}
+		out[f[0]] = setting{name: f[0], secret: f[1] == "secret", roles: strings.Split(f[2], ",")}
 	}
 	if err := sc.Err(); err != nil {
 		t.Fatal(err)
