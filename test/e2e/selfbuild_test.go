@@ -21,35 +21,39 @@ import (
 )
 
 // selfBuildTests are the integration tests of slipway's own image: the binary
-// starts and prints the version it was built with, and it is the binary of the
+// starts and prints the version it was built with; it is the binary of the
 // platform it runs on (e_machine in the ELF header: 0x3e x86-64, 0xb7 AArch64),
 // which `slipway version` alone cannot tell: an amd64 binary in the arm64
-// image would run natively on an amd64 host.
+// image would run natively on an amd64 host; and git, as the worker runs it,
+// fetches and checks out this very repository from the test's git daemon
+// (BuildKit runs tests on the host network), as the image's non-root user.
 const selfBuildTests = `tests:
   - name: version
-    run: 'slipway version | tee /dev/stderr | grep -qx "slipway %s"'
+    run: 'slipway version | tee /dev/stderr | grep -qx "slipway %[1]s"'
   - name: binary-arch
     run: 'm=$(od -An -tx1 -j18 -N1 /usr/local/bin/slipway | tr -d " "); echo "e_machine=$m on $(uname -m)"; case "$(uname -m)" in x86_64) test "$m" = 3e;; aarch64) test "$m" = b7;; *) false;; esac'
+  - name: git-checkout
+    run: 'id -u; git --version && d=$(mktemp -d) && cd "$d" && git init -q && git fetch -q --depth 1 %[2]s HEAD && git -c advice.detachedHead=false checkout -q FETCH_HEAD && test -f Dockerfile && git log --oneline -1'
 `
 
 // TestSelfBuild builds slipway's own two-platform image with slipway, the way
 // a release is assembled where no public image can be pulled: slipway is
 // cross-compiled for linux/amd64 and linux/arm64 (CGO off, no emulation),
 // the binaries and deploy/Dockerfile.release are pushed to a repository, and
-// slipway builds that push on the local busybox base, pushes the index and
-// runs `slipway version` inside it on both platforms.
+// slipway builds that push on a local base (busybox plus Debian's git and the
+// libraries it links, testenv.GitBaseImage), pushes the index and runs
+// `slipway version` and a git checkout inside it on both platforms.
 //
-// What this image lacks against a real release: the busybox base has no git
-// (nor CA certificates or ssh), so it runs `slipway server` and `slipway
-// migrate` but a worker in it could not check commits out. A release uses
-// BASE_IMAGE=debian:bookworm-slim with git, or deploy/Dockerfile.
+// What this image lacks against a release on debian:bookworm-slim: git
+// without libcurl (no http(s) remotes), no CA certificates, no ssh client.
+// Its worker can check out git:// and local repositories only.
 func TestSelfBuild(t *testing.T) {
 	if testing.Short() {
 		t.Skip("self-build: skipped with -short")
 	}
 	ctx := context.Background()
 	registryHost := requireEnv(t, "TEST_REGISTRY")
-	base, err := testenv.PushBaseImage(ctx, registryHost)
+	base, err := testenv.PushGitBaseImage(ctx, registryHost)
 	require.NoError(t, err)
 	root, err := testenv.RepoRoot()
 	require.NoError(t, err)
@@ -75,16 +79,16 @@ func TestSelfBuild(t *testing.T) {
 	require.True(t, argLine.Match(df), "deploy/Dockerfile.release declares ARG BASE_IMAGE")
 	dockerfile := argLine.ReplaceAllString(string(df), "ARG BASE_IMAGE="+base)
 
+	r := newRepos(t)
 	files := map[string]string{
 		"Dockerfile":   dockerfile,
-		".slipway.yml": fmt.Sprintf(selfBuildTests, version),
+		".slipway.yml": fmt.Sprintf(selfBuildTests, version, r.url+"slipway.git"),
 	}
 	for _, arch := range []string{"amd64", "arm64"} {
 		b, err := os.ReadFile(filepath.Join(work, "dist", "slipway-linux-"+arch))
 		require.NoError(t, err)
 		files["dist/slipway-linux-"+arch] = string(b)
 	}
-	r := newRepos(t)
 	cloneURL, commit := r.add("slipway", files)
 
 	s := newStack(t)
@@ -98,7 +102,7 @@ func TestSelfBuild(t *testing.T) {
 	require.Equal(t, slipway.BuildSucceeded, b.State, "error: %s\nlog:\n%s", b.Error, s.logs(id))
 	t.Logf("MEASURE self-build: push to tested image took %s (running %s)", b.FinishedAt.Sub(b.CreatedAt).Round(time.Millisecond), b.FinishedAt.Sub(*b.StartedAt).Round(time.Millisecond))
 	require.Len(t, b.Platforms, 2)
-	require.Len(t, b.Tests, 4, "two tests on two platforms")
+	require.Len(t, b.Tests, 6, "three tests on two platforms")
 	passed := map[string]bool{}
 	for _, tr := range b.Tests {
 		require.True(t, tr.Passed, "%+v\nlog:\n%s", tr, s.logs(id))
@@ -107,6 +111,7 @@ func TestSelfBuild(t *testing.T) {
 	require.Equal(t, map[string]bool{
 		"version linux/amd64": true, "version linux/arm64": true,
 		"binary-arch linux/amd64": true, "binary-arch linux/arm64": true,
+		"git-checkout linux/amd64": true, "git-checkout linux/arm64": true,
 	}, passed)
 	require.Equal(t, []string{"v0.0.0-selfbuild"}, b.Tags)
 
@@ -123,7 +128,10 @@ func TestSelfBuild(t *testing.T) {
 		require.Equal(t, []string{"server"}, cf.Config.Cmd)
 		require.Equal(t, "10001:10001", cf.Config.User)
 	}
-	require.Contains(t, s.logs(id), "slipway "+version, "the version test's output is in the build log")
+	log := s.logs(id)
+	require.Contains(t, log, "slipway "+version, "the version test's output is in the build log")
+	require.Contains(t, log, "git version 2.", "git ran in the image")
+	require.Contains(t, log, commit[:7], "git checked this repository's commit out in the image")
 }
 
 func mustHash(t *testing.T, s string) v1.Hash {

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"time"
 
@@ -178,12 +177,9 @@ func busyboxImage(ctx context.Context, arch, deb string) (v1.Image, error) {
 // debFile returns the content of the file at path (as dpkg-deb lists it,
 // e.g. "./bin/busybox") inside the Debian package deb.
 func debFile(ctx context.Context, deb, path string) ([]byte, error) {
-	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, "dpkg-deb", "--fsys-tarfile", deb)
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	out, err := debTar(ctx, deb)
 	if err != nil {
-		return nil, fmt.Errorf("unpacking %s: %w: %s", deb, err, bytes.TrimSpace(stderr.Bytes()))
+		return nil, err
 	}
 	tr := tar.NewReader(bytes.NewReader(out))
 	for {
