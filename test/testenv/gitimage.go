@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -55,28 +54,11 @@ func GitBaseImage(ctx context.Context, debDir string) (v1.ImageIndex, error) {
 			if err != nil {
 				return nil, err
 			}
-			layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-				return io.NopCloser(bytes.NewReader(data)), nil
-			}, tarball.WithMediaType(types.OCILayer))
-			if err != nil {
-				return nil, fmt.Errorf("making the %s layer of %s: %w", arch, pkg, err)
-			}
-			img, err = mutate.Append(img, mutate.Addendum{
-				Layer:     layer,
-				MediaType: types.OCILayer,
-				History: v1.History{
-					Created:   v1.Time{Time: layerTime},
-					CreatedBy: "slipway testenv: " + filepath.Base(deb),
-				},
-			})
-			if err != nil {
+			if img, err = appendTarLayer(img, data, "slipway testenv: "+filepath.Base(deb)); err != nil {
 				return nil, fmt.Errorf("adding the %s layer of %s: %w", arch, pkg, err)
 			}
 		}
-		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{
-			MediaType: types.OCIManifestSchema1,
-			Platform:  &v1.Platform{OS: "linux", Architecture: arch},
-		}})
+		idx = appendPlatform(idx, img, arch)
 	}
 	return idx, nil
 }
@@ -84,23 +66,22 @@ func GitBaseImage(ctx context.Context, debDir string) (v1.ImageIndex, error) {
 // PushGitBaseImage builds GitBaseImage from the packages in DebsDir and pushes
 // it to registryHost as library/busybox-git:latest, returning that reference.
 func PushGitBaseImage(ctx context.Context, registryHost string, opts ...remote.Option) (string, error) {
-	debDir, err := DebsDir()
+	return pushIndex(ctx, GitBaseImage, registryHost+"/"+GitBaseImageRepo+":"+BaseImageTag, opts...)
+}
+
+// appendTarLayer adds a layer made of the tar stream data to img.
+func appendTarLayer(img v1.Image, data []byte, createdBy string) (v1.Image, error) {
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(data)), nil
+	}, tarball.WithMediaType(types.OCILayer))
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	idx, err := GitBaseImage(ctx, debDir)
-	if err != nil {
-		return "", err
-	}
-	ref, err := name.ParseReference(registryHost + "/" + GitBaseImageRepo + ":" + BaseImageTag)
-	if err != nil {
-		return "", fmt.Errorf("parsing the git base image reference for registry %q: %w", registryHost, err)
-	}
-	opts = append([]remote.Option{remote.WithContext(ctx)}, opts...)
-	if err := remote.WriteIndex(ref, idx, opts...); err != nil {
-		return "", fmt.Errorf("pushing git base image %s: %w", ref, err)
-	}
-	return ref.String(), nil
+	return mutate.Append(img, mutate.Addendum{
+		Layer:     layer,
+		MediaType: types.OCILayer,
+		History:   v1.History{Created: v1.Time{Time: layerTime}, CreatedBy: createdBy},
+	})
 }
 
 // debTar returns a Debian package's files as one tar stream (dpkg-deb --fsys-tarfile).
