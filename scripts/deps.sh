@@ -8,7 +8,8 @@
 #     (the signed test push), PostgreSQL 15 when no initdb is found;
 #   - the arm64 dpkg architecture and the busybox-static .debs for amd64 and
 #     arm64, cached in $SLIPWAY_CACHE_DIR/debs (default .cache/debs): the tests
-#     build their multi-platform base image from them;
+#     build their multi-platform base image from them; and the .debs of git
+#     and the libraries it links, for the self-build test's worker base;
 #   - the qemu-aarch64 binfmt_misc handler, registered by hand: without systemd
 #     nothing registers it when the package is installed;
 #   - bin/buildkitd and bin/buildctl, built from the github.com/moby/buildkit
@@ -96,6 +97,34 @@ if [ -z "$(deb_for amd64)" ] || [ -z "$(deb_for arm64)" ]; then
 		[ -z "$apt_updated" ] || die "apt-get download busybox-static failed"
 		apt_update
 		download
+	fi
+fi
+
+# git and the libraries its binary links (not curl: no http(s) remotes), for
+# amd64 and arm64: the self-build test layers them on the busybox base so that
+# slipway's own image can check commits out.
+GIT_DEBS=(git libc6 zlib1g libpcre2-8-0)
+git_debs_missing() {
+	local p a
+	for p in "${GIT_DEBS[@]}"; do
+		for a in amd64 arm64; do
+			ls "$DEBS/${p}"_*_"$a".deb >/dev/null 2>&1 || return 0
+		done
+	done
+	return 1
+}
+if git_debs_missing; then
+	mkdir -p "$DEBS"
+	log "downloading ${GIT_DEBS[*]} for amd64 and arm64 into $DEBS"
+	git_download() {
+		local p args=()
+		for p in "${GIT_DEBS[@]}"; do args+=("$p:amd64" "$p:arm64"); done
+		(cd "$DEBS" && apt-get -qq -o APT::Sandbox::User=root download "${args[@]}")
+	}
+	if ! git_download; then
+		[ -z "$apt_updated" ] || die "apt-get download ${GIT_DEBS[*]} failed"
+		apt_update
+		git_download
 	fi
 fi
 

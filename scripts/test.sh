@@ -6,6 +6,8 @@
 #
 #   SLIPWAY_TEST_TIMEOUT  go test -timeout (default 60m)
 #   GOTESTFLAGS           extra go test flags, e.g. "-run TestEndToEnd -v"
+#   SLIPWAY_DEPLOY_TESTS=1  run deploy/test's chart and compose tests too when
+#                         GOTESTFLAGS narrows the run (a full run always does)
 #   SLIPWAY_KEEP_STATE=1  keep the state folder (logs, registry, cluster)
 set -euo pipefail
 
@@ -55,3 +57,11 @@ set +a
 # GOTESTFLAGS is split on spaces on purpose.
 # shellcheck disable=SC2086
 go test -count=1 -timeout "${SLIPWAY_TEST_TIMEOUT:-60m}" ${GOTESTFLAGS:-} ./...
+
+# The Helm chart's and docker-compose.yml's tests are their own module
+# (deploy/test: Helm, the Kubernetes API types and compose-go stay out of
+# go.mod). They need no services; a narrowed run (GOTESTFLAGS set) skips them
+# unless SLIPWAY_DEPLOY_TESTS=1.
+if [ -z "${GOTESTFLAGS:-}" ] || [ -n "${SLIPWAY_DEPLOY_TESTS:-}" ]; then
+	go -C deploy/test test -count=1 -timeout 30m ./...
+fi

@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog/hlog"
 
 	"github.com/slipway-ci/slipway"
+	"github.com/slipway-ci/slipway/metrics"
 	"github.com/slipway-ci/slipway/registry"
 )
 
@@ -205,6 +206,7 @@ func handlePromote(builds slipway.BuildService, promotions slipway.PromotionServ
 			if aerr := audit(); aerr != nil {
 				hlog.FromRequest(r).Error().Err(aerr).Int64("build_id", b.ID).Msg("Recording a failed promotion")
 			}
+			metrics.PromotionDone("failed")
 			writeError(w, r, err)
 			return
 		}
@@ -222,6 +224,7 @@ func handlePromote(builds slipway.BuildService, promotions slipway.PromotionServ
 		}
 		hlog.FromRequest(r).Info().Int64("build_id", b.ID).Str("digest", b.IndexDigest).Str("target", target).
 			Strs("tags", req.Tags).Msg("Build promoted")
+		metrics.PromotionDone("succeeded")
 		writeJSON(w, r, http.StatusOK, out)
 	}
 }

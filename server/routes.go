@@ -2,6 +2,7 @@ package server
 
 import (
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -9,6 +10,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/rs/zerolog/hlog"
 	"github.com/slipway-ci/slipway"
+	"github.com/slipway-ci/slipway/metrics"
 )
 
 // requestTimeout bounds every route that answers from the database in one go.
@@ -26,6 +28,7 @@ func newRouter(logger zerolog.Logger, cfg Config, builds slipway.BuildService, c
 		middleware.ClientIPFromRemoteAddr,
 		logClientIP("ip"),
 		hlog.AccessHandler(logAccess),
+		metrics.CountWebhooks(webhookForge),
 		recoverer,
 	)
 	r.NotFound(handleNotFound())
@@ -34,6 +37,7 @@ func newRouter(logger zerolog.Logger, cfg Config, builds slipway.BuildService, c
 	r.Get("/", handleHome(cfg.PublicURL))
 	r.Get("/healthz", handleHealthz())
 	r.Get("/readyz", handleReadyz(checks))
+	r.Get("/metrics", metrics.Handler().ServeHTTP)
 
 	r.With(timeout(requestTimeout)).Post("/webhooks/github", handleWebhook(cfg, githubReceiver(cfg), svc.Repos, builds))
 	r.With(timeout(requestTimeout)).Post("/webhooks/gitlab", handleWebhook(cfg, gitlabReceiver(cfg), svc.Repos, builds))
@@ -97,4 +101,18 @@ func handleMethodNotAllowed(routes chi.Routes) http.HandlerFunc {
 			Message: "Method " + r.Method + " is not allowed here.",
 		}})
 	}
+}
+
+// webhookForge names the forge of a request routed to /webhooks/{forge}, for
+// metrics.CountWebhooks; "" for every other route (and unknown forges).
+func webhookForge(r *http.Request) string {
+	rc := chi.RouteContext(r.Context())
+	if rc == nil {
+		return ""
+	}
+	forge, ok := strings.CutPrefix(rc.RoutePattern(), "/webhooks/")
+	if !ok || strings.ContainsAny(forge, "/{*") {
+		return ""
+	}
+	return forge
 }

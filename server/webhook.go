@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/rs/zerolog/hlog"
 	"github.com/slipway-ci/slipway"
+	"github.com/slipway-ci/slipway/metrics"
 )
 
 // Limits on what a delivery may carry; they match the schema's CHECK constraints
@@ -154,6 +155,7 @@ func handleWebhook(cfg Config, rc receiver, repos slipway.RepoService, builds sl
 			return
 		case ev.Ignored != "":
 			log.Info().Str("reason", ev.Ignored).Msg("Webhook ignored")
+			metrics.SetWebhookOutcome(r.Context(), metrics.WebhookIgnored)
 			writeJSON(w, r, http.StatusAccepted, ignored{Ignored: ev.Ignored})
 			return
 		}

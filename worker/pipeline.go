@@ -17,6 +17,7 @@ import (
 
 	"github.com/slipway-ci/slipway"
 	"github.com/slipway-ci/slipway/buildkit"
+	"github.com/slipway-ci/slipway/metrics"
 )
 
 // pipeline runs the stations of one build and returns the build's final update.
@@ -76,6 +77,7 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 		}
 		sink.Mask(values)
 	}
+	metrics.BuildStarted(ctx, cfg.Platforms, queuedFor(build))
 	sink.Add("", "checkout", fmt.Sprintf("Checked out in %s; platforms %s, %d test(s)", since(started), strings.Join(cfg.Platforms, ", "), len(cfg.Tests)))
 
 	ref := build.Image + ":" + slipway.CommitTag(build.Commit)
@@ -258,4 +260,13 @@ func since(t time.Time) time.Duration { return time.Since(t).Round(10 * time.Mil
 // oneLine squeezes a multi-line message into one line.
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
+}
+
+// queuedFor is how long the build waited for a worker: from its creation to its
+// first start (a retried attempt still counts from the push).
+func queuedFor(build *slipway.Build) time.Duration {
+	if build.StartedAt != nil {
+		return build.StartedAt.Sub(build.CreatedAt)
+	}
+	return time.Since(build.CreatedAt)
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/slipway-ci/slipway"
 	"github.com/slipway-ci/slipway/buildkit"
+	"github.com/slipway-ci/slipway/metrics"
 )
 
 // Builder is what the worker needs of BuildKit; *buildkit.Builder implements it.
@@ -288,7 +289,7 @@ func (c cancelRequest) Error() string { return c.reason }
 // runJob runs one attempt of a build under a heartbeat-renewed lease.
 func (w *Worker) runJob(ctx context.Context, job *slipway.Job) {
 	logger := w.logger.With().Int64("job_id", job.ID).Int64("build_id", job.BuildID).Int("attempt", job.Attempt).Logger()
-	ctx = logger.WithContext(ctx)
+	ctx = metrics.WithBuild(logger.WithContext(ctx))
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	ctx, cancelTimeout := context.WithTimeoutCause(ctx, w.cfg.BuildTimeout,
@@ -321,6 +322,7 @@ func (w *Worker) runJob(ctx context.Context, job *slipway.Job) {
 	go func() { defer close(sinkDone); sink.Run(sinkCtx) }()
 	finishLog := func() { stopSink(); <-sinkDone }
 
+	started := time.Now()
 	final := w.pipeline(ctx, job, build, sink)
 
 	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -369,6 +371,7 @@ func (w *Worker) runJob(ctx context.Context, job *slipway.Job) {
 		logger.Error().Err(err).Msg("Completing job")
 		return
 	}
+	metrics.BuildFinished(ctx, string(*final.State), time.Since(started))
 	ev := logger.Info()
 	if *final.State != slipway.BuildSucceeded {
 		ev = logger.Warn().Str("error", *final.Error)

@@ -17,6 +17,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -30,6 +31,7 @@ import (
 	"github.com/slipway-ci/slipway"
 	"github.com/slipway-ci/slipway/buildkit"
 	"github.com/slipway-ci/slipway/forge"
+	"github.com/slipway-ci/slipway/metrics"
 	"github.com/slipway-ci/slipway/postgres"
 	"github.com/slipway-ci/slipway/registry"
 	"github.com/slipway-ci/slipway/server"
@@ -178,6 +180,9 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 		defer bk.Close()
 		bk.CacheRepository = cfg.CacheRepository
 		checks = append(checks, server.Check{Name: "buildkit", Func: bk.Ping})
+		if err := metrics.RegisterBuilders([]metrics.Builder{{Name: redactAddr(cfg.BuildkitAddr), Platforms: "all", Ping: bk.Ping}}); err != nil {
+			return fmt.Errorf("registering builder metrics: %w", err)
+		}
 		jobs := postgres.NewJobQueue(db, logger)
 		w, err := worker.New(logger, worker.Config{
 			ID:                cfg.WorkerID,
@@ -211,6 +216,12 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 	if r.server {
 		logs := postgres.NewLogHub(db, logger)
 		g.Go(func() error { return logs.Run(ctx) })
+		if err := metrics.RegisterQueue(func(ctx context.Context) (metrics.QueueStats, error) {
+			s, err := db.JobStats(ctx)
+			return metrics.QueueStats{Depth: s.Available, Running: s.Running, Oldest: s.OldestAvailable}, err
+		}); err != nil {
+			return fmt.Errorf("registering queue metrics: %w", err)
+		}
 		h := server.New(logger, server.Config{
 			Logs:                logs,
 			Secrets:             secrets,
@@ -248,6 +259,15 @@ func forgeClients(cfg *config) map[string]forge.Client {
 		clients[slipway.ForgeGitea] = &forge.Gitea{BaseURL: cfg.GiteaAPIURL, Token: cfg.GiteaToken}
 	}
 	return clients
+}
+
+// redactAddr drops a user:password from an address, for labels and logs.
+func redactAddr(addr string) string {
+	if u, err := url.Parse(addr); err == nil && u.User != nil {
+		u.User = nil
+		return u.String()
+	}
+	return addr
 }
 
 // listenAndServe serves h on addr until ctx ends, then lets in-flight requests

@@ -67,6 +67,9 @@ type stack struct {
 	url      string
 	registry string    // SLIPWAY_REGISTRY of this stack
 	server   *exec.Cmd // the `slipway server` process
+	// onLine, when set before start, sees every stderr line of the processes
+	// started after it (on their reader goroutines).
+	onLine func(cmd *exec.Cmd, line string)
 }
 
 func requireEnv(t testing.TB, name string) string {
@@ -126,11 +129,15 @@ func (s *stack) start(role string, extraEnv ...string) *exec.Cmd {
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
 	done := make(chan struct{})
+	onLine := s.onLine
 	go func() {
 		defer close(done)
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
 		for sc.Scan() {
+			if onLine != nil {
+				onLine(cmd, sc.Text())
+			}
 			t.Logf("%s[%d]: %s", role, cmd.Process.Pid, sc.Text())
 		}
 	}()

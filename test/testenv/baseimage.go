@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"time"
 
@@ -17,7 +16,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
@@ -96,15 +94,20 @@ func BaseImage(ctx context.Context, debDir string) (v1.ImageIndex, error) {
 		if err != nil {
 			return nil, err
 		}
-		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{
-			Add: img,
-			Descriptor: v1.Descriptor{
-				MediaType: types.OCIManifestSchema1,
-				Platform:  &v1.Platform{OS: "linux", Architecture: arch},
-			},
-		})
+		idx = appendPlatform(idx, img, arch)
 	}
 	return idx, nil
+}
+
+// appendPlatform adds img to idx as the linux image of arch.
+func appendPlatform(idx v1.ImageIndex, img v1.Image, arch string) v1.ImageIndex {
+	return mutate.AppendManifests(idx, mutate.IndexAddendum{
+		Add: img,
+		Descriptor: v1.Descriptor{
+			MediaType: types.OCIManifestSchema1,
+			Platform:  &v1.Platform{OS: "linux", Architecture: arch},
+		},
+	})
 }
 
 // PushBaseImage builds BaseImage from the packages in DebsDir and pushes it
@@ -112,23 +115,29 @@ func BaseImage(ctx context.Context, debDir string) (v1.ImageIndex, error) {
 // library/busybox:latest, returning that reference for a Dockerfile's FROM.
 // Pushing it again, from any process, writes the same digests.
 func PushBaseImage(ctx context.Context, registryHost string, opts ...remote.Option) (string, error) {
+	return pushIndex(ctx, BaseImage, registryHost+"/"+BaseImageRepo+":"+BaseImageTag, opts...)
+}
+
+// pushIndex builds an index with build from the packages in DebsDir and
+// pushes it as ref, returning ref.
+func pushIndex(ctx context.Context, build func(context.Context, string) (v1.ImageIndex, error), ref string, opts ...remote.Option) (string, error) {
 	debDir, err := DebsDir()
 	if err != nil {
 		return "", err
 	}
-	idx, err := BaseImage(ctx, debDir)
+	idx, err := build(ctx, debDir)
 	if err != nil {
 		return "", err
 	}
-	ref, err := name.ParseReference(registryHost + "/" + BaseImageRepo + ":" + BaseImageTag)
+	r, err := name.ParseReference(ref)
 	if err != nil {
-		return "", fmt.Errorf("parsing the base image reference for registry %q: %w", registryHost, err)
+		return "", fmt.Errorf("parsing image reference %q: %w", ref, err)
 	}
 	opts = append([]remote.Option{remote.WithContext(ctx)}, opts...)
-	if err := remote.WriteIndex(ref, idx, opts...); err != nil {
-		return "", fmt.Errorf("pushing base image %s: %w", ref, err)
+	if err := remote.WriteIndex(r, idx, opts...); err != nil {
+		return "", fmt.Errorf("pushing image %s: %w", r, err)
 	}
-	return ref.String(), nil
+	return r.String(), nil
 }
 
 func busyboxImage(ctx context.Context, arch, deb string) (v1.Image, error) {
@@ -139,12 +148,6 @@ func busyboxImage(ctx context.Context, arch, deb string) (v1.Image, error) {
 	layerTar, err := busyboxLayerTar(busybox)
 	if err != nil {
 		return nil, fmt.Errorf("writing the %s busybox layer: %w", arch, err)
-	}
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(layerTar)), nil
-	}, tarball.WithMediaType(types.OCILayer))
-	if err != nil {
-		return nil, fmt.Errorf("making the %s busybox layer: %w", arch, err)
 	}
 	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
 	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
@@ -161,14 +164,7 @@ func busyboxImage(ctx context.Context, arch, deb string) (v1.Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("setting the %s image config: %w", arch, err)
 	}
-	img, err = mutate.Append(img, mutate.Addendum{
-		Layer:     layer,
-		MediaType: types.OCILayer,
-		History: v1.History{
-			Created:   v1.Time{Time: layerTime},
-			CreatedBy: "slipway testenv: busybox-static from " + filepath.Base(deb),
-		},
-	})
+	img, err = appendTarLayer(img, layerTar, "slipway testenv: busybox-static from "+filepath.Base(deb))
 	if err != nil {
 		return nil, fmt.Errorf("adding the %s busybox layer: %w", arch, err)
 	}
@@ -178,12 +174,9 @@ func busyboxImage(ctx context.Context, arch, deb string) (v1.Image, error) {
 // debFile returns the content of the file at path (as dpkg-deb lists it,
 // e.g. "./bin/busybox") inside the Debian package deb.
 func debFile(ctx context.Context, deb, path string) ([]byte, error) {
-	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, "dpkg-deb", "--fsys-tarfile", deb)
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	out, err := debTar(ctx, deb)
 	if err != nil {
-		return nil, fmt.Errorf("unpacking %s: %w: %s", deb, err, bytes.TrimSpace(stderr.Bytes()))
+		return nil, err
 	}
 	tr := tar.NewReader(bytes.NewReader(out))
 	for {

@@ -116,7 +116,7 @@ tests:
 slipway dev
   dashboard    %[1]s/
   API          %[1]s/api/v1/builds   (Authorization: Bearer %[2]s)
-  health       %[1]s/healthz  %[1]s/readyz
+  health       %[1]s/healthz  %[1]s/readyz  %[1]s/metrics
   public URL   %[3]s
   database     %[4]s
   buildkitd    %[5]s

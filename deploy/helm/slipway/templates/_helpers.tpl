@@ -1,0 +1,96 @@
+{{/* Name of the chart, overridable. */}}
+{{- define "slipway.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Prefix of every object name: "<release>-<chart>", or fullnameOverride. */}}
+{{- define "slipway.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else if contains (include "slipway.name" .) .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name (include "slipway.name" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels of every object. */}}
+{{- define "slipway.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "slipway.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{/* Selector labels; add app.kubernetes.io/component beside them. */}}
+{{- define "slipway.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "slipway.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* slipway's image reference. */}}
+{{- define "slipway.image" -}}
+{{ .Values.image.repository }}:{{ default .Chart.AppVersion .Values.image.tag }}
+{{- end -}}
+
+{{/* Name of the Secret slipway's containers load. */}}
+{{- define "slipway.secretName" -}}
+{{- default (include "slipway.fullname" .) .Values.existingSecret -}}
+{{- end -}}
+
+{{/* Password of the bundled PostgreSQL: the value, else the one an earlier
+release stored, else a new random one; set once per render so every template
+sees the same. */}}
+{{- define "slipway.postgresPassword" -}}
+{{- if not .Values.postgresql.password -}}
+{{- $old := lookup "v1" "Secret" .Release.Namespace (printf "%s-postgresql" (include "slipway.fullname" .)) -}}
+{{- if and $old $old.data (index $old.data "password") -}}
+{{- $_ := set .Values.postgresql "password" (index $old.data "password" | b64dec) -}}
+{{- else -}}
+{{- $_ := set .Values.postgresql "password" (randAlphaNum 24) -}}
+{{- end -}}
+{{- end -}}
+{{- .Values.postgresql.password -}}
+{{- end -}}
+
+{{/* SLIPWAY_DATABASE_URL: the bundled PostgreSQL's, or secrets.SLIPWAY_DATABASE_URL. */}}
+{{- define "slipway.databaseURL" -}}
+{{- if .Values.postgresql.enabled -}}
+{{- printf "postgres://%s:%s@%s-postgresql:5432/%s?sslmode=disable" .Values.postgresql.username (include "slipway.postgresPassword" . | urlquery) (include "slipway.fullname" .) .Values.postgresql.database -}}
+{{- else -}}
+{{- .Values.secrets.SLIPWAY_DATABASE_URL -}}
+{{- end -}}
+{{- end -}}
+
+{{/* SLIPWAY_PUBLIC_URL: the value, else the ingress host. */}}
+{{- define "slipway.publicURL" -}}
+{{- if .Values.config.SLIPWAY_PUBLIC_URL -}}
+{{- .Values.config.SLIPWAY_PUBLIC_URL -}}
+{{- else if .Values.ingress.enabled -}}
+{{- printf "%s://%s" (ternary "https" "http" (ne .Values.ingress.tlsSecretName "")) .Values.ingress.host -}}
+{{- end -}}
+{{- end -}}
+
+{{/* envFrom of every slipway container: the ConfigMap and the Secret. */}}
+{{- define "slipway.envFrom" -}}
+- configMapRef:
+    name: {{ include "slipway.fullname" . }}
+- secretRef:
+    name: {{ include "slipway.secretName" . }}
+{{- end -}}
+
+{{/* Address of a pool's buildkitd Service. */}}
+{{- define "slipway.buildkitAddr" -}}
+{{- printf "tcp://%s-buildkitd-%s:%d" (include "slipway.fullname" .root) .pool.name (int .root.Values.buildkitd.port) -}}
+{{- end -}}
+
+{{/* A probe on path at port "http". */}}
+{{- define "slipway.probe" -}}
+httpGet:
+  path: {{ . }}
+  port: http
+periodSeconds: 10
+timeoutSeconds: 3
+failureThreshold: 3
+{{- end -}}
