@@ -21,7 +21,8 @@ func TestJobStats(t *testing.T) {
 	require.Zero(t, s.OldestAvailable, "no job waits, so nothing is old")
 
 	for i := range 3 {
-		_, err := b.builds.EnqueueTrigger(ctx, newTrigger(triggerOpts{Delivery: fmt.Sprint(i)}), "reg/acme/app")
+		// Three branches: pushes to one branch would supersede each other.
+		_, err := b.builds.EnqueueTrigger(ctx, newTrigger(triggerOpts{Delivery: fmt.Sprint(i), Ref: fmt.Sprintf("refs/heads/b%d", i)}), "reg/acme/app")
 		require.NoError(t, err)
 	}
 	// Age the first job so the oldest wait is known without waiting.

@@ -54,11 +54,9 @@ func streamBuildLog(w http.ResponseWriter, r *http.Request, builds slipway.Build
 		}
 		after = n
 	}
-	flusher, ok := w.(http.Flusher)
-	if !ok {
-		writeError(w, r, slipway.Errorf(slipway.EINTERNAL, "Streaming is not supported here."))
-		return
-	}
+	// A ResponseController reaches the connection's Flusher through middleware
+	// writers that implement Unwrap.
+	flusher := http.NewResponseController(w)
 	// Subscribe before the first read, so nothing stored in between is missed.
 	var wake <-chan struct{}
 	if follow != nil {
@@ -71,7 +69,10 @@ func streamBuildLog(w http.ResponseWriter, r *http.Request, builds slipway.Build
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
-	flusher.Flush()
+	if err := flusher.Flush(); err != nil {
+		hlog.FromRequest(r).Error().Err(err).Msg("Streaming a log: the connection cannot flush")
+		return
+	}
 
 	ctx := r.Context()
 	logger := hlog.FromRequest(r)
