@@ -15,20 +15,15 @@ type outcomeKey struct{}
 func CountWebhooks(forge func(r *http.Request) string) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			f := forge(r)
-			if f == "" {
-				// Not a webhook: leave the writer alone, so streaming routes
-				// still see an http.Flusher.
-				next.ServeHTTP(w, r)
-				return
-			}
 			var outcome string
 			rec := &statusRecorder{ResponseWriter: w}
 			next.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), outcomeKey{}, &outcome)))
 			if outcome == "" {
 				outcome = outcomeOf(rec.status)
 			}
-			WebhookReceived(f, outcome)
+			if f := forge(r); f != "" {
+				WebhookReceived(f, outcome)
+			}
 		})
 	}
 }

@@ -28,7 +28,6 @@ func newRouter(logger zerolog.Logger, cfg Config, builds slipway.BuildService, c
 		middleware.ClientIPFromRemoteAddr,
 		logClientIP("ip"),
 		hlog.AccessHandler(logAccess),
-		metrics.CountWebhooks(webhookForge),
 		recoverer,
 	)
 	r.NotFound(handleNotFound())
@@ -39,9 +38,12 @@ func newRouter(logger zerolog.Logger, cfg Config, builds slipway.BuildService, c
 	r.Get("/readyz", handleReadyz(checks))
 	r.Get("/metrics", metrics.Handler().ServeHTTP)
 
-	r.With(timeout(requestTimeout)).Post("/webhooks/github", handleWebhook(cfg, githubReceiver(cfg), svc.Repos, builds))
-	r.With(timeout(requestTimeout)).Post("/webhooks/gitlab", handleWebhook(cfg, gitlabReceiver(cfg), svc.Repos, builds))
-	r.With(timeout(requestTimeout)).Post("/webhooks/gitea", handleWebhook(cfg, giteaReceiver(cfg), svc.Repos, builds))
+	// Only webhook routes are counted (and wrapped): a wrapped writer would hide
+	// the Flusher that streaming routes need.
+	countWebhooks := metrics.CountWebhooks(webhookForge)
+	r.With(countWebhooks, timeout(requestTimeout)).Post("/webhooks/github", handleWebhook(cfg, githubReceiver(cfg), svc.Repos, builds))
+	r.With(countWebhooks, timeout(requestTimeout)).Post("/webhooks/gitlab", handleWebhook(cfg, gitlabReceiver(cfg), svc.Repos, builds))
+	r.With(countWebhooks, timeout(requestTimeout)).Post("/webhooks/gitea", handleWebhook(cfg, giteaReceiver(cfg), svc.Repos, builds))
 
 	r.Route("/api/v1", func(r chi.Router) {
 		// The API description is public: it holds nothing a token protects, and
