@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/rs/zerolog"
 
 	"github.com/slipway-ci/slipway"
@@ -644,62 +645,20 @@ func (q *JobQueue) broadcast() {
 	q.mu.Unlock()
 }
 
-// Listen holds a connection that LISTENs for new jobs and cancel requests, fires
-// JobWorkSignal and tells JobWatchCancel watchers, reconnecting with backoff when the connection fails. It returns when
-// ctx ends.
+// Listen holds a connection that LISTENs for new jobs and cancel requests: it
+// fires JobWorkSignal and tells JobWatchCancel watchers, reconnecting with
+// backoff when the connection fails (see listener). It returns when ctx ends.
 func (q *JobQueue) Listen(ctx context.Context) error {
-	backoff := 250 * time.Millisecond
-	for {
-		err := q.listenOnce(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		q.logger.Warn().Err(err).Dur("retry_in", backoff).Msg("Job listener lost its connection")
-		// Work may have arrived while we were not listening.
-		q.broadcast()
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 10*time.Second)
-	}
-}
-
-func (q *JobQueue) listenOnce(ctx context.Context) error {
-	pc, err := q.db.pool.Acquire(ctx)
-	if err != nil {
-		return err
-	}
-	// A hijacked connection leaves the pool for good, so a LISTEN never leaks into
-	// another user's session.
-	conn := pc.Hijack()
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		defer cancel()
-		conn.Close(cctx)
-	}()
-	if _, err := conn.Exec(ctx, "LISTEN "+channelJobs+"; LISTEN "+channelCancel); err != nil {
-		return err
-	}
-	for {
-		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		n, err := conn.WaitForNotification(wctx)
-		cancel()
-		switch {
-		case err == nil && n.Channel == channelCancel:
-			q.deliverCancel(n.Payload)
-		case err == nil:
-			q.broadcast()
-		case ctx.Err() != nil:
-			return ctx.Err()
-		case errors.Is(err, context.DeadlineExceeded):
-			// Idle: prove the connection still works.
-			if err := conn.Ping(ctx); err != nil {
-				return err
+	l := &listener{db: q.db, logger: q.logger, name: "Job listener", channels: []string{channelJobs, channelCancel},
+		onNotify: func(n *pgconn.Notification) {
+			if n.Channel == channelCancel {
+				q.deliverCancel(n.Payload)
+				return
 			}
-		default:
-			return err
-		}
+			q.broadcast()
+		},
+		// Work may have arrived while we were not listening.
+		onReconnect: q.broadcast,
 	}
+	return l.run(ctx)
 }

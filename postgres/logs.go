@@ -3,13 +3,12 @@ package postgres
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/rs/zerolog"
 
 	"github.com/slipway-ci/slipway"
@@ -116,58 +115,14 @@ func (h *LogHub) wake(buildID int64) {
 // Run listens until ctx ends, reconnecting with backoff. After a reconnect it
 // wakes every reader, since lines may have arrived while nobody listened.
 func (h *LogHub) Run(ctx context.Context) error {
-	backoff := 250 * time.Millisecond
-	for {
-		err := h.listenOnce(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		h.logger.Warn().Err(err).Dur("retry_in", backoff).Msg("Log listener lost its connection")
-		h.wake(0)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 10*time.Second)
-	}
-}
-
-func (h *LogHub) listenOnce(ctx context.Context) error {
-	pc, err := h.db.pool.Acquire(ctx)
-	if err != nil {
-		return err
-	}
-	// A hijacked connection leaves the pool for good, so the LISTEN never
-	// leaks into another user's session.
-	conn := pc.Hijack()
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		defer cancel()
-		conn.Close(cctx)
-	}()
-	if _, err := conn.Exec(ctx, "LISTEN "+channelLogs); err != nil {
-		return err
-	}
-	h.wake(0)
-	for {
-		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		n, err := conn.WaitForNotification(wctx)
-		cancel()
-		switch {
-		case err == nil:
+	l := &listener{db: h.db, logger: h.logger, name: "Log listener", channels: []string{channelLogs},
+		onNotify: func(n *pgconn.Notification) {
 			idStr, _, _ := strings.Cut(n.Payload, " ")
 			if id, err := strconv.ParseInt(idStr, 10, 64); err == nil {
 				h.wake(id)
 			}
-		case ctx.Err() != nil:
-			return ctx.Err()
-		case errors.Is(err, context.DeadlineExceeded):
-			if err := conn.Ping(ctx); err != nil {
-				return err
-			}
-		default:
-			return err
-		}
+		},
+		onReconnect: func() { h.wake(0) },
 	}
+	return l.run(ctx)
 }

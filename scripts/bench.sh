@@ -13,28 +13,12 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 command -v go >/dev/null 2>&1 || export PATH=$PATH:/usr/local/go/bin
 
-state=$(mktemp -d "${TMPDIR:-/tmp}/slipway-bench.XXXXXX")
-finish() {
-	local rc=$?
-	trap - EXIT
-	trap '' INT TERM PIPE
-	bash scripts/services.sh purge "$state" || true
-	exit "$rc"
-}
-trap finish EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 # Durable commits by default, as in production: the intake figures include the
 # WAL flush. SLIPWAY_PG_OPTIONS replaces the server options, e.g. with
 # "-c max_connections=300 -c synchronous_commit=off" to see the cost of it.
-SLIPWAY_PG_PORT=0 SLIPWAY_REGISTRY_PORT=0 \
-	SLIPWAY_PG_OPTIONS="${SLIPWAY_PG_OPTIONS:--c max_connections=300}" \
-	bash scripts/services.sh start "$state"
-set -a
-# shellcheck source=/dev/null
-source "$state/env"
-set +a
+throwaway_services bench "${SLIPWAY_PG_OPTIONS:--c max_connections=300}"
 
 # shellcheck disable=SC2086
 go test -run '^$' -bench . -benchtime ${BENCHTIME:-1x} ${BENCHFLAGS:-} ./...

@@ -15,44 +15,11 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 command -v go >/dev/null 2>&1 || export PATH=$PATH:/usr/local/go/bin
 
-state=$(mktemp -d "${TMPDIR:-/tmp}/slipway-test.XXXXXX")
-
-finish() {
-	local rc=$?
-	trap - EXIT
-	# Ignore SIGPIPE too: after a Ctrl-C the reader of our output (a tee, a
-	# pager) may be gone, and a write must not end the clean-up.
-	trap '' INT TERM PIPE
-	bash scripts/services.sh stop "$state" || true
-	if [ "$rc" -ne 0 ]; then
-		local f
-		for f in "$state"/logs/*.log; do
-			[ -s "$f" ] || continue
-			echo "--- last lines of $(basename "$f") ---" >&2 || true
-			tail -n 30 "$f" >&2 || true
-		done
-	fi
-	if [ -n "${SLIPWAY_KEEP_STATE:-}" ]; then
-		echo "test: state kept in $state" >&2 || true
-	else
-		bash scripts/services.sh purge "$state" || true
-	fi
-	exit "$rc"
-}
-trap finish EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# Free ports whatever the caller set for make run; a throwaway cluster may
-# skip fsync, and the tests' pools need more than 100 connections.
-SLIPWAY_PG_PORT=0 SLIPWAY_REGISTRY_PORT=0 \
-	SLIPWAY_PG_OPTIONS="-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
-	bash scripts/services.sh start "$state"
-
-set -a
-# shellcheck source=/dev/null
-source "$state/env"
-set +a
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
+# A throwaway cluster may skip fsync, and the tests' pools need more than 100
+# connections.
+throwaway_services test "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
 
 # GOTESTFLAGS is split on spaces on purpose.
 # shellcheck disable=SC2086
