@@ -225,10 +225,10 @@ func (d *dashboard) handleNowEvents(w http.ResponseWriter, r *http.Request) {
 // buildData is what the build page shows.
 type buildData struct {
 	*slipway.Build
-	QueuedFor  time.Duration
-	Platforms  []string
-	TestsBy    map[string][]slipway.TestResult
-	Promotions []*slipway.Promotion
+	QueuedFor     time.Duration
+	PlatformNames []string
+	TestsBy       map[string][]slipway.TestResult
+	Promotions    []*slipway.Promotion
 }
 
 // handleBuild answers GET /builds/{id} with the build page.
@@ -246,7 +246,7 @@ func (d *dashboard) handleBuild(w http.ResponseWriter, r *http.Request) {
 	add := func(p string) {
 		if p != "" && !seen[p] {
 			seen[p] = true
-			bd.Platforms = append(bd.Platforms, p)
+			bd.PlatformNames = append(bd.PlatformNames, p)
 		}
 	}
 	for _, p := range b.Platforms {
