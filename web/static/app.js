@@ -80,25 +80,40 @@
     e.target.textContent = open ? "Fold all" : "Unfold all";
   });
 
+  // station keeps the timeline: one station per step, with a lane per
+  // platform side by side when the step runs on several.
   function station(ev) {
-    if (!ev.step) return;
+    if (!ev.step || !timeline) return;
     var name = ev.step.split(":")[0];
-    var key = name + " " + (ev.platform || "");
     var t = Date.parse(ev.time);
-    var s = stations[key];
+    var s = stations[name];
     if (!s) {
       var li = document.createElement("li");
-      li.className = "station active";
+      li.className = "station group";
       li.dataset.step = name;
-      if (ev.platform) li.dataset.platform = ev.platform;
-      li.innerHTML = '<span class="name"></span><span class="took"></span>';
-      li.firstChild.textContent = name + (ev.platform ? " " + ev.platform.replace("linux/", "") : "");
+      li.innerHTML = '<span class="name"></span><span class="took"></span><div class="lanes"></div>';
+      li.firstChild.textContent = name;
       timeline.appendChild(li);
       Object.keys(stations).forEach(function (k) { stations[k].li.classList.remove("active"); });
-      s = stations[key] = { li: li, first: t, last: t };
+      li.classList.add("active");
+      s = stations[name] = { li: li, first: t, last: t, lanes: {} };
     }
     s.last = t;
-    s.li.lastChild.textContent = fmt(s.last - s.first);
+    s.li.children[1].textContent = fmt(s.last - s.first);
+    if (ev.platform) {
+      var lane = s.lanes[ev.platform];
+      if (!lane) {
+        var el = document.createElement("span");
+        el.className = "lane";
+        el.dataset.platform = ev.platform;
+        el.innerHTML = '<span class="name"></span><span class="took"></span>';
+        el.firstChild.textContent = ev.platform.replace("linux/", "");
+        s.li.lastChild.appendChild(el);
+        lane = s.lanes[ev.platform] = { el: el, first: t, last: t };
+      }
+      lane.last = t;
+      lane.el.lastChild.textContent = fmt(lane.last - lane.first);
+    }
   }
 
   function flush() {
@@ -106,13 +121,13 @@
     var frag = document.createDocumentFragment();
     var target = group;
     pending.forEach(function (ev) {
-      var key = (ev.step || "") + "|" + (ev.platform || "");
+      var key = ev.step || "";
       if (!target || key !== groupKey) {
         groupKey = key;
         target = document.createElement("details");
         target.open = true;
         var sum = document.createElement("summary");
-        sum.textContent = (ev.step || "slipway") + (ev.platform ? "  " + ev.platform : "");
+        sum.textContent = ev.step || "slipway";
         target.appendChild(sum);
         frag.appendChild(target);
         group = target;
@@ -121,6 +136,10 @@
       div.className = "l";
       div.id = "L" + ev.no;
       var n = document.createElement("span"); n.className = "n"; n.textContent = ev.no; div.appendChild(n);
+      if (ev.platform) {
+        var p = document.createElement("span"); p.className = "p p-" + ev.platform.replace(/\W/g, "-");
+        p.textContent = ev.platform.replace("linux/", ""); div.appendChild(p);
+      }
       ansi(ev.text, div);
       target.appendChild(div);
       station(ev);
@@ -145,11 +164,13 @@
     if (timer) { clearTimeout(timer); }
     flush();
     Object.keys(stations).forEach(function (k) { stations[k].li.classList.remove("active"); });
-    var li = document.createElement("li");
-    li.className = "station done";
-    li.innerHTML = '<span class="name">done</span><span class="took"></span>';
-    li.lastChild.textContent = d.state;
-    if (timeline) timeline.appendChild(li);
+    if (timeline) {
+      var li = document.createElement("li");
+      li.className = "station done";
+      li.innerHTML = '<span class="name">done</span><span class="took"></span>';
+      li.lastChild.textContent = d.state;
+      timeline.appendChild(li);
+    }
     status.textContent = d.lines + " lines · " + d.state;
     log.dataset.state = d.state;
     var st = document.querySelector("h1 .state");
