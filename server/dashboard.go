@@ -39,6 +39,7 @@ type dashboard struct {
 	builds     slipway.BuildService
 	svc        Services
 	secureOnly bool // cookies get Secure: slipway is reached over TLS
+	steps      *stepTracker
 }
 
 func newDashboard(cfg Config, auth *authenticator, builds slipway.BuildService, svc Services) *dashboard {
@@ -49,13 +50,13 @@ func newDashboard(cfg Config, auth *authenticator, builds slipway.BuildService, 
 		panic(err)
 	}
 	return &dashboard{cfg: cfg, tmpl: tmpl, auth: auth, builds: builds, svc: svc,
-		secureOnly: strings.HasPrefix(cfg.PublicURL, "https://")}
+		secureOnly: strings.HasPrefix(cfg.PublicURL, "https://"), steps: &stepTracker{builds: map[int64]*trackedLog{}}}
 }
 
 // routes adds the dashboard's pages to r.
 func (d *dashboard) routes(r chi.Router) {
 	static, _ := fs.Sub(web.FS, "static")
-	r.Handle("/static/*", http.StripPrefix("/static/", staticHandler(static)))
+	r.Get("/static/*", http.StripPrefix("/static/", staticHandler(static)).ServeHTTP)
 	r.Get("/signin", d.handleSignInForm)
 	r.With(d.csrf).Post("/signin", d.handleSignIn)
 	r.With(d.csrf).Post("/signout", d.handleSignOut)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"html/template"
 	"math"
@@ -9,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -81,10 +83,81 @@ func humanDuration(d time.Duration) string {
 
 // nowData is what the Now page shows.
 type nowData struct {
-	Running []*slipway.Build
+	Running []runningBuild
 	Queued  []queuedBuild
 	Recent  []*slipway.Build
 	Typical time.Duration // mean duration of recent finished builds
+}
+
+type runningBuild struct {
+	*slipway.Build
+	Steps []platformStep // current step per platform
+}
+
+// platformStep is the step a platform of a running build is at.
+type platformStep struct{ Platform, Step string }
+
+// stepTracker remembers, per running build, how far its log was read and the
+// last step of each platform, so the Now page reads only new lines.
+type stepTracker struct {
+	mu     sync.Mutex
+	builds map[int64]*trackedLog
+}
+
+type trackedLog struct {
+	after int64
+	steps map[string]string
+}
+
+// current reads the lines of build id stored since the last call and returns
+// the current step of each platform.
+func (st *stepTracker) current(ctx context.Context, builds slipway.BuildService, id int64) ([]platformStep, error) {
+	st.mu.Lock()
+	tl := st.builds[id]
+	if tl == nil {
+		tl = &trackedLog{steps: map[string]string{}}
+		st.builds[id] = tl
+	}
+	st.mu.Unlock()
+	for {
+		st.mu.Lock()
+		after := tl.after
+		st.mu.Unlock()
+		lines, err := builds.ReadLog(ctx, id, after, sseBatch)
+		if err != nil {
+			return nil, err
+		}
+		st.mu.Lock()
+		for _, l := range lines {
+			if l.Step != "" {
+				tl.steps[l.Platform] = l.Step
+			}
+			tl.after = max(tl.after, l.No)
+		}
+		st.mu.Unlock()
+		if len(lines) < sseBatch {
+			break
+		}
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	var out []platformStep
+	for p, step := range tl.steps {
+		out = append(out, platformStep{Platform: p, Step: step})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Platform < out[j].Platform })
+	return out, nil
+}
+
+// forget drops every build not in keep.
+func (st *stepTracker) forget(keep map[int64]bool) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for id := range st.builds {
+		if !keep[id] {
+			delete(st.builds, id)
+		}
+	}
 }
 
 type queuedBuild struct {
@@ -98,13 +171,22 @@ type queuedBuild struct {
 func (d *dashboard) loadNow(r *http.Request) (*nowData, error) {
 	ctx := r.Context()
 	var n nowData
+	keep := map[int64]bool{}
 	for _, st := range []slipway.BuildState{slipway.BuildRunning, slipway.BuildTesting} {
 		list, err := d.builds.FindBuilds(ctx, slipway.BuildFilter{State: st, Limit: 100})
 		if err != nil {
 			return nil, err
 		}
-		n.Running = append(n.Running, list...)
+		for _, b := range list {
+			steps, err := d.steps.current(ctx, d.builds, b.ID)
+			if err != nil {
+				return nil, err
+			}
+			keep[b.ID] = true
+			n.Running = append(n.Running, runningBuild{Build: b, Steps: steps})
+		}
 	}
+	d.steps.forget(keep)
 	sort.Slice(n.Running, func(i, j int) bool { return n.Running[i].ID < n.Running[j].ID })
 	queued, err := d.builds.FindBuilds(ctx, slipway.BuildFilter{State: slipway.BuildQueued, Limit: 100})
 	if err != nil {

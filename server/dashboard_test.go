@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -71,6 +72,16 @@ func (b *browser) signIn(token string) string {
 	resp, page := b.do(http.MethodPost, "/signin", url.Values{"csrf": {csrf}, "token": {token}, "next": {"/"}})
 	require.Equal(b.t, http.StatusSeeOther, resp.StatusCode, page)
 	return csrf
+}
+
+// queueBuild queues a build of acme/app.
+func queueBuild(t *testing.T, b *testBundle) slipway.EnqueueResult {
+	t.Helper()
+	res, err := b.builds.EnqueueTrigger(context.Background(), slipway.Trigger{Forge: "github", DeliveryID: "d-" + t.Name(), Event: "push",
+		Owner: "acme", Name: "app", CloneURL: "https://github.com/acme/app.git", Ref: "refs/heads/main",
+		Commit: strings.Repeat("ab", 20)}, testRegistry+"/acme/app")
+	require.NoError(t, err)
+	return res
 }
 
 func createToken(t *testing.T, db *postgres.DB, name string, role slipway.Role) string {
@@ -154,10 +165,7 @@ func TestDashboardPublic(t *testing.T) {
 	t.Parallel()
 	b := setup(t, &setupOpts{config: func(c *Config) { c.DashboardPublic = true }})
 	ctx := context.Background()
-	res, err := b.builds.EnqueueTrigger(ctx, slipway.Trigger{Forge: "github", DeliveryID: "d-pub", Event: "push",
-		Owner: "acme", Name: "app", CloneURL: "https://github.com/acme/app.git", Ref: "refs/heads/main",
-		Commit: strings.Repeat("ab", 20)}, testRegistry+"/acme/app")
-	require.NoError(t, err)
+	res := queueBuild(t, b)
 	id := strconv.FormatInt(res.Build.ID, 10)
 	br := newBrowser(t, b.srv.URL)
 	resp, page := br.do(http.MethodGet, "/builds/"+id, nil)
@@ -167,6 +175,21 @@ func TestDashboardPublic(t *testing.T) {
 	resp, page = br.do(http.MethodGet, "/", nil)
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.Contains(t, page, "#"+id)
+	require.NotContains(t, page, "point a webhook here", "the welcome is for a slipway without builds")
+
+	// A running build shows the step each platform is at.
+	_, err := b.db.Pool().Exec(ctx, `UPDATE builds SET state = 'running', started_at = now() WHERE id = $1`, res.Build.ID)
+	require.NoError(t, err)
+	require.NoError(t, b.builds.AppendLog(ctx, res.Build.ID, []slipway.LogLine{
+		{Time: time.Now(), Step: "checkout", Text: "Checked out"},
+		{Time: time.Now(), Platform: "linux/arm64", Step: "build", Text: "RUN make"},
+	}))
+	resp, page = br.do(http.MethodGet, "/", nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode, page)
+	require.Contains(t, page, "<span class=\"muted\">linux/arm64</span> <strong>build</strong>")
+	require.Contains(t, page, "<strong>checkout</strong>")
+	_, err = b.db.Pool().Exec(ctx, `UPDATE builds SET state = 'queued' WHERE id = $1`, res.Build.ID)
+	require.NoError(t, err)
 	resp, page = br.do(http.MethodGet, "/repos/acme/app", nil)
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.Contains(t, page, "main")
@@ -183,10 +206,7 @@ func TestDashboardActions(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
 	ctx := context.Background()
-	res, err := b.builds.EnqueueTrigger(ctx, slipway.Trigger{Forge: "github", DeliveryID: "d-act", Event: "push",
-		Owner: "acme", Name: "app", CloneURL: "https://github.com/acme/app.git", Ref: "refs/heads/main",
-		Commit: strings.Repeat("ab", 20)}, testRegistry+"/acme/app")
-	require.NoError(t, err)
+	res := queueBuild(t, b)
 	id := strconv.FormatInt(res.Build.ID, 10)
 
 	viewer := newBrowser(t, b.srv.URL)

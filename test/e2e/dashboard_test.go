@@ -40,6 +40,9 @@ func TestDashboardInBrowser(t *testing.T) {
 
 	ctx := newBrowser(t)
 	signIn(t, ctx, s.url, rmToken)
+	// The Now page shows the running build with the step each platform is at.
+	wait(t, ctx, time.Minute, fmt.Sprintf(`(() => { const c = document.querySelector('#now a[href="/builds/%d"] .steps'); return c !== null && c.textContent.includes("linux/amd64"); })()`, id))
+	screenshot(t, ctx, shots, "now-running")
 	buildURL := fmt.Sprintf("%s/builds/%d", s.url, id)
 	do(t, ctx, time.Minute, chromedp.Navigate(buildURL), chromedp.WaitVisible(chromedp.ID("log")))
 	get(t, ctx, chromedp.Evaluate[string](`window.slipwayMarker = "same page"`))
