@@ -143,6 +143,11 @@ func (st *stepTracker) current(ctx context.Context, builds slipway.BuildService,
 	defer st.mu.Unlock()
 	var out []platformStep
 	for p, step := range tl.steps {
+		// Lines of no platform (checkout, push) count only until the
+		// platforms start.
+		if p == "" && len(tl.steps) > 1 {
+			continue
+		}
 		out = append(out, platformStep{Platform: p, Step: step})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Platform < out[j].Platform })
@@ -266,7 +271,7 @@ func (d *dashboard) handleNowEvents(w http.ResponseWriter, r *http.Request) {
 	ticker := time.NewTicker(nowRefresh)
 	defer ticker.Stop()
 	var last []byte
-	pg := page{Who: principalFrom(r.Context())}
+	pg := page{Who: principalFrom(r.Context()), PublicURL: d.cfg.PublicURL}
 	for {
 		n, err := d.loadNow(r)
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
 
@@ -67,6 +68,13 @@ func TestDashboardInBrowser(t *testing.T) {
 	require.Len(t, b.Platforms, 2)
 	require.ElementsMatch(t, []string{b.Platforms[0].Digest, b.Platforms[1].Digest}, digests)
 	screenshot(t, ctx, shots, "build-succeeded")
+	// The same page in dark mode, for a look at both themes.
+	_, err := chromedp.Call(ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+		Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}}})
+	require.NoError(t, err)
+	screenshot(t, ctx, shots, "build-dark")
+	_, err = chromedp.Call(ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{})
+	require.NoError(t, err)
 
 	// A form without its CSRF token is refused, and queues nothing.
 	require.Equal(t, http.StatusForbidden, postStatus(t, ctx, fmt.Sprintf("/builds/%d/retry", id), nil, false))
