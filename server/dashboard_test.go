@@ -299,3 +299,20 @@ func mustRefT(t *testing.T, s string) name.Reference {
 	require.NoError(t, err)
 	return ref
 }
+
+func TestDurationChart(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	at := func(d time.Duration) *time.Time { v := now.Add(d); return &v }
+	list := []*slipway.Build{ // newest first, as FindBuilds answers
+		{ID: 3, State: slipway.BuildRunning, CreatedAt: now, StartedAt: at(time.Second)},
+		{ID: 2, State: slipway.BuildFailed, CreatedAt: now, StartedAt: at(30 * time.Second), FinishedAt: at(90 * time.Second)},
+		{ID: 1, State: slipway.BuildSucceeded, CreatedAt: now, StartedAt: at(0), FinishedAt: at(3 * time.Minute)},
+	}
+	svg := string(durationChart(list))
+	require.Equal(t, 2, strings.Count(svg, `<rect class="bar `), "only finished builds are drawn")
+	require.Less(t, strings.Index(svg, "#1 succeeded"), strings.Index(svg, "#2 failed"), "oldest on the left")
+	require.Contains(t, svg, "ran 1m 00s, waited 30s")
+	require.Contains(t, svg, "longest 3m 00s")
+	require.Empty(t, durationChart(list[:2]), "one finished build makes no chart")
+}
