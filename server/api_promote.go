@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -60,24 +61,18 @@ type promoteTag struct {
 	Outcome        slipway.PromotionOutcome `json:"outcome"`
 }
 
-// handlePromote answers POST /api/v1/builds/{id}/promote: it points each tag
-// at the build's index digest (see registry.Client.Promote), after the rules:
-// only a succeeded build; a version tag that points elsewhere moves only with
-// force and the admin role. Every attempt, refused or not, leaves one audit row
-// per tag. Refusals answer 409 and write nothing to the registry.
+// promoteResponse is the answer of a promotion.
+type promoteResponse struct {
+	BuildID    int64        `json:"build_id"`
+	Digest     string       `json:"digest"`
+	Source     string       `json:"source"`
+	Repository string       `json:"repository"`
+	Tags       []promoteTag `json:"tags"`
+}
+
+// handlePromote answers POST /api/v1/builds/{id}/promote (see promoteBuild).
 func handlePromote(builds slipway.BuildService, promotions slipway.PromotionService, reg Promoter) http.HandlerFunc {
-	type response struct {
-		BuildID    int64        `json:"build_id"`
-		Digest     string       `json:"digest"`
-		Source     string       `json:"source"`
-		Repository string       `json:"repository"`
-		Tags       []promoteTag `json:"tags"`
-	}
 	return func(w http.ResponseWriter, r *http.Request) {
-		if promotions == nil {
-			writeError(w, r, unavailable("Promotion"))
-			return
-		}
 		b, err := requestBuild(r, builds)
 		if err != nil {
 			writeError(w, r, err)
@@ -88,145 +83,180 @@ func handlePromote(builds slipway.BuildService, promotions slipway.PromotionServ
 			writeError(w, r, err)
 			return
 		}
-		if err := req.validate(); err != nil {
-			writeError(w, r, err)
-			return
-		}
-		who := principalFrom(r.Context())
-		target := req.Repository
-		if target == "" {
-			target = b.Image
-		}
-		rows := make([]*slipway.Promotion, len(req.Tags))
-		for i, t := range req.Tags {
-			rows[i] = &slipway.Promotion{BuildID: b.ID, Actor: who.Name, Digest: b.IndexDigest,
-				Source: b.Image + "@" + b.IndexDigest, Target: target + ":" + t, TargetRepo: target,
-				Tag: t, Forced: req.Force}
-		}
-		if b.IndexDigest == "" {
-			for _, row := range rows {
-				row.Source = b.Image
-			}
-		}
-		// audit stores the rows; the audit trail must hold refusals too, so it
-		// runs on a context the client cannot cancel.
-		audit := func() error {
-			ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), requestTimeout)
-			defer cancel()
-			return promotions.CreatePromotions(ctx, rows)
-		}
-		refuse := func(err *slipway.Error, reasons []string) {
-			for i, row := range rows {
-				row.Outcome = slipway.PromotionRefused
-				row.Reason = err.Message
-				if reasons != nil && reasons[i] != "" {
-					row.Reason = reasons[i]
-				}
-			}
-			if aerr := audit(); aerr != nil {
-				writeError(w, r, aerr)
-				return
-			}
-			hlog.FromRequest(r).Info().Int64("build_id", b.ID).Str("target", target).Strs("tags", req.Tags).
-				Str("reason", err.Message).Msg("Promotion refused")
-			writeError(w, r, err)
-		}
-
-		if !who.Role.Allows(slipway.RoleReleaseManager) {
-			refuse(slipway.Errorf(slipway.EFORBIDDEN, "Promoting needs the %s role; token %q has the %s role.",
-				slipway.RoleReleaseManager, who.Name, who.Role), nil)
-			return
-		}
-		if b.State != slipway.BuildSucceeded {
-			why := fmt.Sprintf("Build %d is %s", b.ID, b.State)
-			if b.Error != "" {
-				why += ": " + b.Error
-			}
-			refuse(slipway.Errorf(slipway.ECONFLICT, "%s. Only a succeeded build (every test passed on every platform) can be promoted.", why), nil)
-			return
-		}
-
-		if reg == nil {
-			writeError(w, r, unavailable("Promotion"))
-			return
-		}
-		// Check-then-write must not interleave with another promotion to the
-		// same repository, or two could both see a version tag free. This
-		// serializes them within one server process only.
-		unlock := lockRepo(target)
-		defer unlock()
-		var refusal *slipway.Error
-		var reasons []string
-		check := func(previous []string) error {
-			reasons = make([]string, len(previous))
-			var moved []string
-			for i, prev := range previous {
-				rows[i].PreviousDigest = prev
-				if prev == "" || prev == b.IndexDigest || !slipway.IsVersionTag(req.Tags[i]) {
-					continue
-				}
-				if req.Force && who.Role.Allows(slipway.RoleAdmin) {
-					continue
-				}
-				moved = append(moved, fmt.Sprintf("%s (now %s)", req.Tags[i], prev))
-				reasons[i] = fmt.Sprintf("version tag %s points at %s", req.Tags[i], prev)
-			}
-			if len(moved) == 0 {
-				return nil
-			}
-			need := `"force": true and the admin role`
-			if req.Force {
-				need = fmt.Sprintf(`the admin role with "force": true (token %q has the %s role)`, who.Name, who.Role)
-			}
-			refusal = slipway.Errorf(slipway.ECONFLICT,
-				"Version tags are immutable: %s already point at another image. Moving them needs %s. Nothing was changed.",
-				strings.Join(moved, ", "), need)
-			for i := range reasons {
-				if reasons[i] == "" {
-					reasons[i] = "not written: another tag of the same request was refused"
-				}
-			}
-			return refusal
-		}
-		_, err = reg.Promote(r.Context(), registry.PromoteSpec{
-			Source: b.Image, Digest: b.IndexDigest, Target: target, Tags: req.Tags,
-		}, check)
-		if refusal != nil {
-			refuse(refusal, reasons)
-			return
-		}
+		out, err := promoteBuild(r, b, req, promotions, reg)
 		if err != nil {
-			for _, row := range rows {
-				row.Outcome = slipway.PromotionFailed
-				row.Reason = slipway.ErrorMessage(err)
-				if slipway.ErrorCode(err) == slipway.EINTERNAL {
-					row.Reason = oneLineError(err)
-				}
-			}
-			if aerr := audit(); aerr != nil {
-				hlog.FromRequest(r).Error().Err(aerr).Int64("build_id", b.ID).Msg("Recording a failed promotion")
-			}
-			metrics.PromotionDone("failed")
 			writeError(w, r, err)
 			return
 		}
-		out := response{BuildID: b.ID, Digest: b.IndexDigest, Source: b.Image + "@" + b.IndexDigest, Repository: target}
-		for _, row := range rows {
-			row.Outcome = slipway.PromotionPromoted
-			if row.PreviousDigest == b.IndexDigest {
-				row.Outcome = slipway.PromotionUnchanged
-			}
-			out.Tags = append(out.Tags, promoteTag{Tag: row.Tag, PreviousDigest: row.PreviousDigest, Outcome: row.Outcome})
-		}
-		if err := audit(); err != nil {
-			writeError(w, r, err)
-			return
-		}
-		hlog.FromRequest(r).Info().Int64("build_id", b.ID).Str("digest", b.IndexDigest).Str("target", target).
-			Strs("tags", req.Tags).Msg("Build promoted")
-		metrics.PromotionDone("succeeded")
 		writeJSON(w, r, http.StatusOK, out)
 	}
+}
+
+// promoteBuild points each tag of req at b's index digest (see
+// registry.Client.Promote) for the principal of r, after the rules: only a
+// succeeded build; a version tag that points elsewhere moves only with force
+// and the admin role. Every attempt, refused or not, leaves one audit row per
+// tag. Refusals are EFORBIDDEN or ECONFLICT and write nothing to the registry.
+// The API and the dashboard both promote through it.
+func promoteBuild(r *http.Request, b *slipway.Build, req promoteRequest, promotions slipway.PromotionService, reg Promoter) (*promoteResponse, error) {
+	if promotions == nil {
+		return nil, unavailable("Promotion")
+	}
+	if err := req.validate(); err != nil {
+		return nil, err
+	}
+	who := principalFrom(r.Context())
+	target := req.Repository
+	if target == "" {
+		target = b.Image
+	}
+	rows := make([]*slipway.Promotion, len(req.Tags))
+	for i, t := range req.Tags {
+		rows[i] = &slipway.Promotion{BuildID: b.ID, Actor: who.Name, Digest: b.IndexDigest,
+			Source: b.Image + "@" + b.IndexDigest, Target: target + ":" + t, TargetRepo: target,
+			Tag: t, Forced: req.Force}
+	}
+	if b.IndexDigest == "" {
+		for _, row := range rows {
+			row.Source = b.Image
+		}
+	}
+	// audit stores the rows; the audit trail must hold refusals too, so it
+	// runs on a context the client cannot cancel.
+	audit := func() error {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), requestTimeout)
+		defer cancel()
+		return promotions.CreatePromotions(ctx, rows)
+	}
+	refuse := func(err *slipway.Error, reasons []string) error {
+		for i, row := range rows {
+			row.Outcome = slipway.PromotionRefused
+			row.Reason = err.Message
+			if reasons != nil && reasons[i] != "" {
+				row.Reason = reasons[i]
+			}
+		}
+		if aerr := audit(); aerr != nil {
+			return aerr
+		}
+		hlog.FromRequest(r).Info().Int64("build_id", b.ID).Str("target", target).Strs("tags", req.Tags).
+			Str("reason", err.Message).Msg("Promotion refused")
+		return err
+	}
+
+	if !who.Role.Allows(slipway.RoleReleaseManager) {
+		return nil, refuse(slipway.Errorf(slipway.EFORBIDDEN, "Promoting needs the %s role; token %q has the %s role.",
+			slipway.RoleReleaseManager, who.Name, who.Role), nil)
+	}
+	if b.State != slipway.BuildSucceeded {
+		why := fmt.Sprintf("Build %d is %s", b.ID, b.State)
+		if b.Error != "" {
+			why += ": " + b.Error
+		}
+		return nil, refuse(slipway.Errorf(slipway.ECONFLICT, "%s. Only a succeeded build (every test passed on every platform) can be promoted.", why), nil)
+	}
+
+	if reg == nil {
+		return nil, unavailable("Promotion")
+	}
+	// Check-then-write must not interleave with another promotion to the
+	// same repository, or two could both see a version tag free. This
+	// serializes them within one server process only.
+	unlock := lockRepo(target)
+	defer unlock()
+	var refusal *slipway.Error
+	var reasons []string
+	check := func(previous []string) error {
+		reasons = make([]string, len(previous))
+		var moved []string
+		for i, prev := range previous {
+			rows[i].PreviousDigest = prev
+			if prev == "" || prev == b.IndexDigest || !slipway.IsVersionTag(req.Tags[i]) {
+				continue
+			}
+			if req.Force && who.Role.Allows(slipway.RoleAdmin) {
+				continue
+			}
+			moved = append(moved, fmt.Sprintf("%s (now %s)", req.Tags[i], prev))
+			reasons[i] = fmt.Sprintf("version tag %s points at %s", req.Tags[i], prev)
+		}
+		if len(moved) == 0 {
+			return nil
+		}
+		need := `"force": true and the admin role`
+		if req.Force {
+			need = fmt.Sprintf(`the admin role with "force": true (token %q has the %s role)`, who.Name, who.Role)
+		}
+		refusal = slipway.Errorf(slipway.ECONFLICT,
+			"Version tags are immutable: %s already point at another image. Moving them needs %s. Nothing was changed.",
+			strings.Join(moved, ", "), need)
+		for i := range reasons {
+			if reasons[i] == "" {
+				reasons[i] = "not written: another tag of the same request was refused"
+			}
+		}
+		return refusal
+	}
+	_, err := reg.Promote(r.Context(), registry.PromoteSpec{
+		Source: b.Image, Digest: b.IndexDigest, Target: target, Tags: req.Tags,
+	}, check)
+	if refusal != nil {
+		return nil, refuse(refusal, reasons)
+	}
+	if err != nil {
+		for _, row := range rows {
+			row.Outcome = slipway.PromotionFailed
+			row.Reason = slipway.ErrorMessage(err)
+			if slipway.ErrorCode(err) == slipway.EINTERNAL {
+				row.Reason = oneLineError(err)
+			}
+		}
+		if aerr := audit(); aerr != nil {
+			hlog.FromRequest(r).Error().Err(aerr).Int64("build_id", b.ID).Msg("Recording a failed promotion")
+		}
+		metrics.PromotionDone("failed")
+		return nil, err
+	}
+	out := &promoteResponse{BuildID: b.ID, Digest: b.IndexDigest, Source: b.Image + "@" + b.IndexDigest, Repository: target}
+	for _, row := range rows {
+		row.Outcome = slipway.PromotionPromoted
+		if row.PreviousDigest == b.IndexDigest {
+			row.Outcome = slipway.PromotionUnchanged
+		}
+		out.Tags = append(out.Tags, promoteTag{Tag: row.Tag, PreviousDigest: row.PreviousDigest, Outcome: row.Outcome})
+	}
+	if err := audit(); err != nil {
+		return nil, err
+	}
+	hlog.FromRequest(r).Info().Int64("build_id", b.ID).Str("digest", b.IndexDigest).Str("target", target).
+		Strs("tags", req.Tags).Msg("Build promoted")
+	metrics.PromotionDone("succeeded")
+	return out, nil
+}
+
+// errPreviewDone stops a preview's Promote before it writes anything.
+var errPreviewDone = errors.New("preview only")
+
+// previewPromotion returns the digest each tag of req points at now ("" for
+// a new tag), reading the target repository without writing to it.
+func previewPromotion(ctx context.Context, b *slipway.Build, req promoteRequest, reg Promoter) ([]string, error) {
+	if reg == nil {
+		return nil, unavailable("Promotion")
+	}
+	target := req.Repository
+	if target == "" {
+		target = b.Image
+	}
+	var prev []string
+	_, err := reg.Promote(ctx, registry.PromoteSpec{Source: b.Image, Digest: b.IndexDigest, Target: target, Tags: req.Tags},
+		func(previous []string) error {
+			prev = previous
+			return errPreviewDone
+		})
+	if err != nil && !errors.Is(err, errPreviewDone) {
+		return nil, err
+	}
+	return prev, nil
 }
 
 // oneLineError is err's text on one line, for the audit trail of a registry

@@ -99,17 +99,27 @@ func handleRetry(cfg Config, builds slipway.BuildService) http.HandlerFunc {
 			writeError(w, r, err)
 			return
 		}
-		if !b.State.Done() {
-			writeError(w, r, slipway.Errorf(slipway.ECONFLICT, "Build %d is %s; only a finished build can be retried.", b.ID, b.State))
+		t, err := retryTrigger(r, b)
+		if err != nil {
+			writeError(w, r, err)
 			return
 		}
-		owner, name, _ := strings.Cut(b.Repo, "/")
-		enqueueAPI(w, r, cfg, builds, slipway.Trigger{
-			Forge: b.Forge, DeliveryID: fmt.Sprintf("retry-%d-%s", b.ID, randomID()), Event: "retry",
-			Owner: owner, Name: name, CloneURL: b.CloneURL, Ref: b.Ref, Commit: b.Commit,
-			Message: fmt.Sprintf("Retry of build %d", b.ID), Sender: principalFrom(r.Context()).Name,
-		}, b.Image)
+		enqueueAPI(w, r, cfg, builds, t, b.Image)
 	}
+}
+
+// retryTrigger is the trigger that builds b's commit again for the principal
+// of r; ECONFLICT while b is not finished.
+func retryTrigger(r *http.Request, b *slipway.Build) (slipway.Trigger, error) {
+	if !b.State.Done() {
+		return slipway.Trigger{}, slipway.Errorf(slipway.ECONFLICT, "Build %d is %s; only a finished build can be retried.", b.ID, b.State)
+	}
+	owner, name, _ := strings.Cut(b.Repo, "/")
+	return slipway.Trigger{
+		Forge: b.Forge, DeliveryID: fmt.Sprintf("retry-%d-%s", b.ID, randomID()), Event: "retry",
+		Owner: owner, Name: name, CloneURL: b.CloneURL, Ref: b.Ref, Commit: b.Commit,
+		Message: fmt.Sprintf("Retry of build %d", b.ID), Sender: principalFrom(r.Context()).Name,
+	}, nil
 }
 
 func enqueueAPI(w http.ResponseWriter, r *http.Request, cfg Config, builds slipway.BuildService, t slipway.Trigger, image string) {

@@ -162,6 +162,14 @@ func (a *authenticator) authenticate(r *http.Request, need slipway.Role) (princi
 	if !ok {
 		return principal{}, missing
 	}
+	return a.authenticateToken(r.Context(), got, need)
+}
+
+// authenticateToken finds the principal of an API token, from a bearer header
+// or a dashboard session.
+func (a *authenticator) authenticateToken(ctx context.Context, got string, need slipway.Role) (principal, error) {
+	missing := slipway.Errorf(slipway.EUNAUTHORIZED,
+		"This needs a token with the %s role or higher (`slipway token create` makes one).", need)
 	sum := sha256.Sum256([]byte(got))
 	if a.hasAdmin && subtle.ConstantTimeCompare(sum[:], a.adminSum[:]) == 1 {
 		return principal{Name: adminActor, Role: slipway.RoleAdmin}, nil
@@ -169,7 +177,7 @@ func (a *authenticator) authenticate(r *http.Request, need slipway.Role) (princi
 	if a.tokens == nil {
 		return principal{}, missing
 	}
-	t, err := a.tokens.AuthenticateToken(r.Context(), got)
+	t, err := a.tokens.AuthenticateToken(ctx, got)
 	if slipway.ErrorCode(err) == slipway.ENOTFOUND {
 		return principal{}, slipway.Errorf(slipway.EUNAUTHORIZED,
 			"Unknown or deleted token; this needs a token with the %s role or higher (`slipway token create` makes one).", need)

@@ -29,11 +29,20 @@ func TestOpenAPI(t *testing.T) {
 			documented[strings.ToUpper(method)+" "+path] = true
 		}
 	}
+	// The dashboard's pages are HTML, not API.
+	pages := map[string]bool{}
+	dash := chi.NewRouter()
+	newDashboard(Config{}, newAuthenticator("", nil), nil, Services{}).routes(dash)
+	require.NoError(t, chi.Walk(dash, func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
+		pages[method+" "+route] = true
+		return nil
+	}))
+	require.Contains(t, pages, "GET /builds/{id}")
 	routed := map[string]bool{}
 	r := newRouter(zerolog.Nop(), Config{}.withDefaults(), nil, nil, Services{})
 	require.NoError(t, chi.Walk(r, func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
-		if route == "/" {
-			return nil // the dashboard is HTML, not API
+		if pages[method+" "+route] {
+			return nil
 		}
 		routed[method+" "+route] = true
 		return nil

@@ -30,10 +30,11 @@ func newRouter(logger zerolog.Logger, cfg Config, builds slipway.BuildService, c
 		hlog.AccessHandler(logAccess),
 		recoverer,
 	)
-	r.NotFound(handleNotFound())
+	auth := newAuthenticator(cfg.AdminToken, svc.Tokens)
+	dash := newDashboard(cfg, auth, builds, svc)
+	r.NotFound(dash.notFound(handleNotFound()))
 	r.MethodNotAllowed(handleMethodNotAllowed(r))
 
-	r.Get("/", handleHome(cfg.PublicURL))
 	r.Get("/healthz", handleHealthz())
 	r.Get("/readyz", handleReadyz(checks))
 	r.Get("/metrics", metrics.Handler().ServeHTTP)
@@ -45,11 +46,12 @@ func newRouter(logger zerolog.Logger, cfg Config, builds slipway.BuildService, c
 	r.With(countWebhooks, timeout(requestTimeout)).Post("/webhooks/gitlab", handleWebhook(cfg, gitlabReceiver(cfg), svc.Repos, builds))
 	r.With(countWebhooks, timeout(requestTimeout)).Post("/webhooks/gitea", handleWebhook(cfg, giteaReceiver(cfg), svc.Repos, builds))
 
+	dash.routes(r)
+
 	r.Route("/api/v1", func(r chi.Router) {
 		// The API description is public: it holds nothing a token protects, and
 		// tools fetch it before they know about tokens.
 		r.Get("/openapi.json", handleOpenAPI())
-		auth := newAuthenticator(cfg.AdminToken, svc.Tokens)
 		viewer, developer, admin := auth.require(slipway.RoleViewer), auth.require(slipway.RoleDeveloper),
 			auth.require(slipway.RoleAdmin)
 		r.With(viewer, timeout(requestTimeout)).Get("/builds", handleBuildList(builds))

@@ -53,6 +53,9 @@ type Config struct {
 	// http://127.0.0.1:8080. Build URLs in responses start with it; when it is
 	// empty they are relative.
 	PublicURL string
+	// DashboardPublic opens the dashboard's read-only pages without signing in
+	// (SLIPWAY_DASHBOARD_PUBLIC).
+	DashboardPublic bool
 	// MaxWebhookBytes caps a webhook body; beyond it the answer is 413.
 	// Zero means DefaultMaxWebhookBytes.
 	MaxWebhookBytes int64

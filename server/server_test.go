@@ -703,15 +703,3 @@ func getPath(t *testing.T, srv *httptest.Server, path string) (*http.Response, m
 	require.NoError(t, err)
 	return do(t, srv.Client(), req)
 }
-
-func TestHome(t *testing.T) {
-	t.Parallel()
-	srv := newTestServer(t, nil)
-	resp, out := getPath(t, srv, "/")
-	require.Equal(t, http.StatusOK, resp.StatusCode)
-	require.Equal(t, "text/html; charset=utf-8", resp.Header.Get("Content-Type"))
-	require.Contains(t, out["_raw"], `href="/api/v1/builds"`)
-
-	resp, out = getPath(t, srv, "/nothing/here")
-	requireError(t, resp, out, http.StatusNotFound, slipway.ENOTFOUND)
-}

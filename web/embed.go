@@ -7,12 +7,12 @@ import (
 	"html/template"
 )
 
-// FS holds the templates and static files.
+// FS holds the templates (templates/) and static files (static/).
 //
-//go:embed templates
+//go:embed templates static
 var FS embed.FS
 
-// Templates parses every page template.
-func Templates() (*template.Template, error) {
-	return template.ParseFS(FS, "templates/*.html")
+// Templates parses every page template with the helper functions funcs.
+func Templates(funcs template.FuncMap) (*template.Template, error) {
+	return template.New("").Funcs(funcs).ParseFS(FS, "templates/*.html")
 }

@@ -38,6 +38,7 @@ var settings = []setting{
 	{"SLIPWAY_GITEA_TOKEN", "", "server, dev", "Gitea or Forgejo access token with repository write access. Unset: no statuses are sent to Gitea.", true},
 	{"SLIPWAY_GITHUB_ALLOWED_OWNERS", "(any)", "server, dev", "Comma-separated GitHub owners (users or organisations) whose pushes are built; others get 403.", false},
 	{"SLIPWAY_ADMIN_TOKEN", "", "server, dev", "Bootstrap admin bearer token for the REST API under /api/v1 (more tokens: `slipway token create`). Required; at least 8 characters.", true},
+	{"SLIPWAY_DASHBOARD_PUBLIC", "false", "server, dev", "`true` opens the dashboard's read-only pages without signing in; promoting, cancelling and retrying still need a token.", false},
 	{"SLIPWAY_REGISTRY", "", "server, worker, dev", "Registry host[:port][/prefix] images are pushed to: `$SLIPWAY_REGISTRY/<owner>/<name>`. Required.", false},
 	{"SLIPWAY_REGISTRY_INSECURE", "true for loopback hosts, else false", "server, worker, dev", "Talk plain HTTP to the registry.", false},
 	{"SLIPWAY_BUILDKIT_ADDR", "", "worker, dev", "buildkitd address, e.g. `unix:///run/buildkit/buildkitd.sock` or `tcp://buildkitd:1234`; or a builder pool: comma-separated `platform=address` entries, e.g. `linux/amd64=unix:///run/buildkit/amd64.sock,linux/arm64=tcp://arm-node:1234` (see Builder pool). TLS: `?tlscacert=…&tlscert=…&tlskey=…&tlsservername=…` or `?tlsdir=…` after an address. Required.", false},
@@ -99,6 +100,7 @@ type config struct {
 	IntegrationSecret   string
 	LogLevel            string
 	LogFormat           string
+	DashboardPublic     bool
 }
 
 // role says which settings a subcommand needs.
@@ -178,6 +180,13 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 		c.AdminToken = required("SLIPWAY_ADMIN_TOKEN")
 		if c.AdminToken != "" && len(c.AdminToken) < 8 {
 			bad("SLIPWAY_ADMIN_TOKEN", "must be at least 8 characters")
+		}
+		switch v := strings.ToLower(get("SLIPWAY_DASHBOARD_PUBLIC")); v {
+		case "", "false", "0":
+		case "true", "1":
+			c.DashboardPublic = true
+		default:
+			bad("SLIPWAY_DASHBOARD_PUBLIC", "%q is not true or false", v)
 		}
 		c.GitLabWebhookToken = get("SLIPWAY_GITLAB_WEBHOOK_TOKEN")
 		c.GiteaWebhookSecret = get("SLIPWAY_GITEA_WEBHOOK_SECRET")

@@ -232,6 +232,7 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 			Registry:            cfg.Registry,
 			AdminToken:          cfg.AdminToken,
 			PublicURL:           cfg.PublicURL,
+			DashboardPublic:     cfg.DashboardPublic,
 		}, builds, checks, server.Services{
 			Repos:        postgres.NewRepoService(db, sealer),
 			Tokens:       postgres.NewTokenService(db),

@@ -1,0 +1,312 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/rs/zerolog/hlog"
+
+	"github.com/slipway-ci/slipway"
+	"github.com/slipway-ci/slipway/web"
+)
+
+// Cookie names of the dashboard. The session cookie holds the API token the
+// reader signed in with: each request authenticates it again, so a deleted
+// token ends its sessions, and any server replica can answer.
+const (
+	sessionCookie = "slipway_session"
+	csrfCookie    = "slipway_csrf"
+	csrfField     = "csrf"
+	sessionMaxAge = 12 * time.Hour
+)
+
+// dashboard serves the server-rendered pages.
+type dashboard struct {
+	cfg        Config
+	tmpl       *template.Template
+	auth       *authenticator
+	builds     slipway.BuildService
+	svc        Services
+	secureOnly bool // cookies get Secure: slipway is reached over TLS
+	steps      *stepTracker
+}
+
+func newDashboard(cfg Config, auth *authenticator, builds slipway.BuildService, svc Services) *dashboard {
+	tmpl, err := web.Templates(dashboardFuncs)
+	if err != nil {
+		// The templates are embedded at build time; a parse error is a bug that
+		// every test run would catch.
+		panic(err)
+	}
+	return &dashboard{cfg: cfg, tmpl: tmpl, auth: auth, builds: builds, svc: svc,
+		secureOnly: strings.HasPrefix(cfg.PublicURL, "https://"), steps: &stepTracker{builds: map[int64]*trackedLog{}}}
+}
+
+// routes adds the dashboard's pages to r.
+func (d *dashboard) routes(r chi.Router) {
+	static, _ := fs.Sub(web.FS, "static")
+	r.Get("/static/*", http.StripPrefix("/static/", staticHandler(static)).ServeHTTP)
+	r.Get("/signin", d.handleSignInForm)
+	r.With(d.csrf).Post("/signin", d.handleSignIn)
+	r.With(d.csrf).Post("/signout", d.handleSignOut)
+	r.Group(func(r chi.Router) {
+		r.Use(d.reader)
+		r.With(timeout(requestTimeout)).Get("/", d.handleNow)
+		r.Get("/events/now", d.handleNowEvents)
+		r.With(timeout(requestTimeout)).Get("/builds/{id}", d.handleBuild)
+		r.Get("/builds/{id}/log", d.handleBuildLog)
+		r.With(timeout(requestTimeout)).Get("/repos/{owner}/{name}", d.handleRepo)
+		r.With(timeout(requestTimeout)).Get("/promotions", d.handlePromotions)
+		r.With(d.csrf, d.need(slipway.RoleDeveloper), timeout(requestTimeout)).Post("/builds/{id}/cancel", d.handleCancel)
+		r.With(d.csrf, d.need(slipway.RoleDeveloper), timeout(requestTimeout)).Post("/builds/{id}/retry", d.handleRetry)
+		// Promotion checks the role itself, so a refusal is audited as in the API.
+		r.With(d.csrf, d.need(slipway.RoleViewer), timeout(requestTimeout)).Post("/builds/{id}/promote", d.handlePromote)
+	})
+}
+
+// staticHandler serves embedded assets with a day of caching.
+func staticHandler(fsys fs.FS) http.Handler {
+	files := http.FileServerFS(fsys)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=86400")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		files.ServeHTTP(w, r)
+	})
+}
+
+// reader lets a request through with a valid session, or without one when the
+// dashboard is public; otherwise it sends the browser to the sign-in page.
+func (d *dashboard) reader(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, err := d.session(r)
+		if err != nil && slipway.ErrorCode(err) != slipway.EUNAUTHORIZED {
+			d.renderError(w, r, err)
+			return
+		}
+		if err != nil && !d.cfg.DashboardPublic {
+			if r.Method == http.MethodGet && !strings.HasPrefix(r.URL.Path, "/events/") && !strings.HasSuffix(r.URL.Path, "/log") {
+				http.Redirect(w, r, "/signin?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
+				return
+			}
+			d.renderError(w, r, err)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(withPrincipal(r.Context(), p)))
+	})
+}
+
+// need answers 403 (or 401 without a session) unless the reader's role allows role.
+func (d *dashboard) need(role slipway.Role) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			p := principalFrom(r.Context())
+			if p.Name == "" {
+				d.renderError(w, r, slipway.Errorf(slipway.EUNAUTHORIZED, "Sign in with a token that has the %s role.", role))
+				return
+			}
+			if !p.Role.Allows(role) {
+				d.renderError(w, r, slipway.Errorf(slipway.EFORBIDDEN,
+					"This needs the %s role; token %q has the %s role.", role, p.Name, p.Role))
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// session returns the principal of the request's session cookie;
+// EUNAUTHORIZED without a valid one.
+func (d *dashboard) session(r *http.Request) (principal, error) {
+	c, err := r.Cookie(sessionCookie)
+	if err != nil || c.Value == "" {
+		return principal{}, slipway.Errorf(slipway.EUNAUTHORIZED, "Sign in with an API token to see this page.")
+	}
+	return d.auth.authenticateToken(r.Context(), c.Value, slipway.RoleViewer)
+}
+
+// csrf refuses a POST whose form field does not match the CSRF cookie (the
+// double-submit pattern: another site can make the browser send the cookie
+// but cannot read it to fill the field). The cookie is SameSite=Lax as well.
+func (d *dashboard) csrf(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+		c, err := r.Cookie(csrfCookie)
+		field := r.PostFormValue(csrfField)
+		if err != nil || c.Value == "" || field == "" || subtle.ConstantTimeCompare([]byte(c.Value), []byte(field)) != 1 {
+			d.renderError(w, r, slipway.Errorf(slipway.EFORBIDDEN,
+				"The form's security token is missing or stale. Reload the page and send the form again."))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// csrfToken returns the request's CSRF token, setting the cookie when it is new.
+func (d *dashboard) csrfToken(w http.ResponseWriter, r *http.Request) string {
+	if c, err := r.Cookie(csrfCookie); err == nil && len(c.Value) == 32 {
+		return c.Value
+	}
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	tok := hex.EncodeToString(b)
+	http.SetCookie(w, &http.Cookie{Name: csrfCookie, Value: tok, Path: "/", HttpOnly: true,
+		Secure: d.secureOnly, SameSite: http.SameSiteLaxMode})
+	return tok
+}
+
+// page is what every template gets.
+type page struct {
+	Title     string
+	Nav       string // which menu entry is current
+	Who       principal
+	Public    bool
+	CSRF      string
+	PublicURL string
+	Data      any
+}
+
+// can reports whether the reader's role allows role.
+func (p page) Can(role string) bool { return p.Who.Role.Allows(slipway.Role(role)) }
+
+// render executes the named template into a buffer, then answers with it.
+func (d *dashboard) render(w http.ResponseWriter, r *http.Request, status int, name, title, nav string, data any) {
+	pg := page{Title: title, Nav: nav, Who: principalFrom(r.Context()), Public: d.cfg.DashboardPublic,
+		CSRF: d.csrfToken(w, r), PublicURL: d.cfg.PublicURL, Data: data}
+	var buf bytes.Buffer
+	if err := d.tmpl.ExecuteTemplate(&buf, name, pg); err != nil {
+		hlog.FromRequest(r).Error().Err(err).Str("template", name).Msg("Rendering a page")
+		http.Error(w, "The page could not be rendered.", http.StatusInternalServerError)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "same-origin")
+	h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'")
+	w.WriteHeader(status)
+	_, _ = w.Write(buf.Bytes())
+}
+
+// renderError answers with the error page, in the dashboard's look.
+func (d *dashboard) renderError(w http.ResponseWriter, r *http.Request, err error) {
+	code, msg := slipway.ErrorCode(err), slipway.ErrorMessage(err)
+	if code == slipway.EINTERNAL {
+		hlog.FromRequest(r).Error().Err(err).Msg("Internal error")
+	}
+	status, ok := errorStatus[code]
+	if !ok {
+		status = http.StatusInternalServerError
+	}
+	d.render(w, r, status, "error.html", http.StatusText(status), "", struct {
+		Status  int
+		Message string
+	}{status, msg})
+}
+
+// handleSignInForm shows the sign-in form.
+func (d *dashboard) handleSignInForm(w http.ResponseWriter, r *http.Request) {
+	d.render(w, r, http.StatusOK, "signin.html", "Sign in", "signin", struct{ Next, Error string }{safeNext(r.URL.Query().Get("next")), ""})
+}
+
+// handleSignIn checks the token and starts a session.
+func (d *dashboard) handleSignIn(w http.ResponseWriter, r *http.Request) {
+	token := strings.TrimSpace(r.PostFormValue("token"))
+	next := safeNext(r.PostFormValue("next"))
+	p, err := d.auth.authenticateToken(r.Context(), token, slipway.RoleViewer)
+	if token == "" || err != nil {
+		if err != nil && slipway.ErrorCode(err) != slipway.EUNAUTHORIZED {
+			d.renderError(w, r, err)
+			return
+		}
+		d.render(w, r, http.StatusUnauthorized, "signin.html", "Sign in", "signin",
+			struct{ Next, Error string }{next, "That token is unknown or deleted. Ask an admin for one (`slipway token create`)."})
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: token, Path: "/", HttpOnly: true,
+		Secure: d.secureOnly, SameSite: http.SameSiteLaxMode, MaxAge: int(sessionMaxAge / time.Second)})
+	hlog.FromRequest(r).Info().Str("actor", p.Name).Msg("Signed in to the dashboard")
+	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+// handleSignOut ends the session.
+func (d *dashboard) handleSignOut(w http.ResponseWriter, r *http.Request) {
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", HttpOnly: true,
+		Secure: d.secureOnly, SameSite: http.SameSiteLaxMode, MaxAge: -1})
+	http.Redirect(w, r, "/signin", http.StatusSeeOther)
+}
+
+// safeNext keeps a redirect target on this site.
+func safeNext(next string) string {
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.ContainsAny(next, "\\\r\n") {
+		return "/"
+	}
+	return next
+}
+
+// handleCancel cancels a build and goes back to its page.
+func (d *dashboard) handleCancel(w http.ResponseWriter, r *http.Request) {
+	id, err := buildID(r)
+	if err == nil {
+		_, err = d.builds.CancelBuild(r.Context(), id, "canceled from the dashboard by "+principalFrom(r.Context()).Name)
+	}
+	if err != nil {
+		d.renderError(w, r, err)
+		return
+	}
+	http.Redirect(w, r, fmt.Sprintf("/builds/%d", id), http.StatusSeeOther)
+}
+
+// handleRetry queues the build's commit again and opens the new build.
+func (d *dashboard) handleRetry(w http.ResponseWriter, r *http.Request) {
+	b, err := requestBuild(r, d.builds)
+	if err != nil {
+		d.renderError(w, r, err)
+		return
+	}
+	t, err := retryTrigger(r, b)
+	if err != nil {
+		d.renderError(w, r, err)
+		return
+	}
+	res, err := d.builds.EnqueueTrigger(r.Context(), t, b.Image)
+	if err != nil {
+		d.renderError(w, r, err)
+		return
+	}
+	hlog.FromRequest(r).Info().Int64("build_id", res.Build.ID).Str("repo", b.Repo).Msg("Build queued")
+	http.Redirect(w, r, fmt.Sprintf("/builds/%d", res.Build.ID), http.StatusSeeOther)
+}
+
+// handleBuildLog streams a build's log for the build page (see streamBuildLog).
+func (d *dashboard) handleBuildLog(w http.ResponseWriter, r *http.Request) {
+	handleBuildLogs(d.builds, d.cfg.Logs).ServeHTTP(w, r)
+}
+
+// withPrincipal stores p in ctx for principalFrom.
+func withPrincipal(ctx context.Context, p principal) context.Context {
+	return context.WithValue(ctx, principalKey{}, p)
+}
+
+// notFound answers browsers outside the API with the error page, and
+// everything else with api.
+func (d *dashboard) notFound(api http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/api/") || !strings.Contains(r.Header.Get("Accept"), "text/html") {
+			api(w, r)
+			return
+		}
+		d.renderError(w, r, slipway.Errorf(slipway.ENOTFOUND, "There is no page at %s.", r.URL.Path))
+	}
+}

@@ -1,0 +1,538 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"html/template"
+	"math"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/rs/zerolog/hlog"
+
+	"github.com/slipway-ci/slipway"
+)
+
+// dashboardFuncs are the template helpers.
+var dashboardFuncs = template.FuncMap{
+	"refName":  slipway.RefName,
+	"short":    shortCommit,
+	"dur":      humanDuration,
+	"ago":      func(t time.Time) string { return humanDuration(time.Since(t)) + " ago" },
+	"unix":     func(t time.Time) int64 { return t.UnixMilli() },
+	"shortDig": shortDigest,
+	"stateIcon": func(s slipway.BuildState) string {
+		switch s {
+		case slipway.BuildSucceeded:
+			return "✓"
+		case slipway.BuildFailed:
+			return "✕"
+		case slipway.BuildCanceled:
+			return "⊘"
+		case slipway.BuildQueued:
+			return "…"
+		}
+		return "●"
+	},
+	"buildDur": func(b *slipway.Build) string {
+		if b.StartedAt == nil {
+			return ""
+		}
+		end := time.Now()
+		if b.FinishedAt != nil {
+			end = *b.FinishedAt
+		}
+		return humanDuration(end.Sub(*b.StartedAt))
+	},
+}
+
+func shortCommit(c string) string {
+	if len(c) > 8 {
+		return c[:8]
+	}
+	return c
+}
+
+func shortDigest(d string) string {
+	if h, ok := strings.CutPrefix(d, "sha256:"); ok && len(h) > 12 {
+		return "sha256:" + h[:12]
+	}
+	return d
+}
+
+// humanDuration writes d as "4s", "3m 20s", "2h 5m".
+func humanDuration(d time.Duration) string {
+	if d < 0 {
+		d = 0
+	}
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm %02ds", int(d.Minutes()), int(d.Seconds())%60)
+	default:
+		return fmt.Sprintf("%dh %02dm", int(d.Hours()), int(d.Minutes())%60)
+	}
+}
+
+// nowData is what the Now page shows.
+type nowData struct {
+	Running []runningBuild
+	Queued  []queuedBuild
+	Recent  []*slipway.Build
+	Typical time.Duration // mean duration of recent finished builds
+}
+
+type runningBuild struct {
+	*slipway.Build
+	Steps []platformStep // current step per platform
+}
+
+// platformStep is the step a platform of a running build is at.
+type platformStep struct{ Platform, Step string }
+
+// stepTracker remembers, per running build, how far its log was read and the
+// last step of each platform, so the Now page reads only new lines.
+type stepTracker struct {
+	mu     sync.Mutex
+	builds map[int64]*trackedLog
+}
+
+type trackedLog struct {
+	after int64
+	steps map[string]string
+}
+
+// current reads the lines of build id stored since the last call and returns
+// the current step of each platform.
+func (st *stepTracker) current(ctx context.Context, builds slipway.BuildService, id int64) ([]platformStep, error) {
+	st.mu.Lock()
+	tl := st.builds[id]
+	if tl == nil {
+		tl = &trackedLog{steps: map[string]string{}}
+		st.builds[id] = tl
+	}
+	st.mu.Unlock()
+	for {
+		st.mu.Lock()
+		after := tl.after
+		st.mu.Unlock()
+		lines, err := builds.ReadLog(ctx, id, after, sseBatch)
+		if err != nil {
+			return nil, err
+		}
+		st.mu.Lock()
+		for _, l := range lines {
+			if l.Step != "" {
+				tl.steps[l.Platform] = l.Step
+			}
+			tl.after = max(tl.after, l.No)
+		}
+		st.mu.Unlock()
+		if len(lines) < sseBatch {
+			break
+		}
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	var out []platformStep
+	for p, step := range tl.steps {
+		// Lines of no platform (checkout, push) count only until the
+		// platforms start.
+		if p == "" && len(tl.steps) > 1 {
+			continue
+		}
+		out = append(out, platformStep{Platform: p, Step: step})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Platform < out[j].Platform })
+	return out, nil
+}
+
+// forget drops every build not in keep.
+func (st *stepTracker) forget(keep map[int64]bool) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for id := range st.builds {
+		if !keep[id] {
+			delete(st.builds, id)
+		}
+	}
+}
+
+type queuedBuild struct {
+	*slipway.Build
+	Waited   time.Duration
+	StartsIn time.Duration // 0: unknown
+}
+
+// loadNow reads the builds of the Now page: running and testing ones, queued
+// ones oldest first with an estimated start, and the last finished ones.
+func (d *dashboard) loadNow(r *http.Request) (*nowData, error) {
+	ctx := r.Context()
+	var n nowData
+	keep := map[int64]bool{}
+	for _, st := range []slipway.BuildState{slipway.BuildRunning, slipway.BuildTesting} {
+		list, err := d.builds.FindBuilds(ctx, slipway.BuildFilter{State: st, Limit: 100})
+		if err != nil {
+			return nil, err
+		}
+		for _, b := range list {
+			steps, err := d.steps.current(ctx, d.builds, b.ID)
+			if err != nil {
+				return nil, err
+			}
+			keep[b.ID] = true
+			n.Running = append(n.Running, runningBuild{Build: b, Steps: steps})
+		}
+	}
+	d.steps.forget(keep)
+	sort.Slice(n.Running, func(i, j int) bool { return n.Running[i].ID < n.Running[j].ID })
+	queued, err := d.builds.FindBuilds(ctx, slipway.BuildFilter{State: slipway.BuildQueued, Limit: 100})
+	if err != nil {
+		return nil, err
+	}
+	recent, err := d.builds.FindBuilds(ctx, slipway.BuildFilter{Limit: 60})
+	if err != nil {
+		return nil, err
+	}
+	var total time.Duration
+	var count int
+	for _, b := range recent {
+		if !b.State.Done() || b.StartedAt == nil || b.FinishedAt == nil {
+			continue
+		}
+		if len(n.Recent) < 15 {
+			n.Recent = append(n.Recent, b)
+		}
+		if b.State == slipway.BuildSucceeded {
+			total += b.FinishedAt.Sub(*b.StartedAt)
+			count++
+		}
+	}
+	if count > 0 {
+		n.Typical = total / time.Duration(count)
+	}
+	// Estimate: the running builds end after the typical duration, and the
+	// queue drains as many at a time as are running now.
+	lanes := max(len(n.Running), 1)
+	var soonest time.Duration
+	if n.Typical > 0 && len(n.Running) > 0 {
+		soonest = n.Typical
+		for _, b := range n.Running {
+			if b.StartedAt != nil {
+				soonest = min(soonest, max(n.Typical-time.Since(*b.StartedAt), 0))
+			}
+		}
+	}
+	for i := len(queued) - 1; i >= 0; i-- { // oldest first
+		b := queued[i]
+		q := queuedBuild{Build: b, Waited: time.Since(b.CreatedAt)}
+		if n.Typical > 0 {
+			pos := len(n.Queued)
+			q.StartsIn = soonest + time.Duration(pos/lanes)*n.Typical
+			if q.StartsIn == 0 {
+				q.StartsIn = time.Second
+			}
+		}
+		n.Queued = append(n.Queued, q)
+	}
+	return &n, nil
+}
+
+// handleNow answers GET / with the Now page.
+func (d *dashboard) handleNow(w http.ResponseWriter, r *http.Request) {
+	n, err := d.loadNow(r)
+	if err != nil {
+		d.renderError(w, r, err)
+		return
+	}
+	d.render(w, r, http.StatusOK, "now.html", "Now", "now", n)
+}
+
+// nowRefresh is how often the Now page's stream looks for changes.
+const nowRefresh = 2 * time.Second
+
+// handleNowEvents answers GET /events/now with Server-Sent Events: a "now"
+// event with the page's body whenever it changes.
+func (d *dashboard) handleNowEvents(w http.ResponseWriter, r *http.Request) {
+	flusher := http.NewResponseController(w)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	_ = flusher.Flush()
+	ticker := time.NewTicker(nowRefresh)
+	defer ticker.Stop()
+	var last []byte
+	pg := page{Who: principalFrom(r.Context()), PublicURL: d.cfg.PublicURL}
+	for {
+		n, err := d.loadNow(r)
+		if err != nil {
+			if r.Context().Err() == nil {
+				hlog.FromRequest(r).Error().Err(err).Msg("Streaming the Now page")
+			}
+			return
+		}
+		pg.Data = n
+		var buf bytes.Buffer
+		if err := d.tmpl.ExecuteTemplate(&buf, "now-body", pg); err != nil {
+			hlog.FromRequest(r).Error().Err(err).Msg("Rendering the Now page")
+			return
+		}
+		if !bytes.Equal(buf.Bytes(), last) {
+			last = buf.Bytes()
+			var out bytes.Buffer
+			out.WriteString("event: now\n")
+			for _, line := range bytes.Split(last, []byte("\n")) {
+				out.WriteString("data: ")
+				out.Write(line)
+				out.WriteString("\n")
+			}
+			out.WriteString("\n")
+			if _, err := w.Write(out.Bytes()); err != nil {
+				return
+			}
+			_ = flusher.Flush()
+		}
+		select {
+		case <-r.Context().Done():
+			return
+		case <-ticker.C:
+		}
+	}
+}
+
+// buildData is what the build page shows.
+type buildData struct {
+	*slipway.Build
+	QueuedFor     time.Duration
+	PlatformNames []string
+	TestsBy       map[string][]slipway.TestResult
+	Promotions    []*slipway.Promotion
+}
+
+// handleBuild answers GET /builds/{id} with the build page.
+func (d *dashboard) handleBuild(w http.ResponseWriter, r *http.Request) {
+	b, err := requestBuild(r, d.builds)
+	if err != nil {
+		d.renderError(w, r, err)
+		return
+	}
+	bd := buildData{Build: b, TestsBy: map[string][]slipway.TestResult{}}
+	if b.StartedAt != nil {
+		bd.QueuedFor = b.StartedAt.Sub(b.CreatedAt)
+	}
+	seen := map[string]bool{}
+	add := func(p string) {
+		if p != "" && !seen[p] {
+			seen[p] = true
+			bd.PlatformNames = append(bd.PlatformNames, p)
+		}
+	}
+	for _, p := range b.Platforms {
+		add(p.Platform)
+	}
+	for _, p := range b.TargetPlatforms {
+		add(p)
+	}
+	for _, t := range b.Tests {
+		add(t.Platform)
+		bd.TestsBy[t.Platform] = append(bd.TestsBy[t.Platform], t)
+	}
+	if d.svc.Promotions != nil {
+		bd.Promotions, err = d.svc.Promotions.FindPromotions(r.Context(), slipway.PromotionFilter{BuildID: b.ID, Limit: 20})
+		if err != nil {
+			d.renderError(w, r, err)
+			return
+		}
+	}
+	d.render(w, r, http.StatusOK, "build.html", fmt.Sprintf("Build %d · %s", b.ID, b.Repo), "", bd)
+}
+
+// repoData is what the repository page shows.
+type repoData struct {
+	Repo   string
+	Image  string
+	Refs   []*slipway.Build // latest build of each branch and tag
+	Builds []*slipway.Build
+	Chart  template.HTML
+}
+
+// handleRepo answers GET /repos/{owner}/{name}.
+func (d *dashboard) handleRepo(w http.ResponseWriter, r *http.Request) {
+	name := chi.URLParam(r, "owner") + "/" + chi.URLParam(r, "name")
+	list, err := d.builds.FindBuilds(r.Context(), slipway.BuildFilter{Repo: name, Limit: 100})
+	if err != nil {
+		d.renderError(w, r, err)
+		return
+	}
+	if len(list) == 0 && d.svc.Repos != nil {
+		owner, repo := chi.URLParam(r, "owner"), chi.URLParam(r, "name")
+		if _, err := d.svc.Repos.FindRepo(r.Context(), slipway.RepoKey{Forge: "github", Owner: owner, Name: repo}); err != nil &&
+			slipway.ErrorCode(err) == slipway.ENOTFOUND {
+			found := false
+			if all, err := d.svc.Repos.FindRepos(r.Context()); err == nil {
+				for _, rp := range all {
+					if strings.EqualFold(rp.Owner+"/"+rp.Name, name) {
+						found = true
+					}
+				}
+			}
+			if !found {
+				d.renderError(w, r, slipway.Errorf(slipway.ENOTFOUND, "No repository %s: push to it once the webhook points here, or add it with POST /api/v1/repos.", name))
+				return
+			}
+		}
+	}
+	rd := repoData{Repo: name, Builds: list}
+	seen := map[string]bool{}
+	for _, b := range list {
+		rd.Image = b.Image
+		if !seen[b.Ref] {
+			seen[b.Ref] = true
+			rd.Refs = append(rd.Refs, b)
+		}
+	}
+	rd.Chart = durationChart(list)
+	d.render(w, r, http.StatusOK, "repo.html", name, "", rd)
+}
+
+// durationChart draws the build duration (bars) and queue wait (stacked below
+// the bar's start) of the last 30 finished builds, oldest on the left, as SVG.
+func durationChart(list []*slipway.Build) template.HTML {
+	var pts []*slipway.Build
+	for _, b := range list {
+		if b.StartedAt != nil && b.FinishedAt != nil {
+			pts = append(pts, b)
+		}
+		if len(pts) == 30 {
+			break
+		}
+	}
+	if len(pts) < 2 {
+		return ""
+	}
+	var top float64 = 1
+	for _, b := range pts {
+		top = math.Max(top, b.FinishedAt.Sub(b.CreatedAt).Seconds())
+	}
+	const w, h, bw = 600.0, 120.0, 16.0
+	gap := (w - bw*30) / 30
+	var sb strings.Builder
+	fmt.Fprintf(&sb, `<svg class="chart" viewBox="0 0 %.0f %.0f" role="img" aria-label="Duration and queue wait of the last %d builds">`, w, h+18, len(pts))
+	for i := range pts {
+		b := pts[len(pts)-1-i]
+		run := b.FinishedAt.Sub(*b.StartedAt).Seconds()
+		wait := b.StartedAt.Sub(b.CreatedAt).Seconds()
+		x := float64(i)*(bw+gap) + gap/2
+		rh, wh := run/top*h, wait/top*h
+		fmt.Fprintf(&sb, `<a href="/builds/%d"><title>#%d %s: ran %s, waited %s</title>`, b.ID, b.ID, b.State,
+			humanDuration(time.Duration(run*float64(time.Second))), humanDuration(time.Duration(wait*float64(time.Second))))
+		fmt.Fprintf(&sb, `<rect class="bar %s" x="%.1f" y="%.1f" width="%.0f" height="%.1f" rx="2"/>`, b.State, x, h-rh-wh, bw, math.Max(rh, 1))
+		fmt.Fprintf(&sb, `<rect class="wait" x="%.1f" y="%.1f" width="%.0f" height="%.1f"/></a>`, x, h-wh, bw, wh)
+	}
+	fmt.Fprintf(&sb, `<text x="0" y="%.0f" class="axis">longest %s · bar: run, light: queue wait</text></svg>`, h+15, humanDuration(time.Duration(top*float64(time.Second))))
+	return template.HTML(sb.String())
+}
+
+// handlePromotions answers GET /promotions: the audit trail with filters.
+func (d *dashboard) handlePromotions(w http.ResponseWriter, r *http.Request) {
+	if d.svc.Promotions == nil {
+		d.renderError(w, r, unavailable("The promotion audit trail"))
+		return
+	}
+	q := r.URL.Query()
+	f := slipway.PromotionFilter{Repo: strings.TrimSpace(q.Get("repo")), Tag: strings.TrimSpace(q.Get("tag")), Limit: 200}
+	if s := strings.TrimSpace(q.Get("build")); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n < 1 {
+			d.renderError(w, r, slipway.Errorf(slipway.EINVALID, "build must be a build id, got %q.", s))
+			return
+		}
+		f.BuildID = n
+	}
+	list, err := d.svc.Promotions.FindPromotions(r.Context(), f)
+	if err != nil {
+		d.renderError(w, r, err)
+		return
+	}
+	d.render(w, r, http.StatusOK, "promotions.html", "Promotions", "promotions", struct {
+		Filter slipway.PromotionFilter
+		List   []*slipway.Promotion
+	}{f, list})
+}
+
+// promoteData is what the promotion confirmation and result show.
+type promoteData struct {
+	Build      *slipway.Build
+	Repository string
+	Tags       []string
+	TagsText   string
+	Force      bool
+	Changes    []promoteChange
+	Result     *promoteResponse
+	Refusal    string
+}
+
+type promoteChange struct {
+	Tag, Now, Will string
+}
+
+// handlePromote answers the promote form: without confirm=yes it shows what
+// each tag points at now and will point at; with it, it promotes through
+// promoteBuild, as the API does, and shows the result or the refusal.
+func (d *dashboard) handlePromote(w http.ResponseWriter, r *http.Request) {
+	b, err := requestBuild(r, d.builds)
+	if err != nil {
+		d.renderError(w, r, err)
+		return
+	}
+	req := promoteRequest{Tags: strings.FieldsFunc(r.PostFormValue("tags"), func(c rune) bool { return c == ',' || c == ' ' || c == '\n' }),
+		Repository: strings.TrimSpace(r.PostFormValue("repository")), Force: r.PostFormValue("force") == "on"}
+	pd := promoteData{Build: b, Repository: req.Repository, Tags: req.Tags, TagsText: strings.Join(req.Tags, " "), Force: req.Force}
+	if pd.Repository == "" {
+		pd.Repository = b.Image
+	}
+	status := http.StatusOK
+	if r.PostFormValue("confirm") == "yes" {
+		pd.Result, err = promoteBuild(r, b, req, d.svc.Promotions, d.svc.Registry)
+	} else {
+		// A preview runs the same rules first, so a refusal shows before the
+		// confirmation, without writing an audit row.
+		err = req.validate()
+		if err == nil && !principalFrom(r.Context()).Role.Allows(slipway.RoleReleaseManager) {
+			_, err = promoteBuild(r, b, req, d.svc.Promotions, d.svc.Registry)
+		}
+		if err == nil && b.State != slipway.BuildSucceeded {
+			err = slipway.Errorf(slipway.ECONFLICT, "Build %d is %s. Only a succeeded build (every test passed on every platform) can be promoted.", b.ID, b.State)
+		}
+		var prev []string
+		if err == nil {
+			prev, err = previewPromotion(r.Context(), b, req, d.svc.Registry)
+		}
+		for i, t := range req.Tags {
+			c := promoteChange{Tag: t, Will: b.IndexDigest}
+			if i < len(prev) {
+				c.Now = prev[i]
+			}
+			pd.Changes = append(pd.Changes, c)
+		}
+	}
+	if err != nil {
+		code := slipway.ErrorCode(err)
+		if code == slipway.EINTERNAL || code == slipway.EUNAVAILABLE {
+			d.renderError(w, r, err)
+			return
+		}
+		status = errorStatus[code]
+		pd.Refusal = slipway.ErrorMessage(err)
+	}
+	d.render(w, r, status, "promote.html", fmt.Sprintf("Promote build %d", b.ID), "", pd)
+}

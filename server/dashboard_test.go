@@ -1,0 +1,318 @@
+package server
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/stretchr/testify/require"
+
+	"github.com/slipway-ci/slipway"
+	"github.com/slipway-ci/slipway/postgres"
+)
+
+// browser is an HTTP client with a cookie jar that does not follow redirects.
+type browser struct {
+	t    *testing.T
+	base string
+	c    *http.Client
+}
+
+func newBrowser(t *testing.T, base string) *browser {
+	jar, err := cookiejar.New(nil)
+	require.NoError(t, err)
+	return &browser{t: t, base: base, c: &http.Client{Jar: jar,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+}
+
+func (b *browser) do(method, path string, form url.Values) (*http.Response, string) {
+	b.t.Helper()
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, err := http.NewRequest(method, b.base+path, body)
+	require.NoError(b.t, err)
+	req.Header.Set("Accept", "text/html")
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	resp, err := b.c.Do(req)
+	require.NoError(b.t, err)
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	require.NoError(b.t, err)
+	return resp, string(data)
+}
+
+var csrfRE = regexp.MustCompile(`name="csrf" value="([0-9a-f]+)"`)
+
+// csrf returns the CSRF token of the last page's forms.
+func csrfOf(t *testing.T, html string) string {
+	t.Helper()
+	m := csrfRE.FindStringSubmatch(html)
+	require.NotNil(t, m, "the page has a form with a CSRF token:\n%s", html)
+	return m[1]
+}
+
+// signIn signs in with token and returns the CSRF token.
+func (b *browser) signIn(token string) string {
+	b.t.Helper()
+	_, page := b.do(http.MethodGet, "/signin", nil)
+	csrf := csrfOf(b.t, page)
+	resp, page := b.do(http.MethodPost, "/signin", url.Values{"csrf": {csrf}, "token": {token}, "next": {"/"}})
+	require.Equal(b.t, http.StatusSeeOther, resp.StatusCode, page)
+	return csrf
+}
+
+// queueBuild queues a build of acme/app.
+func queueBuild(t *testing.T, b *testBundle) slipway.EnqueueResult {
+	t.Helper()
+	res, err := b.builds.EnqueueTrigger(context.Background(), slipway.Trigger{Forge: "github", DeliveryID: "d-" + t.Name(), Event: "push",
+		Owner: "acme", Name: "app", CloneURL: "https://github.com/acme/app.git", Ref: "refs/heads/main",
+		Commit: strings.Repeat("ab", 20)}, testRegistry+"/acme/app")
+	require.NoError(t, err)
+	return res
+}
+
+func createToken(t *testing.T, db *postgres.DB, name string, role slipway.Role) string {
+	t.Helper()
+	secret := "slw_" + name + "_secret_for_dashboard"
+	_, err := postgres.NewTokenService(db).CreateToken(context.Background(), name, role, secret)
+	require.NoError(t, err)
+	return secret
+}
+
+func TestDashboardSignIn(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	br := newBrowser(t, b.srv.URL)
+
+	// Signed out, pages send the browser to the sign-in form.
+	resp, _ := br.do(http.MethodGet, "/builds/1", nil)
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	require.Equal(t, "/signin?next=%2Fbuilds%2F1", resp.Header.Get("Location"))
+	resp, _ = br.do(http.MethodGet, "/builds/1/log?follow=1", nil)
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+
+	// A wrong token is refused with a reason, and sets no session.
+	_, page := br.do(http.MethodGet, "/signin", nil)
+	csrf := csrfOf(t, page)
+	resp, page = br.do(http.MethodPost, "/signin", url.Values{"csrf": {csrf}, "token": {"slw_wrong"}})
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	require.Contains(t, page, "unknown or deleted")
+
+	// A form without the CSRF token is refused before the token is looked at.
+	resp, page = br.do(http.MethodPost, "/signin", url.Values{"token": {testToken}})
+	require.Equal(t, http.StatusForbidden, resp.StatusCode)
+	require.Contains(t, page, "security token")
+	require.Empty(t, resp.Cookies())
+
+	resp, _ = br.do(http.MethodPost, "/signin", url.Values{"csrf": {csrf}, "token": {testToken}, "next": {"//evil.example/"}})
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	require.Equal(t, "/", resp.Header.Get("Location"), "the redirect stays on this site")
+	var session *http.Cookie
+	for _, c := range resp.Cookies() {
+		if c.Name == sessionCookie {
+			session = c
+		}
+	}
+	require.NotNil(t, session)
+	require.True(t, session.HttpOnly)
+	require.Equal(t, http.SameSiteLaxMode, session.SameSite)
+	require.False(t, session.Secure, "plain HTTP public URL")
+
+	resp, page = br.do(http.MethodGet, "/", nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Contains(t, page, "point a webhook here")
+	require.Contains(t, page, testPublic+"/webhooks/github")
+
+	// Unknown pages get the error page in the dashboard's look; the API keeps JSON.
+	resp, page = br.do(http.MethodGet, "/nothing/here", nil)
+	require.Equal(t, http.StatusNotFound, resp.StatusCode)
+	require.Contains(t, page, `<link rel="stylesheet" href="/static/app.css">`)
+	resp, out := getPath(t, b.srv, "/nothing/here")
+	requireError(t, resp, out, http.StatusNotFound, slipway.ENOTFOUND)
+
+	resp, _ = br.do(http.MethodPost, "/signout", url.Values{"csrf": {csrf}})
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	resp, _ = br.do(http.MethodGet, "/", nil)
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode, "signed out")
+}
+
+func TestDashboardSecureCookieBehindTLS(t *testing.T) {
+	t.Parallel()
+	b := setup(t, &setupOpts{config: func(c *Config) { c.PublicURL = "https://ci.example.com" }})
+	br := newBrowser(t, b.srv.URL)
+	_, page := br.do(http.MethodGet, "/signin", nil)
+	resp, _ := br.do(http.MethodPost, "/signin", url.Values{"csrf": {csrfOf(t, page)}, "token": {testToken}})
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	for _, c := range resp.Cookies() {
+		require.True(t, c.Secure, c.Name)
+	}
+}
+
+func TestDashboardPublic(t *testing.T) {
+	t.Parallel()
+	b := setup(t, &setupOpts{config: func(c *Config) { c.DashboardPublic = true }})
+	ctx := context.Background()
+	res := queueBuild(t, b)
+	id := strconv.FormatInt(res.Build.ID, 10)
+	br := newBrowser(t, b.srv.URL)
+	resp, page := br.do(http.MethodGet, "/builds/"+id, nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode, page)
+	require.Contains(t, page, "acme/app")
+	require.NotContains(t, page, `id="cancel"`, "an anonymous reader is offered no actions")
+	resp, page = br.do(http.MethodGet, "/", nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Contains(t, page, "#"+id)
+	require.NotContains(t, page, "point a webhook here", "the welcome is for a slipway without builds")
+
+	// A running build shows the step each platform is at.
+	_, err := b.db.Pool().Exec(ctx, `UPDATE builds SET state = 'running', started_at = now() WHERE id = $1`, res.Build.ID)
+	require.NoError(t, err)
+	require.NoError(t, b.builds.AppendLog(ctx, res.Build.ID, []slipway.LogLine{
+		{Time: time.Now(), Step: "checkout", Text: "Checked out"},
+		{Time: time.Now(), Platform: "linux/arm64", Step: "build", Text: "RUN make"},
+	}))
+	resp, page = br.do(http.MethodGet, "/", nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode, page)
+	require.Contains(t, page, "<span class=\"muted\">linux/arm64</span> <strong>build</strong>")
+	require.NotContains(t, page, "<strong>checkout</strong>", "once platforms run, their steps are shown")
+	_, err = b.db.Pool().Exec(ctx, `UPDATE builds SET state = 'queued' WHERE id = $1`, res.Build.ID)
+	require.NoError(t, err)
+	resp, page = br.do(http.MethodGet, "/repos/acme/app", nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Contains(t, page, "main")
+	// Actions still need a session, even with the CSRF token.
+	_, page = br.do(http.MethodGet, "/signin", nil)
+	resp, _ = br.do(http.MethodPost, "/builds/"+id+"/cancel", url.Values{"csrf": {csrfOf(t, page)}})
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	got, err := b.builds.FindBuildByID(ctx, res.Build.ID)
+	require.NoError(t, err)
+	require.Equal(t, slipway.BuildQueued, got.State)
+}
+
+func TestDashboardActions(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	ctx := context.Background()
+	res := queueBuild(t, b)
+	id := strconv.FormatInt(res.Build.ID, 10)
+
+	viewer := newBrowser(t, b.srv.URL)
+	csrf := viewer.signIn(createToken(t, b.db, "watcher", slipway.RoleViewer))
+	_, page := viewer.do(http.MethodGet, "/builds/"+id, nil)
+	require.NotContains(t, page, `id="cancel"`, "a viewer is not offered cancel")
+	resp, page := viewer.do(http.MethodPost, "/builds/"+id+"/cancel", url.Values{"csrf": {csrf}})
+	require.Equal(t, http.StatusForbidden, resp.StatusCode)
+	require.Contains(t, page, "developer role")
+
+	dev := newBrowser(t, b.srv.URL)
+	csrf = dev.signIn(createToken(t, b.db, "dev", slipway.RoleDeveloper))
+	_, page = dev.do(http.MethodGet, "/builds/"+id, nil)
+	require.Contains(t, page, `id="cancel"`)
+	// Without the CSRF field the cancel is refused and nothing changes.
+	resp, _ = dev.do(http.MethodPost, "/builds/"+id+"/cancel", url.Values{})
+	require.Equal(t, http.StatusForbidden, resp.StatusCode)
+	got, err := b.builds.FindBuildByID(ctx, res.Build.ID)
+	require.NoError(t, err)
+	require.Equal(t, slipway.BuildQueued, got.State)
+
+	resp, _ = dev.do(http.MethodPost, "/builds/"+id+"/cancel", url.Values{"csrf": {csrf}})
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	got, err = b.builds.FindBuildByID(ctx, res.Build.ID)
+	require.NoError(t, err)
+	require.Equal(t, slipway.BuildCanceled, got.State)
+
+	resp, _ = dev.do(http.MethodPost, "/builds/"+id+"/retry", url.Values{"csrf": {csrf}})
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	require.NotEqual(t, "/builds/"+id, resp.Header.Get("Location"))
+	list, err := b.builds.FindBuilds(ctx, slipway.BuildFilter{Repo: "acme/app"})
+	require.NoError(t, err)
+	require.Len(t, list, 2, "the retry queued a new build")
+	require.Equal(t, "dev", list[0].Sender)
+}
+
+func TestDashboardPromote(t *testing.T) {
+	t.Parallel()
+	p := setupPromote(t)
+	idx := pushIndex(t, p.main.Host+"/dash/app")
+	b := p.succeededBuild(t, idx, slipway.BuildSucceeded, "")
+	id := strconv.FormatInt(b.ID, 10)
+
+	viewer := newBrowser(t, p.srv.URL)
+	csrf := viewer.signIn(createToken(t, p.db, "watcher", slipway.RoleViewer))
+	_, page := viewer.do(http.MethodGet, "/builds/"+id, nil)
+	require.NotContains(t, page, `id="promote-preview"`, "a viewer is not offered promotion")
+	resp, page := viewer.do(http.MethodPost, "/builds/"+id+"/promote", url.Values{"csrf": {csrf}, "tags": {"stable"}, "confirm": {"yes"}})
+	require.Equal(t, http.StatusForbidden, resp.StatusCode)
+	require.Contains(t, page, "release-manager role")
+
+	rm := newBrowser(t, p.srv.URL)
+	csrf = rm.signIn(createToken(t, p.db, "releaser", slipway.RoleReleaseManager))
+	_, page = rm.do(http.MethodGet, "/builds/"+id, nil)
+	require.Contains(t, page, `id="promote-preview"`)
+	// The confirmation shows what each tag points at now and will point at,
+	// and writes nothing.
+	resp, page = rm.do(http.MethodPost, "/builds/"+id+"/promote", url.Values{"csrf": {csrf}, "tags": {"v1.0.0 stable"}})
+	require.Equal(t, http.StatusOK, resp.StatusCode, page)
+	require.Contains(t, page, "nothing (new tag)")
+	require.Contains(t, page, idx.digest)
+	require.Contains(t, page, `id="promote-confirm"`)
+	_, err := remote.Head(mustRefT(t, idx.repo+":stable"))
+	require.Error(t, err, "a preview writes no tag")
+
+	resp, page = rm.do(http.MethodPost, "/builds/"+id+"/promote", url.Values{"csrf": {csrf}, "tags": {"v1.0.0 stable"}, "confirm": {"yes"}})
+	require.Equal(t, http.StatusOK, resp.StatusCode, page)
+	require.Contains(t, page, "Promoted")
+	d, err := remote.Head(mustRefT(t, idx.repo+":stable"))
+	require.NoError(t, err)
+	require.Equal(t, idx.digest, d.Digest.String())
+
+	// Moving the version tag to another build is refused with the server's reason.
+	other := p.succeededBuild(t, pushIndex(t, p.main.Host+"/dash/app"), slipway.BuildSucceeded, "")
+	resp, page = rm.do(http.MethodPost, "/builds/"+strconv.FormatInt(other.ID, 10)+"/promote", url.Values{"csrf": {csrf}, "tags": {"v1.0.0"}, "confirm": {"yes"}})
+	require.Equal(t, http.StatusConflict, resp.StatusCode)
+	require.Contains(t, page, "Version tags are immutable")
+
+	_, page = rm.do(http.MethodGet, "/promotions?tag=stable", nil)
+	require.Contains(t, page, idx.repo+":stable")
+	require.Contains(t, page, "releaser")
+	require.NotContains(t, page, idx.repo+":v1.0.0", "the filter applies")
+	_, page = rm.do(http.MethodGet, "/promotions?build="+id, nil)
+	require.Contains(t, page, "watcher", "the viewer's refusal is audited")
+}
+
+func mustRefT(t *testing.T, s string) name.Reference {
+	t.Helper()
+	ref, err := name.ParseReference(s)
+	require.NoError(t, err)
+	return ref
+}
+
+func TestDurationChart(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	at := func(d time.Duration) *time.Time { v := now.Add(d); return &v }
+	list := []*slipway.Build{ // newest first, as FindBuilds answers
+		{ID: 3, State: slipway.BuildRunning, CreatedAt: now, StartedAt: at(time.Second)},
+		{ID: 2, State: slipway.BuildFailed, CreatedAt: now, StartedAt: at(30 * time.Second), FinishedAt: at(90 * time.Second)},
+		{ID: 1, State: slipway.BuildSucceeded, CreatedAt: now, StartedAt: at(0), FinishedAt: at(3 * time.Minute)},
+	}
+	svg := string(durationChart(list))
+	require.Equal(t, 2, strings.Count(svg, `<rect class="bar `), "only finished builds are drawn")
+	require.Less(t, strings.Index(svg, "#1 succeeded"), strings.Index(svg, "#2 failed"), "oldest on the left")
+	require.Contains(t, svg, "ran 1m 00s, waited 30s")
+	require.Contains(t, svg, "longest 3m 00s")
+	require.Empty(t, durationChart(list[:2]), "one finished build makes no chart")
+}
