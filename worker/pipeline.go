@@ -44,7 +44,7 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 
 	started := time.Now()
 	sink.Add("", "checkout", fmt.Sprintf("Checking out %s at %s (%s)", redactURLs(build.CloneURL), build.Commit, build.Ref))
-	if err := checkout(ctx, dir, build.CloneURL, build.Commit, func(s string) { sink.Add("", "checkout", s) }); err != nil {
+	if err := checkout(ctx, dir, build.CloneURL, build.Ref, build.Commit, func(s string) { sink.Add("", "checkout", s) }); err != nil {
 		return fail("checkout failed: %v", err)
 	}
 	cfg, err := LoadRepoConfig(dir)
@@ -150,6 +150,9 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 	}
 
 	tags := RenderTags(cfg.Tags, TagValues(build.Ref, build.Commit))
+	if pr, ok := slipway.PullRequestTags(build.Ref); ok {
+		tags = pr // a pull request moves no branch, version or latest tag
+	}
 	if len(tags) > 0 {
 		if err := w.registry.Tag(ctx, build.Image, index, tags); err != nil {
 			return fail("tagging %s failed: %v", strings.Join(tags, ", "), err)
