@@ -133,9 +133,10 @@ func CommitTag(commit string) string {
 
 // BuildFilter selects builds. Zero fields do not filter.
 type BuildFilter struct {
-	Repo  string // owner/name
-	Ref   string // full ref or short name
-	State BuildState
+	Repo   string // owner/name
+	Ref    string // full ref or short name
+	State  BuildState
+	Commit string // 40 hex
 	// PullRequest, when above 0, selects the builds of that pull request.
 	PullRequest int
 	Limit       int   // default 50, at most 500

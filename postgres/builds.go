@@ -290,6 +290,9 @@ func (s *BuildService) FindBuilds(ctx context.Context, f slipway.BuildFilter) ([
 			add("b.ref = $%d", ref)
 		}
 	}
+	if f.Commit != "" {
+		add("b.commit_sha = lower($%d)", f.Commit)
+	}
 	if f.PullRequest > 0 {
 		add("b.pull_request = $%d", f.PullRequest)
 	}

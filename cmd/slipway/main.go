@@ -201,6 +201,7 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 			IntegrationSecret: cfg.IntegrationSecret,
 			Integrations:      postgres.NewIntegrationService(db),
 			Secrets:           secrets,
+			Promotions:        postgres.NewPromotionService(db),
 		}, builds, jobs, bk, reg)
 		if err != nil {
 			return err
