@@ -159,3 +159,9 @@ func TestGitHubPullRequest(t *testing.T) {
 	defer api.mu.Unlock()
 	require.Contains(t, api.paths, "POST /repos/acme/prapp/statuses/"+head2)
 }
+
+// gitCmd runs git in dir and returns its combined output.
+func gitCmd(dir string, args ...string) (string, error) {
+	out, err := exec.Command("git", append([]string{"-C", dir}, args...)...).CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
