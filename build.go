@@ -77,6 +77,9 @@ type Build struct {
 	// ForgeStatus is how the commit status of the latest state reached the
 	// forge; nil before any was queued.
 	ForgeStatus *ForgeStatus `json:"forge_status,omitempty"`
+	// PullRequest is set for a build of a pull request; Ref is then its
+	// pull-request ref (see PullRequestRef).
+	PullRequest *PullRequest `json:"pull_request,omitempty"`
 }
 
 // PlatformDigest is the manifest digest the pushed index holds for one platform.
@@ -133,8 +136,11 @@ type BuildFilter struct {
 	Repo   string // owner/name
 	Ref    string // full ref or short name
 	State  BuildState
-	Limit  int   // default 50, at most 500
-	Before int64 // only builds with a smaller id (paging)
+	Commit string // 40 hex
+	// PullRequest, when above 0, selects the builds of that pull request.
+	PullRequest int
+	Limit       int   // default 50, at most 500
+	Before      int64 // only builds with a smaller id (paging)
 }
 
 // BuildUpdate changes a build. A nil field is left as is.
@@ -174,6 +180,11 @@ type BuildService interface {
 	// ENOTFOUND for no such build, ECONFLICT when it is already final or
 	// being canceled. It returns the build as it is now.
 	CancelBuild(ctx context.Context, buildID int64, reason string) (*Build, error)
+	// CancelRefBuilds cancels, as CancelBuild does, every build of ref of the
+	// repository forge/owner/name (case-insensitive) still queued or running,
+	// e.g. when its pull request was closed. It returns the ids it stopped,
+	// none when the repository is unknown.
+	CancelRefBuilds(ctx context.Context, forge, owner, name, ref, reason string) ([]int64, error)
 	// ReadLog returns up to limit lines of a build's log numbered after after,
 	// in order (numbers start at 1 and have no gaps).
 	ReadLog(ctx context.Context, buildID int64, after int64, limit int) ([]LogLine, error)
@@ -237,4 +248,7 @@ type Trigger struct {
 	// DefaultBranch is the repository's default branch as the payload names it
 	// ("" when it does not).
 	DefaultBranch string
+	// PullRequest is set for a pull-request event; Ref is then its
+	// pull-request ref and Commit its head commit.
+	PullRequest *PullRequest
 }

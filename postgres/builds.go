@@ -51,6 +51,12 @@ type buildRow struct {
 	FinishedAt  *time.Time `db:"finished_at"`
 
 	TargetPlatforms []string `db:"target_platforms"`
+	PullRequest     *int     `db:"pull_request"`
+	PRTitle         string   `db:"pr_title"`
+	PRAuthor        string   `db:"pr_author"`
+	PRURL           string   `db:"pr_url"`
+	PRFork          bool     `db:"pr_fork"`
+	PRBase          string   `db:"pr_base"`
 	// The latest commit status of the build (NULL before any).
 	StatusState     *string    `db:"fs_state"`
 	StatusOutcome   *string    `db:"fs_outcome"`
@@ -62,6 +68,7 @@ type buildRow struct {
 const buildColumns = `b.id, b.repo_id, r.forge, r.owner, r.name, b.ref, b.commit_sha, b.message, b.sender,
 	b.delivery_id, b.clone_url, b.state, b.image, b.image_ref, b.index_digest, b.platforms, b.tests,
 	b.tags, b.error, b.attempt, b.created_at, b.started_at, b.finished_at, b.target_platforms,
+	b.pull_request, b.pr_title, b.pr_author, b.pr_url, b.pr_fork, b.pr_base,
 	fs.state AS fs_state, fs.outcome AS fs_outcome, fs.attempts AS fs_attempts,
 	fs.last_error AS fs_error, fs.updated_at AS fs_updated_at`
 
@@ -90,6 +97,9 @@ func (r buildRow) toBuild() (*slipway.Build, error) {
 	}
 	if b.Tags == nil {
 		b.Tags = []string{}
+	}
+	if r.PullRequest != nil {
+		b.PullRequest = &slipway.PullRequest{Number: *r.PullRequest, Title: r.PRTitle, Author: r.PRAuthor, URL: r.PRURL, Fork: r.PRFork, Base: r.PRBase}
 	}
 	if err := json.Unmarshal(r.Platforms, &b.Platforms); err != nil {
 		return nil, fmt.Errorf("decoding platforms of build %d: %w", r.ID, err)
@@ -141,8 +151,9 @@ RETURNING id, image`
 	// EnqueueTrigger: the build keeps the platforms the repository's settings name
 	// now, so a later change of the settings does not change a queued build.
 	sqlBuildInsert = `-- EnqueueTrigger
-INSERT INTO builds (repo_id, ref, commit_sha, message, sender, delivery_id, clone_url, image, target_platforms)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, (SELECT platforms FROM repos WHERE id = $1)) RETURNING id`
+INSERT INTO builds (repo_id, ref, commit_sha, message, sender, delivery_id, clone_url, image, target_platforms,
+    pull_request, pr_title, pr_author, pr_url, pr_fork, pr_base)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, (SELECT platforms FROM repos WHERE id = $1), $9, $10, $11, $12, $13, $14) RETURNING id`
 
 	// EnqueueTrigger: claims the delivery id. When another transaction holds the same
 	// key uncommitted, this INSERT waits for it; if that one commits, DO NOTHING
@@ -175,8 +186,18 @@ func enqueueTrigger(ctx context.Context, tx pgx.Tx, t slipway.Trigger, image str
 	if err := tx.QueryRow(ctx, sqlRepoUpsert, t.Forge, t.Owner, t.Name, t.CloneURL, image, t.DefaultBranch).Scan(&repoID, &image); err != nil {
 		return slipway.EnqueueResult{}, fmt.Errorf("registering repository: %w", err)
 	}
-	var buildID int64
-	if err := tx.QueryRow(ctx, sqlBuildInsert, repoID, t.Ref, t.Commit, t.Message, t.Sender, t.DeliveryID, t.CloneURL, image).Scan(&buildID); err != nil {
+	var (
+		buildID int64
+		pr      = t.PullRequest
+		prNum   *int
+	)
+	if pr == nil {
+		pr = &slipway.PullRequest{}
+	} else {
+		prNum = &pr.Number
+	}
+	if err := tx.QueryRow(ctx, sqlBuildInsert, repoID, t.Ref, t.Commit, t.Message, t.Sender, t.DeliveryID, t.CloneURL, image,
+		prNum, pr.Title, pr.Author, pr.URL, pr.Fork, pr.Base).Scan(&buildID); err != nil {
 		return slipway.EnqueueResult{}, fmt.Errorf("inserting build: %w", err)
 	}
 	if t.DeliveryID != "" {
@@ -268,6 +289,12 @@ func (s *BuildService) FindBuilds(ctx context.Context, f slipway.BuildFilter) ([
 		} else {
 			add("b.ref = $%d", ref)
 		}
+	}
+	if f.Commit != "" {
+		add("b.commit_sha = lower($%d)", f.Commit)
+	}
+	if f.PullRequest > 0 {
+		add("b.pull_request = $%d", f.PullRequest)
 	}
 	if f.State != "" {
 		if !f.State.Valid() {

@@ -68,3 +68,53 @@ func (s *BuildService) CancelBuild(ctx context.Context, buildID int64, reason st
 	}
 	return b, nil
 }
+
+// -- CancelRefBuilds: the builds of one ref of one repository still on their
+// way, oldest first (the order CancelBuild locks them in).
+const sqlRefBuilds = `-- CancelRefBuilds
+SELECT b.id FROM builds b JOIN repos r ON r.id = b.repo_id
+WHERE r.forge = $1 AND lower(r.owner) = lower($2) AND lower(r.name) = lower($3)
+  AND b.ref = $4 AND b.state IN ('queued', 'running', 'testing')
+ORDER BY b.id`
+
+// CancelRefBuilds implements slipway.BuildService.
+func (s *BuildService) CancelRefBuilds(ctx context.Context, forge, owner, name, ref, reason string) ([]int64, error) {
+	var stopped []int64
+	err := pgx.BeginFunc(ctx, s.db.pool, func(tx pgx.Tx) error {
+		stopped = nil
+		rows, err := tx.Query(ctx, sqlRefBuilds, forge, owner, name, ref)
+		if err != nil {
+			return err
+		}
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			return err
+		}
+		for _, id := range ids {
+			var (
+				jobID int64
+				state string
+			)
+			err := tx.QueryRow(ctx, sqlCancelBuild, id, reason).Scan(&jobID, &state)
+			if err == pgx.ErrNoRows {
+				continue // already being canceled
+			} else if err != nil {
+				return err
+			}
+			if state == "running" {
+				if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, channelCancel, fmt.Sprintf("%d %s", jobID, reason)); err != nil {
+					return err
+				}
+			}
+			if err := notifyBuild(ctx, tx, id); err != nil {
+				return err
+			}
+			stopped = append(stopped, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("canceling builds of %s %s/%s %s: %w", forge, owner, name, ref, interpretError(err))
+	}
+	return stopped, nil
+}

@@ -498,7 +498,8 @@ func (q *JobQueue) JobRescueStuck(ctx context.Context, staleAfter time.Duration,
 }
 
 // JobInsert: queues the new build's job and wakes the workers, and supersedes:
-// a new build of a branch stops the branch's older builds still on their way,
+// a new build of a branch (or of a pull request, whose ref is its pull-request
+// ref) stops the branch's older builds still on their way,
 // when its repository supersedes. Only the same ref is touched, so a tag, another
 // branch or the default branch is never superseded by a different ref. Queued
 // builds end canceled here; running ones get cancel_reason, which their worker
@@ -511,7 +512,8 @@ WITH job AS (
     RETURNING id
 ), newer AS (
     SELECT b.id, b.repo_id, b.ref FROM builds b JOIN repos r ON r.id = b.repo_id
-    WHERE b.id = $1 AND r.supersede AND b.ref LIKE 'refs/heads/%'
+    WHERE b.id = $1 AND r.supersede
+      AND (b.ref LIKE 'refs/heads/%' OR b.ref LIKE 'refs/pull/%' OR b.ref LIKE 'refs/merge-requests/%')
 ), older AS (
     SELECT j.id, j.build_id, j.state FROM builds b
     JOIN newer ON b.repo_id = newer.repo_id AND b.ref = newer.ref AND b.id < newer.id

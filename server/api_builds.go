@@ -14,8 +14,8 @@ import (
 const maxBuildsLimit = 500
 
 // handleBuildList answers GET /api/v1/builds: builds newest first, filtered by
-// the query parameters repo (owner/name), ref, state, limit and before (an id,
-// for paging).
+// the query parameters repo (owner/name), ref, state, pull_request (a number),
+// limit and before (an id, for paging).
 func handleBuildList(builds slipway.BuildService) http.HandlerFunc {
 	type response struct {
 		Builds []*slipway.Build `json:"builds"`
@@ -59,6 +59,13 @@ func buildFilter(r *http.Request) (slipway.BuildFilter, error) {
 			return f, slipway.Errorf(slipway.EINVALID, "The limit must be a whole number from 1 to %d.", maxBuildsLimit)
 		}
 		f.Limit = n
+	}
+	if s := q.Get("pull_request"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 999_999_999 {
+			return f, slipway.Errorf(slipway.EINVALID, "pull_request must be a pull-request (merge-request) number.")
+		}
+		f.PullRequest = n
 	}
 	if s := q.Get("before"); s != "" {
 		n, err := strconv.ParseInt(s, 10, 64)

@@ -148,6 +148,11 @@ func promoteBuild(r *http.Request, b *slipway.Build, req promoteRequest, promoti
 		return nil, refuse(slipway.Errorf(slipway.EFORBIDDEN, "Promoting needs the %s role; token %q has the %s role.",
 			slipway.RoleReleaseManager, who.Name, who.Role), nil)
 	}
+	if b.PullRequest != nil {
+		return nil, refuse(slipway.Errorf(slipway.ECONFLICT,
+			"Build %d is a build of pull request %d, which is not merged code; promote a build of the branch it merges into instead.",
+			b.ID, b.PullRequest.Number), nil)
+	}
 	if b.State != slipway.BuildSucceeded {
 		why := fmt.Sprintf("Build %d is %s", b.ID, b.State)
 		if b.Error != "" {

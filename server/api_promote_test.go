@@ -207,6 +207,22 @@ func TestPromote(t *testing.T) {
 		require.Equal(t, 0, p.main.Count(http.MethodPut, "manifests"), "%v", p.main.Requests())
 	})
 
+	t.Run("PullRequestBuildIsRefused", func(t *testing.T) {
+		prIdx := pushIndex(t, repo)
+		pr := p.succeededBuild(t, prIdx, slipway.BuildSucceeded, "")
+		_, err := p.db.Pool().Exec(context.Background(),
+			`UPDATE builds SET ref = 'refs/pull/9/head', pull_request = 9, pr_title = 'Try' WHERE id = $1`, pr.ID)
+		require.NoError(t, err)
+		p.main.Reset()
+		resp, out := p.promote(t, rm, pr.ID, map[string]any{"tags": []string{"pr-try"}})
+		msg := requireError(t, resp, out, http.StatusConflict, slipway.ECONFLICT)
+		require.Contains(t, msg, "pull request 9")
+		require.Equal(t, 0, p.main.Count(http.MethodPut, "manifests"), "a refusal writes nothing: %v", p.main.Requests())
+		rows := p.promotions(t, "build="+strconv.FormatInt(pr.ID, 10))
+		require.Len(t, rows, 1, "the refusal is in the audit trail")
+		require.Equal(t, slipway.PromotionRefused, rows[0].Outcome)
+	})
+
 	t.Run("OtherRepositoryMountsBlobs", func(t *testing.T) {
 		target := p.main.Host + fmt.Sprintf("/released%d/app", time.Now().UnixNano()%1e9)
 		p.main.Reset()

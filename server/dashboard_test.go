@@ -316,3 +316,26 @@ func TestDurationChart(t *testing.T) {
 	require.Contains(t, svg, "longest 3m 00s")
 	require.Empty(t, durationChart(list[:2]), "one finished build makes no chart")
 }
+
+// TestDashboardPullRequest: a pull-request build shows its number, title,
+// author and a link to the forge on the build page, the Now page and the
+// repository page.
+func TestDashboardPullRequest(t *testing.T) {
+	t.Parallel()
+	b := setup(t, &setupOpts{config: func(c *Config) { c.DashboardPublic = true }})
+	res, err := b.builds.EnqueueTrigger(context.Background(), slipway.Trigger{
+		Forge: "github", DeliveryID: "d-pr-page", Event: "pull_request", Owner: "acme", Name: "app",
+		CloneURL: "https://github.com/acme/app.git", Ref: "refs/pull/7/head", Commit: strings.Repeat("ab", 20),
+		Message: "Faster", Sender: "ada",
+		PullRequest: &slipway.PullRequest{Number: 7, Title: "Faster <start-up>", Author: "ada", URL: "https://github.com/acme/app/pull/7", Base: "main"},
+	}, "registry.example.com/acme/app")
+	require.NoError(t, err)
+	br := newBrowser(t, b.srv.URL)
+	for _, path := range []string{"/builds/" + strconv.FormatInt(res.Build.ID, 10), "/", "/repos/acme/app"} {
+		resp, page := br.do(http.MethodGet, path, nil)
+		require.Equal(t, http.StatusOK, resp.StatusCode, page)
+		require.Contains(t, page, `<a href="https://github.com/acme/app/pull/7" rel="noopener noreferrer">PR #7</a> Faster &lt;start-up&gt;`, path)
+		require.Contains(t, page, "by ada", path)
+		require.NotContains(t, page, "refs/pull/7/head", path)
+	}
+}

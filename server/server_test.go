@@ -407,9 +407,9 @@ func TestGitHubWebhook(t *testing.T) {
 	t.Run("OtherEventIgnored", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, nil)
-		resp, out := b.post(t, delivery{event: "pull_request", id: "d-pr", body: readFixture(t, "pull_request-opened.json")})
+		resp, out := b.post(t, delivery{event: "issues", id: "d-issue", body: readFixture(t, "pull_request-opened.json")})
 		require.Equal(t, http.StatusAccepted, resp.StatusCode, out["_raw"])
-		require.Equal(t, `event "pull_request" does not start builds`, out["ignored"])
+		require.Equal(t, `event "issues" does not start builds`, out["ignored"])
 		b.requireNoRows(t)
 	})
 

@@ -41,6 +41,8 @@ type webhookEvent struct {
 	Zen     string
 	Ignored string
 	Trigger *slipway.Trigger
+	// Cancel stops the builds of a closed pull request.
+	Cancel *refCancel
 }
 
 // receiver is what differs between the forges' webhooks; handleWebhook does
@@ -143,7 +145,8 @@ func handleWebhook(cfg Config, rc receiver, repos slipway.RepoService, builds sl
 			writeError(w, r, err)
 			return
 		}
-		if ev.Trigger != nil && repo != nil && !repo.BranchAllowed(ev.Trigger.Ref) {
+		ev = pullRequestPolicy(ev, repo)
+		if ev.Trigger != nil && ev.Trigger.PullRequest == nil && repo != nil && !repo.BranchAllowed(ev.Trigger.Ref) {
 			ev = webhookEvent{Ignored: "branch " + strconv.Quote(slipway.RefName(ev.Trigger.Ref)) +
 				" is not in the repository's allowed branches"}
 		}
@@ -160,6 +163,10 @@ func handleWebhook(cfg Config, rc receiver, repos slipway.RepoService, builds sl
 			return
 		}
 
+		if ev.Cancel != nil {
+			cancelPullRequest(w, r, rc, builds, ev.Cancel)
+			return
+		}
 		t := *ev.Trigger
 		log.UpdateContext(func(c zerolog.Context) zerolog.Context { return c.Str("repo", t.Owner+"/"+t.Name) })
 		if !ownerAllowed(rc.allowedOwners, t.Owner) {

@@ -159,7 +159,7 @@ func TestParseGitLabEvent(t *testing.T) {
 		errContains, ignored string
 		commit               string
 	}{
-		{name: "other event", event: "Merge Request Hook", payload: `{}`, ignored: `event "Merge Request Hook" does not start builds`},
+		{name: "other event", event: "Note Hook", payload: `{}`, ignored: `event "Note Hook" does not start builds`},
 		{name: "other event, not JSON", event: "Issue Hook", payload: `{`, errContains: "Malformed JSON payload"},
 		{name: "truncated", event: "Push Hook", payload: base[:len(base)/2], errContains: "Malformed JSON payload"},
 		{name: "empty object", event: "Push Hook", payload: `{}`, errContains: "no ref"},

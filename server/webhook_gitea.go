@@ -93,6 +93,9 @@ type giteaPush struct {
 // A new tag arrives both as a push of refs/tags/… (built) and as a create
 // event (ignored), so it builds once.
 func parseGiteaEvent(event, delivery string, payload []byte) (webhookEvent, error) {
+	if event == "pull_request" {
+		return parseGitHubStylePullRequest(slipway.ForgeGitea, event, delivery, payload)
+	}
 	if event != "push" {
 		return otherEvent(event, payload)
 	}

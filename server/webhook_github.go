@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"encoding/json"
 	"mime"
 	"net/http"
@@ -169,6 +170,8 @@ func parseGitHubEvent(event, delivery string, payload []byte) (webhookEvent, err
 			return webhookEvent{}, malformed(err)
 		}
 		return p.push(slipway.ForgeGitHub, delivery).event()
+	case "pull_request":
+		return parseGitHubStylePullRequest(slipway.ForgeGitHub, event, delivery, payload)
 	default:
 		return otherEvent(event, payload)
 	}
@@ -181,4 +184,105 @@ func otherEvent(event string, payload []byte) (webhookEvent, error) {
 		return webhookEvent{}, malformed(err)
 	}
 	return webhookEvent{Ignored: "event " + strconv.Quote(event) + " does not start builds"}, nil
+}
+
+// githubPullRequest holds the fields of a pull_request payload slipway reads;
+// Gitea and Forgejo send the same shape.
+// https://docs.github.com/en/webhooks/webhook-events-and-payloads#pull_request
+type githubPullRequest struct {
+	Action      string `json:"action"`
+	Number      int    `json:"number"`
+	PullRequest *struct {
+		Number  int    `json:"number"`
+		Title   string `json:"title"`
+		HTMLURL string `json:"html_url"`
+		User    *struct {
+			Login    string `json:"login"`
+			Username string `json:"username"`
+		} `json:"user"`
+		Head *githubPRBranch `json:"head"`
+		Base *githubPRBranch `json:"base"`
+	} `json:"pull_request"`
+	Repository *githubRepository `json:"repository"`
+	Sender     *struct {
+		Login    string `json:"login"`
+		Username string `json:"username"`
+	} `json:"sender"`
+}
+
+// githubPRBranch is the head or base of a pull request.
+type githubPRBranch struct {
+	Ref    string `json:"ref"`
+	SHA    string `json:"sha"`
+	RepoID int64  `json:"repo_id"` // Gitea
+	Repo   *struct {
+		ID       int64  `json:"id"`
+		FullName string `json:"full_name"`
+	} `json:"repo"`
+}
+
+// repoKey names the branch's repository for comparing head with base.
+func (b *githubPRBranch) repoKey() string {
+	switch {
+	case b == nil:
+		return ""
+	case b.Repo != nil && b.Repo.ID != 0:
+		return strconv.FormatInt(b.Repo.ID, 10)
+	case b.RepoID != 0:
+		return strconv.FormatInt(b.RepoID, 10)
+	case b.Repo != nil:
+		return strings.ToLower(b.Repo.FullName)
+	}
+	return ""
+}
+
+// githubPRActions maps the actions of GitHub's and Gitea's pull_request event
+// onto what slipway does; every other action (edited, labeled, …) is ignored.
+var githubPRActions = map[string]prAction{
+	"opened": prBuild, "reopened": prBuild,
+	"synchronize":  prBuild, // GitHub
+	"synchronized": prBuild, // Gitea, Forgejo
+	"closed":       prCancel,
+}
+
+// parseGitHubStylePullRequest reads a pull_request payload of GitHub, Gitea or
+// Forgejo. The head repository a fork names is never fetched from: the clone
+// URL is the base repository's.
+func parseGitHubStylePullRequest(forge, event, delivery string, payload []byte) (webhookEvent, error) {
+	var p githubPullRequest
+	if err := json.Unmarshal(payload, &p); err != nil {
+		return webhookEvent{}, malformed(err)
+	}
+	out := &pullRequest{
+		Forge: forge, Delivery: delivery, Event: event, Action: p.Action, Do: githubPRActions[p.Action],
+		Number: p.Number, HeadField: "pull_request.head.sha",
+		OwnerField: "repository.owner.login", NameField: "repository.name", URLField: "repository.clone_url",
+	}
+	if p.Repository == nil {
+		out.Missing = "repository"
+	} else {
+		out.Owner, out.Name, out.CloneURL = p.Repository.owner(), p.Repository.Name, p.Repository.CloneURL
+		out.DefaultBranch = p.Repository.DefaultBranch
+	}
+	if pr := p.PullRequest; pr == nil || pr.Head == nil {
+		out.Missing = "pull_request.head"
+	} else {
+		if out.Number == 0 {
+			out.Number = pr.Number
+		}
+		out.Title, out.URL, out.Head = pr.Title, pr.HTMLURL, pr.Head.SHA
+		if pr.User != nil {
+			out.Author = cmp.Or(pr.User.Login, pr.User.Username)
+		}
+		if pr.Base != nil {
+			out.BaseBranch = pr.Base.Ref
+		}
+		// A head without a repository is a fork that was deleted: untrusted too.
+		head := pr.Head.repoKey()
+		out.Fork = head == "" || head != pr.Base.repoKey()
+	}
+	if p.Sender != nil {
+		out.Sender = cmp.Or(p.Sender.Login, p.Sender.Username)
+	}
+	return out.event()
 }

@@ -60,7 +60,15 @@ func TestParseGitHubFixtures(t *testing.T) {
 		"ping-default.json":           {event: "ping", zen: zen},
 		"ping-with-app_id.json":       {event: "ping", zen: zen},
 		"ping-with-organization.json": {event: "ping", zen: zen},
-		"pull_request-opened.json":    {event: "pull_request", ignored: `event "pull_request" does not start builds`},
+		// The shared corpus's pull request, as a conformance check of the
+		// pull-request parser (testdata/webhooks holds slipway's own samples).
+		"pull_request-opened.json": {event: "pull_request", trigger: &slipway.Trigger{
+			Forge: "github", DeliveryID: delivery, Event: "pull_request", Owner: "Codertocat", Name: "Hello-World",
+			CloneURL: "https://github.com/Codertocat/Hello-World.git", Ref: "refs/pull/2/head",
+			Commit: "ec26c3e57ca3a959ca5aad62de7213c562f8c821", Message: "Update the README with new information.",
+			Sender: "Codertocat", DefaultBranch: "master",
+			PullRequest: &slipway.PullRequest{Number: 2, Title: "Update the README with new information.", Author: "Codertocat",
+				URL: "https://github.com/Codertocat/Hello-World/pull/2", Base: "master"}}},
 		"push-branch-commits-goplayground.json": {event: "push", trigger: trigger(
 			"binkkatal", "sample_app", "https://github.com/binkkatal/sample_app.git",
 			"refs/heads/master", "fd489864e7642b48eaad6e3f155c10e46810ec72", "test a push event", "binkkatal")},

@@ -98,6 +98,17 @@ func splitGitLabPath(p string) (string, string) {
 	return p[:i], p[i+1:]
 }
 
+// gitlabProject splits path_with_namespace as splitGitLabPath does, and
+// refuses a project in a subgroup with EINVALID.
+func gitlabProject(path string) (owner, name string, err error) {
+	owner, name = splitGitLabPath(path)
+	if strings.Contains(owner, "/") && validRepoPart(name) {
+		return owner, name, slipway.Errorf(slipway.EINVALID,
+			"Project %q is in a subgroup; slipway builds only projects directly under a user or group for now.", shortQuote(path))
+	}
+	return owner, name, nil
+}
+
 func locateGitLab(payload []byte) (string, string, bool) {
 	var p struct {
 		Project *struct {
@@ -114,6 +125,9 @@ func locateGitLab(payload []byte) (string, string, bool) {
 // parseGitLabEvent reads the payload of a delivery of event (the X-Gitlab-Event
 // header: "Push Hook", "Tag Push Hook", …).
 func parseGitLabEvent(event, delivery string, payload []byte) (webhookEvent, error) {
+	if event == "Merge Request Hook" {
+		return parseGitLabMergeRequest(event, delivery, payload)
+	}
 	if event != "Push Hook" && event != "Tag Push Hook" {
 		return otherEvent(event, payload)
 	}
@@ -135,16 +149,98 @@ func parseGitLabEvent(event, delivery string, payload []byte) (webhookEvent, err
 	if p.Project == nil {
 		out.Missing = "project"
 	} else {
-		out.Owner, out.Name = splitGitLabPath(p.Project.PathWithNamespace)
-		out.CloneURL, out.DefaultBranch = p.Project.GitHTTPURL, p.Project.DefaultBranch
-		if strings.Contains(out.Owner, "/") && validRepoPart(out.Name) {
-			return webhookEvent{}, slipway.Errorf(slipway.EINVALID,
-				"Project %q is in a subgroup; slipway builds only projects directly under a user or group for now.", shortQuote(p.Project.PathWithNamespace))
+		var err error
+		if out.Owner, out.Name, err = gitlabProject(p.Project.PathWithNamespace); err != nil {
+			return webhookEvent{}, err
 		}
+		out.CloneURL, out.DefaultBranch = p.Project.GitHTTPURL, p.Project.DefaultBranch
 	}
 	for _, c := range p.Commits {
 		if strings.EqualFold(c.ID, commit) {
 			out.Message = c.Message
+		}
+	}
+	return out.event()
+}
+
+// gitlabMergeRequest holds the fields of a Merge Request Hook payload slipway reads.
+// https://docs.gitlab.com/user/project/integrations/webhook_events/#merge-request-events
+type gitlabMergeRequest struct {
+	ObjectKind string `json:"object_kind"`
+	User       *struct {
+		Username string `json:"username"`
+	} `json:"user"`
+	Project *struct {
+		ID                int64  `json:"id"`
+		PathWithNamespace string `json:"path_with_namespace"`
+		GitHTTPURL        string `json:"git_http_url"`
+		DefaultBranch     string `json:"default_branch"`
+	} `json:"project"`
+	Attrs *struct {
+		IID             int    `json:"iid"`
+		Title           string `json:"title"`
+		URL             string `json:"url"`
+		Action          string `json:"action"`
+		AuthorID        int64  `json:"author_id"`
+		SourceProjectID int64  `json:"source_project_id"`
+		TargetProjectID int64  `json:"target_project_id"`
+		TargetBranch    string `json:"target_branch"`
+		// OldRev is present on an update only when it brought new commits.
+		OldRev     string `json:"oldrev"`
+		LastCommit *struct {
+			ID      string `json:"id"`
+			Message string `json:"message"`
+			Author  *struct {
+				Name string `json:"name"`
+			} `json:"author"`
+		} `json:"last_commit"`
+	} `json:"object_attributes"`
+}
+
+// gitlabMRActions maps object_attributes.action onto what slipway does; an
+// update builds only when it brought commits (oldrev set).
+var gitlabMRActions = map[string]prAction{
+	"open": prBuild, "reopen": prBuild, "update": prBuild,
+	"close": prCancel, "merge": prCancel,
+}
+
+// parseGitLabMergeRequest reads a Merge Request Hook payload. The clone URL is
+// the target project's, which serves the head as refs/merge-requests/N/head.
+func parseGitLabMergeRequest(event, delivery string, payload []byte) (webhookEvent, error) {
+	var p gitlabMergeRequest
+	if err := json.Unmarshal(payload, &p); err != nil {
+		return webhookEvent{}, malformed(err)
+	}
+	out := &pullRequest{
+		Forge: slipway.ForgeGitLab, Delivery: delivery, Event: event, HeadField: "object_attributes.last_commit.id",
+		OwnerField: "project.path_with_namespace", NameField: "project.path_with_namespace", URLField: "project.git_http_url",
+	}
+	if p.User != nil {
+		out.Sender = p.User.Username
+	}
+	if p.Project == nil {
+		out.Missing = "project"
+	} else {
+		var err error
+		if out.Owner, out.Name, err = gitlabProject(p.Project.PathWithNamespace); err != nil {
+			return webhookEvent{}, err
+		}
+		out.CloneURL, out.DefaultBranch = p.Project.GitHTTPURL, p.Project.DefaultBranch
+	}
+	if a := p.Attrs; a == nil {
+		out.Missing = "object_attributes"
+	} else {
+		out.Action, out.Do = a.Action, gitlabMRActions[a.Action]
+		if a.Action == "update" && a.OldRev == "" {
+			out.Do, out.Action = prIgnore, "update without new commits"
+		}
+		out.Number, out.Title, out.URL, out.BaseBranch = a.IID, a.Title, a.URL, a.TargetBranch
+		// The payload names the merge request's author by id only; the user who
+		// opened or pushed it is user.
+		out.Author = out.Sender
+		out.Fork = a.SourceProjectID != a.TargetProjectID
+		if a.LastCommit != nil {
+			out.Head, out.Message = a.LastCommit.ID, a.LastCommit.Message
 		}
 	}
 	return out.event()

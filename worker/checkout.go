@@ -8,19 +8,24 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
+
+	"github.com/slipway-ci/slipway"
 )
 
 // checkout fetches exactly commit from cloneURL into dir, shallow, with the git
 // CLI so the user's git configuration applies (url.<base>.insteadOf rewrites,
-// credential helpers, proxies). dir must exist and be empty.
-func checkout(ctx context.Context, dir, cloneURL, commit string, log func(string)) error {
+// credential helpers, proxies). For a pull-request ref (refs/pull/N/head,
+// refs/merge-requests/N/head) it also fetches that ref of cloneURL, the base
+// repository, which holds the head commit also when it came from a fork.
+// dir must exist and be empty.
+func checkout(ctx context.Context, dir, cloneURL, ref, commit string, log func(string)) error {
 	steps := [][]string{
 		{"init", "--quiet"},
 		{"remote", "add", "origin", cloneURL},
 		// Fetching one commit by id needs uploadpack.allowReachableSHA1InWant (or
 		// allowAnySHA1InWant) on the server; GitHub, GitLab, Gitea and git daemon
 		// with protocol v2 allow it.
-		{"-c", "protocol.version=2", "fetch", "--quiet", "--no-tags", "--depth", "1", "origin", commit},
+		append([]string{"-c", "protocol.version=2", "fetch", "--quiet", "--no-tags", "--depth", "1", "origin", commit}, pullRequestRefspec(ref)...),
 		{"-c", "advice.detachedHead=false", "checkout", "--quiet", "FETCH_HEAD"},
 	}
 	for _, args := range steps {
@@ -82,4 +87,14 @@ func gitSubcommand(args []string) string {
 		return args[i]
 	}
 	return ""
+}
+
+// pullRequestRefspec is the refspec fetching a pull-request ref into
+// refs/slipway/pull, none for any other ref. The commit stays the first
+// refspec, so FETCH_HEAD is the commit.
+func pullRequestRefspec(ref string) []string {
+	if _, ok := slipway.PullRequestNumber(ref); !ok {
+		return nil
+	}
+	return []string{"+" + ref + ":refs/slipway/pull"}
 }

@@ -3,7 +3,9 @@ package worker
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -29,7 +31,7 @@ func TestCheckout(t *testing.T) {
 	t.Run("ExactOlderCommit", func(t *testing.T) {
 		dir := t.TempDir()
 		var lines []string
-		require.NoError(t, checkout(ctx, dir, "https://forge.invalid/acme/app.git", first, func(s string) { lines = append(lines, s) }))
+		require.NoError(t, checkout(ctx, dir, "https://forge.invalid/acme/app.git", "refs/heads/main", first, func(s string) { lines = append(lines, s) }))
 		data, err := os.ReadFile(filepath.Join(dir, "Dockerfile"))
 		require.NoError(t, err)
 		require.Equal(t, "FROM scratch\n", string(data), "the pushed commit, not the branch head")
@@ -37,16 +39,38 @@ func TestCheckout(t *testing.T) {
 		require.NotEqual(t, first, second)
 	})
 
+	t.Run("PullRequestHeadOnlyInPullRef", func(t *testing.T) {
+		// A fork's head commit is reachable only from the base repository's
+		// refs/pull/N/head, never from a branch.
+		repo := filepath.Join(base, "app.git")
+		tree := gitOut(t, repo, "rev-parse", "HEAD^{tree}")
+		head := gitOut(t, repo, "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit-tree", "-p", second, "-m", "pr head", tree)
+		gitOut(t, repo, "update-ref", "refs/pull/7/head", head)
+		dir := t.TempDir()
+		var lines []string
+		require.NoError(t, checkout(ctx, dir, "https://forge.invalid/acme/app.git", "refs/pull/7/head", head, func(s string) { lines = append(lines, s) }))
+		require.Contains(t, lines, "checked out "+head)
+		require.Contains(t, strings.Join(lines, "\n"), "+refs/pull/7/head:refs/slipway/pull", "the pull-request ref of the base repository is fetched")
+		require.Equal(t, head, gitOut(t, dir, "rev-parse", "refs/slipway/pull"))
+	})
+
 	t.Run("UnknownCommit", func(t *testing.T) {
-		err := checkout(ctx, t.TempDir(), "https://forge.invalid/acme/app.git", "0123456789abcdef0123456789abcdef01234567", func(string) {})
+		err := checkout(ctx, t.TempDir(), "https://forge.invalid/acme/app.git", "refs/heads/main", "0123456789abcdef0123456789abcdef01234567", func(string) {})
 		require.ErrorContains(t, err, "git fetch")
 	})
 
 	t.Run("CredentialsNotInError", func(t *testing.T) {
-		err := checkout(ctx, t.TempDir(), "http://user:s3cret@127.0.0.1:1/acme/app.git", first, func(s string) {
+		err := checkout(ctx, t.TempDir(), "http://user:s3cret@127.0.0.1:1/acme/app.git", "refs/heads/main", first, func(s string) {
 			require.NotContains(t, s, "s3cret")
 		})
 		require.Error(t, err)
 		require.NotContains(t, err.Error(), "s3cret")
 	})
+}
+
+func gitOut(t *testing.T, dir string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("git", append([]string{"-C", dir}, args...)...).CombinedOutput()
+	require.NoError(t, err, string(out))
+	return strings.TrimSpace(string(out))
 }

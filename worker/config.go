@@ -63,6 +63,9 @@ type RepoConfig struct {
 	// Integration, when set, asks an external system to test the pushed image
 	// after the tests above passed (see integration.go).
 	Integration *IntegrationSpec `yaml:"integration"`
+	// Release decides which tag pushes are releases (see ReleaseSpec); always
+	// set after parsing.
+	Release *ReleaseSpec `yaml:"release"`
 }
 
 // TestSpec is one integration test: a command run inside the pushed image.
@@ -238,6 +241,12 @@ func ParseRepoConfig(data []byte) (*RepoConfig, error) {
 	}
 	if err := cfg.Integration.validate(); err != nil {
 		return nil, fmt.Errorf("%s: integration: %w", RepoConfigFile, err)
+	}
+	if cfg.Release == nil {
+		cfg.Release = &ReleaseSpec{}
+	}
+	if err := cfg.Release.validate(); err != nil {
+		return nil, bad("release", "%v", err)
 	}
 	return cfg, nil
 }

@@ -44,7 +44,7 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 
 	started := time.Now()
 	sink.Add("", "checkout", fmt.Sprintf("Checking out %s at %s (%s)", redactURLs(build.CloneURL), build.Commit, build.Ref))
-	if err := checkout(ctx, dir, build.CloneURL, build.Commit, func(s string) { sink.Add("", "checkout", s) }); err != nil {
+	if err := checkout(ctx, dir, build.CloneURL, build.Ref, build.Commit, func(s string) { sink.Add("", "checkout", s) }); err != nil {
 		return fail("checkout failed: %v", err)
 	}
 	cfg, err := LoadRepoConfig(dir)
@@ -62,6 +62,24 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 	}
 	ctx, cancelTimeout := context.WithTimeoutCause(ctx, cfg.Timeout, fmt.Errorf("timed out after %s", cfg.Timeout))
 	defer cancelTimeout()
+	releaseTags, isRelease := cfg.Release.releaseTags(build.Ref)
+	if isRelease {
+		// The tag's own templates ({{tag}} gives v1.2.3) come along, after the release tags.
+		all := slices.Clone(releaseTags)
+		for _, t := range RenderTags(cfg.Tags, TagValues(build.Ref, build.Commit)) {
+			if !slices.Contains(all, t) {
+				all = append(all, t)
+			}
+		}
+		if u, done := w.releaseTested(ctx, job, build, all, sink, fail); done {
+			return u
+		}
+		if cfg.Release.Untested == UntestedRefuse {
+			return fail("release %s refused: commit %s has no tested build, and %s says release.untested: refuse",
+				slipway.RefName(build.Ref), build.Commit, RepoConfigFile)
+		}
+		sink.Add("", "release", "No tested build of "+build.Commit+" yet: building and testing it before the release")
+	}
 	var secrets map[string][]byte
 	if len(cfg.Secrets) > 0 {
 		if w.cfg.Secrets == nil {
@@ -150,11 +168,27 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 	}
 
 	tags := RenderTags(cfg.Tags, TagValues(build.Ref, build.Commit))
+	if pr, ok := slipway.PullRequestTags(build.Ref); ok {
+		tags = pr // a pull request moves no branch, version or latest tag
+	}
 	if len(tags) > 0 {
 		if err := w.registry.Tag(ctx, build.Image, index, tags); err != nil {
 			return fail("tagging %s failed: %v", strings.Join(tags, ", "), err)
 		}
 		sink.Add("", "tag", fmt.Sprintf("Tagged %s:%s → %s", build.Image, strings.Join(tags, ", "), index))
+	}
+	if isRelease {
+		// Tested now: released through the same promotion as a tested build.
+		build.IndexDigest, build.Platforms = index, platforms
+		if err := w.release(ctx, build, build, releaseTags); err != nil {
+			return fail("releasing %s failed: %v", slipway.RefName(build.Ref), err)
+		}
+		sink.Add("", "release", fmt.Sprintf("Released %s:%s → %s", build.Image, strings.Join(releaseTags, ", "), index))
+		for _, t := range releaseTags {
+			if !slices.Contains(tags, t) {
+				tags = append(tags, t)
+			}
+		}
 	}
 	state := slipway.BuildSucceeded
 	return slipway.BuildUpdate{State: &state, Tags: tags, Tests: results}

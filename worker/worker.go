@@ -20,6 +20,7 @@ import (
 	"github.com/slipway-ci/slipway"
 	"github.com/slipway-ci/slipway/buildkit"
 	"github.com/slipway-ci/slipway/metrics"
+	"github.com/slipway-ci/slipway/registry"
 )
 
 // Builder is what the worker needs of BuildKit; *buildkit.Builder implements it.
@@ -34,6 +35,9 @@ type Builder interface {
 type Registry interface {
 	VerifyIndex(ctx context.Context, ref string, wanted []string) (indexDigest string, platforms []slipway.PlatformDigest, err error)
 	Tag(ctx context.Context, repo, digest string, tags []string) error
+	// Promote is registry.Client.Promote: a release points its tags at a
+	// tested build's digest through it.
+	Promote(ctx context.Context, spec registry.PromoteSpec, check func(previous []string) error) (registry.PromotePlan, error)
 }
 
 // Config configures a Worker.
@@ -70,6 +74,8 @@ type Config struct {
 	// Secrets opens the build secrets a .slipway.yml names; nil fails builds
 	// that name any.
 	Secrets SecretOpener
+	// Promotions stores the audit rows of releases; nil writes none.
+	Promotions slipway.PromotionService
 	// MaxAttempts bounds the attempts of a build that meets infrastructure
 	// failures (a lost worker among them); default 3. Attempts handed back at
 	// shutdown do not count.

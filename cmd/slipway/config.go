@@ -60,8 +60,8 @@ var settings = []setting{
 	{"SLIPWAY_SHUTDOWN_GRACE", "30s", "worker, dev", "On SIGTERM a worker claims no more builds and lets running ones finish for this long, then hands them back to the queue (not failed). Keep it below your orchestrator's kill timeout.", false},
 	{"SLIPWAY_WORKSPACE_DIR", "$TMPDIR/slipway-work", "worker, dev", "Where checkouts are made (one folder per build, removed afterwards).", false},
 	{"SLIPWAY_INTEGRATION_SECRET", "", "worker, dev", "Key of the HMAC-SHA256 signature (`X-Slipway-Signature-256`) on calls to a repository's `integration.webhook`. Builds that use one fail while it is unset.", true},
-	{"SLIPWAY_SERVER", "", "promote, builds", "URL of the slipway server the client commands call, e.g. `https://ci.example.com` (or `--server`).", false},
-	{"SLIPWAY_TOKEN", "", "promote, builds", "API token the client commands send (or `--token`).", true},
+	{"SLIPWAY_SERVER", "", "promote, builds, logs, cancel, retry, wait", "URL of the slipway server the client commands call, e.g. `https://ci.example.com` (or `--server`).", false},
+	{"SLIPWAY_TOKEN", "", "promote, builds, logs, cancel, retry, wait", "API token the client commands send (or `--token`).", true},
 	{"SLIPWAY_LOG_LEVEL", "info", "all", "debug, info, warn or error.", false},
 	{"SLIPWAY_LOG_FORMAT", "auto", "all", "json, console, or auto (console when stderr is a terminal).", false},
 }

@@ -7,6 +7,10 @@
 //	slipway token     creates, lists and deletes API tokens
 //	slipway promote   promotes a build to tags (REST client)
 //	slipway builds    lists builds or shows one (REST client)
+//	slipway logs      prints or follows a build's log (REST client)
+//	slipway cancel    cancels a build (REST client)
+//	slipway retry     builds a finished build's commit again (REST client)
+//	slipway wait      waits for a build; the exit code tells its final state
 //	slipway version   prints the version
 package main
 
@@ -61,10 +65,14 @@ commands:
   token     create, list or delete API tokens (in the database)
   promote   point tags at a succeeded build's digest (REST API)
   builds    list builds or show one (REST API)
+  logs      print a build's log; --follow streams it (REST API)
+  cancel    cancel a queued or running build (REST API)
+  retry     build a finished build's commit again (REST API)
+  wait      wait for a build: exit 0 succeeded, 7 failed, 8 canceled (REST API)
   version   print the version
 
 Configuration comes from SLIPWAY_* environment variables; see the README.
-promote and builds read SLIPWAY_SERVER and SLIPWAY_TOKEN (or --server, --token).
+The REST API commands read SLIPWAY_SERVER and SLIPWAY_TOKEN (or --server, --token).
 `
 
 // run is the whole program; main only supplies the process's context, arguments,
@@ -96,6 +104,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runPromote(ctx, args[2:], getenv, stdout, stderr)
 	case "builds":
 		return runBuilds(ctx, args[2:], getenv, stdout, stderr)
+	case "logs":
+		return runLogs(ctx, args[2:], getenv, stdout, stderr)
+	case "cancel":
+		return runCancel(ctx, args[2:], getenv, stdout, stderr)
+	case "retry":
+		return runRetry(ctx, args[2:], getenv, stdout, stderr)
+	case "wait":
+		return runWait(ctx, args[2:], getenv, stdout, stderr)
 	default:
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("unknown command %q", cmd)
@@ -205,6 +221,7 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 			IntegrationSecret: cfg.IntegrationSecret,
 			Integrations:      postgres.NewIntegrationService(db),
 			Secrets:           secrets,
+			Promotions:        postgres.NewPromotionService(db),
 		}, builds, jobs, bk, reg)
 		if err != nil {
 			return err

@@ -109,16 +109,7 @@ func TestRepoSettingsAndCommitStatuses(t *testing.T) {
 	require.Len(t, b.Platforms, 2, "the repository's platforms win over .slipway.yml's")
 	require.Contains(t, s.logs(id), "for linux/arm64, linux/amd64")
 
-	// The server sends statuses in the background: poll until success arrived
-	// (waitFor stops at a final build state, which comes first).
-	for deadline := time.Now().Add(time.Minute); ; {
-		b = s.build(id)
-		if b.ForgeStatus != nil && b.ForgeStatus.State == slipway.BuildSucceeded && b.ForgeStatus.Outcome == slipway.StatusSent {
-			break
-		}
-		require.True(t, time.Now().Before(deadline), "the success status never reached the forge: %+v", b.ForgeStatus)
-		time.Sleep(100 * time.Millisecond) // bounded poll of another process
-	}
+	waitStatusSent(t, s, id)
 	states := api.states()
 	require.NotEmpty(t, states)
 	require.Equal(t, "success", states[len(states)-1])
@@ -132,6 +123,21 @@ func TestRepoSettingsAndCommitStatuses(t *testing.T) {
 		require.Equal(t, "Bearer e2e-github-token", api.auth[i])
 		require.Equal(t, "slipway/build", api.posts[i]["context"])
 		require.Equal(t, s.url+"/builds/"+jsonNumber(id), api.posts[i]["target_url"])
+	}
+}
+
+// waitStatusSent waits until the success status of build id reached the
+// forge. The server sends statuses in the background: poll until success
+// arrived (waitFor stops at a final build state, which comes first).
+func waitStatusSent(t *testing.T, s *stack, id int64) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); ; {
+		b := s.build(id)
+		if b.ForgeStatus != nil && b.ForgeStatus.State == slipway.BuildSucceeded && b.ForgeStatus.Outcome == slipway.StatusSent {
+			return
+		}
+		require.True(t, time.Now().Before(deadline), "the success status never reached the forge: %+v", b.ForgeStatus)
+		time.Sleep(100 * time.Millisecond) // bounded poll of another process
 	}
 }
 

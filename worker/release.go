@@ -1,0 +1,186 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"golang.org/x/mod/semver"
+
+	"github.com/slipway-ci/slipway"
+	"github.com/slipway-ci/slipway/registry"
+)
+
+// DefaultReleasePattern is the tag pattern of a release when .slipway.yml's
+// release section names none: v1.2.3 or 1.2.3, with an optional pre-release
+// such as -rc.1.
+const DefaultReleasePattern = `^v?[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$`
+
+// What a release does when its commit has no tested build (release.untested).
+const (
+	UntestedBuild  = "build"  // build and test it, then release (the default)
+	UntestedRefuse = "refuse" // fail the tag's build
+)
+
+// ReleaseSpec is the release section of .slipway.yml. A tag push whose name
+// matches Pattern is a release: it promotes the index digest of the commit's
+// tested build to the release tags instead of building again.
+type ReleaseSpec struct {
+	// Enabled turns releases off with false; default on.
+	Enabled *bool `yaml:"enabled"`
+	// Pattern is a regular expression (RE2) the tag's short name must match.
+	Pattern string `yaml:"pattern"`
+	// Latest moves "latest" with every release that is not a pre-release; default true.
+	Latest *bool `yaml:"latest"`
+	// Untested is UntestedBuild or UntestedRefuse.
+	Untested string `yaml:"untested"`
+
+	re *regexp.Regexp
+}
+
+// validate fills in the defaults; an error names the field.
+func (r *ReleaseSpec) validate() error {
+	if r.Pattern == "" {
+		r.Pattern = DefaultReleasePattern
+	}
+	re, err := regexp.Compile(r.Pattern)
+	if err != nil {
+		return fmt.Errorf("pattern: %q is not a regular expression: %v", r.Pattern, err)
+	}
+	r.re = re
+	switch r.Untested {
+	case "":
+		r.Untested = UntestedBuild
+	case UntestedBuild, UntestedRefuse:
+	default:
+		return fmt.Errorf("untested: %q is not build or refuse", r.Untested)
+	}
+	return nil
+}
+
+// releaseTags returns the tags a release of ref gets, and false when ref is no
+// release: not a tag, or a tag that does not match the pattern. The leading
+// "v" is trimmed; a semantic version that is not a pre-release also gets
+// MAJOR.MINOR, MAJOR and (with Latest) "latest": v1.2.3 → 1.2.3, 1.2, 1,
+// latest; v2.0.0-rc.1 → 2.0.0-rc.1 only. The first tag is the version, which
+// never moves once it points at an image.
+func (r *ReleaseSpec) releaseTags(ref string) ([]string, bool) {
+	name, ok := strings.CutPrefix(ref, "refs/tags/")
+	if !ok || r == nil || (r.Enabled != nil && !*r.Enabled) || !r.re.MatchString(name) {
+		return nil, false
+	}
+	version := strings.TrimPrefix(name, "v")
+	if !slipway.ValidTag(version) {
+		return nil, false
+	}
+	tags := []string{version}
+	sv := "v" + version
+	if semver.IsValid(sv) && semver.Prerelease(sv) == "" && semver.Build(sv) == "" {
+		mm := strings.TrimPrefix(semver.MajorMinor(sv), "v")
+		major := strings.TrimPrefix(semver.Major(sv), "v")
+		for _, t := range []string{mm, major} {
+			if t != version {
+				tags = append(tags, t)
+			}
+		}
+		if r.Latest == nil || *r.Latest {
+			tags = append(tags, "latest")
+		}
+	}
+	return tags, true
+}
+
+// testedBuild returns the newest succeeded build of build's commit in the same
+// repository and image, other than build and not of a pull request, or nil.
+func (w *Worker) testedBuild(ctx context.Context, build *slipway.Build) (*slipway.Build, error) {
+	list, err := w.builds.FindBuilds(ctx, slipway.BuildFilter{Repo: build.Repo, Commit: build.Commit, State: slipway.BuildSucceeded, Limit: 20})
+	if err != nil {
+		return nil, fmt.Errorf("finding tested builds of %s: %w", build.Commit, err)
+	}
+	for _, b := range list {
+		if b.ID != build.ID && b.PullRequest == nil && b.IndexDigest != "" && b.Image == build.Image && b.RepoID == build.RepoID {
+			return b, nil
+		}
+	}
+	return nil, nil
+}
+
+// release points tags of build.Image at source's tested index digest through
+// registry.Client.Promote, the code of a manual promotion, and appends one
+// audit row per tag (actor: the tag push). The version (tags[0]) is
+// immutable: when it points at another image already, nothing is written.
+func (w *Worker) release(ctx context.Context, build, source *slipway.Build, tags []string) error {
+	actor := "tag push " + slipway.RefName(build.Ref)
+	if build.Sender != "" {
+		actor += " by " + build.Sender
+	}
+	rows := make([]*slipway.Promotion, len(tags))
+	for i, t := range tags {
+		rows[i] = &slipway.Promotion{BuildID: source.ID, Actor: actor, Digest: source.IndexDigest,
+			Source: source.Image + "@" + source.IndexDigest, Target: build.Image + ":" + t, TargetRepo: build.Image, Tag: t}
+	}
+	var refusal error
+	check := func(previous []string) error {
+		for i, prev := range previous {
+			rows[i].PreviousDigest = prev
+		}
+		if prev := previous[0]; prev != "" && prev != source.IndexDigest {
+			refusal = fmt.Errorf("version tag %s already points at %s; a released version never moves", tags[0], prev)
+			return refusal
+		}
+		return nil
+	}
+	_, err := w.registry.Promote(ctx, registry.PromoteSpec{Source: source.Image, Digest: source.IndexDigest, Target: build.Image, Tags: tags}, check)
+	for _, row := range rows {
+		switch {
+		case refusal != nil:
+			row.Outcome, row.Reason = slipway.PromotionRefused, refusal.Error()
+		case err != nil:
+			row.Outcome, row.Reason = slipway.PromotionFailed, oneLine(err.Error())
+		case row.PreviousDigest == source.IndexDigest:
+			row.Outcome = slipway.PromotionUnchanged
+		default:
+			row.Outcome = slipway.PromotionPromoted
+		}
+	}
+	if w.cfg.Promotions != nil {
+		if aerr := w.cfg.Promotions.CreatePromotions(context.WithoutCancel(ctx), rows); aerr != nil {
+			return fmt.Errorf("recording the release in the audit trail: %w", aerr)
+		}
+	}
+	if refusal != nil {
+		return refusal
+	}
+	return err
+}
+
+// releaseTested releases build's commit from its tested build when there is
+// one: no BuildKit solve, the build ends succeeded with the tested build's
+// digests and test results. done is false when there is no tested build.
+func (w *Worker) releaseTested(ctx context.Context, job *slipway.Job, build *slipway.Build, tags []string, sink *logSink,
+	fail func(string, ...any) slipway.BuildUpdate) (u slipway.BuildUpdate, done bool) {
+	source, err := w.testedBuild(ctx, build)
+	if err != nil {
+		return fail("%v", err), true
+	}
+	if source == nil {
+		return slipway.BuildUpdate{}, false
+	}
+	sink.Add("", "release", fmt.Sprintf("Releasing %s from tested build %d (%s@%s): no rebuild",
+		slipway.RefName(build.Ref), source.ID, source.Image, source.IndexDigest))
+	ref := source.ImageRef
+	if err := w.jobs.JobUpdateBuild(ctx, job, slipway.BuildUpdate{ImageRef: &ref, IndexDigest: &source.IndexDigest, Platforms: source.Platforms}); err != nil {
+		return fail("recording the release: %v", err), true
+	}
+	if err := w.release(ctx, build, source, tags); err != nil {
+		return fail("releasing %s failed: %v", slipway.RefName(build.Ref), err), true
+	}
+	sink.Add("", "release", fmt.Sprintf("Released %s:%s → %s", build.Image, strings.Join(tags, ", "), source.IndexDigest))
+	state := slipway.BuildSucceeded
+	tests := source.Tests
+	if tests == nil {
+		tests = []slipway.TestResult{}
+	}
+	return slipway.BuildUpdate{State: &state, Tags: tags, Tests: tests}, true
+}
