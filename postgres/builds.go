@@ -275,8 +275,8 @@ func (s *BuildService) FindBuilds(ctx context.Context, f slipway.BuildFilter) ([
 		where = append(where, fmt.Sprintf(cond, len(args)))
 	}
 	if f.Repo != "" {
-		owner, name, ok := strings.Cut(f.Repo, "/")
-		if !ok {
+		owner, name := slipway.SplitRepo(f.Repo)
+		if owner == "" {
 			return nil, slipway.Errorf(slipway.EINVALID, "repo must be owner/name, got %q.", f.Repo)
 		}
 		add("lower(r.owner) = lower($%d)", owner)

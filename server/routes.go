@@ -2,6 +2,7 @@ package server
 
 import (
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -119,4 +120,15 @@ func webhookForge(r *http.Request) string {
 		return ""
 	}
 	return forge
+}
+
+// repoParams reads {owner} and {name} of a /repos/{owner}/{name}/… path. A
+// GitLab owner with subgroups ("group/sub") comes percent-encoded, as in
+// GitLab's own API: /api/v1/repos/group%2Fsub/app.
+func repoParams(r *http.Request) (owner, name string) {
+	owner = chi.URLParam(r, "owner")
+	if u, err := url.PathUnescape(owner); err == nil {
+		owner = u
+	}
+	return owner, chi.URLParam(r, "name")
 }

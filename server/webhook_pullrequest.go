@@ -65,7 +65,7 @@ func (p *pullRequest) event() (webhookEvent, error) {
 	if p.Number <= 0 || p.Number > 999_999_999 {
 		return webhookEvent{}, slipway.Errorf(slipway.EINVALID, "The pull-request payload has no pull-request number.")
 	}
-	if !validRepoPart(p.Owner) {
+	if !validOwner(p.Forge, p.Owner) {
 		return webhookEvent{}, slipway.Errorf(slipway.EINVALID, "The pull-request payload's %s is missing or not an owner name: %q.", p.OwnerField, shortQuote(p.Owner))
 	}
 	if !validRepoPart(p.Name) {

@@ -37,7 +37,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	state := fs.String("state", ".slipway-dev", "state folder of scripts/services.sh; the demo repository goes to STATE/git/demo.git")
 	baseRegistry := fs.String("base-registry", "127.0.0.1:5000", "registry (host:port, plain HTTP) that gets library/busybox:latest")
 	gitURL := fs.String("git-url", "git://127.0.0.1:9418/demo.git", "URL under which git daemon serves STATE/git/demo.git")
-	fixture := fs.String("fixture", "push-branch-commits-goplayground.json", "GitHub push fixture the payload is made from (name in the fixtures' github folder, or a path)")
+	fixture := fs.String("fixture", "push-branch.json", "GitHub push fixture the payload is made from (name in the fixtures' github folder, or a path)")
 	owner := fs.String("owner", "demo", "repository owner in the payload")
 	repoName := fs.String("name", "hello", "repository name in the payload")
 	if err := fs.Parse(args); err != nil {
