@@ -66,7 +66,7 @@ func (d *dashboard) routes(r chi.Router) {
 		r.Get("/events/now", d.handleNowEvents)
 		r.With(timeout(requestTimeout)).Get("/builds/{id}", d.handleBuild)
 		r.Get("/builds/{id}/log", d.handleBuildLog)
-		r.With(timeout(requestTimeout)).Get("/repos/{owner}/{name}", d.handleRepo)
+		r.With(timeout(requestTimeout)).Get("/repos/*", d.handleRepo)
 		r.With(timeout(requestTimeout)).Get("/promotions", d.handlePromotions)
 		r.With(d.csrf, d.need(slipway.RoleDeveloper), timeout(requestTimeout)).Post("/builds/{id}/cancel", d.handleCancel)
 		r.With(d.csrf, d.need(slipway.RoleDeveloper), timeout(requestTimeout)).Post("/builds/{id}/retry", d.handleRetry)

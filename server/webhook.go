@@ -181,9 +181,15 @@ func handleWebhook(cfg Config, rc receiver, repos slipway.RepoService, builds sl
 		// A registered repository keeps its own image setting: EnqueueTrigger
 		// uses the stored one and this only names the image of a new repository
 		// (slipway.ImageRepository: one rule maps every name a forge allows).
+		// A name that maps to no image is answered 202 ignored, not 4xx: a
+		// forge disables a webhook that keeps failing, and a group webhook
+		// serves every other project too.
 		image, err := slipway.ImageRepository(cfg.Registry, t.Owner, t.Name)
 		if err != nil && repo == nil {
-			writeError(w, r, err)
+			reason := slipway.ErrorMessage(err)
+			log.Warn().Str("reason", reason).Msg("Webhook ignored")
+			metrics.SetWebhookOutcome(r.Context(), metrics.WebhookIgnored)
+			writeJSON(w, r, http.StatusAccepted, ignored{Ignored: reason})
 			return
 		}
 
