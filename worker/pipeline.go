@@ -51,6 +51,11 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 	if err != nil {
 		return fail("%v", err)
 	}
+	if cfg.WantSubmodules() {
+		if err := updateSubmodules(ctx, dir, build.CloneURL, w.cfg.SubmoduleHosts, func(s string) { sink.Add("", "checkout", s) }); err != nil {
+			return fail("checkout failed: %v", err)
+		}
+	}
 	if len(build.TargetPlatforms) > 0 {
 		cfg.Platforms = build.TargetPlatforms // the repository's setting wins over .slipway.yml
 	}
@@ -170,6 +175,9 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 	tags := RenderTags(cfg.Tags, TagValues(build.Ref, build.Commit))
 	if pr, ok := slipway.PullRequestTags(build.Ref); ok {
 		tags = pr // a pull request moves no branch, version or latest tag
+	} else if slipway.TagForRef(build.Ref) == "" {
+		sink.Add("", "tag", fmt.Sprintf("The ref %s makes no image tag: none of its characters may stand in a tag; the image keeps only %s.",
+			build.Ref, slipway.CommitTag(build.Commit)))
 	}
 	if len(tags) > 0 {
 		if err := w.registry.Tag(ctx, build.Image, index, tags); err != nil {

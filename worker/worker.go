@@ -57,6 +57,9 @@ type Config struct {
 	BuildTimeout time.Duration
 	// WorkspaceDir holds the checkouts, one folder per build, removed afterwards.
 	WorkspaceDir string
+	// SubmoduleHosts are the hosts ("host" or "host:port") besides the
+	// repository's own that submodules may be fetched from.
+	SubmoduleHosts []string
 	// InsecureRegistry marks the registry as plain HTTP.
 	InsecureRegistry bool
 

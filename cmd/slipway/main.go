@@ -216,6 +216,7 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 			RetryMaxBackoff:   cfg.RetryMaxBackoff,
 			ShutdownGrace:     cfg.ShutdownGrace,
 			WorkspaceDir:      cfg.WorkspaceDir,
+			SubmoduleHosts:    cfg.SubmoduleHosts,
 			InsecureRegistry:  cfg.RegistryInsecure,
 			PublicURL:         cfg.PublicURL,
 			IntegrationSecret: cfg.IntegrationSecret,

@@ -51,13 +51,7 @@ func prPayload(t *testing.T, action string, number int, head, owner, name, clone
 // that no branch holds (as GitHub keeps a fork's head) and returns it.
 func pullRef(t *testing.T, dir string, n int, dockerfile string) string {
 	t.Helper()
-	run := func(stdin string, args ...string) string {
-		cmd := exec.Command("git", append([]string{"-C", dir}, args...)...)
-		cmd.Stdin = strings.NewReader(stdin)
-		out, err := cmd.CombinedOutput()
-		require.NoError(t, err, "git %v: %s", args, out)
-		return strings.TrimSpace(string(out))
-	}
+	run := gitRunner(t, dir)
 	blob := run(dockerfile, "hash-object", "-w", "--stdin")
 	tree := run("100644 blob "+blob+"\tDockerfile\n", "mktree")
 	commit := run("", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit-tree", "-p", "HEAD", "-m", "pr head", tree)
