@@ -44,7 +44,11 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 
 	started := time.Now()
 	sink.Add("", "checkout", fmt.Sprintf("Checking out %s at %s (%s)", redactURLs(build.CloneURL), build.Commit, build.Ref))
-	if err := checkout(ctx, dir, build.CloneURL, build.Ref, build.Commit, func(s string) { sink.Add("", "checkout", s) }); err != nil {
+	authEnv, err := w.cloneAuth(ctx, build, build.CloneURL, sink)
+	if err != nil {
+		return fail("checkout failed: %v", err)
+	}
+	if err := checkout(ctx, dir, build.CloneURL, build.Ref, build.Commit, func(s string) { sink.Add("", "checkout", s) }, authEnv...); err != nil {
 		return fail("checkout failed: %v", err)
 	}
 	cfg, err := LoadRepoConfig(dir)
@@ -52,7 +56,8 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 		return fail("%v", err)
 	}
 	if cfg.WantSubmodules() {
-		if err := updateSubmodules(ctx, dir, build.CloneURL, w.cfg.SubmoduleHosts, func(s string) { sink.Add("", "checkout", s) }); err != nil {
+		auth := func(u string) ([]string, error) { return w.cloneAuth(ctx, build, u, sink) }
+		if err := updateSubmodules(ctx, dir, build.CloneURL, w.cfg.SubmoduleHosts, auth, func(s string) { sink.Add("", "checkout", s) }); err != nil {
 			return fail("checkout failed: %v", err)
 		}
 	}

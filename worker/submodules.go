@@ -26,11 +26,14 @@ const maxSubmoduleDepth = 8
 // clone's scheme or https/ssh, and name the main clone's host or one of
 // allowHosts ("host" or "host:port"); anything else fails before a fetch. An
 // error names the submodule's path and URL (without user information).
-func updateSubmodules(ctx context.Context, dir, cloneURL string, allowHosts []string, log func(string)) error {
-	return updateSubmodulesAt(ctx, dir, "", cloneURL, allowHosts, log, 0)
+//
+// auth gives the git environment that authenticates a fetch of one
+// submodule's URL (see Worker.cloneAuth), nil for an anonymous one.
+func updateSubmodules(ctx context.Context, dir, cloneURL string, allowHosts []string, auth func(url string) ([]string, error), log func(string)) error {
+	return updateSubmodulesAt(ctx, dir, "", cloneURL, allowHosts, auth, log, 0)
 }
 
-func updateSubmodulesAt(ctx context.Context, dir, prefix, cloneURL string, allowHosts []string, log func(string), depth int) error {
+func updateSubmodulesAt(ctx context.Context, dir, prefix, cloneURL string, allowHosts []string, auth func(string) ([]string, error), log func(string), depth int) error {
 	fi, err := os.Lstat(filepath.Join(dir, ".gitmodules"))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -52,9 +55,9 @@ func updateSubmodulesAt(ctx context.Context, dir, prefix, cloneURL string, allow
 		// git refuses every other transport, also for what .gitmodules of
 		// nested submodules name.
 		"GIT_ALLOW_PROTOCOL="+strings.Join(slices.Compact(schemes), ":"))
-	git := func(args ...string) (string, error) {
+	git := func(extra []string, args ...string) (string, error) {
 		cmd := exec.CommandContext(ctx, "git", args...)
-		cmd.Dir, cmd.Env = dir, env
+		cmd.Dir, cmd.Env = dir, append(slices.Clone(env), extra...)
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		err := cmd.Run()
@@ -66,10 +69,10 @@ func updateSubmodulesAt(ctx context.Context, dir, prefix, cloneURL string, allow
 
 	// init copies each submodule's URL into .git/config, relative ones
 	// resolved against origin; nothing is fetched yet.
-	if out, err := git("submodule", "--quiet", "init"); err != nil {
+	if out, err := git(nil, "submodule", "--quiet", "init"); err != nil {
 		return fmt.Errorf("git submodule init in %s: %s", orRoot(prefix), lastLine(redactURLs(out)))
 	}
-	out, err := git("config", "--local", "--get-regexp", `^submodule\..*\.url$`)
+	out, err := git(nil, "config", "--local", "--get-regexp", `^submodule\..*\.url$`)
 	if err != nil {
 		return nil // .gitmodules names no submodule
 	}
@@ -81,7 +84,7 @@ func updateSubmodulesAt(ctx context.Context, dir, prefix, cloneURL string, allow
 			continue
 		}
 		name := strings.TrimSuffix(strings.TrimPrefix(key, "submodule."), ".url")
-		p, _ := git("config", "-f", ".gitmodules", "--get", "submodule."+name+".path")
+		p, _ := git(nil, "config", "-f", ".gitmodules", "--get", "submodule."+name+".path")
 		subs = append(subs, sub{name: name, path: strings.TrimSpace(p), url: u})
 	}
 	for _, s := range subs {
@@ -94,10 +97,14 @@ func updateSubmodulesAt(ctx context.Context, dir, prefix, cloneURL string, allow
 	}
 	for _, s := range subs {
 		log(fmt.Sprintf("submodule %s%s from %s", prefix, s.path, redactURLs(s.url)))
-		if out, err := git("-c", "protocol.version=2", "submodule", "--quiet", "update", "--depth", "1", "--", s.path); err != nil {
+		authEnv, err := auth(s.url)
+		if err != nil {
+			return fmt.Errorf("submodule %s%s (%s): %v", prefix, s.path, redactURLs(s.url), err)
+		}
+		if out, err := git(authEnv, "-c", "protocol.version=2", "submodule", "--quiet", "update", "--depth", "1", "--", s.path); err != nil {
 			return fmt.Errorf("submodule %s%s (%s) could not be fetched: %s", prefix, s.path, redactURLs(s.url), lastLine(redactURLs(out)))
 		}
-		if err := updateSubmodulesAt(ctx, filepath.Join(dir, s.path), prefix+s.path+"/", s.url, allowHosts, log, depth+1); err != nil {
+		if err := updateSubmodulesAt(ctx, filepath.Join(dir, s.path), prefix+s.path+"/", s.url, allowHosts, auth, log, depth+1); err != nil {
 			return err
 		}
 	}
