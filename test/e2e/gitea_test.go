@@ -1,0 +1,144 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/stretchr/testify/require"
+
+	"github.com/slipway-ci/slipway"
+	"github.com/slipway-ci/slipway/test/testenv"
+)
+
+// TestGiteaPrivateRepository is the round trip with a real forge: a private
+// repository on a real Gitea, a real `git push` over HTTP, the webhook Gitea
+// itself signs and sends, the worker cloning with the Gitea token, a build
+// of both platforms whose tests pass, and the commit status read back from
+// Gitea's API. The token is in no log, API answer, command line (every
+// process's cmdline is watched during the build), checked-out file in the
+// image, or test container environment.
+func TestGiteaPrivateRepository(t *testing.T) {
+	ctx := context.Background()
+	registryHost := requireEnv(t, "TEST_REGISTRY")
+	base, err := testenv.PushBaseImage(ctx, registryHost)
+	require.NoError(t, err)
+	g := testenv.StartGitea(t)
+	s := newStack(t, "SLIPWAY_GITEA_WEBHOOK_SECRET="+giteaSecret,
+		"SLIPWAY_GITEA_API_URL="+g.URL+"api/v1", "SLIPWAY_GITEA_TOKEN="+g.Token)
+	s.start("worker", "SLIPWAY_WORKER_ID=e2e-gitea")
+
+	cloneURL := g.CreateRepo("private-app", true)
+	// Private: git without a credential is refused.
+	anon := exec.Command("git", "ls-remote", cloneURL)
+	anon.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0", "GIT_ASKPASS=/bin/false")
+	out, err := anon.CombinedOutput()
+	require.Error(t, err, "an anonymous clone of a private repository must fail: %s", out)
+
+	g.AddWebhook("private-app", s.url+"/webhooks/gitea", giteaSecret)
+
+	// Watch every process's command line while the build runs.
+	stop := make(chan struct{})
+	var (
+		mu     sync.Mutex
+		leaked []string
+	)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond): // sampling another process's state
+			}
+			procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+			for _, p := range procs {
+				b, err := os.ReadFile(p)
+				if err == nil && strings.Contains(string(b), g.Token) {
+					mu.Lock()
+					leaked = append(leaked, strings.ReplaceAll(string(b), "\x00", " "))
+					mu.Unlock()
+				}
+			}
+		}
+	})
+
+	commit := g.Push("private-app", "main", map[string]string{
+		"Dockerfile": dockerfile(base, "COPY . /src\n"),
+		".slipway.yml": archTest + `  - name: environment
+    run: env
+`,
+	})
+
+	// Gitea sends the webhook on its own; the build appears.
+	var id int64
+	deadline := time.Now().Add(2 * time.Minute)
+	for id == 0 {
+		var list struct{ Builds []slipway.Build }
+		code, body := s.api("/builds?repo="+url.QueryEscape(g.User+"/private-app"), &list)
+		require.Equal(t, http.StatusOK, code, "%s", body)
+		if len(list.Builds) > 0 {
+			id = list.Builds[0].ID
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no build 2 minutes after the push; gitea log:\n%s", g.Log())
+		}
+		time.Sleep(250 * time.Millisecond) // bounded poll of another process
+	}
+	b := s.waitDone(id)
+	close(stop)
+	wg.Wait()
+	log := s.logs(id)
+	require.Equal(t, slipway.BuildSucceeded, b.State, "%s\n%s", b.Error, log)
+	require.Equal(t, commit, b.Commit)
+	require.Equal(t, slipway.ForgeGitea, b.Forge)
+	require.Len(t, b.Tests, 4, "two tests on two platforms")
+
+	require.Empty(t, leaked, "the token was on a command line")
+	require.NotContains(t, log, g.Token, "the token is not in the log")
+	require.Contains(t, log, "PATH=", "the environment test ran and printed its environment")
+	_, raw := s.api(fmt.Sprintf("/builds/%d", id), nil)
+	require.NotContains(t, string(raw), g.Token, "the token is not in the API answer")
+	for _, arch := range []string{"amd64", "arm64"} {
+		img, err := remote.Image(mustRef(t, b.Image+"@"+b.IndexDigest), remote.WithPlatform(v1.Platform{OS: "linux", Architecture: arch}))
+		require.NoError(t, err)
+		files := imageFiles(t, img, "src/")
+		require.Contains(t, files, "src/.git/config", "the checkout's .git/config is in the image (COPY . /src)")
+		for name, content := range files {
+			require.NotContains(t, content, g.Token, "%s of the checkout in the %s image", name, arch)
+		}
+	}
+
+	// The commit status, as Gitea has it.
+	deadline = time.Now().Add(time.Minute)
+	for {
+		var statuses []struct {
+			State   string `json:"status"`
+			Context string `json:"context"`
+			Target  string `json:"target_url"`
+		}
+		g.API(http.MethodGet, "repos/"+g.User+"/private-app/statuses/"+commit, nil, &statuses)
+		if len(statuses) > 0 && statuses[0].State == "success" {
+			require.Equal(t, "slipway/build", statuses[0].Context)
+			require.Contains(t, statuses[0].Target, fmt.Sprintf("/builds/%d", id))
+			break
+		}
+		if time.Now().After(deadline) {
+			raw, _ := json.Marshal(statuses)
+			t.Fatalf("no success status on %s in Gitea after a minute: %s", commit, raw)
+		}
+		time.Sleep(250 * time.Millisecond) // bounded poll of another process
+	}
+}
