@@ -9,7 +9,7 @@ GO ?= go
 
 all: build
 
-## deps: Debian packages, arm64 emulation, busybox debs, bin/buildkitd and bin/buildctl
+## deps: Debian packages, arm64 emulation, busybox debs, bin/buildkitd, bin/buildctl and bin/gitea
 deps:
 	@bash scripts/deps.sh
 

@@ -52,6 +52,9 @@ type BuildSpec struct {
 	// RUN --mount=type=secret,id=NAME. They are never written to the image, the
 	// cache or the build definition.
 	Secrets map[string][]byte
+	// Auth gives the solve registry credentials and CAs (see Auth); the
+	// zero Auth is anonymous. A Pool fills it from Pool.Auth when empty.
+	Auth Auth
 	// Provenance is the mode of the SLSA provenance attestation BuildKit attaches
 	// to each platform's image: "min", "max", or "" for none.
 	Provenance string
@@ -113,10 +116,12 @@ func (s *BuildSpec) validate() error {
 // prefixed with "building <ref>: ". Canceling ctx stops the solve in buildkitd;
 // the error then matches context.Canceled (or the cause of ctx, if any).
 //
-// Build attaches no credentials: buildkitd takes registry credentials only
-// from the client's session, so pulls and pushes are anonymous and nothing
-// secret can reach log. (A registry that needs a login needs an auth session
-// attachable here first.) Insecure covers the push and the cache; pulls
+// buildkitd takes registry credentials only from the client's session: Build
+// attaches an auth provider reading spec.Auth's Docker config (anonymous
+// without one), so credentials never reach log or buildkitd's configuration.
+// A registry that refuses them (401, 403) fails with a message naming the
+// host and SLIPWAY_DOCKER_CONFIG; an unknown CA names SLIPWAY_CA_BUNDLE.
+// Insecure covers the push and the cache; pulls
 // (FROM) use buildkitd's own configuration, which speaks plain http to
 // localhost and 127.0.0.1 by itself and to other hosts only when
 // buildkitd.toml says [registry."host:port"] http = true.
@@ -141,6 +146,17 @@ func (b *Builder) Build(ctx context.Context, spec BuildSpec, log LogFunc) (index
 	}
 
 	opt := solveOpt(spec, filepath.Base(dockerfilePath))
+	authRefs := append([]string{spec.Ref, spec.CacheRef}, spec.CacheFrom...)
+	if spec.CacheRepo != "" {
+		authRefs = append(authRefs, spec.CacheRepo)
+	}
+	ap, err := spec.Auth.attachable(authRefs...)
+	if err != nil {
+		return "", fmt.Errorf("building %s: %w", spec.Ref, err)
+	}
+	if ap != nil {
+		opt.Session = append(opt.Session, ap)
+	}
 	opt.LocalMounts = map[string]fsutil.FS{
 		"context":    contextFS,
 		"dockerfile": dockerfileFS,

@@ -41,5 +41,5 @@ func solveError(ctx context.Context, what string, err error) error {
 	if ctx.Err() != nil {
 		return &bkError{msg: what + ": " + context.Cause(ctx).Error(), err: context.Cause(ctx)}
 	}
-	return &bkError{msg: what + ": " + cleanMessage(err.Error()), err: err}
+	return &bkError{msg: what + ": " + explainRegistry(cleanMessage(err.Error())), err: err}
 }

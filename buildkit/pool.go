@@ -114,6 +114,9 @@ type Pool struct {
 	// repository: a build whose spec.CacheRepo is host/acme/app keeps its cache
 	// in CacheRepository/acme/app. Set it before the first Build.
 	CacheRepository string
+	// Auth gives every Build and RunTest whose spec has none registry
+	// credentials and CAs (see Auth). Set it before the first Build.
+	Auth Auth
 }
 
 // CacheRepoFor returns where the cache of image goes under repository prefix
@@ -258,6 +261,9 @@ func (p *Pool) Build(ctx context.Context, spec BuildSpec, log LogFunc) (string, 
 		defer mu.Unlock()
 		log(platform, text)
 	}
+	if spec.Auth == (Auth{}) {
+		spec.Auth = p.Auth
+	}
 	if spec.CacheRepo != "" {
 		spec.CacheRepo = CacheRepoFor(p.CacheRepository, spec.CacheRepo)
 	}
@@ -308,6 +314,9 @@ func (p *Pool) Build(ctx context.Context, spec BuildSpec, log LogFunc) (string, 
 
 // RunTest runs spec on the buildkitd that builds spec.Platform (see pick).
 func (p *Pool) RunTest(ctx context.Context, spec TestSpec, log LogFunc) (int, error) {
+	if spec.Auth == (Auth{}) {
+		spec.Auth = p.Auth
+	}
 	m, _ := p.pick(ctx, spec.Platform)
 	m.active.Add(1)
 	defer m.active.Add(-1)

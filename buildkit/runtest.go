@@ -31,6 +31,8 @@ type TestSpec struct {
 	// and 127.0.0.1 by itself, and to other hosts only when buildkitd.toml
 	// says [registry."host:port"] http = true.
 	Insecure bool
+	// Auth gives the pull of Image registry credentials (see Auth).
+	Auth Auth
 }
 
 func (s *TestSpec) validate() error {
@@ -98,11 +100,19 @@ func (b *Builder) RunTest(ctx context.Context, spec TestSpec, log LogFunc) (exit
 		return gw.Solve(ctx, gateway.SolveRequest{Definition: def.ToPB(), Evaluate: true})
 	}
 
+	var opt client.SolveOpt
+	ap, err := spec.Auth.attachable(spec.Image)
+	if err != nil {
+		return 0, fmt.Errorf("running test in %s: %w", spec.Image, err)
+	}
+	if ap != nil {
+		opt.Session = append(opt.Session, ap)
+	}
 	prog := newProgress(log, spec.Platform)
 	ch := make(chan *client.SolveStatus)
 	eg, egctx := errgroup.WithContext(ctx)
 	eg.Go(func() error {
-		_, err := b.c.Build(egctx, client.SolveOpt{}, "slipway", run, ch) // closes ch
+		_, err := b.c.Build(egctx, opt, "slipway", run, ch) // closes ch
 		return err
 	})
 	eg.Go(func() error {

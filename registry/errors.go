@@ -46,6 +46,9 @@ func errorf(code, format string, args ...any) error {
 func interpretError(what string, err error) error {
 	var terr *transport.Error
 	if !errors.As(err, &terr) {
+		if tlsErr := explainTLS(err); tlsErr != "" {
+			return &regError{msg: what + ": " + tlsErr, code: slipway.EINVALID, cause: err}
+		}
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	var code string
@@ -71,6 +74,9 @@ func interpretError(what string, err error) error {
 		bare := *terr
 		bare.Request = nil
 		detail = "registry answered " + strings.TrimPrefix(bare.Error(), "unexpected status code ")
+	}
+	if code == slipway.EFORBIDDEN && terr.Request != nil && terr.Request.URL != nil {
+		detail += "; check the credentials for " + terr.Request.URL.Host + " in the Docker config " + DockerConfigSetting + " names"
 	}
 	return &regError{msg: what + ": " + oneLine(detail), code: code, cause: err}
 }

@@ -14,7 +14,9 @@
 #   - the qemu-aarch64 binfmt_misc handler, registered by hand: without systemd
 #     nothing registers it when the package is installed;
 #   - bin/buildkitd and bin/buildctl, built from the github.com/moby/buildkit
-#     version pinned in go.mod (a `go install ...@version` of it is refused).
+#     version pinned in go.mod (a `go install ...@version` of it is refused);
+#   - bin/gitea, from code.gitea.io/gitea at the version scripts/gitea.sh pins
+#     (about 10 minutes on two cores the first time, then stamped).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -163,3 +165,6 @@ else
 	go build -o bin/ github.com/moby/buildkit/cmd/buildkitd github.com/moby/buildkit/cmd/buildctl
 	echo "$want" >"$stamp"
 fi
+
+# bin/gitea, the real forge with its own registry the end-to-end tests run.
+bash "$ROOT/scripts/gitea.sh"

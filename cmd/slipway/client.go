@@ -18,7 +18,7 @@ import (
 	"github.com/slipway-ci/slipway"
 )
 
-// Exit codes of the client commands (promote, builds), for scripts.
+// Exit codes of the client commands (promote, builds, logs, cancel, retry, wait; see buildcmds.go for the build states), for scripts.
 const (
 	exitFailure   = 1 // the server or the network failed
 	exitUsage     = 2 // bad arguments or settings
@@ -112,25 +112,7 @@ func (c *apiClient) do(ctx context.Context, method, path string, body, out any) 
 		return fmt.Errorf("reading the answer of %s %s: %w", method, path, err)
 	}
 	if resp.StatusCode/100 != 2 {
-		var e struct {
-			Error struct{ Code, Message string } `json:"error"`
-		}
-		msg := strings.TrimSpace(string(raw))
-		if json.Unmarshal(raw, &e) == nil && e.Error.Message != "" {
-			msg = e.Error.Message
-		}
-		code := exitFailure
-		switch resp.StatusCode {
-		case http.StatusUnauthorized, http.StatusForbidden:
-			code = exitAuth
-		case http.StatusConflict:
-			code = exitRefused
-		case http.StatusNotFound:
-			code = exitNotFound
-		case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
-			code = exitBadInput
-		}
-		return &exitError{code: code, err: fmt.Errorf("%s (HTTP %d)", msg, resp.StatusCode)}
+		return errorFromAnswer(resp.StatusCode, raw)
 	}
 	if out == nil {
 		return nil
@@ -141,7 +123,31 @@ func (c *apiClient) do(ctx context.Context, method, path string, body, out any) 
 	return nil
 }
 
-const promoteUsage = `usage: slipway promote [--server URL] [--token T] [--repository REPO] [--force] [--json] BUILD_ID TAG...
+// errorFromAnswer turns an error answer into an *exitError with the server's
+// message and an exit code by status.
+func errorFromAnswer(status int, raw []byte) error {
+	var e struct {
+		Error struct{ Code, Message string } `json:"error"`
+	}
+	msg := strings.TrimSpace(string(raw))
+	if json.Unmarshal(raw, &e) == nil && e.Error.Message != "" {
+		msg = e.Error.Message
+	}
+	code := exitFailure
+	switch status {
+	case http.StatusUnauthorized, http.StatusForbidden:
+		code = exitAuth
+	case http.StatusConflict:
+		code = exitRefused
+	case http.StatusNotFound:
+		code = exitNotFound
+	case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
+		code = exitBadInput
+	}
+	return &exitError{code: code, err: fmt.Errorf("%s (HTTP %d)", msg, status)}
+}
+
+const promoteUsage = `usage: slipway promote BUILD_ID TAG... [--server URL] [--token T] [--repository REPO] [--force] [--json]
 
 Points each TAG at the index digest of build BUILD_ID (it must have succeeded).
 Exit codes: 0 promoted, 2 usage, 3 token missing/unknown or role too low,
@@ -158,16 +164,17 @@ func runPromote(ctx context.Context, args []string, getenv func(string) string, 
 	repository := fs.String("repository", "", "another repository to promote to, with its registry (default: the build's)")
 	force := fs.Bool("force", false, "move version tags that point at another image (admin role)")
 	asJSON := fs.Bool("json", false, "print the server's JSON answer")
-	if err := fs.Parse(args); err != nil {
-		return usageErrorf("%v", err)
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
 	}
-	if fs.NArg() < 2 {
+	if len(pos) < 2 {
 		fs.Usage()
 		return usageErrorf("promote needs a build id and at least one tag")
 	}
-	id, err := strconv.ParseInt(fs.Arg(0), 10, 64)
-	if err != nil || id < 1 {
-		return usageErrorf("%q is not a build id", fs.Arg(0))
+	id, err := parseBuildID(pos[0])
+	if err != nil {
+		return err
 	}
 	c, err := client()
 	if err != nil {
@@ -187,7 +194,7 @@ func runPromote(ctx context.Context, args []string, getenv func(string) string, 
 	if *asJSON {
 		dst = &raw
 	}
-	body := map[string]any{"tags": fs.Args()[1:], "force": *force}
+	body := map[string]any{"tags": pos[1:], "force": *force}
 	if *repository != "" {
 		body["repository"] = *repository
 	}
@@ -209,7 +216,7 @@ func runPromote(ctx context.Context, args []string, getenv func(string) string, 
 }
 
 const buildsUsage = `usage: slipway builds list [--repo OWNER/NAME] [--ref REF] [--state STATE] [--limit N] [--json]
-       slipway builds get [--json] ID
+       slipway builds get ID [--json]
 `
 
 // runBuilds is `slipway builds list|get`.
@@ -231,34 +238,46 @@ func runBuilds(ctx context.Context, args []string, getenv func(string) string, s
 		state = fs.String("state", "", "only builds in this state")
 		limit = fs.Int("limit", 0, "at most this many (server default 50)")
 	}
-	if err := fs.Parse(args[1:]); err != nil {
-		return usageErrorf("%v", err)
-	}
-	c, err := client()
+	pos, err := parseInterspersed(fs, args[1:])
 	if err != nil {
 		return err
 	}
 	if args[0] == "get" {
-		if fs.NArg() != 1 {
+		if len(pos) != 1 {
 			return usageErrorf("builds get needs one build id")
 		}
-		id, err := strconv.ParseInt(fs.Arg(0), 10, 64)
-		if err != nil || id < 1 {
-			return usageErrorf("%q is not a build id", fs.Arg(0))
-		}
-		var b json.RawMessage
-		if err := c.do(ctx, http.MethodGet, fmt.Sprintf("/api/v1/builds/%d", id), nil, &b); err != nil {
+		id, err := parseBuildID(pos[0])
+		if err != nil {
 			return err
 		}
-		var pretty bytes.Buffer
-		if err := json.Indent(&pretty, b, "", "  "); err != nil {
+		c, err := client()
+		if err != nil {
 			return err
 		}
-		_, err = fmt.Fprintln(stdout, pretty.String())
-		return err
+		var raw json.RawMessage
+		if err := c.do(ctx, http.MethodGet, fmt.Sprintf("/api/v1/builds/%d", id), nil, &raw); err != nil {
+			return err
+		}
+		if *asJSON {
+			var pretty bytes.Buffer
+			if err := json.Indent(&pretty, raw, "", "  "); err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(stdout, pretty.String())
+			return err
+		}
+		var b slipway.Build
+		if err := json.Unmarshal(raw, &b); err != nil {
+			return fmt.Errorf("decoding build %d: %w", id, err)
+		}
+		return printBuild(stdout, &b)
 	}
-	if fs.NArg() != 0 {
-		return usageErrorf("builds list takes no arguments, got %q", fs.Args())
+	if len(pos) != 0 {
+		return usageErrorf("builds list takes no arguments, got %q", pos)
+	}
+	c, err := client()
+	if err != nil {
+		return err
 	}
 	q := url.Values{}
 	for k, v := range map[string]string{"repo": *repo, "ref": *ref, "state": *state} {
@@ -285,15 +304,18 @@ func runBuilds(ctx context.Context, args []string, getenv func(string) string, s
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tREPO\tREF\tCOMMIT\tSTATE\tDIGEST\tCREATED")
 	for _, b := range out.Builds {
-		commit := b.Commit
-		if len(commit) > 12 {
-			commit = commit[:12]
-		}
 		digest := b.IndexDigest
 		if digest == "" {
 			digest = "-"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", b.ID, b.Repo, slipway.RefName(b.Ref), commit, b.State, digest, b.CreatedAt.Format(time.RFC3339))
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", b.ID, b.Repo, slipway.RefName(b.Ref), shortCommit(b.Commit), b.State, digest, b.CreatedAt.Format(time.RFC3339))
 	}
 	return tw.Flush()
+}
+
+func shortCommit(c string) string {
+	if len(c) > 12 {
+		return c[:12]
+	}
+	return c
 }

@@ -64,7 +64,7 @@ func TestClientCommands(t *testing.T) {
 	require.Equal(t, 0, code, errOut)
 	require.Contains(t, out, "acme/app")
 	require.Contains(t, out, "queued")
-	out, errOut, code = cli(env, "builds", "get", "1")
+	out, errOut, code = cli(env, "builds", "get", "1", "--json")
 	require.Equal(t, 0, code, errOut)
 	require.Contains(t, out, `"state": "queued"`)
 	_, errOut, code = cli(env, "builds", "get", "99")

@@ -10,6 +10,7 @@ import (
 
 	"github.com/slipway-ci/slipway"
 	"github.com/slipway-ci/slipway/buildkit"
+	"github.com/slipway-ci/slipway/registry"
 )
 
 // setting describes one SLIPWAY_* environment variable. The README's table of
@@ -41,6 +42,8 @@ var settings = []setting{
 	{"SLIPWAY_DASHBOARD_PUBLIC", "false", "server, dev", "`true` opens the dashboard's read-only pages without signing in; promoting, cancelling and retrying still need a token.", false},
 	{"SLIPWAY_REGISTRY", "", "server, worker, dev", "Registry host[:port][/prefix] images are pushed to: `$SLIPWAY_REGISTRY/<owner>/<name>`. Required.", false},
 	{"SLIPWAY_REGISTRY_INSECURE", "true for loopback hosts, else false", "server, worker, dev", "Talk plain HTTP to the registry.", false},
+	{"SLIPWAY_DOCKER_CONFIG", "", "server, worker, dev", "Path of a Docker `config.json` (`auths`, `credHelpers`; what `docker login` writes, or the `.dockerconfigjson` key of a `kubernetes.io/dockerconfigjson` Secret) with the credentials of every registry slipway talks to: pushes, `FROM` pulls, caches, verification, test pulls, promotion. Read again on each use. Unset: anonymous.", false},
+	{"SLIPWAY_CA_BUNDLE", "", "server, worker, dev", "Path of a PEM file of CAs trusted besides the system's, for registries and forges behind a private CA. buildkitd needs the same file in its `buildkitd.toml` (`[registry.\"host\"] ca = [...]`).", false},
 	{"SLIPWAY_BUILDKIT_ADDR", "", "worker, dev", "buildkitd address, e.g. `unix:///run/buildkit/buildkitd.sock` or `tcp://buildkitd:1234`; or a builder pool: comma-separated `platform=address` entries, e.g. `linux/amd64=unix:///run/buildkit/amd64.sock,linux/arm64=tcp://arm-node:1234` (see Builder pool). TLS: `?tlscacert=…&tlscert=…&tlskey=…&tlsservername=…` or `?tlsdir=…` after an address. Required.", false},
 	{"SLIPWAY_CACHE_REPOSITORY", "(the image's repository)", "worker, dev", "Registry host[:port][/prefix] for BuildKit's registry caches: `$SLIPWAY_CACHE_REPOSITORY/<owner>/<name>:buildcache-<os>-<arch>`.", false},
 	{"SLIPWAY_SECRET_KEY", "", "server, worker, dev", "32-byte key, as 64 hex digits or base64 (`openssl rand -hex 32`), that seals secrets in the database (AES-256-GCM): per-repository webhook secrets and build secrets. Server and workers need the same key. Unset: no build secrets.", true},
@@ -57,8 +60,8 @@ var settings = []setting{
 	{"SLIPWAY_SHUTDOWN_GRACE", "30s", "worker, dev", "On SIGTERM a worker claims no more builds and lets running ones finish for this long, then hands them back to the queue (not failed). Keep it below your orchestrator's kill timeout.", false},
 	{"SLIPWAY_WORKSPACE_DIR", "$TMPDIR/slipway-work", "worker, dev", "Where checkouts are made (one folder per build, removed afterwards).", false},
 	{"SLIPWAY_INTEGRATION_SECRET", "", "worker, dev", "Key of the HMAC-SHA256 signature (`X-Slipway-Signature-256`) on calls to a repository's `integration.webhook`. Builds that use one fail while it is unset.", true},
-	{"SLIPWAY_SERVER", "", "promote, builds", "URL of the slipway server the client commands call, e.g. `https://ci.example.com` (or `--server`).", false},
-	{"SLIPWAY_TOKEN", "", "promote, builds", "API token the client commands send (or `--token`).", true},
+	{"SLIPWAY_SERVER", "", "promote, builds, logs, cancel, retry, wait", "URL of the slipway server the client commands call, e.g. `https://ci.example.com` (or `--server`).", false},
+	{"SLIPWAY_TOKEN", "", "promote, builds, logs, cancel, retry, wait", "API token the client commands send (or `--token`).", true},
 	{"SLIPWAY_LOG_LEVEL", "info", "all", "debug, info, warn or error.", false},
 	{"SLIPWAY_LOG_FORMAT", "auto", "all", "json, console, or auto (console when stderr is a terminal).", false},
 }
@@ -81,6 +84,8 @@ type config struct {
 	AdminToken          string
 	Registry            string
 	RegistryInsecure    bool
+	DockerConfig        string
+	CABundle            string
 	BuildkitAddr        string
 	Builders            []buildkit.Endpoint
 	SecretKey           string
@@ -231,6 +236,18 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 			bad("SLIPWAY_REGISTRY_INSECURE", "%q is not true or false", v)
 		}
 		c.RegistryInsecure = b
+	}
+	c.DockerConfig = get("SLIPWAY_DOCKER_CONFIG")
+	if c.DockerConfig != "" {
+		if _, err := registry.LoadDockerConfig(c.DockerConfig); err != nil {
+			bad("SLIPWAY_DOCKER_CONFIG", "%v", err)
+		}
+	}
+	c.CABundle = get("SLIPWAY_CA_BUNDLE")
+	if c.CABundle != "" {
+		if _, err := registry.LoadCABundle(c.CABundle); err != nil {
+			bad("SLIPWAY_CA_BUNDLE", "%v", err)
+		}
 	}
 	c.SecretKey = get("SLIPWAY_SECRET_KEY")
 	if c.SecretKey != "" {

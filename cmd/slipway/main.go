@@ -7,6 +7,10 @@
 //	slipway token     creates, lists and deletes API tokens
 //	slipway promote   promotes a build to tags (REST client)
 //	slipway builds    lists builds or shows one (REST client)
+//	slipway logs      prints or follows a build's log (REST client)
+//	slipway cancel    cancels a build (REST client)
+//	slipway retry     builds a finished build's commit again (REST client)
+//	slipway wait      waits for a build; the exit code tells its final state
 //	slipway version   prints the version
 package main
 
@@ -61,10 +65,14 @@ commands:
   token     create, list or delete API tokens (in the database)
   promote   point tags at a succeeded build's digest (REST API)
   builds    list builds or show one (REST API)
+  logs      print a build's log; --follow streams it (REST API)
+  cancel    cancel a queued or running build (REST API)
+  retry     build a finished build's commit again (REST API)
+  wait      wait for a build: exit 0 succeeded, 7 failed, 8 canceled (REST API)
   version   print the version
 
 Configuration comes from SLIPWAY_* environment variables; see the README.
-promote and builds read SLIPWAY_SERVER and SLIPWAY_TOKEN (or --server, --token).
+The REST API commands read SLIPWAY_SERVER and SLIPWAY_TOKEN (or --server, --token).
 `
 
 // run is the whole program; main only supplies the process's context, arguments,
@@ -96,6 +104,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runPromote(ctx, args[2:], getenv, stdout, stderr)
 	case "builds":
 		return runBuilds(ctx, args[2:], getenv, stdout, stderr)
+	case "logs":
+		return runLogs(ctx, args[2:], getenv, stdout, stderr)
+	case "cancel":
+		return runCancel(ctx, args[2:], getenv, stdout, stderr)
+	case "retry":
+		return runRetry(ctx, args[2:], getenv, stdout, stderr)
+	case "wait":
+		return runWait(ctx, args[2:], getenv, stdout, stderr)
 	default:
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("unknown command %q", cmd)
@@ -172,13 +188,17 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	if r.worker {
-		reg := registry.New(registry.WithInsecure(cfg.RegistryInsecure))
+		reg, err := registryClient(cfg)
+		if err != nil {
+			return err
+		}
 		bk, err := buildkit.NewPool(ctx, cfg.Builders, reg.MergeIndex)
 		if err != nil {
 			return err
 		}
 		defer bk.Close()
 		bk.CacheRepository = cfg.CacheRepository
+		bk.Auth = buildkit.Auth{DockerConfig: cfg.DockerConfig, CABundle: cfg.CABundle}
 		checks = append(checks, server.Check{Name: "buildkit", Func: bk.Ping})
 		if err := metrics.RegisterBuilders([]metrics.Builder{{Name: redactAddr(cfg.BuildkitAddr), Platforms: "all", Ping: bk.Ping}}); err != nil {
 			return fmt.Errorf("registering builder metrics: %w", err)
@@ -215,6 +235,10 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 		}
 	}
 	if r.server {
+		reg, err := registryClient(cfg)
+		if err != nil {
+			return err
+		}
 		logs := postgres.NewLogHub(db, logger)
 		g.Go(func() error { return logs.Run(ctx) })
 		if err := metrics.RegisterQueue(func(ctx context.Context) (metrics.QueueStats, error) {
@@ -239,28 +263,58 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 			Tokens:       postgres.NewTokenService(db),
 			Promotions:   postgres.NewPromotionService(db),
 			Integrations: postgres.NewIntegrationService(db),
-			Registry:     registry.New(registry.WithInsecure(cfg.RegistryInsecure)),
+			Registry:     reg,
 		})
 		g.Go(func() error { return listenAndServe(ctx, cfg.Addr, h, logger) })
-		sender := forge.NewSender(logger, forge.SenderConfig{Clients: forgeClients(cfg), PublicURL: cfg.PublicURL}, postgres.NewStatusOutbox(db))
+		clients, err := forgeClients(cfg)
+		if err != nil {
+			return err
+		}
+		sender := forge.NewSender(logger, forge.SenderConfig{Clients: clients, PublicURL: cfg.PublicURL}, postgres.NewStatusOutbox(db))
 		g.Go(func() error { return sender.Run(ctx) })
 	}
 	return g.Wait()
 }
 
+// registryClient returns the registry client of cfg: credentials from
+// SLIPWAY_DOCKER_CONFIG, CAs from SLIPWAY_CA_BUNDLE.
+func registryClient(cfg *config) (*registry.Client, error) {
+	opts := []registry.Option{registry.WithInsecure(cfg.RegistryInsecure)}
+	if cfg.DockerConfig != "" {
+		opts = append(opts, registry.WithKeychain(registry.DockerConfigKeychain(cfg.DockerConfig)))
+	}
+	if cfg.CABundle != "" {
+		tr, err := registry.TransportWithCA(cfg.CABundle)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, registry.WithTransport(tr))
+	}
+	return registry.New(opts...), nil
+}
+
 // forgeClients returns a commit-status client for each forge with a token.
-func forgeClients(cfg *config) map[string]forge.Client {
+// With SLIPWAY_CA_BUNDLE they trust its CAs besides the system's.
+func forgeClients(cfg *config) (map[string]forge.Client, error) {
+	var hc *http.Client // nil: the forge package's default
+	if cfg.CABundle != "" {
+		tr, err := registry.TransportWithCA(cfg.CABundle)
+		if err != nil {
+			return nil, err
+		}
+		hc = &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	}
 	clients := map[string]forge.Client{}
 	if cfg.GitHubToken != "" {
-		clients[slipway.ForgeGitHub] = &forge.GitHub{BaseURL: cfg.GitHubAPIURL, Token: cfg.GitHubToken}
+		clients[slipway.ForgeGitHub] = &forge.GitHub{BaseURL: cfg.GitHubAPIURL, Token: cfg.GitHubToken, HTTP: hc}
 	}
 	if cfg.GitLabToken != "" {
-		clients[slipway.ForgeGitLab] = &forge.GitLab{BaseURL: cfg.GitLabAPIURL, Token: cfg.GitLabToken}
+		clients[slipway.ForgeGitLab] = &forge.GitLab{BaseURL: cfg.GitLabAPIURL, Token: cfg.GitLabToken, HTTP: hc}
 	}
 	if cfg.GiteaToken != "" {
-		clients[slipway.ForgeGitea] = &forge.Gitea{BaseURL: cfg.GiteaAPIURL, Token: cfg.GiteaToken}
+		clients[slipway.ForgeGitea] = &forge.Gitea{BaseURL: cfg.GiteaAPIURL, Token: cfg.GiteaToken, HTTP: hc}
 	}
-	return clients
+	return clients, nil
 }
 
 // redactAddr drops a user:password from an address, for labels and logs.

@@ -239,6 +239,7 @@ func TestChart(t *testing.T) {
 				cm := requireObject[*corev1.ConfigMap](t, r, release+"-slipway")
 				require.Equal(t, "https://ci.example.com", cm.Data["SLIPWAY_PUBLIC_URL"])
 				requireHook(t, r, "pre-install,pre-upgrade")
+				requireAuthMounts(t, r)
 			case "two-pools.yaml":
 				amd := requireObject[*appsv1.StatefulSet](t, r, release+"-slipway-buildkitd-amd64")
 				arm := requireObject[*appsv1.StatefulSet](t, r, release+"-slipway-buildkitd-arm64")
@@ -387,4 +388,59 @@ func TestValuesDocumented(t *testing.T) {
 	}
 	walk(doc.Content[0], "", false)
 	require.Empty(t, undocumented, "values.yaml: values without a comment")
+}
+
+// requireAuthMounts checks what external-postgres.yaml's registryAuth and
+// caBundle render: the dockerconfigjson Secret and the CA ConfigMap mounted
+// into server and workers with the settings pointing at the files, and
+// buildkitd trusting the CA for the listed registry through its own config.
+func requireAuthMounts(t *testing.T, r *rendered) {
+	t.Helper()
+	check := func(owner string, spec *corev1.PodSpec, c corev1.Container) {
+		require.Equal(t, "/etc/slipway/docker/config.json", envValue(c, "SLIPWAY_DOCKER_CONFIG"), owner)
+		require.Equal(t, "/etc/slipway/ca/ca.crt", envValue(c, "SLIPWAY_CA_BUNDLE"), owner)
+		mounts := map[string]string{}
+		for _, m := range c.VolumeMounts {
+			mounts[m.Name] = m.MountPath
+			if m.Name == "docker-config" || m.Name == "ca-bundle" {
+				require.True(t, m.ReadOnly, "%s mounts %s read-only", owner, m.Name)
+			}
+		}
+		require.Equal(t, "/etc/slipway/docker", mounts["docker-config"], owner)
+		require.Equal(t, "/etc/slipway/ca", mounts["ca-bundle"], owner)
+		vols := map[string]corev1.Volume{}
+		for _, v := range spec.Volumes {
+			vols[v.Name] = v
+		}
+		require.NotNil(t, vols["docker-config"].Secret, owner)
+		require.Equal(t, "regcred", vols["docker-config"].Secret.SecretName, owner)
+		require.Equal(t, []corev1.KeyToPath{{Key: ".dockerconfigjson", Path: "config.json"}}, vols["docker-config"].Secret.Items, owner)
+		require.NotNil(t, vols["ca-bundle"].ConfigMap, owner)
+		require.Equal(t, "corp-ca", vols["ca-bundle"].ConfigMap.Name, owner)
+	}
+	server := requireObject[*appsv1.Deployment](t, r, release+"-slipway-server")
+	check("server", &server.Spec.Template.Spec, server.Spec.Template.Spec.Containers[0])
+	worker := requireObject[*appsv1.Deployment](t, r, release+"-slipway-worker-amd64")
+	check("worker", &worker.Spec.Template.Spec, worker.Spec.Template.Spec.Containers[0])
+
+	cm := requireObject[*corev1.ConfigMap](t, r, release+"-slipway-buildkitd")
+	require.Contains(t, cm.Data["buildkitd.toml"], `[registry."registry.example.com"]`)
+	require.Contains(t, cm.Data["buildkitd.toml"], `ca = ["/etc/slipway/ca/ca.crt"]`)
+	for _, bk := range objectsOf[*appsv1.StatefulSet](r) {
+		if !strings.Contains(bk.Name, "buildkitd") {
+			continue
+		}
+		c := bk.Spec.Template.Spec.Containers[0]
+		require.Contains(t, c.Args, "/etc/slipway/buildkitd/buildkitd.toml", bk.Name)
+		var hasCA bool
+		for _, m := range c.VolumeMounts {
+			hasCA = hasCA || m.Name == "ca-bundle" && m.MountPath == "/etc/slipway/ca"
+		}
+		require.True(t, hasCA, "%s mounts the CA bundle", bk.Name)
+		for _, c := range append(bk.Spec.Template.Spec.Containers, bk.Spec.Template.Spec.InitContainers...) {
+			for _, e := range c.Env {
+				require.NotEqual(t, "SLIPWAY_DOCKER_CONFIG", e.Name, "buildkitd gets credentials over the session only")
+			}
+		}
+	}
 }

@@ -32,6 +32,13 @@ type Buildkitd struct {
 // run as root.
 func StartBuildkitd(t testing.TB, registries ...string) *Buildkitd {
 	t.Helper()
+	return StartBuildkitdConfig(t, "", registries...)
+}
+
+// StartBuildkitdConfig is StartBuildkitd with extra lines for its
+// buildkitd.toml, such as `[registry."host"] ca = ["/path/ca.crt"]`.
+func StartBuildkitdConfig(t testing.TB, extraTOML string, registries ...string) *Buildkitd {
+	t.Helper()
 	root, err := RepoRoot()
 	if err != nil {
 		t.Fatal(err)
@@ -51,6 +58,7 @@ func StartBuildkitd(t testing.TB, registries ...string) *Buildkitd {
 	for _, r := range registries {
 		fmt.Fprintf(&cfg, "[registry.%q]\n  http = true\n  insecure = true\n", r)
 	}
+	cfg.WriteString(extraTOML)
 	if err := os.WriteFile(filepath.Join(dir, "buildkitd.toml"), cfg.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}

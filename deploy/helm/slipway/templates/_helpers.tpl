@@ -94,3 +94,61 @@ periodSeconds: 10
 timeoutSeconds: 3
 failureThreshold: 3
 {{- end -}}
+
+{{/*
+Registry credentials and a private CA (values registryAuth and caBundle):
+env, volumeMounts and volumes of slipway's server and worker containers.
+*/}}
+{{- define "slipway.authEnv" -}}
+{{- if .Values.registryAuth.dockerConfigSecret }}
+- name: SLIPWAY_DOCKER_CONFIG
+  value: /etc/slipway/docker/config.json
+{{- end }}
+{{- if or .Values.caBundle.configMap .Values.caBundle.secret }}
+- name: SLIPWAY_CA_BUNDLE
+  value: /etc/slipway/ca/{{ .Values.caBundle.key }}
+{{- end }}
+{{- end }}
+
+{{- define "slipway.authMounts" -}}
+{{- if .Values.registryAuth.dockerConfigSecret }}
+- name: docker-config
+  mountPath: /etc/slipway/docker
+  readOnly: true
+{{- end }}
+{{- if or .Values.caBundle.configMap .Values.caBundle.secret }}
+- name: ca-bundle
+  mountPath: /etc/slipway/ca
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "slipway.caVolume" -}}
+{{- if .Values.caBundle.configMap }}
+- name: ca-bundle
+  configMap:
+    name: {{ .Values.caBundle.configMap }}
+    items:
+      - key: {{ .Values.caBundle.key }}
+        path: {{ .Values.caBundle.key }}
+{{- else if .Values.caBundle.secret }}
+- name: ca-bundle
+  secret:
+    secretName: {{ .Values.caBundle.secret }}
+    items:
+      - key: {{ .Values.caBundle.key }}
+        path: {{ .Values.caBundle.key }}
+{{- end }}
+{{- end }}
+
+{{- define "slipway.authVolumes" -}}
+{{- if .Values.registryAuth.dockerConfigSecret }}
+- name: docker-config
+  secret:
+    secretName: {{ .Values.registryAuth.dockerConfigSecret }}
+    items:
+      - key: .dockerconfigjson
+        path: config.json
+{{- end }}
+{{- include "slipway.caVolume" . }}
+{{- end }}
