@@ -118,6 +118,8 @@ func retryTrigger(r *http.Request, b *slipway.Build) (slipway.Trigger, error) {
 		Forge: b.Forge, DeliveryID: fmt.Sprintf("retry-%d-%s", b.ID, randomID()), Event: "retry",
 		Owner: owner, Name: name, CloneURL: b.CloneURL, Ref: b.Ref, Commit: b.Commit,
 		Message: fmt.Sprintf("Retry of build %d", b.ID), Sender: principalFrom(r.Context()).Name,
+		// A pull request's retry stays one: pr-N only, and a fork's waits for approval again.
+		PullRequest: b.PullRequest,
 	}, nil
 }
 

@@ -61,6 +61,7 @@ func newRouter(logger zerolog.Logger, cfg Config, builds slipway.BuildService, c
 		r.With(developer, timeout(requestTimeout)).Post("/repos/{owner}/{name}/builds", handleTrigger(cfg, builds))
 		r.With(developer, timeout(requestTimeout)).Post("/builds/{id}/retry", handleRetry(cfg, builds))
 		r.With(developer, timeout(requestTimeout)).Post("/builds/{id}/cancel", handleBuildCancel(builds))
+		r.With(developer, timeout(requestTimeout)).Post("/builds/{id}/approve", handleBuildApprove(builds))
 		// Promotion checks the release-manager role itself: a refusal for a
 		// role too low is audited like every other refusal.
 		r.With(viewer, timeout(requestTimeout)).Post("/builds/{id}/promote", handlePromote(builds, svc.Promotions, svc.Registry))

@@ -91,7 +91,12 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 		sink.Add("", "release", "No tested build of "+build.Commit+" yet: building and testing it before the release")
 	}
 	var secrets map[string][]byte
-	if len(cfg.Secrets) > 0 {
+	fork := build.PullRequest != nil && build.PullRequest.Fork
+	if fork && (len(cfg.Secrets) > 0 || cfg.Integration != nil) {
+		// Untrusted code gets no build secret and calls no integration webhook.
+		sink.Add("", "checkout", "Pull request from a fork: no build secrets and no integration webhook")
+	}
+	if len(cfg.Secrets) > 0 && !fork {
 		if w.cfg.Secrets == nil {
 			return fail("%s names secrets, but this worker has no secret store (set SLIPWAY_SECRET_KEY)", RepoConfigFile)
 		}
@@ -164,7 +169,7 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 			return u
 		}
 	}
-	if cfg.Integration != nil {
+	if cfg.Integration != nil && !fork {
 		ext, err := w.runIntegration(ctx, build, cfg.Integration, index, platforms, sink)
 		results = append(results, ext...)
 		if err != nil {
