@@ -163,3 +163,41 @@ func TestGiteaPrivateRepository(t *testing.T) {
 		time.Sleep(250 * time.Millisecond) // bounded poll of another process
 	}
 }
+
+// TestGiteaWrongToken: a worker whose Gitea token the forge refuses fails
+// the build once, at checkout, with a message naming the setting; it is a
+// user error, not retried as an outage.
+func TestGiteaWrongToken(t *testing.T) {
+	ctx := context.Background()
+	registryHost := requireEnv(t, "TEST_REGISTRY")
+	base, err := testenv.PushBaseImage(ctx, registryHost)
+	require.NoError(t, err)
+	g := testenv.StartGitea(t)
+	s := newStack(t, "SLIPWAY_GITEA_WEBHOOK_SECRET="+giteaSecret,
+		"SLIPWAY_GITEA_API_URL="+g.URL+"api/v1", "SLIPWAY_GITEA_TOKEN=0123456789abcdef0123456789abcdef01234567")
+	s.start("worker", "SLIPWAY_WORKER_ID=e2e-gitea-denied")
+	g.CreateRepo("denied-app", true)
+	g.AddWebhook("denied-app", s.url+"/webhooks/gitea", giteaSecret)
+	g.Push("denied-app", "main", map[string]string{"Dockerfile": dockerfile(base, "")})
+
+	var id int64
+	deadline := time.Now().Add(2 * time.Minute)
+	for id == 0 {
+		var list struct{ Builds []slipway.Build }
+		code, body := s.api("/builds?repo="+url.QueryEscape(g.User+"/denied-app"), &list)
+		require.Equal(t, http.StatusOK, code, "%s", body)
+		if len(list.Builds) > 0 {
+			id = list.Builds[0].ID
+		} else if time.Now().After(deadline) {
+			t.Fatalf("no build 2 minutes after the push; gitea log:\n%s", g.Log())
+		} else {
+			time.Sleep(250 * time.Millisecond) // bounded poll of another process
+		}
+	}
+	b := s.waitDone(id)
+	require.Equal(t, slipway.BuildFailed, b.State)
+	require.Contains(t, b.Error, "checkout failed")
+	require.Contains(t, b.Error, "SLIPWAY_GITEA_TOKEN")
+	require.Equal(t, 1, b.Attempt, "a refused credential is not retried")
+	require.NotContains(t, s.logs(id), "0123456789abcdef0123456789abcdef01234567")
+}
