@@ -58,3 +58,25 @@ func (w *Worker) cloneAuth(ctx context.Context, build *slipway.Build, rawURL str
 	sink.Mask([][]byte{[]byte(c.Password), []byte(strings.TrimPrefix(env[2], "GIT_CONFIG_VALUE_0=Authorization: Basic "))})
 	return env, nil
 }
+
+// authHint explains a clone the forge refused for want of a credential, ""
+// for any other failure: git says "could not read Username" when a forge
+// asks for one and none is set, "Authentication failed" when it refuses
+// the one sent.
+func authHint(forgeName string, err error) string {
+	msg := err.Error()
+	setting := map[string]string{
+		slipway.ForgeGitHub: "SLIPWAY_GITHUB_TOKEN or SLIPWAY_GITHUB_APP_ID",
+		slipway.ForgeGitLab: "SLIPWAY_GITLAB_TOKEN", slipway.ForgeGitea: "SLIPWAY_GITEA_TOKEN",
+	}[forgeName]
+	if setting == "" {
+		setting = "a credential for the forge"
+	}
+	switch {
+	case strings.Contains(msg, "could not read Username"), strings.Contains(msg, "terminal prompts disabled"):
+		return fmt.Sprintf(" (the forge asks for a login: the repository is private; set %s on the workers)", setting)
+	case strings.Contains(msg, "Authentication failed"), strings.Contains(msg, "403"):
+		return fmt.Sprintf(" (the forge refused the credential: check %s and that it may read this repository)", setting)
+	}
+	return ""
+}

@@ -49,7 +49,7 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 		return fail("checkout failed: %v", err)
 	}
 	if err := checkout(ctx, dir, build.CloneURL, build.Ref, build.Commit, func(s string) { sink.Add("", "checkout", s) }, authEnv...); err != nil {
-		return fail("checkout failed: %v", err)
+		return fail("checkout failed: %v%s", err, authHint(build.Forge, err))
 	}
 	cfg, err := LoadRepoConfig(dir)
 	if err != nil {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/stretchr/testify/require"
@@ -25,7 +27,8 @@ import (
 // TestGiteaPrivateRepository is the round trip with a real forge: a private
 // repository on a real Gitea, a real `git push` over HTTP, the webhook Gitea
 // itself signs and sends, the worker cloning with the Gitea token, a build
-// of both platforms whose tests pass, and the commit status read back from
+// of both platforms whose tests pass (pulled from Gitea's own container
+// registry, token auth), pushed there, and the commit status read back from
 // Gitea's API. The token is in no log, API answer, command line (every
 // process's cmdline is watched during the build), checked-out file in the
 // image, or test container environment.
@@ -35,8 +38,20 @@ func TestGiteaPrivateRepository(t *testing.T) {
 	base, err := testenv.PushBaseImage(ctx, registryHost)
 	require.NoError(t, err)
 	g := testenv.StartGitea(t)
+	// Images go to Gitea's own container registry, which asks for a login
+	// (Bearer tokens from its /v2/token for basic credentials): a Docker
+	// config.json as `docker login` writes it.
+	giteaHost := strings.TrimSuffix(strings.TrimPrefix(g.URL, "http://"), "/")
+	dockerConfig := filepath.Join(t.TempDir(), "config.json")
+	auths, err := json.Marshal(map[string]any{"auths": map[string]any{
+		giteaHost: map[string]string{"auth": base64.StdEncoding.EncodeToString([]byte(g.User + ":" + g.Token))},
+	}})
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(dockerConfig, auths, 0o600))
 	s := newStack(t, "SLIPWAY_GITEA_WEBHOOK_SECRET="+giteaSecret,
-		"SLIPWAY_GITEA_API_URL="+g.URL+"api/v1", "SLIPWAY_GITEA_TOKEN="+g.Token)
+		"SLIPWAY_GITEA_API_URL="+g.URL+"api/v1", "SLIPWAY_GITEA_TOKEN="+g.Token,
+		"SLIPWAY_REGISTRY="+giteaHost, "SLIPWAY_DOCKER_CONFIG="+dockerConfig)
+	giteaAuth := remote.WithAuth(&authn.Basic{Username: g.User, Password: g.Token})
 	s.start("worker", "SLIPWAY_WORKER_ID=e2e-gitea")
 
 	cloneURL := g.CreateRepo("private-app", true)
@@ -105,6 +120,12 @@ func TestGiteaPrivateRepository(t *testing.T) {
 	require.Equal(t, commit, b.Commit)
 	require.Equal(t, slipway.ForgeGitea, b.Forge)
 	require.Len(t, b.Tests, 4, "two tests on two platforms")
+	require.Equal(t, giteaHost+"/"+g.User+"/private-app", b.Image, "pushed to Gitea's registry")
+	idx, err := remote.Index(mustRef(t, b.Image+":main"), giteaAuth)
+	require.NoError(t, err)
+	d, err := idx.Digest()
+	require.NoError(t, err)
+	require.Equal(t, b.IndexDigest, d.String(), "Gitea's registry has the tested index under main")
 
 	require.Empty(t, leaked, "the token was on a command line")
 	require.NotContains(t, log, g.Token, "the token is not in the log")
@@ -112,7 +133,7 @@ func TestGiteaPrivateRepository(t *testing.T) {
 	_, raw := s.api(fmt.Sprintf("/builds/%d", id), nil)
 	require.NotContains(t, string(raw), g.Token, "the token is not in the API answer")
 	for _, arch := range []string{"amd64", "arm64"} {
-		img, err := remote.Image(mustRef(t, b.Image+"@"+b.IndexDigest), remote.WithPlatform(v1.Platform{OS: "linux", Architecture: arch}))
+		img, err := remote.Image(mustRef(t, b.Image+"@"+b.IndexDigest), remote.WithPlatform(v1.Platform{OS: "linux", Architecture: arch}), giteaAuth)
 		require.NoError(t, err)
 		files := imageFiles(t, img, "src/")
 		require.Contains(t, files, "src/.git/config", "the checkout's .git/config is in the image (COPY . /src)")
@@ -141,4 +162,42 @@ func TestGiteaPrivateRepository(t *testing.T) {
 		}
 		time.Sleep(250 * time.Millisecond) // bounded poll of another process
 	}
+}
+
+// TestGiteaWrongToken: a worker whose Gitea token the forge refuses fails
+// the build once, at checkout, with a message naming the setting; it is a
+// user error, not retried as an outage.
+func TestGiteaWrongToken(t *testing.T) {
+	ctx := context.Background()
+	registryHost := requireEnv(t, "TEST_REGISTRY")
+	base, err := testenv.PushBaseImage(ctx, registryHost)
+	require.NoError(t, err)
+	g := testenv.StartGitea(t)
+	s := newStack(t, "SLIPWAY_GITEA_WEBHOOK_SECRET="+giteaSecret,
+		"SLIPWAY_GITEA_API_URL="+g.URL+"api/v1", "SLIPWAY_GITEA_TOKEN=0123456789abcdef0123456789abcdef01234567")
+	s.start("worker", "SLIPWAY_WORKER_ID=e2e-gitea-denied")
+	g.CreateRepo("denied-app", true)
+	g.AddWebhook("denied-app", s.url+"/webhooks/gitea", giteaSecret)
+	g.Push("denied-app", "main", map[string]string{"Dockerfile": dockerfile(base, "")})
+
+	var id int64
+	deadline := time.Now().Add(2 * time.Minute)
+	for id == 0 {
+		var list struct{ Builds []slipway.Build }
+		code, body := s.api("/builds?repo="+url.QueryEscape(g.User+"/denied-app"), &list)
+		require.Equal(t, http.StatusOK, code, "%s", body)
+		if len(list.Builds) > 0 {
+			id = list.Builds[0].ID
+		} else if time.Now().After(deadline) {
+			t.Fatalf("no build 2 minutes after the push; gitea log:\n%s", g.Log())
+		} else {
+			time.Sleep(250 * time.Millisecond) // bounded poll of another process
+		}
+	}
+	b := s.waitDone(id)
+	require.Equal(t, slipway.BuildFailed, b.State)
+	require.Contains(t, b.Error, "checkout failed")
+	require.Contains(t, b.Error, "SLIPWAY_GITEA_TOKEN")
+	require.Equal(t, 1, b.Attempt, "a refused credential is not retried")
+	require.NotContains(t, s.logs(id), "0123456789abcdef0123456789abcdef01234567")
 }
