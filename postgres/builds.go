@@ -142,15 +142,16 @@ func (s *BuildService) EnqueueTrigger(ctx context.Context, t slipway.Trigger, im
 }
 
 const (
-	// EnqueueTrigger: registers the repository on first sight. On conflict the row
-	// is updated (clone URL may change when a repository moves; the default branch
-	// when the payload names one) so RETURNING sees it. A registered repository's
-	// image is its setting and wins over the one passed in.
+	// EnqueueTrigger: registers the repository on first sight. A registered
+	// repository's clone URL and image are its settings (only the admin API
+	// changes them) and win over the ones passed in: a delivery never re-points
+	// a repository at other code. On conflict only the default branch is
+	// updated, when the payload names one, so RETURNING sees the row.
 	sqlRepoUpsert = `-- EnqueueTrigger
 INSERT INTO repos (forge, owner, name, clone_url, image, default_branch) VALUES ($1, $2, $3, $4, $5, $6)
-ON CONFLICT (forge, lower(owner), lower(name)) DO UPDATE SET clone_url = EXCLUDED.clone_url,
+ON CONFLICT (forge, lower(owner), lower(name)) DO UPDATE SET
     default_branch = coalesce(nullif(EXCLUDED.default_branch, ''), repos.default_branch)
-RETURNING id, image`
+RETURNING id, image, clone_url`
 
 	// EnqueueTrigger: the build keeps the platforms the repository's settings name
 	// now, so a later change of the settings does not change a queued build.
@@ -193,7 +194,7 @@ func enqueueTrigger(ctx context.Context, tx pgx.Tx, t slipway.Trigger, image str
 		}
 	}
 	var repoID int64
-	if err := tx.QueryRow(ctx, sqlRepoUpsert, t.Forge, t.Owner, t.Name, t.CloneURL, image, t.DefaultBranch).Scan(&repoID, &image); err != nil {
+	if err := tx.QueryRow(ctx, sqlRepoUpsert, t.Forge, t.Owner, t.Name, t.CloneURL, image, t.DefaultBranch).Scan(&repoID, &image, &t.CloneURL); err != nil {
 		return slipway.EnqueueResult{}, fmt.Errorf("registering repository: %w", err)
 	}
 	var (
