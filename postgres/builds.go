@@ -44,6 +44,7 @@ type buildRow struct {
 	Platforms   []byte     `db:"platforms"`
 	Tests       []byte     `db:"tests"`
 	Tags        []string   `db:"tags"`
+	SkippedTags []byte     `db:"skipped_tags"`
 	Error       string     `db:"error"`
 	Attempt     int        `db:"attempt"`
 	CreatedAt   time.Time  `db:"created_at"`
@@ -72,7 +73,7 @@ const buildColumns = `b.id, b.repo_id, r.forge, r.owner, r.name, b.ref, b.commit
 	b.delivery_id, b.clone_url, b.state, b.image, b.image_ref, b.index_digest, b.platforms, b.tests,
 	b.tags, b.error, b.attempt, b.created_at, b.started_at, b.finished_at, b.target_platforms,
 	b.pull_request, b.pr_title, b.pr_author, b.pr_url, b.pr_fork, b.pr_base, b.approval, b.approved_by, b.approved_at,
-	fs.state AS fs_state, fs.outcome AS fs_outcome, fs.attempts AS fs_attempts,
+	b.skipped_tags, fs.state AS fs_state, fs.outcome AS fs_outcome, fs.attempts AS fs_attempts,
 	fs.last_error AS fs_error, fs.updated_at AS fs_updated_at`
 
 // buildFrom joins a build with its repository and its latest commit status.
@@ -104,6 +105,11 @@ func (r buildRow) toBuild() (*slipway.Build, error) {
 	}
 	if r.PullRequest != nil {
 		b.PullRequest = &slipway.PullRequest{Number: *r.PullRequest, Title: r.PRTitle, Author: r.PRAuthor, URL: r.PRURL, Fork: r.PRFork, Base: r.PRBase}
+	}
+	if len(r.SkippedTags) > 0 {
+		if err := json.Unmarshal(r.SkippedTags, &b.SkippedTags); err != nil {
+			return nil, fmt.Errorf("decoding skipped tags of build %d: %w", r.ID, err)
+		}
 	}
 	if err := json.Unmarshal(r.Platforms, &b.Platforms); err != nil {
 		return nil, fmt.Errorf("decoding platforms of build %d: %w", r.ID, err)
