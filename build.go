@@ -67,8 +67,8 @@ type Build struct {
 	// SkippedTags are the tags the build's ref asked for but another ref or a
 	// promotion owns (see the README's "Who moves a tag").
 	SkippedTags []SkippedTag `json:"skipped_tags,omitempty"`
-	Error       string           `json:"error,omitempty"`
-	Attempt     int              `json:"attempt"`
+	Error       string       `json:"error,omitempty"`
+	Attempt     int          `json:"attempt"`
 	// Attempts lists every attempt, first first; only a single build's answer has it.
 	Attempts   []BuildAttempt `json:"attempts,omitempty"`
 	CreatedAt  time.Time      `json:"created_at"`

@@ -88,6 +88,8 @@ bin/devdemo -state "$STATE" -base-registry "$REGISTRY_HOST" -git-url "git://127.
 # The demo repository is served by git daemon, not a forge: let its first push
 # register it with the payload's clone URL (never do this on a shared slipway).
 export SLIPWAY_DEV_CLONE_URL_FROM_PAYLOAD=${SLIPWAY_DEV_CLONE_URL_FROM_PAYLOAD:-true}
+# ... and is cloned over git://, which a shared slipway refuses.
+export SLIPWAY_GIT_DEV_PROTOCOLS=${SLIPWAY_GIT_DEV_PROTOCOLS:-true}
 bin/slipway dev &
 slipway_pid=$!
 trap 'kill -TERM "$slipway_pid" 2>/dev/null || true' TERM HUP

@@ -3,6 +3,7 @@ package worker
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -17,9 +18,15 @@ import (
 // credential helpers, proxies). For a pull-request ref (refs/pull/N/head,
 // refs/merge-requests/N/head) it also fetches that ref of cloneURL, the base
 // repository, which holds the head commit also when it came from a fork.
-// dir must exist and be empty. env is added to git's environment (the
-// credential of gitAuthEnv).
-func checkout(ctx context.Context, dir, cloneURL, ref, commit string, log func(string), env ...string) error {
+// dir must exist and be empty. git runs with policy's environment (none of
+// slipway's own variables, only the transports policy allows); env is added
+// to it (the credential of gitAuthEnv). A clone URL the policy refuses fails
+// before git runs.
+func checkout(ctx context.Context, policy slipway.GitPolicy, dir, cloneURL, ref, commit string, log func(string), env ...string) error {
+	if err := policy.CheckCloneURL("The clone URL", cloneURL); err != nil {
+		return errors.New(slipway.ErrorMessage(err))
+	}
+	gitEnv := append(policy.GitEnv(os.Environ()), env...)
 	steps := [][]string{
 		{"init", "--quiet"},
 		{"remote", "add", "origin", cloneURL},
@@ -33,7 +40,7 @@ func checkout(ctx context.Context, dir, cloneURL, ref, commit string, log func(s
 		cmd := exec.CommandContext(ctx, "git", args...)
 		cmd.Dir = dir
 		// Never prompt for credentials: a worker has no terminal.
-		cmd.Env = append(append(os.Environ(), "GIT_TERMINAL_PROMPT=0", "GIT_ASKPASS=/bin/false"), env...)
+		cmd.Env = gitEnv
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		if args[0] != "init" && args[0] != "remote" {
@@ -50,7 +57,9 @@ func checkout(ctx context.Context, dir, cloneURL, ref, commit string, log func(s
 			return fmt.Errorf("git %s: %s", gitSubcommand(args), lastLine(msg))
 		}
 	}
-	out, err := exec.CommandContext(ctx, "git", "-C", dir, "rev-parse", "HEAD").Output()
+	rev := exec.CommandContext(ctx, "git", "-C", dir, "rev-parse", "HEAD")
+	rev.Env = gitEnv
+	out, err := rev.Output()
 	if err != nil {
 		return fmt.Errorf("git rev-parse HEAD: %w", err)
 	}

@@ -10,8 +10,12 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/slipway-ci/slipway"
 	"github.com/slipway-ci/slipway/test/testenv"
 )
+
+// devGit is the policy of the tests' git daemon (git://) repositories.
+var devGit = slipway.GitPolicy{DevProtocols: true}
 
 // TestCheckout is not parallel: it sets GIT_CONFIG_GLOBAL for the git processes
 // checkout starts, to prove the user's git configuration applies.
@@ -31,7 +35,7 @@ func TestCheckout(t *testing.T) {
 	t.Run("ExactOlderCommit", func(t *testing.T) {
 		dir := t.TempDir()
 		var lines []string
-		require.NoError(t, checkout(ctx, dir, "https://forge.invalid/acme/app.git", "refs/heads/main", first, func(s string) { lines = append(lines, s) }))
+		require.NoError(t, checkout(ctx, devGit, dir, "https://forge.invalid/acme/app.git", "refs/heads/main", first, func(s string) { lines = append(lines, s) }))
 		data, err := os.ReadFile(filepath.Join(dir, "Dockerfile"))
 		require.NoError(t, err)
 		require.Equal(t, "FROM scratch\n", string(data), "the pushed commit, not the branch head")
@@ -48,19 +52,19 @@ func TestCheckout(t *testing.T) {
 		gitOut(t, repo, "update-ref", "refs/pull/7/head", head)
 		dir := t.TempDir()
 		var lines []string
-		require.NoError(t, checkout(ctx, dir, "https://forge.invalid/acme/app.git", "refs/pull/7/head", head, func(s string) { lines = append(lines, s) }))
+		require.NoError(t, checkout(ctx, devGit, dir, "https://forge.invalid/acme/app.git", "refs/pull/7/head", head, func(s string) { lines = append(lines, s) }))
 		require.Contains(t, lines, "checked out "+head)
 		require.Contains(t, strings.Join(lines, "\n"), "+refs/pull/7/head:refs/slipway/pull", "the pull-request ref of the base repository is fetched")
 		require.Equal(t, head, gitOut(t, dir, "rev-parse", "refs/slipway/pull"))
 	})
 
 	t.Run("UnknownCommit", func(t *testing.T) {
-		err := checkout(ctx, t.TempDir(), "https://forge.invalid/acme/app.git", "refs/heads/main", "0123456789abcdef0123456789abcdef01234567", func(string) {})
+		err := checkout(ctx, devGit, t.TempDir(), "https://forge.invalid/acme/app.git", "refs/heads/main", "0123456789abcdef0123456789abcdef01234567", func(string) {})
 		require.ErrorContains(t, err, "git fetch")
 	})
 
 	t.Run("CredentialsNotInError", func(t *testing.T) {
-		err := checkout(ctx, t.TempDir(), "http://user:s3cret@127.0.0.1:1/acme/app.git", "refs/heads/main", first, func(s string) {
+		err := checkout(ctx, devGit, t.TempDir(), "http://user:s3cret@127.0.0.1:1/acme/app.git", "refs/heads/main", first, func(s string) {
 			require.NotContains(t, s, "s3cret")
 		})
 		require.Error(t, err)
@@ -73,4 +77,41 @@ func gitOut(t *testing.T, dir string, args ...string) string {
 	out, err := exec.Command("git", append([]string{"-C", dir}, args...)...).CombinedOutput()
 	require.NoError(t, err, string(out))
 	return strings.TrimSpace(string(out))
+}
+
+// TestCheckoutGitEnvironment: git runs without slipway's own variables (a
+// wrapper first on PATH records git's environment), with only the policy's
+// transports; a git:// URL fails before any git runs unless the policy allows
+// development transports.
+func TestCheckoutGitEnvironment(t *testing.T) {
+	ctx := context.Background()
+	base := t.TempDir()
+	commit := testenv.NewGitRepo(t, filepath.Join(base, "app.git"), map[string]string{"Dockerfile": "FROM scratch\n"})
+	daemonURL := testenv.ServeGit(t, base)
+	real, err := exec.LookPath("git")
+	require.NoError(t, err)
+	bin, record := t.TempDir(), filepath.Join(t.TempDir(), "env")
+	require.NoError(t, os.WriteFile(filepath.Join(bin, "git"), []byte("#!/bin/sh\nenv >> "+record+"\nexec "+real+" \"$@\"\n"), 0o755))
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	t.Setenv("SLIPWAY_SECRET_KEY", "the-worker-secret-key-0123456789")
+	t.Setenv("SLIPWAY_DATABASE_URL", "postgres://slipway:db-password@db/slipway")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "some-other-secret")
+
+	require.NoError(t, checkout(ctx, devGit, t.TempDir(), daemonURL+"app.git", "refs/heads/main", commit, func(string) {}))
+	env, err := os.ReadFile(record)
+	require.NoError(t, err)
+	for _, leak := range []string{"the-worker-secret-key", "db-password", "some-other-secret", "SLIPWAY_"} {
+		require.NotContains(t, string(env), leak)
+	}
+	require.Contains(t, string(env), "GIT_ALLOW_PROTOCOL=https:ssh:git:http:file")
+	require.Contains(t, string(env), "GIT_TERMINAL_PROMPT=0")
+
+	require.NoError(t, os.Remove(record))
+	err = checkout(ctx, slipway.GitPolicy{}, t.TempDir(), daemonURL+"app.git", "refs/heads/main", commit, func(string) {})
+	require.ErrorContains(t, err, "SLIPWAY_GIT_DEV_PROTOCOLS")
+	_, statErr := os.Stat(record)
+	require.True(t, os.IsNotExist(statErr), "no git ran for a refused URL")
+	for _, u := range []string{"file:///etc", "ext::sh -c id", "http://127.0.0.1:1/x.git", "-uhelp"} {
+		require.Error(t, checkout(ctx, slipway.GitPolicy{}, t.TempDir(), u, "refs/heads/main", commit, func(string) {}), u)
+	}
 }

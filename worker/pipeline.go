@@ -48,7 +48,7 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 	if err != nil {
 		return fail("checkout failed: %v", err)
 	}
-	if err := checkout(ctx, dir, build.CloneURL, build.Ref, build.Commit, func(s string) { sink.Add("", "checkout", s) }, authEnv...); err != nil {
+	if err := checkout(ctx, w.cfg.Git, dir, build.CloneURL, build.Ref, build.Commit, func(s string) { sink.Add("", "checkout", s) }, authEnv...); err != nil {
 		return fail("checkout failed: %v%s", err, authHint(build.Forge, err))
 	}
 	cfg, err := LoadRepoConfig(dir)
@@ -57,7 +57,7 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 	}
 	if cfg.WantSubmodules() {
 		auth := func(u string) ([]string, error) { return w.cloneAuth(ctx, build, u, sink) }
-		if err := updateSubmodules(ctx, dir, build.CloneURL, w.cfg.SubmoduleHosts, auth, func(s string) { sink.Add("", "checkout", s) }); err != nil {
+		if err := updateSubmodules(ctx, w.cfg.Git, dir, build.CloneURL, w.cfg.SubmoduleHosts, auth, func(s string) { sink.Add("", "checkout", s) }); err != nil {
 			return fail("checkout failed: %v", err)
 		}
 	}

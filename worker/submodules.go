@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/slipway-ci/slipway"
 )
 
 // maxSubmoduleDepth bounds how deep submodules of submodules are checked out.
@@ -29,11 +31,11 @@ const maxSubmoduleDepth = 8
 //
 // auth gives the git environment that authenticates a fetch of one
 // submodule's URL (see Worker.cloneAuth), nil for an anonymous one.
-func updateSubmodules(ctx context.Context, dir, cloneURL string, allowHosts []string, auth func(url string) ([]string, error), log func(string)) error {
-	return updateSubmodulesAt(ctx, dir, "", cloneURL, allowHosts, auth, log, 0)
+func updateSubmodules(ctx context.Context, policy slipway.GitPolicy, dir, cloneURL string, allowHosts []string, auth func(url string) ([]string, error), log func(string)) error {
+	return updateSubmodulesAt(ctx, policy, dir, "", cloneURL, allowHosts, auth, log, 0)
 }
 
-func updateSubmodulesAt(ctx context.Context, dir, prefix, cloneURL string, allowHosts []string, auth func(string) ([]string, error), log func(string), depth int) error {
+func updateSubmodulesAt(ctx context.Context, policy slipway.GitPolicy, dir, prefix, cloneURL string, allowHosts []string, auth func(string) ([]string, error), log func(string), depth int) error {
 	fi, err := os.Lstat(filepath.Join(dir, ".gitmodules"))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -50,11 +52,16 @@ func updateSubmodulesAt(ctx context.Context, dir, prefix, cloneURL string, allow
 	if err != nil {
 		return fmt.Errorf("parsing the clone URL: %w", err)
 	}
-	schemes := []string{"https", "ssh", base.Scheme}
-	env := append(os.Environ(), "GIT_TERMINAL_PROMPT=0", "GIT_ASKPASS=/bin/false",
-		// git refuses every other transport, also for what .gitmodules of
-		// nested submodules name.
-		"GIT_ALLOW_PROTOCOL="+strings.Join(slices.Compact(schemes), ":"))
+	// git refuses every other transport, also for what .gitmodules of
+	// nested submodules name; the policy's own GIT_ALLOW_PROTOCOL comes
+	// first and this one, narrower, wins.
+	var schemes []string
+	for _, p := range []string{"https", "ssh", base.Scheme} {
+		if slices.Contains(strings.Split(policy.Protocols(), ":"), p) && !slices.Contains(schemes, p) {
+			schemes = append(schemes, p)
+		}
+	}
+	env := append(policy.GitEnv(os.Environ()), "GIT_ALLOW_PROTOCOL="+strings.Join(schemes, ":"))
 	git := func(extra []string, args ...string) (string, error) {
 		cmd := exec.CommandContext(ctx, "git", args...)
 		cmd.Dir, cmd.Env = dir, append(slices.Clone(env), extra...)
@@ -104,7 +111,7 @@ func updateSubmodulesAt(ctx context.Context, dir, prefix, cloneURL string, allow
 		if out, err := git(authEnv, "-c", "protocol.version=2", "submodule", "--quiet", "update", "--depth", "1", "--", s.path); err != nil {
 			return fmt.Errorf("submodule %s%s (%s) could not be fetched: %s", prefix, s.path, redactURLs(s.url), lastLine(redactURLs(out)))
 		}
-		if err := updateSubmodulesAt(ctx, filepath.Join(dir, s.path), prefix+s.path+"/", s.url, allowHosts, auth, log, depth+1); err != nil {
+		if err := updateSubmodulesAt(ctx, policy, filepath.Join(dir, s.path), prefix+s.path+"/", s.url, allowHosts, auth, log, depth+1); err != nil {
 			return err
 		}
 	}

@@ -61,6 +61,10 @@ type Config struct {
 	// CloneAuth gives the credential of a private repository's clone (and of
 	// its submodules on the same forge); nil: every clone is anonymous.
 	CloneAuth forge.CloneAuth
+	// Git is the clone URL policy and the environment of every git the worker
+	// runs (slipway.GitPolicy): none of the worker's own variables, only the
+	// transports it allows.
+	Git slipway.GitPolicy
 	// SubmoduleHosts are the hosts ("host" or "host:port") besides the
 	// repository's own that submodules may be fetched from.
 	SubmoduleHosts []string

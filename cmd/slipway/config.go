@@ -66,6 +66,7 @@ var settings = []setting{
 	{"SLIPWAY_RETRY_MAX_BACKOFF", "5m", "worker, dev", "Longest wait between two attempts.", false},
 	{"SLIPWAY_SHUTDOWN_GRACE", "30s", "worker, dev", "On SIGTERM a worker claims no more builds and lets running ones finish for this long, then hands them back to the queue (not failed). Keep it below your orchestrator's kill timeout.", false},
 	{"SLIPWAY_WORKSPACE_DIR", "$TMPDIR/slipway-work", "worker, dev", "Where checkouts are made (one folder per build, removed afterwards).", false},
+	{"SLIPWAY_GIT_DEV_PROTOCOLS", "false", "worker, dev", "Development only: also clone over git://, http:// and file:// (no server authentication, or the worker's own disk). Off, git gets only https and ssh (GIT_ALLOW_PROTOCOL) and other clone URLs fail the build.", false},
 	{"SLIPWAY_SUBMODULE_HOSTS", "(none)", "worker, dev", "Comma-separated hosts (host or host:port) besides the repository's own that submodules may be fetched from.", false},
 	{"SLIPWAY_INTEGRATION_SECRET", "", "worker, dev", "Key of the HMAC-SHA256 signature (`X-Slipway-Signature-256`) on calls to a repository's `integration.webhook`. Builds that use one fail while it is unset.", true},
 	{"SLIPWAY_SERVER", "", "promote, builds, logs, cancel, retry, wait", "URL of the slipway server the client commands call, e.g. `https://ci.example.com` (or `--server`).", false},
@@ -117,6 +118,7 @@ type config struct {
 	ShutdownGrace       time.Duration
 	WorkspaceDir        string
 	SubmoduleHosts      []string
+	GitDevProtocols     bool
 	IntegrationSecret   string
 	LogLevel            string
 	LogFormat           string
@@ -163,6 +165,13 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 		LogFormat:    strings.ToLower(get("SLIPWAY_LOG_FORMAT")),
 	}
 	c.DatabaseURL = required("SLIPWAY_DATABASE_URL")
+	switch v := strings.ToLower(get("SLIPWAY_GIT_DEV_PROTOCOLS")); v {
+	case "", "false", "0":
+	case "true", "1":
+		c.GitDevProtocols = true
+	default:
+		bad("SLIPWAY_GIT_DEV_PROTOCOLS", "%q is not true or false", v)
+	}
 	for _, h := range strings.Split(get("SLIPWAY_SUBMODULE_HOSTS"), ",") {
 		if h = strings.TrimSpace(h); h != "" {
 			c.SubmoduleHosts = append(c.SubmoduleHosts, h)
