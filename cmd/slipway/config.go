@@ -135,6 +135,18 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 	bad := func(name, format string, args ...any) {
 		errs = append(errs, name+": "+fmt.Sprintf(format, args...))
 	}
+	// boolSetting reads a true/false setting; empty is false.
+	boolSetting := func(name string) bool {
+		switch v := strings.ToLower(get(name)); v {
+		case "", "false", "0":
+			return false
+		case "true", "1":
+			return true
+		default:
+			bad(name, "%q is not true or false", v)
+			return false
+		}
+	}
 	required := func(name string) string {
 		v := get(name)
 		if v == "" {
@@ -165,13 +177,7 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 		LogFormat:    strings.ToLower(get("SLIPWAY_LOG_FORMAT")),
 	}
 	c.DatabaseURL = required("SLIPWAY_DATABASE_URL")
-	switch v := strings.ToLower(get("SLIPWAY_GIT_DEV_PROTOCOLS")); v {
-	case "", "false", "0":
-	case "true", "1":
-		c.GitDevProtocols = true
-	default:
-		bad("SLIPWAY_GIT_DEV_PROTOCOLS", "%q is not true or false", v)
-	}
+	c.GitDevProtocols = boolSetting("SLIPWAY_GIT_DEV_PROTOCOLS")
 	for _, h := range strings.Split(get("SLIPWAY_SUBMODULE_HOSTS"), ",") {
 		if h = strings.TrimSpace(h); h != "" {
 			c.SubmoduleHosts = append(c.SubmoduleHosts, h)
@@ -215,13 +221,7 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 		if c.AdminToken != "" && len(c.AdminToken) < 8 {
 			bad("SLIPWAY_ADMIN_TOKEN", "must be at least 8 characters")
 		}
-		switch v := strings.ToLower(get("SLIPWAY_DASHBOARD_PUBLIC")); v {
-		case "", "false", "0":
-		case "true", "1":
-			c.DashboardPublic = true
-		default:
-			bad("SLIPWAY_DASHBOARD_PUBLIC", "%q is not true or false", v)
-		}
+		c.DashboardPublic = boolSetting("SLIPWAY_DASHBOARD_PUBLIC")
 		c.GitLabWebhookToken = get("SLIPWAY_GITLAB_WEBHOOK_TOKEN")
 		c.GiteaWebhookSecret = get("SLIPWAY_GITEA_WEBHOOK_SECRET")
 		for _, o := range strings.Split(get("SLIPWAY_GITHUB_ALLOWED_OWNERS"), ",") {
@@ -265,13 +265,7 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 		c.GitHubURL = webURL("SLIPWAY_GITHUB_URL", "https://github.com")
 		c.GitLabURL = webURL("SLIPWAY_GITLAB_URL", forge.OriginOf(c.GitLabAPIURL))
 		c.GiteaURL = webURL("SLIPWAY_GITEA_URL", forge.OriginOf(c.GiteaAPIURL))
-		switch v := strings.ToLower(get("SLIPWAY_DEV_CLONE_URL_FROM_PAYLOAD")); v {
-		case "", "false", "0":
-		case "true", "1":
-			c.CloneURLFromPayload = true
-		default:
-			bad("SLIPWAY_DEV_CLONE_URL_FROM_PAYLOAD", "%q is not true or false", v)
-		}
+		c.CloneURLFromPayload = boolSetting("SLIPWAY_DEV_CLONE_URL_FROM_PAYLOAD")
 		if v := get("SLIPWAY_GITHUB_APP_ID"); v != "" {
 			id, err := strconv.ParseInt(v, 10, 64)
 			if err != nil || id <= 0 {
