@@ -24,7 +24,8 @@ var dashboardFuncs = template.FuncMap{
 	"refName":  slipway.RefName,
 	"short":    shortCommit,
 	"dur":      humanDuration,
-	"ago":      func(t time.Time) string { return humanDuration(time.Since(t)) + " ago" },
+	"ago":      agoTime,
+	"abs":      absTime,
 	"unix":     func(t time.Time) int64 { return t.UnixMilli() },
 	"shortDig": shortDigest,
 	"stateIcon": func(s slipway.BuildState) string {
@@ -363,6 +364,9 @@ type repoData struct {
 	Refs   []*slipway.Build // latest build of each branch and tag
 	Builds []*slipway.Build
 	Chart  template.HTML
+	// DefaultRef fills the "Build this ref" form: the default branch, else
+	// the branch of the latest build.
+	DefaultRef string
 }
 
 // handleRepo answers GET /repos/{owner}/{name}.
@@ -401,6 +405,18 @@ func (d *dashboard) handleRepo(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	rd.Chart = durationChart(list)
+	for _, b := range list {
+		if strings.HasPrefix(b.Ref, "refs/heads/") {
+			rd.DefaultRef = slipway.RefName(b.Ref)
+			break
+		}
+	}
+	if d.svc.Repos != nil && len(list) > 0 {
+		owner, repo, _ := strings.Cut(list[0].Repo, "/")
+		if rp, err := d.svc.Repos.FindRepo(r.Context(), slipway.RepoKey{Forge: list[0].Forge, Owner: owner, Name: repo}); err == nil && rp.DefaultBranch != "" {
+			rd.DefaultRef = rp.DefaultBranch
+		}
+	}
 	d.render(w, r, http.StatusOK, "repo.html", name, "", rd)
 }
 
