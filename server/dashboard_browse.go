@@ -29,6 +29,13 @@ func agoTime(t time.Time) template.HTML {
 		t.UTC().Format(time.RFC3339), absTime(t), template.HTMLEscapeString(humanDuration(time.Since(t)))))
 }
 
+// atTime is an absolute time in a <time> element (the script shows it in
+// the reader's zone), with the relative one in its title.
+func atTime(t time.Time) template.HTML {
+	return template.HTML(fmt.Sprintf(`<time class="when-abs" datetime="%s" data-ago="%s ago">%s</time>`,
+		t.UTC().Format(time.RFC3339), template.HTMLEscapeString(humanDuration(time.Since(t))), absTime(t)))
+}
+
 // dashboardPageSize is how many builds a page of the build list shows.
 const dashboardPageSize = 50
 

@@ -26,6 +26,7 @@ var dashboardFuncs = template.FuncMap{
 	"dur":      humanDuration,
 	"ago":      agoTime,
 	"abs":      absTime,
+	"at":       atTime,
 	"unix":     func(t time.Time) int64 { return t.UnixMilli() },
 	"shortDig": shortDigest,
 	"stateIcon": func(s slipway.BuildState) string {
@@ -499,6 +500,33 @@ type promoteData struct {
 
 type promoteChange struct {
 	Tag, Now, Will string
+	// Version: the tag looks like a version, so it is immutable once set.
+	Version bool
+	// Refused: a version tag that points elsewhere, without an admin's
+	// Force: the promotion would be refused as a whole.
+	Refused bool
+	// Overwrite: Force will move a released version tag.
+	Overwrite bool
+}
+
+// Refused tells whether any change of the preview would be refused.
+func (pd promoteData) Refused() bool {
+	for _, c := range pd.Changes {
+		if c.Refused {
+			return true
+		}
+	}
+	return false
+}
+
+// Overwrites tells whether Force will move a released version tag.
+func (pd promoteData) Overwrites() bool {
+	for _, c := range pd.Changes {
+		if c.Overwrite {
+			return true
+		}
+	}
+	return false
 }
 
 // handlePromote answers the promote form: without confirm=yes it shows what
@@ -533,10 +561,14 @@ func (d *dashboard) handlePromote(w http.ResponseWriter, r *http.Request) {
 		if err == nil {
 			prev, err = previewPromotion(r.Context(), b, req, d.svc.Registry)
 		}
+		force := req.Force && principalFrom(r.Context()).Role.Allows(slipway.RoleAdmin)
 		for i, t := range req.Tags {
-			c := promoteChange{Tag: t, Will: b.IndexDigest}
+			c := promoteChange{Tag: t, Will: b.IndexDigest, Version: slipway.IsVersionTag(t)}
 			if i < len(prev) {
 				c.Now = prev[i]
+			}
+			if c.Version && c.Now != "" && c.Now != c.Will {
+				c.Refused, c.Overwrite = !force, force
 			}
 			pd.Changes = append(pd.Changes, c)
 		}
