@@ -170,7 +170,7 @@ func (st *stepTracker) forget(keep map[int64]bool) {
 type queuedBuild struct {
 	*slipway.Build
 	Waited   time.Duration
-	StartsIn time.Duration // 0: unknown
+	StartsIn time.Duration // from now; 0: any moment; below 0: unknown
 }
 
 // loadNow reads the builds of the Now page: running and testing ones, queued
@@ -203,8 +203,14 @@ func (d *dashboard) loadNow(r *http.Request) (*nowData, error) {
 	if err != nil {
 		return nil, err
 	}
-	var total time.Duration
-	var count int
+	// Typical durations: of each repository's recent succeeded builds, and of
+	// all of them.
+	type acc struct {
+		total time.Duration
+		count int
+	}
+	perRepo := map[string]*acc{}
+	var all acc
 	for _, b := range recent {
 		if !b.State.Done() || b.StartedAt == nil || b.FinishedAt == nil {
 			continue
@@ -213,38 +219,79 @@ func (d *dashboard) loadNow(r *http.Request) (*nowData, error) {
 			n.Recent = append(n.Recent, b)
 		}
 		if b.State == slipway.BuildSucceeded {
-			total += b.FinishedAt.Sub(*b.StartedAt)
-			count++
-		}
-	}
-	if count > 0 {
-		n.Typical = total / time.Duration(count)
-	}
-	// Estimate: the running builds end after the typical duration, and the
-	// queue drains as many at a time as are running now.
-	lanes := max(len(n.Running), 1)
-	var soonest time.Duration
-	if n.Typical > 0 && len(n.Running) > 0 {
-		soonest = n.Typical
-		for _, b := range n.Running {
-			if b.StartedAt != nil {
-				soonest = min(soonest, max(n.Typical-time.Since(*b.StartedAt), 0))
+			took := b.FinishedAt.Sub(*b.StartedAt)
+			all.total += took
+			all.count++
+			a := perRepo[b.Repo]
+			if a == nil {
+				a = &acc{}
+				perRepo[b.Repo] = a
 			}
+			a.total += took
+			a.count++
 		}
 	}
+	if all.count > 0 {
+		n.Typical = all.total / time.Duration(all.count)
+	}
+	expected := func(repo string) time.Duration {
+		if a := perRepo[repo]; a != nil {
+			return a.total / time.Duration(a.count)
+		}
+		return n.Typical
+	}
+	n.Queued = estimateQueue(time.Now(), n.Running, queued, expected)
+	return &n, nil
+}
+
+// estimateQueue returns the queued builds (given newest first, as the store
+// lists them) oldest first, each with when it should start: the builds
+// running now free their lanes once they have run as long as their
+// repository's builds usually take (expected), and each queued build, in
+// order, takes the lane that frees first and holds it for its own expected
+// time. As many lanes as builds run now (at least one). A running build past
+// its usual time frees its lane "any moment" (a start in 0: shown as such);
+// without any history StartsIn stays unknown (-1).
+func estimateQueue(now time.Time, running []runningBuild, queued []*slipway.Build, expected func(repo string) time.Duration) []queuedBuild {
+	var lanes []time.Duration // when each lane frees, from now
+	known := true
+	for _, b := range running {
+		e := expected(b.Repo)
+		if e <= 0 {
+			known = false
+			continue
+		}
+		left := e
+		if b.StartedAt != nil {
+			left = max(e-now.Sub(*b.StartedAt), 0)
+		}
+		lanes = append(lanes, left)
+	}
+	if len(lanes) == 0 && known {
+		lanes = append(lanes, 0)
+	}
+	out := make([]queuedBuild, 0, len(queued))
 	for i := len(queued) - 1; i >= 0; i-- { // oldest first
 		b := queued[i]
-		q := queuedBuild{Build: b, Waited: time.Since(b.CreatedAt)}
-		if n.Typical > 0 {
-			pos := len(n.Queued)
-			q.StartsIn = soonest + time.Duration(pos/lanes)*n.Typical
-			if q.StartsIn == 0 {
-				q.StartsIn = time.Second
+		q := queuedBuild{Build: b, Waited: now.Sub(b.CreatedAt), StartsIn: -1}
+		e := expected(b.Repo)
+		if known && len(lanes) > 0 {
+			first := 0
+			for j := range lanes {
+				if lanes[j] < lanes[first] {
+					first = j
+				}
+			}
+			q.StartsIn = lanes[first]
+			if e > 0 {
+				lanes[first] += e
+			} else {
+				known = false // nothing tells how long this one holds its lane
 			}
 		}
-		n.Queued = append(n.Queued, q)
+		out = append(out, q)
 	}
-	return &n, nil
+	return out
 }
 
 // handleNow answers GET / with the Now page.
