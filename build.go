@@ -80,6 +80,12 @@ type Build struct {
 	// PullRequest is set for a build of a pull request; Ref is then its
 	// pull-request ref (see PullRequestRef).
 	PullRequest *PullRequest `json:"pull_request,omitempty"`
+	// Approval is "pending" while a fork's pull-request build waits for a
+	// developer's approval (no worker takes it), "approved" after; "" for
+	// builds that need none.
+	Approval   string     `json:"approval,omitempty"`
+	ApprovedBy string     `json:"approved_by,omitempty"`
+	ApprovedAt *time.Time `json:"approved_at,omitempty"`
 }
 
 // PlatformDigest is the manifest digest the pushed index holds for one platform.
@@ -185,6 +191,10 @@ type BuildService interface {
 	// e.g. when its pull request was closed. It returns the ids it stopped,
 	// none when the repository is unknown.
 	CancelRefBuilds(ctx context.Context, forge, owner, name, ref, reason string) ([]int64, error)
+	// ApproveBuild lets a fork's pull-request build that waits for approval
+	// run, recording who approved it. ENOTFOUND for no such build, ECONFLICT
+	// when it waits for no approval (or is no longer queued).
+	ApproveBuild(ctx context.Context, buildID int64, actor string) (*Build, error)
 	// ReadLog returns up to limit lines of a build's log numbered after after,
 	// in order (numbers start at 1 and have no gaps).
 	ReadLog(ctx context.Context, buildID int64, after int64, limit int) ([]LogLine, error)

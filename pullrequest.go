@@ -17,6 +17,11 @@ type PullRequest struct {
 	Base string `json:"base,omitempty"`
 }
 
+// ForkImageSuffix is added to a repository's image for the builds of pull
+// requests from forks: registry/acme/app-pr, so untrusted code never lands in
+// the repository release images are promoted from.
+const ForkImageSuffix = "-pr"
+
 // PullRequestRef is the ref under which the base repository of forge serves the
 // head commit of pull request n: refs/merge-requests/N/head on GitLab,
 // refs/pull/N/head on GitHub, Gitea and Forgejo.

@@ -116,7 +116,9 @@ func repoStatusesURL(base string, s Status) string {
 type GitHub struct {
 	BaseURL string // https://api.github.com, or https://HOST/api/v3 for GitHub Enterprise Server
 	Token   string
-	HTTP    *http.Client // nil: a default with a 30 s timeout
+	// App, when Token is empty, gives an installation token per repository.
+	App  *GitHubApp
+	HTTP *http.Client // nil: a default with a 30 s timeout
 }
 
 // githubStates maps build states to GitHub's: error, failure, pending, success.
@@ -128,9 +130,16 @@ var githubStates = map[slipway.BuildState]string{
 // SetStatus implements Client.
 func (g *GitHub) SetStatus(ctx context.Context, s Status) error {
 	u := repoStatusesURL(g.BaseURL, s)
+	token := g.Token
+	if token == "" && g.App != nil {
+		var err error
+		if token, err = g.App.Token(ctx, s.Owner, s.Name); err != nil {
+			return err
+		}
+	}
 	h := http.Header{}
 	h.Set("Accept", "application/vnd.github+json")
-	h.Set("Authorization", "Bearer "+g.Token)
+	h.Set("Authorization", "Bearer "+token)
 	h.Set("X-GitHub-Api-Version", "2022-11-28")
 	return post(ctx, g.HTTP, "GitHub", u, h, map[string]string{
 		"state": githubStates[s.State], "target_url": s.TargetURL,

@@ -14,7 +14,16 @@ ALTER TABLE builds
     ADD COLUMN pr_base      text NOT NULL DEFAULT '' CHECK (length(pr_base) <= 255);
 CREATE INDEX builds_pull_request ON builds (repo_id, pull_request, id) WHERE pull_request IS NOT NULL;
 
+-- A fork's pull request waits for a developer's approval: approval is
+-- 'pending' and its job's run_after is 'infinity', so no claim takes it
+-- (claims need run_after <= now()); approving sets run_after to now().
+ALTER TABLE builds
+    ADD COLUMN approval    text NOT NULL DEFAULT '' CHECK (approval IN ('', 'pending', 'approved')),
+    ADD COLUMN approved_by text NOT NULL DEFAULT '' CHECK (length(approved_by) <= 255),
+    ADD COLUMN approved_at timestamptz;
+
 -- +goose Down
+ALTER TABLE builds DROP COLUMN approval, DROP COLUMN approved_by, DROP COLUMN approved_at;
 DROP INDEX builds_pull_request;
 ALTER TABLE builds
     DROP COLUMN pull_request,

@@ -50,13 +50,16 @@ type buildRow struct {
 	StartedAt   *time.Time `db:"started_at"`
 	FinishedAt  *time.Time `db:"finished_at"`
 
-	TargetPlatforms []string `db:"target_platforms"`
-	PullRequest     *int     `db:"pull_request"`
-	PRTitle         string   `db:"pr_title"`
-	PRAuthor        string   `db:"pr_author"`
-	PRURL           string   `db:"pr_url"`
-	PRFork          bool     `db:"pr_fork"`
-	PRBase          string   `db:"pr_base"`
+	TargetPlatforms []string   `db:"target_platforms"`
+	PullRequest     *int       `db:"pull_request"`
+	PRTitle         string     `db:"pr_title"`
+	PRAuthor        string     `db:"pr_author"`
+	PRURL           string     `db:"pr_url"`
+	PRFork          bool       `db:"pr_fork"`
+	PRBase          string     `db:"pr_base"`
+	Approval        string     `db:"approval"`
+	ApprovedBy      string     `db:"approved_by"`
+	ApprovedAt      *time.Time `db:"approved_at"`
 	// The latest commit status of the build (NULL before any).
 	StatusState     *string    `db:"fs_state"`
 	StatusOutcome   *string    `db:"fs_outcome"`
@@ -68,7 +71,7 @@ type buildRow struct {
 const buildColumns = `b.id, b.repo_id, r.forge, r.owner, r.name, b.ref, b.commit_sha, b.message, b.sender,
 	b.delivery_id, b.clone_url, b.state, b.image, b.image_ref, b.index_digest, b.platforms, b.tests,
 	b.tags, b.error, b.attempt, b.created_at, b.started_at, b.finished_at, b.target_platforms,
-	b.pull_request, b.pr_title, b.pr_author, b.pr_url, b.pr_fork, b.pr_base,
+	b.pull_request, b.pr_title, b.pr_author, b.pr_url, b.pr_fork, b.pr_base, b.approval, b.approved_by, b.approved_at,
 	fs.state AS fs_state, fs.outcome AS fs_outcome, fs.attempts AS fs_attempts,
 	fs.last_error AS fs_error, fs.updated_at AS fs_updated_at`
 
@@ -88,6 +91,7 @@ func (r buildRow) toBuild() (*slipway.Build, error) {
 		CreatedAt: r.CreatedAt.UTC(), StartedAt: utc(r.StartedAt), FinishedAt: utc(r.FinishedAt),
 		Platforms: []slipway.PlatformDigest{}, Tests: []slipway.TestResult{},
 		TargetPlatforms: r.TargetPlatforms,
+		Approval:        r.Approval, ApprovedBy: r.ApprovedBy, ApprovedAt: utc(r.ApprovedAt),
 	}
 	if r.StatusState != nil {
 		b.ForgeStatus = &slipway.ForgeStatus{
@@ -155,6 +159,12 @@ INSERT INTO builds (repo_id, ref, commit_sha, message, sender, delivery_id, clon
     pull_request, pr_title, pr_author, pr_url, pr_fork, pr_base)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, (SELECT platforms FROM repos WHERE id = $1), $9, $10, $11, $12, $13, $14) RETURNING id`
 
+	// EnqueueTrigger: a fork's pull-request build waits for approval; its job
+	// is kept from every claim until then.
+	sqlHoldForApproval = `-- EnqueueTrigger
+WITH b AS (UPDATE builds SET approval = 'pending' WHERE id = $1)
+UPDATE jobs SET run_after = 'infinity' WHERE build_id = $1`
+
 	// EnqueueTrigger: claims the delivery id. When another transaction holds the same
 	// key uncommitted, this INSERT waits for it; if that one commits, DO NOTHING
 	// returns no row and the caller rolls back and reads the first build.
@@ -196,6 +206,10 @@ func enqueueTrigger(ctx context.Context, tx pgx.Tx, t slipway.Trigger, image str
 	} else {
 		prNum = &pr.Number
 	}
+	if pr.Fork {
+		// Untrusted code never lands beside release images.
+		image += slipway.ForkImageSuffix
+	}
 	if err := tx.QueryRow(ctx, sqlBuildInsert, repoID, t.Ref, t.Commit, t.Message, t.Sender, t.DeliveryID, t.CloneURL, image,
 		prNum, pr.Title, pr.Author, pr.URL, pr.Fork, pr.Base).Scan(&buildID); err != nil {
 		return slipway.EnqueueResult{}, fmt.Errorf("inserting build: %w", err)
@@ -217,6 +231,11 @@ func enqueueTrigger(ctx context.Context, tx pgx.Tx, t slipway.Trigger, image str
 	// The job, the superseding of older builds and the workers' wake-up (jobs.go).
 	if err := queueJob(ctx, tx, buildID); err != nil {
 		return slipway.EnqueueResult{}, err
+	}
+	if pr.Fork {
+		if _, err := tx.Exec(ctx, sqlHoldForApproval, buildID); err != nil {
+			return slipway.EnqueueResult{}, fmt.Errorf("holding build for approval: %w", err)
+		}
 	}
 	b, err := findBuildByID(ctx, tx, buildID)
 	if err != nil {
@@ -275,8 +294,8 @@ func (s *BuildService) FindBuilds(ctx context.Context, f slipway.BuildFilter) ([
 		where = append(where, fmt.Sprintf(cond, len(args)))
 	}
 	if f.Repo != "" {
-		owner, name, ok := strings.Cut(f.Repo, "/")
-		if !ok {
+		owner, name := slipway.SplitRepo(f.Repo)
+		if owner == "" {
 			return nil, slipway.Errorf(slipway.EINVALID, "repo must be owner/name, got %q.", f.Repo)
 		}
 		add("lower(r.owner) = lower($%d)", owner)

@@ -118,3 +118,47 @@ func (s *BuildService) CancelRefBuilds(ctx context.Context, forge, owner, name, 
 	}
 	return stopped, nil
 }
+
+// -- ApproveBuild: a build waiting for approval gets it, and its job becomes
+// claimable now; the NOTIFY wakes the workers.
+const sqlApproveBuild = `-- ApproveBuild
+WITH b AS (
+    UPDATE builds SET approval = 'approved', approved_by = $2, approved_at = now()
+    WHERE id = $1 AND approval = 'pending' AND state = 'queued'
+    RETURNING id
+)
+UPDATE jobs j SET run_after = now() FROM b WHERE j.build_id = b.id AND j.state = 'available'
+RETURNING j.id`
+
+// ApproveBuild implements slipway.BuildService.
+func (s *BuildService) ApproveBuild(ctx context.Context, buildID int64, actor string) (*slipway.Build, error) {
+	var b *slipway.Build
+	err := pgx.BeginFunc(ctx, s.db.pool, func(tx pgx.Tx) error {
+		var jobID int64
+		err := tx.QueryRow(ctx, sqlApproveBuild, buildID, actor).Scan(&jobID)
+		if err == pgx.ErrNoRows {
+			cur, err := findBuildByID(ctx, tx, buildID)
+			if err != nil {
+				return err
+			}
+			if cur.Approval != "pending" {
+				return slipway.Errorf(slipway.ECONFLICT, "Build %d waits for no approval.", buildID)
+			}
+			return slipway.Errorf(slipway.ECONFLICT, "Build %d is %s; only a queued build can be approved.", buildID, cur.State)
+		} else if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, channelJobs, fmt.Sprint(buildID)); err != nil {
+			return err
+		}
+		if err := notifyBuild(ctx, tx, buildID); err != nil {
+			return err
+		}
+		b, err = findBuildByID(ctx, tx, buildID)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("approving build %d: %w", buildID, interpretError(err))
+	}
+	return b, nil
+}

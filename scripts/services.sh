@@ -222,8 +222,10 @@ EOF
 }
 
 write_env() {
-	local debs=$CACHE/debs fixtures
-	fixtures=$(cd "$ROOT/.." && pwd)/shared/fixtures/webhooks
+	local debs=$CACHE/debs corpus
+	# The third-party webhook corpus, when it is beside the repository, only
+	# feeds the server's conformance tests; nothing needs it.
+	corpus=$(cd "$ROOT/.." && pwd)/shared/fixtures/webhooks
 	{
 		echo "# Written by scripts/services.sh start; source it."
 		echo "export SLIPWAY_DATABASE_URL='postgres://postgres@127.0.0.1:$PG_PORT/slipway?sslmode=disable'"
@@ -233,7 +235,7 @@ write_env() {
 		echo "export SLIPWAY_REGISTRY='127.0.0.1:$REGISTRY_PORT'"
 		echo "export TEST_REGISTRY='127.0.0.1:$REGISTRY_PORT'"
 		echo "export SLIPWAY_BUSYBOX_DEBS='$debs'"
-		[ -d "$fixtures" ] && echo "export SLIPWAY_FIXTURES='$fixtures'"
+		[ -d "$corpus" ] && echo "export SLIPWAY_WEBHOOK_CORPUS='$corpus'"
 		echo "export SLIPWAY_SERVICES_STATE='$STATE'"
 	} >"$STATE/env.tmp"
 	mv "$STATE/env.tmp" "$STATE/env"

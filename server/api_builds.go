@@ -175,3 +175,23 @@ func handleBuildCancel(builds slipway.BuildService) http.HandlerFunc {
 		writeJSON(w, r, status, b)
 	}
 }
+
+// handleBuildApprove answers POST /api/v1/builds/{id}/approve: a fork's
+// pull-request build that waits for approval may run (200 with the build);
+// 409 when it waits for none.
+func handleBuildApprove(builds slipway.BuildService) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, err := buildID(r)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		b, err := builds.ApproveBuild(r.Context(), id, principalFrom(r.Context()).Name)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		hlog.FromRequest(r).Info().Int64("build_id", id).Msg("Build approved")
+		writeJSON(w, r, http.StatusOK, b)
+	}
+}

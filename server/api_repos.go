@@ -11,7 +11,6 @@ import (
 	"strings"
 	"unicode"
 
-	"github.com/go-chi/chi/v5"
 	"github.com/google/go-containerregistry/pkg/name"
 
 	"github.com/slipway-ci/slipway"
@@ -82,8 +81,8 @@ func (s repoSettings) validate() error {
 	if s.Forge != nil && !slices.Contains(slipway.Forges, *s.Forge) {
 		return slipway.Errorf(slipway.EINVALID, "forge must be one of %s.", strings.Join(slipway.Forges, ", "))
 	}
-	if s.Owner != nil && !validRepoPart(*s.Owner) {
-		return slipway.Errorf(slipway.EINVALID, "owner must be 1 to 100 letters, digits, '.', '_' or '-'.")
+	if s.Owner != nil && !validRepoPart(*s.Owner) && (s.Forge == nil || *s.Forge != slipway.ForgeGitLab || !validOwner(*s.Forge, *s.Owner)) {
+		return slipway.Errorf(slipway.EINVALID, "owner must be 1 to 100 letters, digits, '.', '_' or '-' (for GitLab, up to 20 such group names separated by '/').")
 	}
 	if s.Name != nil && !validRepoPart(*s.Name) {
 		return slipway.Errorf(slipway.EINVALID, "name must be 1 to 100 letters, digits, '.', '_' or '-'.")
@@ -150,7 +149,12 @@ func handleRepoCreate(cfg Config, repos slipway.RepoService) http.HandlerFunc {
 		case s.Image != nil:
 			c.Image = *s.Image
 		case cfg.Registry != "":
-			c.Image = cfg.Registry + "/" + strings.ToLower(c.Owner) + "/" + strings.ToLower(c.Name)
+			image, err := slipway.ImageRepository(cfg.Registry, c.Owner, c.Name)
+			if err != nil {
+				writeError(w, r, err)
+				return
+			}
+			c.Image = image
 		default:
 			writeError(w, r, slipway.Errorf(slipway.EINVALID, "image is required while SLIPWAY_REGISTRY is unset."))
 			return
@@ -180,11 +184,12 @@ func handleRepoCreate(cfg Config, repos slipway.RepoService) http.HandlerFunc {
 // repoKey reads {owner}/{name} and ?forge= (needed only when the same name
 // exists on two forges).
 func repoKey(r *http.Request) (slipway.RepoKey, error) {
-	k := slipway.RepoKey{Forge: r.URL.Query().Get("forge"), Owner: chi.URLParam(r, "owner"), Name: chi.URLParam(r, "name")}
+	owner, name := repoParams(r)
+	k := slipway.RepoKey{Forge: r.URL.Query().Get("forge"), Owner: owner, Name: name}
 	if k.Forge != "" && !slices.Contains(slipway.Forges, k.Forge) {
 		return k, slipway.Errorf(slipway.EINVALID, "forge must be one of %s.", strings.Join(slipway.Forges, ", "))
 	}
-	if !validRepoPart(k.Owner) || !validRepoPart(k.Name) {
+	if !validOwner(slipway.ForgeGitLab, k.Owner) || !validRepoPart(k.Name) {
 		return k, slipway.Errorf(slipway.ENOTFOUND, "Repository %s/%s not found.", shortQuote(k.Owner), shortQuote(k.Name))
 	}
 	return k, nil

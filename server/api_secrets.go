@@ -26,7 +26,8 @@ func secretRepo(r *http.Request, secrets slipway.SecretService) (int64, error) {
 	default:
 		return 0, slipway.Errorf(slipway.EINVALID, "forge must be github, gitlab or gitea.")
 	}
-	return secrets.FindRepoID(r.Context(), forge, chi.URLParam(r, "owner"), chi.URLParam(r, "name"))
+	owner, name := repoParams(r)
+	return secrets.FindRepoID(r.Context(), forge, owner, name)
 }
 
 // handleSecretList answers GET /api/v1/repos/{owner}/{name}/secrets with the

@@ -13,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-chi/chi/v5"
 	"github.com/rs/zerolog"
 	"github.com/rs/zerolog/hlog"
 
@@ -40,7 +39,7 @@ func handleTrigger(cfg Config, builds slipway.BuildService) http.HandlerFunc {
 		Commit string `json:"commit"`
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
-		owner, name := chi.URLParam(r, "owner"), chi.URLParam(r, "name")
+		owner, name := repoParams(r)
 		var req request
 		if err := decodeJSON(w, r, &req); err != nil {
 			writeError(w, r, err)
@@ -88,7 +87,7 @@ func refTrigger(r *http.Request, builds slipway.BuildService, owner, name, ref, 
 		ref = "refs/heads/" + ref
 	}
 	who := principalFrom(r.Context())
-	repoOwner, repoName, _ := strings.Cut(last.Repo, "/")
+	repoOwner, repoName := slipway.SplitRepo(last.Repo)
 	return slipway.Trigger{
 		Forge: last.Forge, DeliveryID: "api-" + randomID(), Event: "api",
 		Owner: repoOwner, Name: repoName, CloneURL: last.CloneURL,
@@ -120,11 +119,13 @@ func retryTrigger(r *http.Request, b *slipway.Build) (slipway.Trigger, error) {
 	if !b.State.Done() {
 		return slipway.Trigger{}, slipway.Errorf(slipway.ECONFLICT, "Build %d is %s; only a finished build can be retried.", b.ID, b.State)
 	}
-	owner, name, _ := strings.Cut(b.Repo, "/")
+	owner, name := slipway.SplitRepo(b.Repo)
 	return slipway.Trigger{
 		Forge: b.Forge, DeliveryID: fmt.Sprintf("retry-%d-%s", b.ID, randomID()), Event: "retry",
 		Owner: owner, Name: name, CloneURL: b.CloneURL, Ref: b.Ref, Commit: b.Commit,
 		Message: fmt.Sprintf("Retry of build %d", b.ID), Sender: principalFrom(r.Context()).Name,
+		// A pull request's retry stays one: pr-N only, and a fork's waits for approval again.
+		PullRequest: b.PullRequest,
 	}, nil
 }
 

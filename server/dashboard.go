@@ -67,14 +67,15 @@ func (d *dashboard) routes(r chi.Router) {
 		r.With(timeout(requestTimeout)).Get("/builds/{id}", d.handleBuild)
 		r.Get("/builds/{id}/log", d.handleBuildLog)
 		r.With(timeout(requestTimeout)).Get("/repos", d.handleRepos)
-		r.With(timeout(requestTimeout)).Get("/repos/{owner}/{name}", d.handleRepo)
+		r.With(timeout(requestTimeout)).Get("/repos/*", d.handleRepo)
 		r.With(timeout(requestTimeout)).Get("/builds", d.handleBuilds)
-		r.With(d.csrf, d.need(slipway.RoleDeveloper), timeout(requestTimeout)).Post("/repos/{owner}/{name}/builds", d.handleBuildRef)
+		r.With(d.csrf, d.need(slipway.RoleDeveloper), timeout(requestTimeout)).Post("/repos/*", d.handleBuildRef)
 		r.With(d.need(slipway.RoleAdmin), timeout(requestTimeout)).Get("/tokens", d.handleTokens)
 		r.With(d.csrf, d.need(slipway.RoleAdmin), timeout(requestTimeout)).Post("/tokens", d.handleTokenCreateForm)
 		r.With(d.csrf, d.need(slipway.RoleAdmin), timeout(requestTimeout)).Post("/tokens/{id}/delete", d.handleTokenDeleteForm)
 		r.With(timeout(requestTimeout)).Get("/promotions", d.handlePromotions)
 		r.With(d.csrf, d.need(slipway.RoleDeveloper), timeout(requestTimeout)).Post("/builds/{id}/cancel", d.handleCancel)
+		r.With(d.csrf, d.need(slipway.RoleDeveloper), timeout(requestTimeout)).Post("/builds/{id}/approve", d.handleApprove)
 		r.With(d.csrf, d.need(slipway.RoleDeveloper), timeout(requestTimeout)).Post("/builds/{id}/retry", d.handleRetry)
 		// Promotion checks the role itself, so a refusal is audited as in the API.
 		r.With(d.csrf, d.need(slipway.RoleViewer), timeout(requestTimeout)).Post("/builds/{id}/promote", d.handlePromote)
@@ -271,6 +272,20 @@ func (d *dashboard) handleCancel(w http.ResponseWriter, r *http.Request) {
 		d.renderError(w, r, err)
 		return
 	}
+	http.Redirect(w, r, fmt.Sprintf("/builds/%d", id), http.StatusSeeOther)
+}
+
+// handleApprove lets a fork's pull-request build that waits for approval run.
+func (d *dashboard) handleApprove(w http.ResponseWriter, r *http.Request) {
+	id, err := buildID(r)
+	if err == nil {
+		_, err = d.builds.ApproveBuild(r.Context(), id, principalFrom(r.Context()).Name)
+	}
+	if err != nil {
+		d.renderError(w, r, err)
+		return
+	}
+	hlog.FromRequest(r).Info().Int64("build_id", id).Msg("Build approved")
 	http.Redirect(w, r, fmt.Sprintf("/builds/%d", id), http.StatusSeeOther)
 }
 

@@ -145,12 +145,18 @@ func (d *dashboard) handleBuilds(w http.ResponseWriter, r *http.Request) {
 	d.render(w, r, http.StatusOK, "builds.html", "Builds", "builds", bd)
 }
 
-// handleBuildRef answers the repository page's "Build this ref" form: it
+// handleBuildRef answers the repository page's "Build this ref" form, POST
+// /repos/{owner}/{name}/builds (the owner may hold GitLab subgroups): it
 // queues ref (a branch, a tag or a full ref, at its current commit, or at
 // commit when given) as POST /api/v1/repos/{owner}/{name}/builds does, and
 // opens the new build. A refusal shows on the error page.
 func (d *dashboard) handleBuildRef(w http.ResponseWriter, r *http.Request) {
-	owner, name := chi.URLParam(r, "owner"), chi.URLParam(r, "name")
+	full, ok := strings.CutSuffix(chi.URLParam(r, "*"), "/builds")
+	owner, name := slipway.SplitRepo(full)
+	if !ok || owner == "" || name == "" {
+		d.renderError(w, r, slipway.Errorf(slipway.ENOTFOUND, "There is no page at %s.", shortQuote(r.URL.Path)))
+		return
+	}
 	t, image, err := refTrigger(r, d.builds, owner, name, r.PostFormValue("ref"), r.PostFormValue("commit"))
 	if err != nil {
 		d.renderError(w, r, err)

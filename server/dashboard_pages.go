@@ -417,16 +417,21 @@ type repoData struct {
 	DefaultRef string
 }
 
-// handleRepo answers GET /repos/{owner}/{name}.
+// handleRepo answers GET /repos/{owner}/{name}; the owner of a GitLab
+// project in a subgroup holds slashes (/repos/group/sub/project).
 func (d *dashboard) handleRepo(w http.ResponseWriter, r *http.Request) {
-	name := chi.URLParam(r, "owner") + "/" + chi.URLParam(r, "name")
+	name := chi.URLParam(r, "*")
+	owner, repo := slipway.SplitRepo(name)
+	if owner == "" || repo == "" {
+		d.renderError(w, r, slipway.Errorf(slipway.ENOTFOUND, "No repository %s.", shortQuote(name)))
+		return
+	}
 	list, err := d.builds.FindBuilds(r.Context(), slipway.BuildFilter{Repo: name, Limit: 100})
 	if err != nil {
 		d.renderError(w, r, err)
 		return
 	}
 	if len(list) == 0 && d.svc.Repos != nil {
-		owner, repo := chi.URLParam(r, "owner"), chi.URLParam(r, "name")
 		if _, err := d.svc.Repos.FindRepo(r.Context(), slipway.RepoKey{Forge: "github", Owner: owner, Name: repo}); err != nil &&
 			slipway.ErrorCode(err) == slipway.ENOTFOUND {
 			found := false

@@ -35,7 +35,7 @@ func TestMetrics(t *testing.T) {
 	for _, o := range []string{"accepted", "ignored", "rejected"} {
 		before[o] = webhookCount(t, b.srv, o)
 	}
-	body := readFixture(t, "push-branch-commits-goscm.json")
+	body := readFixture(t, "push-branch.json")
 	resp, out := b.post(t, delivery{event: "push", id: "m-1", body: body})
 	require.Equal(t, http.StatusAccepted, resp.StatusCode, out)
 	resp, out = b.post(t, delivery{event: "issues", id: "m-2", body: []byte(`{}`)})

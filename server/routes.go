@@ -2,6 +2,7 @@ package server
 
 import (
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -60,6 +61,7 @@ func newRouter(logger zerolog.Logger, cfg Config, builds slipway.BuildService, c
 		r.With(developer, timeout(requestTimeout)).Post("/repos/{owner}/{name}/builds", handleTrigger(cfg, builds))
 		r.With(developer, timeout(requestTimeout)).Post("/builds/{id}/retry", handleRetry(cfg, builds))
 		r.With(developer, timeout(requestTimeout)).Post("/builds/{id}/cancel", handleBuildCancel(builds))
+		r.With(developer, timeout(requestTimeout)).Post("/builds/{id}/approve", handleBuildApprove(builds))
 		// Promotion checks the release-manager role itself: a refusal for a
 		// role too low is audited like every other refusal.
 		r.With(viewer, timeout(requestTimeout)).Post("/builds/{id}/promote", handlePromote(builds, svc.Promotions, svc.Registry))
@@ -119,4 +121,15 @@ func webhookForge(r *http.Request) string {
 		return ""
 	}
 	return forge
+}
+
+// repoParams reads {owner} and {name} of a /repos/{owner}/{name}/… path. A
+// GitLab owner with subgroups ("group/sub") comes percent-encoded, as in
+// GitLab's own API: /api/v1/repos/group%2Fsub/app.
+func repoParams(r *http.Request) (owner, name string) {
+	owner = chi.URLParam(r, "owner")
+	if u, err := url.PathUnescape(owner); err == nil {
+		owner = u
+	}
+	return owner, chi.URLParam(r, "name")
 }

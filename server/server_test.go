@@ -229,7 +229,7 @@ func TestGitHubWebhook(t *testing.T) {
 	t.Run("BadSignatureWritesNothing", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, nil)
-		body := readFixture(t, "push-branch-commits-goscm.json")
+		body := readFixture(t, "push-branch.json")
 		changed := bytes.Clone(body)
 		changed[len(changed)/2] ^= 1
 
@@ -264,7 +264,7 @@ func TestGitHubWebhook(t *testing.T) {
 
 	t.Run("OverCap", func(t *testing.T) {
 		t.Parallel()
-		body := readFixture(t, "push-branch-commits-goscm.json")
+		body := readFixture(t, "push-branch.json")
 		b := setup(t, &setupOpts{config: func(c *Config) { c.MaxWebhookBytes = int64(len(body)) - 1 }})
 		for _, chunked := range []bool{false, true} {
 			t.Run("chunked="+strconv.FormatBool(chunked), func(t *testing.T) {
@@ -283,10 +283,10 @@ func TestGitHubWebhook(t *testing.T) {
 	t.Run("Ping", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, nil)
-		resp, out := b.post(t, delivery{event: "ping", id: "d-ping", body: readFixture(t, "ping-default.json")})
+		resp, out := b.post(t, delivery{event: "ping", id: "d-ping", body: readFixture(t, "ping.json")})
 		require.Equal(t, http.StatusOK, resp.StatusCode, out["_raw"])
 		require.Equal(t, true, out["ok"])
-		require.Equal(t, "Anything added dilutes everything else.", out["zen"])
+		require.Equal(t, "Keep it logically awesome.", out["zen"])
 		require.NotEmpty(t, resp.Header.Get("X-Request-ID"))
 		b.requireNoRows(t)
 	})
@@ -294,7 +294,7 @@ func TestGitHubWebhook(t *testing.T) {
 	t.Run("PushQueuesBuild", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, nil)
-		resp, out := b.post(t, delivery{event: "push", id: "d-push", body: readFixture(t, "push-branch-commits-goscm.json")})
+		resp, out := b.post(t, delivery{event: "push", id: "d-push", body: readFixture(t, "push-branch.json")})
 		require.Equal(t, http.StatusAccepted, resp.StatusCode, out["_raw"])
 		id := buildIDOf(t, out)
 		wantURL := testPublic + "/api/v1/builds/" + strconv.FormatInt(id, 10)
@@ -309,32 +309,32 @@ func TestGitHubWebhook(t *testing.T) {
 		resp, got := b.get(t, u.Path)
 		require.Equal(t, http.StatusOK, resp.StatusCode, got["_raw"])
 		require.EqualValues(t, id, got["id"])
-		require.Equal(t, "Codertocat/Hello-World", got["repo"])
+		require.Equal(t, "octo-org/hello-app", got["repo"])
 		require.Equal(t, "github", got["forge"])
-		require.Equal(t, "refs/heads/master", got["ref"])
-		require.Equal(t, "199eddf46df50de8d02e99bf1c5fdb4101338224", got["commit"])
-		require.Equal(t, "Update README", got["message"])
-		require.Equal(t, "Codertocat", got["sender"])
+		require.Equal(t, "refs/heads/main", got["ref"])
+		require.Equal(t, "3f1c9a7e5b2d4c6e8f0a1b2c3d4e5f60718293a4", got["commit"])
+		require.Equal(t, "Add the release notes", got["message"])
+		require.Equal(t, "mona", got["sender"])
 		require.Equal(t, "d-push", got["delivery_id"])
-		require.Equal(t, "https://github.com/Codertocat/Hello-World.git", got["clone_url"])
+		require.Equal(t, "https://github.com/octo-org/hello-app.git", got["clone_url"])
 		require.Equal(t, string(slipway.BuildQueued), got["state"])
-		require.Equal(t, testRegistry+"/codertocat/hello-world", got["image"])
+		require.Equal(t, testRegistry+"/octo-org/hello-app", got["image"])
 
 		require.Contains(t, b.logs.String(), `"build_id":`+strconv.FormatInt(id, 10))
 		require.Contains(t, b.logs.String(), `"delivery":"d-push"`)
-		require.Contains(t, b.logs.String(), `"repo":"Codertocat/Hello-World"`)
+		require.Contains(t, b.logs.String(), `"repo":"octo-org/hello-app"`)
 	})
 
 	t.Run("FormEncodedPush", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, nil)
-		body := []byte(url.Values{"payload": {string(readFixture(t, "push-tag-created-goscm.json"))}}.Encode())
+		body := []byte(url.Values{"payload": {string(readFixture(t, "push-tag-lightweight.json"))}}.Encode())
 		resp, out := b.post(t, delivery{event: "push", id: "d-form", body: body,
 			header: http.Header{"Content-Type": {"application/x-www-form-urlencoded"}}})
 		require.Equal(t, http.StatusAccepted, resp.StatusCode, out["_raw"])
 		b2, err := b.builds.FindBuildByID(context.Background(), buildIDOf(t, out))
 		require.NoError(t, err)
-		require.Equal(t, "refs/tags/v0.0.1", b2.Ref)
+		require.Equal(t, "refs/tags/v1.2.3", b2.Ref)
 	})
 
 	t.Run("RedeliverySameBuild", func(t *testing.T) {
@@ -359,7 +359,7 @@ func TestGitHubWebhook(t *testing.T) {
 	t.Run("SameDeliveryConcurrently", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, nil)
-		body := readFixture(t, "push-branch-commits-goplayground.json")
+		body := readFixture(t, "push-branch.json")
 		const n = 8
 		var (
 			start = make(chan struct{})
@@ -395,7 +395,7 @@ func TestGitHubWebhook(t *testing.T) {
 	t.Run("DeletionIgnored", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, nil)
-		for _, f := range []string{"push-branch-deleted-goscm.json", "push-tag-deleted.json"} {
+		for _, f := range []string{"push-branch-deleted.json", "push-tag-deleted.json"} {
 			resp, out := b.post(t, delivery{event: "push", id: "d-" + f, body: readFixture(t, f)})
 			require.Equal(t, http.StatusAccepted, resp.StatusCode, out["_raw"])
 			require.Contains(t, out["ignored"], "was deleted")
@@ -407,7 +407,7 @@ func TestGitHubWebhook(t *testing.T) {
 	t.Run("OtherEventIgnored", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, nil)
-		resp, out := b.post(t, delivery{event: "issues", id: "d-issue", body: readFixture(t, "pull_request-opened.json")})
+		resp, out := b.post(t, delivery{event: "issues", id: "d-issue", body: readFixture(t, "pull_request-synchronize.json")})
 		require.Equal(t, http.StatusAccepted, resp.StatusCode, out["_raw"])
 		require.Equal(t, `event "issues" does not start builds`, out["ignored"])
 		b.requireNoRows(t)
@@ -415,15 +415,15 @@ func TestGitHubWebhook(t *testing.T) {
 
 	t.Run("AllowedOwners", func(t *testing.T) {
 		t.Parallel()
-		body := readFixture(t, "push-branch-commits-goscm.json")
+		body := readFixture(t, "push-branch.json")
 
-		b := setup(t, &setupOpts{config: func(c *Config) { c.GitHubAllowedOwners = []string{"octo-org", " other "} }})
+		b := setup(t, &setupOpts{config: func(c *Config) { c.GitHubAllowedOwners = []string{"other-org", " other "} }})
 		resp, out := b.post(t, delivery{event: "push", id: "d-1", body: body})
 		msg := requireError(t, resp, out, http.StatusForbidden, slipway.EFORBIDDEN)
-		require.Contains(t, msg, `"Codertocat"`)
+		require.Contains(t, msg, `"octo-org"`)
 		b.requireNoRows(t)
 
-		b = setup(t, &setupOpts{config: func(c *Config) { c.GitHubAllowedOwners = []string{"octo-org", "CODERTOCAT"} }})
+		b = setup(t, &setupOpts{config: func(c *Config) { c.GitHubAllowedOwners = []string{"other-org", "OCTO-ORG"} }})
 		resp, out = b.post(t, delivery{event: "push", id: "d-1", body: body})
 		require.Equal(t, http.StatusAccepted, resp.StatusCode, out["_raw"])
 	})
@@ -431,7 +431,7 @@ func TestGitHubWebhook(t *testing.T) {
 	t.Run("BadHeaders", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, nil)
-		body := readFixture(t, "push-branch-commits-goscm.json")
+		body := readFixture(t, "push-branch.json")
 
 		resp, out := b.post(t, delivery{event: "push", body: body, noHeader: []string{"X-GitHub-Delivery"}})
 		require.Contains(t, requireError(t, resp, out, http.StatusBadRequest, slipway.EINVALID), "X-GitHub-Delivery")
@@ -447,8 +447,8 @@ func TestGitHubWebhook(t *testing.T) {
 	t.Run("InvalidPush", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, nil)
-		body := strings.Replace(string(readFixture(t, "push-branch-commits-goscm.json")),
-			`"clone_url": "https://github.com/Codertocat/Hello-World.git"`, `"clone_url": ""`, 1)
+		body := strings.Replace(string(readFixture(t, "push-branch.json")),
+			`"clone_url": "https://github.com/octo-org/hello-app.git"`, `"clone_url": ""`, 1)
 		resp, out := b.post(t, delivery{event: "push", id: "d-1", body: []byte(body)})
 		require.Contains(t, requireError(t, resp, out, http.StatusBadRequest, slipway.EINVALID), "clone_url")
 		b.requireNoRows(t)
@@ -457,7 +457,7 @@ func TestGitHubWebhook(t *testing.T) {
 	t.Run("SecretUnset", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, &setupOpts{config: func(c *Config) { c.GitHubWebhookSecret = "" }})
-		resp, out := b.post(t, delivery{event: "push", id: "d-1", body: readFixture(t, "push-branch-commits-goscm.json"),
+		resp, out := b.post(t, delivery{event: "push", id: "d-1", body: readFixture(t, "push-branch.json"),
 			sign: func(b []byte) string { return signGitHub("", b) }})
 		require.Contains(t, requireError(t, resp, out, http.StatusServiceUnavailable, slipway.EUNAVAILABLE), "SLIPWAY_GITHUB_WEBHOOK_SECRET")
 		b.requireNoRows(t)

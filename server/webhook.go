@@ -179,8 +179,19 @@ func handleWebhook(cfg Config, rc receiver, repos slipway.RepoService, builds sl
 			return
 		}
 		// A registered repository keeps its own image setting: EnqueueTrigger
-		// uses the stored one and this only names the image of a new repository.
-		image := cfg.Registry + "/" + strings.ToLower(t.Owner) + "/" + strings.ToLower(t.Name)
+		// uses the stored one and this only names the image of a new repository
+		// (slipway.ImageRepository: one rule maps every name a forge allows).
+		// A name that maps to no image is answered 202 ignored, not 4xx: a
+		// forge disables a webhook that keeps failing, and a group webhook
+		// serves every other project too.
+		image, err := slipway.ImageRepository(cfg.Registry, t.Owner, t.Name)
+		if err != nil && repo == nil {
+			reason := slipway.ErrorMessage(err)
+			log.Warn().Str("reason", reason).Msg("Webhook ignored")
+			metrics.SetWebhookOutcome(r.Context(), metrics.WebhookIgnored)
+			writeJSON(w, r, http.StatusAccepted, ignored{Ignored: reason})
+			return
+		}
 
 		res, err := builds.EnqueueTrigger(r.Context(), t, image)
 		if err != nil {
@@ -264,8 +275,12 @@ const zeroCommit = "0000000000000000000000000000000000000000"
 // push is a push as every forge describes it, before it is checked; field
 // names are the payload's, for messages.
 type push struct {
-	Forge, Delivery    string
-	Ref, After         string
+	Forge, Delivery string
+	Ref, After      string
+	// HeadCommit is the id of the payload's head_commit: for a tag it is the
+	// commit the tag points at, where After of an annotated tag is the tag
+	// object (GitHub, Gitea and Forgejo send both).
+	HeadCommit         string
 	Deleted            bool
 	Owner, OwnerField  string
 	Name, NameField    string
@@ -306,10 +321,19 @@ func (p *push) event() (webhookEvent, error) {
 	if !commitRE.MatchString(p.After) {
 		return webhookEvent{}, slipway.Errorf(slipway.EINVALID, "The push payload's after is not a 40-digit hex commit: %q.", shortQuote(p.After))
 	}
+	commit := p.After
+	if kind == "tag" && p.HeadCommit != "" {
+		// git tag -a: after names the tag object, which is not what the
+		// worker checks out nor what a commit status can be set on.
+		if !commitRE.MatchString(p.HeadCommit) {
+			return webhookEvent{}, slipway.Errorf(slipway.EINVALID, "The push payload's head_commit.id is not a 40-digit hex commit: %q.", shortQuote(p.HeadCommit))
+		}
+		commit = p.HeadCommit
+	}
 	if p.Missing != "" {
 		return webhookEvent{}, slipway.Errorf(slipway.EINVALID, "The push payload has no %s.", p.Missing)
 	}
-	if !validRepoPart(p.Owner) {
+	if !validOwner(p.Forge, p.Owner) {
 		return webhookEvent{}, slipway.Errorf(slipway.EINVALID, "The push payload's %s is missing or not an owner name: %q.", p.OwnerField, shortQuote(p.Owner))
 	}
 	if !validRepoPart(p.Name) {
@@ -333,7 +357,7 @@ func (p *push) event() (webhookEvent, error) {
 		Name:          p.Name,
 		CloneURL:      p.CloneURL,
 		Ref:           p.Ref,
-		Commit:        strings.ToLower(p.After),
+		Commit:        strings.ToLower(commit),
 		Message:       subject(p.Message),
 		Sender:        printable(p.Sender, 255),
 		DefaultBranch: def,
@@ -351,6 +375,31 @@ func malformed(err error) error {
 // is stricter than "non-empty" because both end up in image names and paths.
 func validRepoPart(s string) bool {
 	return repoPartRE.MatchString(s) && s != "." && s != ".."
+}
+
+// maxGitLabDepth is how deep GitLab nests groups (a namespace of at most 20
+// groups: https://docs.gitlab.com/user/group/subgroups/).
+const maxGitLabDepth = 20
+
+// validOwner reports whether s can be the owner of a repository of forge: one
+// name as validRepoPart checks it, or for GitLab a namespace of up to 20
+// "/"-separated group names ("group/sub"). Other forges have no nested
+// owners, so a slash there is refused: it would put a repository's image
+// under another repository's path.
+func validOwner(forge, s string) bool {
+	if forge != slipway.ForgeGitLab {
+		return validRepoPart(s)
+	}
+	parts := strings.Split(s, "/")
+	if len(parts) > maxGitLabDepth || len(s) > 255 {
+		return false
+	}
+	for _, p := range parts {
+		if !validRepoPart(p) {
+			return false
+		}
+	}
+	return true
 }
 
 // validateCloneURL accepts the URL kinds git fetches over the network or from a

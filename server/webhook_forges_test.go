@@ -15,15 +15,10 @@ import (
 	"github.com/slipway-ci/slipway"
 )
 
-// fixtureDir is the shared fixtures folder of one forge (see githubFixtureDir).
-func fixtureDir(t testing.TB, forge string) string {
-	t.Helper()
-	return filepath.Join(filepath.Dir(githubFixtureDir(t)), forge)
-}
-
+// readForgeFixture returns the bytes of one of slipway's own samples of forge.
 func readForgeFixture(t testing.TB, forge, name string) []byte {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(fixtureDir(t, forge), name))
+	b, err := os.ReadFile(filepath.Join(sampleDir(forge), name))
 	require.NoError(t, err)
 	return b
 }
@@ -37,10 +32,10 @@ type fixtureCase struct {
 	zen     string
 }
 
-// runFixtureTable parses every fixture of forge with parse, as delivery; a
-// fixture without a row, or a row without a fixture, fails the test.
-func runFixtureTable(t *testing.T, forge, delivery string, parse func(event, delivery string, payload []byte) (webhookEvent, error), tests map[string]fixtureCase) {
-	files, err := filepath.Glob(filepath.Join(fixtureDir(t, forge), "*.json"))
+// runFixtureTable parses every file of dir matching glob with parse, as
+// delivery; a file without a row, or a row without a file, fails the test.
+func runFixtureTable(t *testing.T, dir, glob, delivery string, parse func(event, delivery string, payload []byte) (webhookEvent, error), tests map[string]fixtureCase) {
+	files, err := filepath.Glob(filepath.Join(dir, glob))
 	require.NoError(t, err)
 	require.NotEmpty(t, files)
 	seen := map[string]bool{}
@@ -68,7 +63,7 @@ func runFixtureTable(t *testing.T, forge, delivery string, parse func(event, del
 
 func TestParseGitLabFixtures(t *testing.T) {
 	t.Parallel()
-	runFixtureTable(t, "gitlab", "d-1", parseGitLabEvent, map[string]fixtureCase{
+	runFixtureTable(t, corpusDir(t, "gitlab"), "*.json", "d-1", parseGitLabEvent, map[string]fixtureCase{
 		"push-branch.json": {event: "Push Hook", trigger: &slipway.Trigger{
 			Forge: "gitlab", DeliveryID: "d-1", Event: "push", Owner: "mike", Name: "diaspora",
 			CloneURL: "http://example.com/mike/diaspora.git", Ref: "refs/heads/master",
@@ -85,7 +80,7 @@ func TestParseGitLabFixtures(t *testing.T) {
 
 func TestParseGiteaFixtures(t *testing.T) {
 	t.Parallel()
-	runFixtureTable(t, "gitea", "d-1", parseGiteaEvent, map[string]fixtureCase{
+	runFixtureTable(t, corpusDir(t, "gitea"), "*.json", "d-1", parseGiteaEvent, map[string]fixtureCase{
 		"create-tag-goscm.json": {event: "create", ignored: `event "create" does not start builds`},
 		"push-branch-docs.json": {event: "push", trigger: &slipway.Trigger{
 			Forge: "gitea", DeliveryID: "d-1", Event: "push", Owner: "gitea", Name: "webhooks",
@@ -111,9 +106,9 @@ func TestSkipCI(t *testing.T) {
 		parse                       func(event, delivery string, payload []byte) (webhookEvent, error)
 	}
 	forges := []forgeCase{
-		{"github", "push-branch-commits-goscm.json", "push", `"message": "Update README"`, parseGitHubEvent},
-		{"gitlab", "push-branch.json", "Push Hook", `"message": "fixed readme\n"`, parseGitLabEvent},
-		{"gitea", "push-branch-goscm.json", "push", `"message": "Updated readme\n"`, parseGiteaEvent},
+		{"github", "push-branch.json", "push", `"message": "Add the release notes\n\nLonger body of the commit."`, parseGitHubEvent},
+		{"gitlab", "push-branch.json", "Push Hook", `"message": "Add the release notes\n"`, parseGitLabEvent},
+		{"gitea", "push-branch.json", "push", `"message": "Add the release notes\n"`, parseGiteaEvent},
 	}
 	messages := map[string]string{
 		`Fix typo [skip ci]`:                 "[skip ci]",
@@ -166,12 +161,12 @@ func TestParseGitLabEvent(t *testing.T) {
 		{name: "no project", event: "Push Hook",
 			payload: `{"ref":"refs/heads/main","after":"da1560886d4f094c3e6c9ef40349f7d38b5d27d7"}`, errContains: "no project"},
 		{name: "subgroup", event: "Push Hook",
-			payload: edit(`"path_with_namespace": "mike/diaspora"`, `"path_with_namespace": "group/sub/diaspora"`), errContains: "subgroup"},
+			payload: edit(`"path_with_namespace": "platform/web-app"`, `"path_with_namespace": "group/sub/web-app"`), commit: sampleHead},
 		{name: "bad clone url", event: "Push Hook",
-			payload: edit(`"git_http_url": "http://example.com/mike/diaspora.git"`, `"git_http_url": "--upload-pack=x"`), errContains: "project.git_http_url is not a URL"},
+			payload: edit(`"git_http_url": "https://gitlab.example.com/platform/web-app.git"`, `"git_http_url": "--upload-pack=x"`), errContains: "project.git_http_url is not a URL"},
 		{name: "checkout_sha wins over after (annotated tag)", event: "Tag Push Hook",
-			payload: edit(`"after": "da1560886d4f094c3e6c9ef40349f7d38b5d27d7"`, `"after": "1111111111111111111111111111111111111111"`),
-			commit:  "da1560886d4f094c3e6c9ef40349f7d38b5d27d7"},
+			payload: edit(`"after": "3f1c9a7e5b2d4c6e8f0a1b2c3d4e5f60718293a4"`, `"after": "1111111111111111111111111111111111111111"`),
+			commit:  "3f1c9a7e5b2d4c6e8f0a1b2c3d4e5f60718293a4"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

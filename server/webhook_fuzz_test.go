@@ -8,15 +8,18 @@ import (
 	"testing"
 	"unicode"
 
+	"github.com/google/go-containerregistry/pkg/name"
+
 	"github.com/slipway-ci/slipway"
 )
 
-// The fuzz targets below run their seeds (the shared fixtures plus the corpus
-// in testdata/fuzz) as ordinary tests; `make fuzz` runs each one for a while.
+// The fuzz targets below run their seeds (slipway's own webhook samples plus
+// the corpus in testdata/fuzz) as ordinary tests; `make fuzz` runs each one
+// for a while.
 
-// addFixtureSeeds adds every fixture of forge with each of events.
+// addFixtureSeeds adds every sample of forge with each of events.
 func addFixtureSeeds(f *testing.F, forge string, events ...string) {
-	files, err := filepath.Glob(filepath.Join(fixtureDir(f, forge), "*.json"))
+	files, err := filepath.Glob(filepath.Join(sampleDir(forge), "*.json"))
 	if err != nil || len(files) == 0 {
 		f.Fatalf("no %s fixtures: %v", forge, err)
 	}
@@ -63,7 +66,7 @@ func checkParsed(t *testing.T, forge string, ev webhookEvent, err error) {
 		t.Fatalf("commit %q", tr.Commit)
 	case !strings.HasPrefix(tr.Ref, "refs/heads/") && !strings.HasPrefix(tr.Ref, "refs/tags/"), len(tr.Ref) > maxRefBytes:
 		t.Fatalf("ref %q", tr.Ref)
-	case !validRepoPart(tr.Owner) || !validRepoPart(tr.Name):
+	case !validOwner(forge, tr.Owner) || !validRepoPart(tr.Name):
 		t.Fatalf("repository %q/%q", tr.Owner, tr.Name)
 	case validateCloneURL("clone_url", tr.CloneURL) != nil:
 		t.Fatalf("clone URL %q", tr.CloneURL)
@@ -71,6 +74,14 @@ func checkParsed(t *testing.T, forge string, ev webhookEvent, err error) {
 		t.Fatalf("message, sender or default branch not printable: %q %q %q", tr.Message, tr.Sender, tr.DefaultBranch)
 	case skipCIRE.MatchString(tr.Message):
 		t.Fatalf("a [skip ci] subject was built: %q", tr.Message)
+	}
+	// Every repository maps to a valid image, or is refused clearly.
+	if image, err := slipway.ImageRepository("r.test:5000", tr.Owner, tr.Name); err != nil {
+		if slipway.ErrorCode(err) != slipway.EINVALID {
+			t.Fatalf("image of %q/%q: %v", tr.Owner, tr.Name, err)
+		}
+	} else if _, err := name.NewRepository(image, name.StrictValidation); err != nil {
+		t.Fatalf("image %q of %q/%q: %v", image, tr.Owner, tr.Name, err)
 	}
 }
 
@@ -110,7 +121,7 @@ const fuzzSecret = "fuzz-secret"
 // addSignatureSeeds adds each fixture with its correct signature, and with a
 // signature of one changed byte.
 func addSignatureSeeds(f *testing.F, forge string, sign func(body []byte) string) {
-	files, _ := filepath.Glob(filepath.Join(fixtureDir(f, forge), "*.json"))
+	files, _ := filepath.Glob(filepath.Join(sampleDir(forge), "*.json"))
 	for _, path := range files {
 		b, err := os.ReadFile(path)
 		if err != nil {

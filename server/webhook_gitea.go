@@ -77,6 +77,7 @@ type giteaPush struct {
 	After      string            `json:"after"`
 	Repository *githubRepository `json:"repository"`
 	HeadCommit *struct {
+		ID      string `json:"id"`
 		Message string `json:"message"`
 	} `json:"head_commit"`
 	Commits []struct {
@@ -114,7 +115,7 @@ func parseGiteaEvent(event, delivery string, payload []byte) (webhookEvent, erro
 		out.DefaultBranch = p.Repository.DefaultBranch
 	}
 	if p.HeadCommit != nil {
-		out.Message = p.HeadCommit.Message
+		out.Message, out.HeadCommit = p.HeadCommit.Message, p.HeadCommit.ID
 	} else {
 		for _, c := range p.Commits {
 			if strings.EqualFold(c.ID, p.After) {

@@ -123,6 +123,7 @@ type githubPush struct {
 	Deleted    bool              `json:"deleted"`
 	Repository *githubRepository `json:"repository"`
 	HeadCommit *struct {
+		ID      string `json:"id"`
 		Message string `json:"message"`
 	} `json:"head_commit"`
 	Sender *struct {
@@ -143,7 +144,7 @@ func (p *githubPush) push(forge, delivery string) *push {
 		out.Missing = "repository"
 	}
 	if p.HeadCommit != nil {
-		out.Message = p.HeadCommit.Message
+		out.Message, out.HeadCommit = p.HeadCommit.Message, p.HeadCommit.ID
 	}
 	if p.Sender != nil {
 		out.Sender = p.Sender.Login

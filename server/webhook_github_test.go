@@ -11,36 +11,39 @@ import (
 	"github.com/slipway-ci/slipway"
 )
 
-// githubFixtureDir is where the shared GitHub payloads live: ../shared next to
-// the repository root, or $SLIPWAY_FIXTURES (the webhooks folder that holds
-// github/, or the github folder itself).
-func githubFixtureDir(t testing.TB) string {
+// corpusDir is one forge's folder of the third-party webhook corpus: payloads
+// other projects captured from the forges, kept outside slipway in
+// ../shared/fixtures/webhooks (CI has it) or $SLIPWAY_WEBHOOK_CORPUS. Only the
+// conformance tests read it, and they skip, saying so, when it is absent.
+func corpusDir(t testing.TB, forge string) string {
 	t.Helper()
-	dir := filepath.Join("..", "..", "shared", "fixtures", "webhooks", "github")
-	if env := os.Getenv("SLIPWAY_FIXTURES"); env != "" {
+	dir := filepath.Join("..", "..", "shared", "fixtures", "webhooks")
+	if env := os.Getenv("SLIPWAY_WEBHOOK_CORPUS"); env != "" {
 		dir = env
-		if fi, err := os.Stat(filepath.Join(env, "github")); err == nil && fi.IsDir() {
-			dir = filepath.Join(env, "github")
-		}
 	}
-	fi, err := os.Stat(dir)
-	require.NoError(t, err, "GitHub webhook fixtures not found; set SLIPWAY_FIXTURES to the fixtures/webhooks folder")
-	require.True(t, fi.IsDir(), "%s is not a folder", dir)
+	dir = filepath.Join(dir, forge)
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		t.Skipf("conformance check against the third-party %s webhook corpus skipped: %s is not a folder (set SLIPWAY_WEBHOOK_CORPUS to run it)", forge, dir)
+	}
 	return dir
 }
 
-// readFixture returns the bytes of one GitHub fixture, unchanged.
-func readFixture(t testing.TB, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(githubFixtureDir(t), name))
-	require.NoError(t, err)
-	return b
+// sampleDir is one forge's folder of slipway's own webhook samples, written
+// after each forge's documented payload format.
+func sampleDir(forge string) string {
+	return filepath.Join("testdata", "webhooks", forge)
 }
 
-// TestParseGitHubFixtures runs every payload in the shared GitHub fixtures
-// through the parser with the event header it was sent with (SOURCES.md). A
-// fixture without a row here fails the test, so a new payload cannot go
-// unchecked.
+// readFixture returns the bytes of one of slipway's own GitHub samples.
+func readFixture(t testing.TB, name string) []byte {
+	t.Helper()
+	return readForgeFixture(t, "github", name)
+}
+
+// TestParseGitHubFixtures is the conformance check: every payload of the
+// third-party GitHub corpus through the parser with the event header it was
+// sent with (SOURCES.md). A fixture without a row here fails the test, so a
+// new payload cannot go unchecked.
 func TestParseGitHubFixtures(t *testing.T) {
 	t.Parallel()
 
@@ -98,7 +101,7 @@ func TestParseGitHubFixtures(t *testing.T) {
 		"push-tag-deleted.json":                   {event: "push", ignored: `tag "simple-tag" was deleted`},
 	}
 
-	runFixtureTable(t, "github", delivery, parseGitHubEvent, tests)
+	runFixtureTable(t, corpusDir(t, "github"), "*.json", delivery, parseGitHubEvent, tests)
 }
 
 // TestParseGitHubEvent covers what the fixtures do not show: edited copies of an
@@ -106,8 +109,8 @@ func TestParseGitHubFixtures(t *testing.T) {
 func TestParseGitHubEvent(t *testing.T) {
 	t.Parallel()
 
-	base := string(readFixture(t, "push-branch-commits-goscm.json"))
-	const after = `"after": "199eddf46df50de8d02e99bf1c5fdb4101338224"`
+	base := string(readFixture(t, "push-branch.json"))
+	const after = `"after": "3f1c9a7e5b2d4c6e8f0a1b2c3d4e5f60718293a4"`
 	require.Contains(t, base, after)
 	edit := func(old, new string) string {
 		require.Contains(t, base, old)
@@ -115,7 +118,7 @@ func TestParseGitHubEvent(t *testing.T) {
 	}
 	// The head commit comes after the commits list, which repeats its message.
 	editHeadMessage := func(msg string) string {
-		const old = `"message": "Update README"`
+		const old = `"message": "Add the release notes\n\nLonger body of the commit."`
 		i := strings.LastIndex(base, old)
 		require.Greater(t, i, strings.Index(base, `"head_commit"`))
 		return base[:i] + `"message": ` + msg + base[i+len(old):]
@@ -139,44 +142,42 @@ func TestParseGitHubEvent(t *testing.T) {
 		{name: "null", event: "push", payload: `null`, errContains: "no ref"},
 		{name: "forced push builds", event: "push", payload: edit(`"forced": false`, `"forced": true`),
 			check: func(t *testing.T, tr *slipway.Trigger) {
-				require.Equal(t, "199eddf46df50de8d02e99bf1c5fdb4101338224", tr.Commit)
+				require.Equal(t, "3f1c9a7e5b2d4c6e8f0a1b2c3d4e5f60718293a4", tr.Commit)
 			}},
 		{name: "zero after without deleted flag", event: "push",
-			payload: edit(after, `"after": "0000000000000000000000000000000000000000"`), ignored: `branch "master" was deleted`},
+			payload: edit(after, `"after": "0000000000000000000000000000000000000000"`), ignored: `branch "main" was deleted`},
 		{name: "pull request ref", event: "push",
-			payload: edit(`"ref": "refs/heads/master"`, `"ref": "refs/pull/1/merge"`), ignored: `ref "refs/pull/1/merge" is neither a branch nor a tag`},
+			payload: edit(`"ref": "refs/heads/main"`, `"ref": "refs/pull/1/merge"`), ignored: `ref "refs/pull/1/merge" is neither a branch nor a tag`},
 		{name: "notes ref", event: "push",
-			payload: edit(`"ref": "refs/heads/master"`, `"ref": "refs/notes/commits"`), ignored: `ref "refs/notes/commits" is neither a branch nor a tag`},
+			payload: edit(`"ref": "refs/heads/main"`, `"ref": "refs/notes/commits"`), ignored: `ref "refs/notes/commits" is neither a branch nor a tag`},
 		{name: "branch prefix alone", event: "push",
-			payload: edit(`"ref": "refs/heads/master"`, `"ref": "refs/heads/"`), errContains: "names no branch"},
-		{name: "short after", event: "push", payload: edit(after, `"after": "199eddf"`), errContains: "not a 40-digit hex commit"},
-		{name: "non-hex after", event: "push", payload: edit(after, `"after": "z99eddf46df50de8d02e99bf1c5fdb4101338224"`), errContains: "not a 40-digit hex commit"},
+			payload: edit(`"ref": "refs/heads/main"`, `"ref": "refs/heads/"`), errContains: "names no branch"},
+		{name: "short after", event: "push", payload: edit(after, `"after": "3f1c9a7"`), errContains: "not a 40-digit hex commit"},
+		{name: "non-hex after", event: "push", payload: edit(after, `"after": "zf1c9a7e5b2d4c6e8f0a1b2c3d4e5f60718293a4"`), errContains: "not a 40-digit hex commit"},
 		{name: "missing after", event: "push", payload: edit(after, `"after_": ""`), errContains: "not a 40-digit hex commit"},
-		{name: "upper-case after is lowered", event: "push", payload: edit(after, `"after": "199EDDF46DF50DE8D02E99BF1C5FDB4101338224"`),
+		{name: "upper-case after is lowered", event: "push", payload: edit(after, `"after": "3F1C9A7E5B2D4C6E8F0A1B2C3D4E5F60718293A4"`),
 			check: func(t *testing.T, tr *slipway.Trigger) {
-				require.Equal(t, "199eddf46df50de8d02e99bf1c5fdb4101338224", tr.Commit)
+				require.Equal(t, "3f1c9a7e5b2d4c6e8f0a1b2c3d4e5f60718293a4", tr.Commit)
 			}},
 		{name: "missing clone_url", event: "push",
-			payload: edit(`"clone_url": "https://github.com/Codertocat/Hello-World.git"`, `"clone_url": ""`), errContains: "no repository.clone_url"},
+			payload: edit(`"clone_url": "https://github.com/octo-org/hello-app.git"`, `"clone_url": ""`), errContains: "no repository.clone_url"},
 		{name: "clone_url like an option", event: "push",
-			payload: edit(`"clone_url": "https://github.com/Codertocat/Hello-World.git"`, `"clone_url": "--upload-pack=touch /tmp/x"`), errContains: "not a URL"},
+			payload: edit(`"clone_url": "https://github.com/octo-org/hello-app.git"`, `"clone_url": "--upload-pack=touch /tmp/x"`), errContains: "not a URL"},
 		{name: "clone_url with ext transport", event: "push",
-			payload: edit(`"clone_url": "https://github.com/Codertocat/Hello-World.git"`, `"clone_url": "ext::sh -c touch% /tmp/x"`), errContains: "unsupported scheme"},
+			payload: edit(`"clone_url": "https://github.com/octo-org/hello-app.git"`, `"clone_url": "ext::sh -c touch% /tmp/x"`), errContains: "unsupported scheme"},
 		{name: "git daemon clone_url", event: "push",
-			payload: edit(`"clone_url": "https://github.com/Codertocat/Hello-World.git"`, `"clone_url": "git://127.0.0.1:9418/repo.git"`),
+			payload: edit(`"clone_url": "https://github.com/octo-org/hello-app.git"`, `"clone_url": "git://127.0.0.1:9418/repo.git"`),
 			check: func(t *testing.T, tr *slipway.Trigger) {
 				require.Equal(t, "git://127.0.0.1:9418/repo.git", tr.CloneURL)
 			}},
-		{name: "owner falls back to owner.name", event: "push", payload: edit(`"login": "Codertocat",
-      "id": 21031067,
-      "node_id": "MDQ6VXNlcjIxMDMxMDY3",
-      "avatar_url": "https://avatars1.githubusercontent.com/u/21031067?v=4",`, `"id": 21031067,`),
-			check: func(t *testing.T, tr *slipway.Trigger) { require.Equal(t, "Codertocat", tr.Owner) }},
+		{name: "owner falls back to owner.name", event: "push", payload: edit(`"login": "octo-org",
+      "id": 6811672,`, `"id": 6811672,`),
+			check: func(t *testing.T, tr *slipway.Trigger) { require.Equal(t, "octo-org", tr.Owner) }},
 		{name: "path in repository name", event: "push",
-			payload: edit(`"name": "Hello-World"`, `"name": "../etc"`), errContains: "repository.name"},
+			payload: edit(`"name": "hello-app"`, `"name": "../etc"`), errContains: "repository.name"},
 		{name: "dot-dot repository name", event: "push",
-			payload: edit(`"name": "Hello-World"`, `"name": ".."`), errContains: "repository.name"},
-		{name: "no repository", event: "push", payload: `{"ref":"refs/heads/main","after":"199eddf46df50de8d02e99bf1c5fdb4101338224"}`, errContains: "no repository"},
+			payload: edit(`"name": "hello-app"`, `"name": ".."`), errContains: "repository.name"},
+		{name: "no repository", event: "push", payload: `{"ref":"refs/heads/main","after":"3f1c9a7e5b2d4c6e8f0a1b2c3d4e5f60718293a4"}`, errContains: "no repository"},
 		{name: "multi-line message keeps the subject", event: "push",
 			payload: editHeadMessage(`"Fix the build\r\n\nLonger text.\u0000"`),
 			check:   func(t *testing.T, tr *slipway.Trigger) { require.Equal(t, "Fix the build", tr.Message) }},
@@ -184,7 +185,7 @@ func TestParseGitHubEvent(t *testing.T) {
 			payload: editHeadMessage(`"Up\u0000date"`),
 			check:   func(t *testing.T, tr *slipway.Trigger) { require.Equal(t, "Update", tr.Message) }},
 		{name: "control character in ref", event: "push",
-			payload: edit(`"ref": "refs/heads/master"`, `"ref": "refs/heads/ma\nster"`), errContains: "not a git ref"},
+			payload: edit(`"ref": "refs/heads/main"`, `"ref": "refs/heads/ma\nster"`), errContains: "not a git ref"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

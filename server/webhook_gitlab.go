@@ -88,25 +88,15 @@ type gitlabPush struct {
 }
 
 // splitGitLabPath splits path_with_namespace into the namespace and the project.
-// A project in a subgroup ("group/sub/project") gives a namespace with a slash,
-// which validRepoPart refuses.
+// A project in a subgroup ("group/sub/project") gives a namespace with a slash
+// ("group/sub"), which stays the repository's owner: its image path keeps the
+// groups.
 func splitGitLabPath(p string) (string, string) {
 	i := strings.LastIndexByte(p, '/')
 	if i < 0 {
 		return "", p
 	}
 	return p[:i], p[i+1:]
-}
-
-// gitlabProject splits path_with_namespace as splitGitLabPath does, and
-// refuses a project in a subgroup with EINVALID.
-func gitlabProject(path string) (owner, name string, err error) {
-	owner, name = splitGitLabPath(path)
-	if strings.Contains(owner, "/") && validRepoPart(name) {
-		return owner, name, slipway.Errorf(slipway.EINVALID,
-			"Project %q is in a subgroup; slipway builds only projects directly under a user or group for now.", shortQuote(path))
-	}
-	return owner, name, nil
 }
 
 func locateGitLab(payload []byte) (string, string, bool) {
@@ -119,7 +109,7 @@ func locateGitLab(payload []byte) (string, string, bool) {
 		return "", "", false
 	}
 	owner, name := splitGitLabPath(p.Project.PathWithNamespace)
-	return owner, name, validRepoPart(owner) && validRepoPart(name)
+	return owner, name, validOwner(slipway.ForgeGitLab, owner) && validRepoPart(name)
 }
 
 // parseGitLabEvent reads the payload of a delivery of event (the X-Gitlab-Event
@@ -149,10 +139,7 @@ func parseGitLabEvent(event, delivery string, payload []byte) (webhookEvent, err
 	if p.Project == nil {
 		out.Missing = "project"
 	} else {
-		var err error
-		if out.Owner, out.Name, err = gitlabProject(p.Project.PathWithNamespace); err != nil {
-			return webhookEvent{}, err
-		}
+		out.Owner, out.Name = splitGitLabPath(p.Project.PathWithNamespace)
 		out.CloneURL, out.DefaultBranch = p.Project.GitHTTPURL, p.Project.DefaultBranch
 	}
 	for _, c := range p.Commits {
@@ -221,10 +208,7 @@ func parseGitLabMergeRequest(event, delivery string, payload []byte) (webhookEve
 	if p.Project == nil {
 		out.Missing = "project"
 	} else {
-		var err error
-		if out.Owner, out.Name, err = gitlabProject(p.Project.PathWithNamespace); err != nil {
-			return webhookEvent{}, err
-		}
+		out.Owner, out.Name = splitGitLabPath(p.Project.PathWithNamespace)
 		out.CloneURL, out.DefaultBranch = p.Project.GitHTTPURL, p.Project.DefaultBranch
 	}
 	if a := p.Attrs; a == nil {

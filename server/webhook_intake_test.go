@@ -17,8 +17,8 @@ const (
 	testGitLabToken  = "gitlab-token-for-tests"
 	testGiteaSecret  = "gitea-secret-for-tests"
 	testRepoSecret   = "repo-own-secret-for-tests"
-	gitlabPushCommit = "da1560886d4f094c3e6c9ef40349f7d38b5d27d7"
-	giteaPushCommit  = "4522cbcefc20728a5b72b3a86af35e608622c514"
+	gitlabPushCommit = "3f1c9a7e5b2d4c6e8f0a1b2c3d4e5f60718293a4"
+	giteaPushCommit  = "3f1c9a7e5b2d4c6e8f0a1b2c3d4e5f60718293a4"
 )
 
 func setupForges(t *testing.T) *testBundle {
@@ -77,10 +77,10 @@ func TestGitLabWebhook(t *testing.T) {
 		build, err := b.builds.FindBuildByID(context.Background(), id)
 		require.NoError(t, err)
 		require.Equal(t, "gitlab", build.Forge)
-		require.Equal(t, "mike/diaspora", build.Repo)
+		require.Equal(t, "platform/web-app", build.Repo)
 		require.Equal(t, gitlabPushCommit, build.Commit)
 		require.Equal(t, "idem-1", build.DeliveryID)
-		require.Equal(t, testRegistry+"/mike/diaspora", build.Image)
+		require.Equal(t, testRegistry+"/platform/web-app", build.Image)
 
 		// A retry keeps Idempotency-Key (and may carry a new event UUID).
 		resp, out = b.postForge(t, "gitlab", body, gitlabHeader("Push Hook", testGitLabToken, "idem-1", "uuid-2"))
@@ -120,10 +120,10 @@ func TestGitLabWebhook(t *testing.T) {
 	t.Run("DeletionAndOtherEventsIgnored", func(t *testing.T) {
 		t.Parallel()
 		b := setupForges(t)
-		resp, out := b.postForge(t, "gitlab", readForgeFixture(t, "gitlab", "tag_push-deleted-goscm.json"),
+		resp, out := b.postForge(t, "gitlab", readForgeFixture(t, "gitlab", "tag_push-deleted.json"),
 			gitlabHeader("Tag Push Hook", testGitLabToken, "idem-2", ""))
 		require.Equal(t, http.StatusAccepted, resp.StatusCode)
-		require.Equal(t, `tag "v1.0.0" was deleted`, out["ignored"])
+		require.Equal(t, `tag "v1.2.3" was deleted`, out["ignored"])
 		resp, out = b.postForge(t, "gitlab", []byte(`{"object_kind":"note"}`), gitlabHeader("Note Hook", testGitLabToken, "", ""))
 		require.Equal(t, http.StatusAccepted, resp.StatusCode)
 		require.Equal(t, `event "Note Hook" does not start builds`, out["ignored"])
@@ -141,7 +141,7 @@ func TestGitLabWebhook(t *testing.T) {
 
 func TestGiteaWebhook(t *testing.T) {
 	t.Parallel()
-	body := readForgeFixture(t, "gitea", "push-branch-goscm.json")
+	body := readForgeFixture(t, "gitea", "push-branch.json")
 
 	for _, forgejo := range []bool{false, true} {
 		t.Run("PushQueuesBuildOnce/forgejo="+strconv.FormatBool(forgejo), func(t *testing.T) {
@@ -153,7 +153,7 @@ func TestGiteaWebhook(t *testing.T) {
 			build, err := b.builds.FindBuildByID(context.Background(), id)
 			require.NoError(t, err)
 			require.Equal(t, "gitea", build.Forge)
-			require.Equal(t, "gogits/hello-world", build.Repo)
+			require.Equal(t, "tools/deploy-kit", build.Repo)
 			require.Equal(t, giteaPushCommit, build.Commit)
 			_, again := b.postForge(t, "gitea", body, giteaHeader(testGiteaSecret, body, "del-1", forgejo))
 			require.Equal(t, id, buildIDOf(t, again))
@@ -187,7 +187,7 @@ func TestGiteaWebhook(t *testing.T) {
 	t.Run("CreateEventIgnored", func(t *testing.T) {
 		t.Parallel()
 		b := setupForges(t)
-		create := readForgeFixture(t, "gitea", "create-tag-goscm.json")
+		create := readForgeFixture(t, "gitea", "create-tag.json")
 		h := giteaHeader(testGiteaSecret, create, "del-3", false)
 		h.Set("X-Gitea-Event", "create")
 		resp, out := b.postForge(t, "gitea", create, h)
@@ -201,11 +201,11 @@ func TestGiteaWebhook(t *testing.T) {
 // checks that each one applies to webhooks.
 func TestRepoSettingsAtIntake(t *testing.T) {
 	t.Parallel()
-	body := readFixture(t, "push-branch-commits-goscm.json") // Codertocat/Hello-World, refs/heads/master
+	body := readFixture(t, "push-branch.json") // octo-org/hello-app, refs/heads/main
 	ctx := context.Background()
 	register := func(t *testing.T, b *testBundle, c slipway.RepoCreate) {
-		c.Forge, c.Owner, c.Name = "github", "Codertocat", "Hello-World"
-		c.CloneURL = "https://github.com/Codertocat/Hello-World.git"
+		c.Forge, c.Owner, c.Name = "github", "octo-org", "hello-app"
+		c.CloneURL = "https://github.com/octo-org/hello-app.git"
 		if c.Image == "" {
 			c.Image = "registry.test:5000/team/hello"
 		}
@@ -233,24 +233,24 @@ func TestRepoSettingsAtIntake(t *testing.T) {
 			sign: func(body []byte) string { return signGitHub(testRepoSecret, body) }})
 		require.Equal(t, http.StatusAccepted, resp.StatusCode, out["_raw"])
 		// Another repository still finds webhooks disabled.
-		other := bytes.ReplaceAll(body, []byte(`"name": "Hello-World"`), []byte(`"name": "Other"`))
+		other := bytes.ReplaceAll(body, []byte(`"name": "hello-app"`), []byte(`"name": "Other"`))
 		resp, out = b.post(t, delivery{event: "push", id: "d-2", body: other})
 		requireError(t, resp, out, http.StatusServiceUnavailable, slipway.EUNAVAILABLE)
 	})
 	t.Run("AllowedBranches", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, nil)
-		register(t, b, slipway.RepoCreate{AllowedBranches: []string{"main", "release/*"}})
+		register(t, b, slipway.RepoCreate{AllowedBranches: []string{"develop", "release/*"}})
 		resp, out := b.post(t, delivery{event: "push", id: "d-1", body: body})
 		require.Equal(t, http.StatusAccepted, resp.StatusCode)
-		require.Equal(t, `branch "master" is not in the repository's allowed branches`, out["ignored"])
+		require.Equal(t, `branch "main" is not in the repository's allowed branches`, out["ignored"])
 		require.Equal(t, 0, b.count(t, "builds"))
 
-		release := bytes.Replace(body, []byte(`"ref": "refs/heads/master"`), []byte(`"ref": "refs/heads/release/1.2"`), 1)
+		release := bytes.Replace(body, []byte(`"ref": "refs/heads/main"`), []byte(`"ref": "refs/heads/release/1.2"`), 1)
 		resp, out = b.post(t, delivery{event: "push", id: "d-2", body: release})
 		require.Equal(t, http.StatusAccepted, resp.StatusCode, out["_raw"])
 		buildIDOf(t, out)
-		tag := bytes.Replace(body, []byte(`"ref": "refs/heads/master"`), []byte(`"ref": "refs/tags/v1"`), 1)
+		tag := bytes.Replace(body, []byte(`"ref": "refs/heads/main"`), []byte(`"ref": "refs/tags/v1"`), 1)
 		resp, out = b.post(t, delivery{event: "push", id: "d-3", body: tag})
 		require.Equal(t, http.StatusAccepted, resp.StatusCode, out["_raw"])
 		buildIDOf(t, out)
@@ -265,9 +265,9 @@ func TestRepoSettingsAtIntake(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, "registry.test:5000/team/hello", build.Image)
 		require.Equal(t, []string{"linux/arm64"}, build.TargetPlatforms)
-		repo, err := b.repos.FindRepo(ctx, slipway.RepoKey{Owner: "codertocat", Name: "hello-world"})
+		repo, err := b.repos.FindRepo(ctx, slipway.RepoKey{Owner: "octo-org", Name: "hello-app"})
 		require.NoError(t, err)
-		require.Equal(t, "master", repo.DefaultBranch, "the push names the default branch")
+		require.Equal(t, "main", repo.DefaultBranch, "the push names the default branch")
 	})
 	t.Run("UnregisteredRepoBuildsAllPlatformsOfItsFile", func(t *testing.T) {
 		t.Parallel()
@@ -277,7 +277,7 @@ func TestRepoSettingsAtIntake(t *testing.T) {
 		build, err := b.builds.FindBuildByID(ctx, buildIDOf(t, out))
 		require.NoError(t, err)
 		require.Empty(t, build.TargetPlatforms)
-		require.True(t, strings.HasSuffix(build.Image, "/codertocat/hello-world"))
+		require.True(t, strings.HasSuffix(build.Image, "/octo-org/hello-app"))
 	})
 }
 

@@ -65,7 +65,7 @@ func (p *pullRequest) event() (webhookEvent, error) {
 	if p.Number <= 0 || p.Number > 999_999_999 {
 		return webhookEvent{}, slipway.Errorf(slipway.EINVALID, "The pull-request payload has no pull-request number.")
 	}
-	if !validRepoPart(p.Owner) {
+	if !validOwner(p.Forge, p.Owner) {
 		return webhookEvent{}, slipway.Errorf(slipway.EINVALID, "The pull-request payload's %s is missing or not an owner name: %q.", p.OwnerField, shortQuote(p.Owner))
 	}
 	if !validRepoPart(p.Name) {
@@ -138,18 +138,14 @@ func webURL(u string) string {
 }
 
 // pullRequestPolicy decides whether a pull-request trigger builds: one that
-// would merge into a branch the repository does not build is ignored, and so is
-// one from a fork, whose code is untrusted (it would run with the repository's
-// build secrets and credentials).
+// would merge into a branch the repository does not build is ignored. One
+// from a fork is queued untrusted (see EnqueueTrigger): it waits for approval,
+// goes to the fork image and runs without secrets.
 func pullRequestPolicy(ev webhookEvent, repo *slipway.Repo) webhookEvent {
 	if ev.Trigger == nil || ev.Trigger.PullRequest == nil {
 		return ev
 	}
 	pr := ev.Trigger.PullRequest
-	if pr.Fork {
-		return webhookEvent{Ignored: "pull request " + strconv.Itoa(pr.Number) +
-			" comes from a fork; slipway does not build untrusted fork pull requests"}
-	}
 	if repo != nil && pr.Base != "" && !repo.BranchAllowed("refs/heads/"+pr.Base) {
 		return webhookEvent{Ignored: "pull request " + strconv.Itoa(pr.Number) + " targets branch " +
 			strconv.Quote(pr.Base) + ", which is not in the repository's allowed branches"}

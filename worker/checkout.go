@@ -17,8 +17,9 @@ import (
 // credential helpers, proxies). For a pull-request ref (refs/pull/N/head,
 // refs/merge-requests/N/head) it also fetches that ref of cloneURL, the base
 // repository, which holds the head commit also when it came from a fork.
-// dir must exist and be empty.
-func checkout(ctx context.Context, dir, cloneURL, ref, commit string, log func(string)) error {
+// dir must exist and be empty. env is added to git's environment (the
+// credential of gitAuthEnv).
+func checkout(ctx context.Context, dir, cloneURL, ref, commit string, log func(string), env ...string) error {
 	steps := [][]string{
 		{"init", "--quiet"},
 		{"remote", "add", "origin", cloneURL},
@@ -32,7 +33,7 @@ func checkout(ctx context.Context, dir, cloneURL, ref, commit string, log func(s
 		cmd := exec.CommandContext(ctx, "git", args...)
 		cmd.Dir = dir
 		// Never prompt for credentials: a worker has no terminal.
-		cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0", "GIT_ASKPASS=/bin/false")
+		cmd.Env = append(append(os.Environ(), "GIT_TERMINAL_PROMPT=0", "GIT_ASKPASS=/bin/false"), env...)
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		if args[0] != "init" && args[0] != "remote" {

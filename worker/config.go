@@ -66,7 +66,14 @@ type RepoConfig struct {
 	// Release decides which tag pushes are releases (see ReleaseSpec); always
 	// set after parsing.
 	Release *ReleaseSpec `yaml:"release"`
+	// Submodules, when false, leaves the submodules out of the checkout;
+	// nil (unset) means true.
+	Submodules *bool `yaml:"submodules"`
 }
+
+// WantSubmodules reports whether the checkout includes the submodules: unless
+// submodules: false.
+func (c *RepoConfig) WantSubmodules() bool { return c.Submodules == nil || *c.Submodules }
 
 // TestSpec is one integration test: a command run inside the pushed image.
 type TestSpec struct {

@@ -20,10 +20,11 @@ type logSink struct {
 	store   slipway.BuildService
 	logger  zerolog.Logger
 
-	mu      sync.Mutex
-	pending []slipway.LogLine
-	kick    chan struct{}
-	masker  *strings.Replacer // nil: nothing to mask
+	mu        sync.Mutex
+	pending   []slipway.LogLine
+	kick      chan struct{}
+	masker    *strings.Replacer // nil: nothing to mask
+	maskPairs []string          // old, new pairs of masker, longest old first
 }
 
 const (
@@ -36,10 +37,13 @@ func newLogSink(buildID int64, store slipway.BuildService, logger zerolog.Logger
 }
 
 // Mask makes every later line show "***" where it holds one of values (or one
-// line of a multi-line value). Values shorter than slipway.MinSecretLen are
-// not masked: the secrets API refuses them.
+// line of a multi-line value), besides the values of earlier calls. Values
+// shorter than slipway.MinSecretLen are not masked: the secrets API refuses
+// them.
 func (s *logSink) Mask(values [][]byte) {
-	var pairs []string
+	s.mu.Lock()
+	pairs := slices.Clone(s.maskPairs)
+	s.mu.Unlock()
 	for _, v := range values {
 		for _, part := range append([]string{string(v)}, strings.Split(string(v), "\n")...) {
 			part = strings.TrimRight(part, "\r")
@@ -54,6 +58,7 @@ func (s *logSink) Mask(values [][]byte) {
 	// Longest first, so a value that contains another is masked whole.
 	sortPairsByLength(pairs)
 	s.mu.Lock()
+	s.maskPairs = pairs
 	s.masker = strings.NewReplacer(pairs...)
 	s.mu.Unlock()
 }

@@ -44,12 +44,22 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 
 	started := time.Now()
 	sink.Add("", "checkout", fmt.Sprintf("Checking out %s at %s (%s)", redactURLs(build.CloneURL), build.Commit, build.Ref))
-	if err := checkout(ctx, dir, build.CloneURL, build.Ref, build.Commit, func(s string) { sink.Add("", "checkout", s) }); err != nil {
+	authEnv, err := w.cloneAuth(ctx, build, build.CloneURL, sink)
+	if err != nil {
 		return fail("checkout failed: %v", err)
+	}
+	if err := checkout(ctx, dir, build.CloneURL, build.Ref, build.Commit, func(s string) { sink.Add("", "checkout", s) }, authEnv...); err != nil {
+		return fail("checkout failed: %v%s", err, authHint(build.Forge, err))
 	}
 	cfg, err := LoadRepoConfig(dir)
 	if err != nil {
 		return fail("%v", err)
+	}
+	if cfg.WantSubmodules() {
+		auth := func(u string) ([]string, error) { return w.cloneAuth(ctx, build, u, sink) }
+		if err := updateSubmodules(ctx, dir, build.CloneURL, w.cfg.SubmoduleHosts, auth, func(s string) { sink.Add("", "checkout", s) }); err != nil {
+			return fail("checkout failed: %v", err)
+		}
 	}
 	if len(build.TargetPlatforms) > 0 {
 		cfg.Platforms = build.TargetPlatforms // the repository's setting wins over .slipway.yml
@@ -81,7 +91,12 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 		sink.Add("", "release", "No tested build of "+build.Commit+" yet: building and testing it before the release")
 	}
 	var secrets map[string][]byte
-	if len(cfg.Secrets) > 0 {
+	fork := build.PullRequest != nil && build.PullRequest.Fork
+	if fork && (len(cfg.Secrets) > 0 || cfg.Integration != nil) {
+		// Untrusted code gets no build secret and calls no integration webhook.
+		sink.Add("", "checkout", "Pull request from a fork: no build secrets and no integration webhook")
+	}
+	if len(cfg.Secrets) > 0 && !fork {
 		if w.cfg.Secrets == nil {
 			return fail("%s names secrets, but this worker has no secret store (set SLIPWAY_SECRET_KEY)", RepoConfigFile)
 		}
@@ -154,7 +169,7 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 			return u
 		}
 	}
-	if cfg.Integration != nil {
+	if cfg.Integration != nil && !fork {
 		ext, err := w.runIntegration(ctx, build, cfg.Integration, index, platforms, sink)
 		results = append(results, ext...)
 		if err != nil {
@@ -170,6 +185,9 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 	tags := RenderTags(cfg.Tags, TagValues(build.Ref, build.Commit))
 	if pr, ok := slipway.PullRequestTags(build.Ref); ok {
 		tags = pr // a pull request moves no branch, version or latest tag
+	} else if slipway.TagForRef(build.Ref) == "" {
+		sink.Add("", "tag", fmt.Sprintf("The ref %s makes no image tag: none of its characters may stand in a tag; the image keeps only %s.",
+			build.Ref, slipway.CommitTag(build.Commit)))
 	}
 	if len(tags) > 0 {
 		if err := w.registry.Tag(ctx, build.Image, index, tags); err != nil {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/slipway-ci/slipway"
 	"github.com/slipway-ci/slipway/buildkit"
+	"github.com/slipway-ci/slipway/forge"
 	"github.com/slipway-ci/slipway/metrics"
 	"github.com/slipway-ci/slipway/registry"
 )
@@ -57,6 +58,12 @@ type Config struct {
 	BuildTimeout time.Duration
 	// WorkspaceDir holds the checkouts, one folder per build, removed afterwards.
 	WorkspaceDir string
+	// CloneAuth gives the credential of a private repository's clone (and of
+	// its submodules on the same forge); nil: every clone is anonymous.
+	CloneAuth forge.CloneAuth
+	// SubmoduleHosts are the hosts ("host" or "host:port") besides the
+	// repository's own that submodules may be fetched from.
+	SubmoduleHosts []string
 	// InsecureRegistry marks the registry as plain HTTP.
 	InsecureRegistry bool
 

@@ -31,12 +31,14 @@ var settings = []setting{
 	{"SLIPWAY_GITHUB_WEBHOOK_SECRET", "", "server, dev", "Secret of the GitHub webhook (HMAC-SHA256 of each delivery). Required unless `SLIPWAY_GITLAB_WEBHOOK_TOKEN` or `SLIPWAY_GITEA_WEBHOOK_SECRET` is set.", true},
 	{"SLIPWAY_GITLAB_WEBHOOK_TOKEN", "", "server, dev", "Secret token of GitLab webhooks (sent as X-Gitlab-Token). Unset: only repositories with their own webhook secret receive GitLab pushes.", true},
 	{"SLIPWAY_GITEA_WEBHOOK_SECRET", "", "server, dev", "Secret of Gitea and Forgejo webhooks (HMAC-SHA256 of each delivery). Unset: only repositories with their own webhook secret receive Gitea pushes.", true},
-	{"SLIPWAY_GITHUB_API_URL", "https://api.github.com", "server, dev", "GitHub REST API base URL for commit statuses; for GitHub Enterprise Server `https://HOST/api/v3`.", false},
-	{"SLIPWAY_GITHUB_TOKEN", "", "server, dev", "Token with commit-status write access (classic `repo:status`, or fine-grained \"Commit statuses: write\"). Unset: no statuses are sent to GitHub.", true},
-	{"SLIPWAY_GITLAB_API_URL", "https://gitlab.com/api/v4", "server, dev", "GitLab REST API base URL for commit statuses: `https://HOST/api/v4`.", false},
-	{"SLIPWAY_GITLAB_TOKEN", "", "server, dev", "GitLab access token with the `api` scope (sent as PRIVATE-TOKEN). Unset: no statuses are sent to GitLab.", true},
-	{"SLIPWAY_GITEA_API_URL", "", "server, dev", "Gitea or Forgejo API base URL for commit statuses: `https://HOST/api/v1`. Unset: no statuses are sent to Gitea.", false},
-	{"SLIPWAY_GITEA_TOKEN", "", "server, dev", "Gitea or Forgejo access token with repository write access. Unset: no statuses are sent to Gitea.", true},
+	{"SLIPWAY_GITHUB_API_URL", "https://api.github.com", "server, worker, dev", "GitHub REST API base URL for commit statuses and GitHub App tokens; for GitHub Enterprise Server `https://HOST/api/v3` (clones then send credentials to `https://HOST`).", false},
+	{"SLIPWAY_GITHUB_TOKEN", "", "server, worker, dev", "Token for commit statuses (classic `repo:status`, or fine-grained \"Commit statuses: write\") and, with read access to contents, for HTTPS clones of private repositories on github.com (or the Enterprise Server). Unset: no statuses; clones are anonymous (unless a GitHub App is set).", true},
+	{"SLIPWAY_GITHUB_APP_ID", "", "server, worker, dev", "GitHub App id: clones of private GitHub repositories and commit statuses use an installation token of that app, scoped to the one repository (instead of SLIPWAY_GITHUB_TOKEN).", false},
+	{"SLIPWAY_GITHUB_APP_PRIVATE_KEY_FILE", "", "server, worker, dev", "PEM file of the GitHub App's private key (required with SLIPWAY_GITHUB_APP_ID).", false},
+	{"SLIPWAY_GITLAB_API_URL", "https://gitlab.com/api/v4", "server, worker, dev", "GitLab REST API base URL for commit statuses: `https://HOST/api/v4`.", false},
+	{"SLIPWAY_GITLAB_TOKEN", "", "server, worker, dev", "GitLab access token with the `api` scope: commit statuses (sent as PRIVATE-TOKEN) and HTTPS clones of private projects on the host of SLIPWAY_GITLAB_API_URL (as user oauth2). Unset: no statuses; clones are anonymous.", true},
+	{"SLIPWAY_GITEA_API_URL", "", "server, worker, dev", "Gitea or Forgejo API base URL for commit statuses: `https://HOST/api/v1`. Unset: no statuses are sent to Gitea.", false},
+	{"SLIPWAY_GITEA_TOKEN", "", "server, worker, dev", "Gitea or Forgejo access token with repository write access: commit statuses and HTTP(S) clones of private repositories on the host of SLIPWAY_GITEA_API_URL. Unset: no statuses; clones are anonymous.", true},
 	{"SLIPWAY_GITHUB_ALLOWED_OWNERS", "(any)", "server, dev", "Comma-separated GitHub owners (users or organisations) whose pushes are built; others get 403.", false},
 	{"SLIPWAY_ADMIN_TOKEN", "", "server, dev", "Bootstrap admin bearer token for the REST API under /api/v1 (more tokens: `slipway token create`). Required; at least 8 characters.", true},
 	{"SLIPWAY_DASHBOARD_PUBLIC", "false", "server, dev", "`true` opens the dashboard's read-only pages without signing in; promoting, cancelling and retrying still need a token.", false},
@@ -59,6 +61,7 @@ var settings = []setting{
 	{"SLIPWAY_RETRY_MAX_BACKOFF", "5m", "worker, dev", "Longest wait between two attempts.", false},
 	{"SLIPWAY_SHUTDOWN_GRACE", "30s", "worker, dev", "On SIGTERM a worker claims no more builds and lets running ones finish for this long, then hands them back to the queue (not failed). Keep it below your orchestrator's kill timeout.", false},
 	{"SLIPWAY_WORKSPACE_DIR", "$TMPDIR/slipway-work", "worker, dev", "Where checkouts are made (one folder per build, removed afterwards).", false},
+	{"SLIPWAY_SUBMODULE_HOSTS", "(none)", "worker, dev", "Comma-separated hosts (host or host:port) besides the repository's own that submodules may be fetched from.", false},
 	{"SLIPWAY_INTEGRATION_SECRET", "", "worker, dev", "Key of the HMAC-SHA256 signature (`X-Slipway-Signature-256`) on calls to a repository's `integration.webhook`. Builds that use one fail while it is unset.", true},
 	{"SLIPWAY_SERVER", "", "promote, builds, logs, cancel, retry, wait", "URL of the slipway server the client commands call, e.g. `https://ci.example.com` (or `--server`).", false},
 	{"SLIPWAY_TOKEN", "", "promote, builds, logs, cancel, retry, wait", "API token the client commands send (or `--token`).", true},
@@ -77,6 +80,8 @@ type config struct {
 	GiteaWebhookSecret  string
 	GitHubAPIURL        string
 	GitHubToken         string
+	GitHubAppID         int64
+	GitHubAppKeyFile    string
 	GitLabAPIURL        string
 	GitLabToken         string
 	GiteaAPIURL         string
@@ -102,6 +107,7 @@ type config struct {
 	RetryMaxBackoff     time.Duration
 	ShutdownGrace       time.Duration
 	WorkspaceDir        string
+	SubmoduleHosts      []string
 	IntegrationSecret   string
 	LogLevel            string
 	LogFormat           string
@@ -148,6 +154,11 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 		LogFormat:    strings.ToLower(get("SLIPWAY_LOG_FORMAT")),
 	}
 	c.DatabaseURL = required("SLIPWAY_DATABASE_URL")
+	for _, h := range strings.Split(get("SLIPWAY_SUBMODULE_HOSTS"), ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			c.SubmoduleHosts = append(c.SubmoduleHosts, h)
+		}
+	}
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}
@@ -195,6 +206,15 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 		}
 		c.GitLabWebhookToken = get("SLIPWAY_GITLAB_WEBHOOK_TOKEN")
 		c.GiteaWebhookSecret = get("SLIPWAY_GITEA_WEBHOOK_SECRET")
+		for _, o := range strings.Split(get("SLIPWAY_GITHUB_ALLOWED_OWNERS"), ",") {
+			if o = strings.TrimSpace(o); o != "" {
+				c.GitHubAllowedOwners = append(c.GitHubAllowedOwners, o)
+			}
+		}
+	}
+	if r.server || r.worker {
+		// The server sets commit statuses, the worker clones private
+		// repositories: both use the forges' tokens.
 		apiURL := func(name, def string) string {
 			v := strings.TrimRight(get(name), "/")
 			if v == "" {
@@ -214,9 +234,15 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 		if c.GiteaToken != "" && c.GiteaAPIURL == "" {
 			bad("SLIPWAY_GITEA_API_URL", "is required with SLIPWAY_GITEA_TOKEN (e.g. https://gitea.example.com/api/v1)")
 		}
-		for _, o := range strings.Split(get("SLIPWAY_GITHUB_ALLOWED_OWNERS"), ",") {
-			if o = strings.TrimSpace(o); o != "" {
-				c.GitHubAllowedOwners = append(c.GitHubAllowedOwners, o)
+		if v := get("SLIPWAY_GITHUB_APP_ID"); v != "" {
+			id, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || id <= 0 {
+				bad("SLIPWAY_GITHUB_APP_ID", "%q is not a GitHub App id (a positive number)", v)
+			}
+			c.GitHubAppID = id
+			c.GitHubAppKeyFile = get("SLIPWAY_GITHUB_APP_PRIVATE_KEY_FILE")
+			if c.GitHubAppKeyFile == "" {
+				bad("SLIPWAY_GITHUB_APP_PRIVATE_KEY_FILE", "is required with SLIPWAY_GITHUB_APP_ID")
 			}
 		}
 	}

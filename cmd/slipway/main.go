@@ -28,6 +28,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
@@ -204,6 +205,10 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 			return fmt.Errorf("registering builder metrics: %w", err)
 		}
 		jobs := postgres.NewJobQueue(db, logger)
+		auth, err := cloneAuth(cfg)
+		if err != nil {
+			return err
+		}
 		w, err := worker.New(logger, worker.Config{
 			ID:                cfg.WorkerID,
 			Concurrency:       cfg.WorkerConcurrency,
@@ -216,6 +221,8 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 			RetryMaxBackoff:   cfg.RetryMaxBackoff,
 			ShutdownGrace:     cfg.ShutdownGrace,
 			WorkspaceDir:      cfg.WorkspaceDir,
+			SubmoduleHosts:    cfg.SubmoduleHosts,
+			CloneAuth:         auth,
 			InsecureRegistry:  cfg.RegistryInsecure,
 			PublicURL:         cfg.PublicURL,
 			IntegrationSecret: cfg.IntegrationSecret,
@@ -305,8 +312,12 @@ func forgeClients(cfg *config) (map[string]forge.Client, error) {
 		hc = &http.Client{Transport: tr, Timeout: 30 * time.Second}
 	}
 	clients := map[string]forge.Client{}
-	if cfg.GitHubToken != "" {
-		clients[slipway.ForgeGitHub] = &forge.GitHub{BaseURL: cfg.GitHubAPIURL, Token: cfg.GitHubToken, HTTP: hc}
+	app, err := githubApp(cfg, hc)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.GitHubToken != "" || app != nil {
+		clients[slipway.ForgeGitHub] = &forge.GitHub{BaseURL: cfg.GitHubAPIURL, Token: cfg.GitHubToken, App: app, HTTP: hc}
 	}
 	if cfg.GitLabToken != "" {
 		clients[slipway.ForgeGitLab] = &forge.GitLab{BaseURL: cfg.GitLabAPIURL, Token: cfg.GitLabToken, HTTP: hc}
@@ -315,6 +326,63 @@ func forgeClients(cfg *config) (map[string]forge.Client, error) {
 		clients[slipway.ForgeGitea] = &forge.Gitea{BaseURL: cfg.GiteaAPIURL, Token: cfg.GiteaToken, HTTP: hc}
 	}
 	return clients, nil
+}
+
+// githubApp is the GitHub App of SLIPWAY_GITHUB_APP_ID, nil without one.
+func githubApp(cfg *config, hc *http.Client) (*forge.GitHubApp, error) {
+	if cfg.GitHubAppID == 0 {
+		return nil, nil
+	}
+	pemBytes, err := os.ReadFile(cfg.GitHubAppKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("reading SLIPWAY_GITHUB_APP_PRIVATE_KEY_FILE: %w", err)
+	}
+	key, err := jwt.ParseRSAPrivateKeyFromPEM(pemBytes)
+	if err != nil {
+		return nil, fmt.Errorf("reading SLIPWAY_GITHUB_APP_PRIVATE_KEY_FILE %s: %w", cfg.GitHubAppKeyFile, err)
+	}
+	return &forge.GitHubApp{AppID: cfg.GitHubAppID, Key: key, BaseURL: cfg.GitHubAPIURL, Origin: githubOrigin(cfg.GitHubAPIURL), HTTP: hc}, nil
+}
+
+// githubOrigin is where GitHub clones go: https://github.com for the public
+// API, the Enterprise Server's origin for https://HOST/api/v3.
+func githubOrigin(apiURL string) string {
+	if o := forge.OriginOf(apiURL); o != "" && o != "https://api.github.com" {
+		return o
+	}
+	return "https://github.com"
+}
+
+// cloneAuth is the worker's source of clone credentials: the GitHub App,
+// then each forge's token, each sent only to its forge's origin. nil when
+// there is none.
+func cloneAuth(cfg *config) (forge.CloneAuth, error) {
+	var hc *http.Client
+	if cfg.CABundle != "" {
+		tr, err := registry.TransportWithCA(cfg.CABundle)
+		if err != nil {
+			return nil, err
+		}
+		hc = &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	}
+	var auths forge.CloneAuths
+	app, err := githubApp(cfg, hc)
+	if err != nil {
+		return nil, err
+	}
+	if app != nil {
+		auths = append(auths, app)
+	}
+	tokens := forge.CloneTokens{
+		{Forge: slipway.ForgeGitHub, Origin: githubOrigin(cfg.GitHubAPIURL), Username: "x-access-token", Token: cfg.GitHubToken},
+		{Forge: slipway.ForgeGitLab, Origin: forge.OriginOf(cfg.GitLabAPIURL), Username: "oauth2", Token: cfg.GitLabToken},
+		{Forge: slipway.ForgeGitea, Origin: forge.OriginOf(cfg.GiteaAPIURL), Username: "slipway", Token: cfg.GiteaToken},
+	}
+	auths = append(auths, tokens)
+	if app == nil && cfg.GitHubToken == "" && cfg.GitLabToken == "" && cfg.GiteaToken == "" {
+		return nil, nil
+	}
+	return auths, nil
 }
 
 // redactAddr drops a user:password from an address, for labels and logs.

@@ -417,6 +417,12 @@ func requireAuthMounts(t *testing.T, r *rendered) {
 		require.Equal(t, []corev1.KeyToPath{{Key: ".dockerconfigjson", Path: "config.json"}}, vols["docker-config"].Secret.Items, owner)
 		require.NotNil(t, vols["ca-bundle"].ConfigMap, owner)
 		require.Equal(t, "corp-ca", vols["ca-bundle"].ConfigMap.Name, owner)
+		// The GitHub App's key, for clones and statuses.
+		require.Equal(t, "123456", envValue(c, "SLIPWAY_GITHUB_APP_ID"), owner)
+		require.Equal(t, "/etc/slipway/github-app/private-key.pem", envValue(c, "SLIPWAY_GITHUB_APP_PRIVATE_KEY_FILE"), owner)
+		require.Equal(t, "/etc/slipway/github-app", mounts["github-app"], owner)
+		require.NotNil(t, vols["github-app"].Secret, owner)
+		require.Equal(t, "github-app-key", vols["github-app"].Secret.SecretName, owner)
 	}
 	server := requireObject[*appsv1.Deployment](t, r, release+"-slipway-server")
 	check("server", &server.Spec.Template.Spec, server.Spec.Template.Spec.Containers[0])

@@ -27,7 +27,7 @@ import (
 	"github.com/slipway-ci/slipway/test/testenv"
 )
 
-const fixture = "push-branch-commits-goscm.json"
+const fixture = "push-branch.json"
 
 // repos serves the test's git repositories over git daemon.
 type repos struct {

@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -51,15 +53,19 @@ func prPayload(t *testing.T, action string, number int, head, owner, name, clone
 // that no branch holds (as GitHub keeps a fork's head) and returns it.
 func pullRef(t *testing.T, dir string, n int, dockerfile string) string {
 	t.Helper()
-	run := func(stdin string, args ...string) string {
-		cmd := exec.Command("git", append([]string{"-C", dir}, args...)...)
-		cmd.Stdin = strings.NewReader(stdin)
-		out, err := cmd.CombinedOutput()
-		require.NoError(t, err, "git %v: %s", args, out)
-		return strings.TrimSpace(string(out))
+	return pullRefFiles(t, dir, n, map[string]string{"Dockerfile": dockerfile})
+}
+
+// pullRefFiles is pullRef with a commit holding files (top-level names only).
+func pullRefFiles(t *testing.T, dir string, n int, files map[string]string) string {
+	t.Helper()
+	run := gitRunner(t, dir)
+	var entries strings.Builder
+	for name, content := range files {
+		blob := run(content, "hash-object", "-w", "--stdin")
+		entries.WriteString("100644 blob " + blob + "\t" + name + "\n")
 	}
-	blob := run(dockerfile, "hash-object", "-w", "--stdin")
-	tree := run("100644 blob "+blob+"\tDockerfile\n", "mktree")
+	tree := run(entries.String(), "mktree")
 	commit := run("", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit-tree", "-p", "HEAD", "-m", "pr head", tree)
 	run("", "update-ref", fmt.Sprintf("refs/pull/%d/head", n), commit)
 	return commit
@@ -68,14 +74,17 @@ func pullRef(t *testing.T, dir string, n int, dockerfile string) string {
 // TestGitHubPullRequest: a pull request opened, then synchronized, makes two
 // builds, the first canceled; the second is built from refs/pull/1/head,
 // tagged sha-… and pr-1 only, and its status goes to the head commit. A
-// closed pull request's queued build is canceled, a fork's is not built.
+// closed pull request's queued build is canceled. A fork's waits for a
+// developer's approval, runs without build secrets, goes to the -pr
+// repository, and cannot be promoted.
 func TestGitHubPullRequest(t *testing.T) {
 	ctx := context.Background()
 	registryHost := requireEnv(t, "TEST_REGISTRY")
 	base, err := testenv.PushBaseImage(ctx, registryHost)
 	require.NoError(t, err)
 	api := newGitHubStatusAPI(t)
-	s := newStack(t, "SLIPWAY_GITHUB_API_URL="+api.URL, "SLIPWAY_GITHUB_TOKEN=e2e-github-token")
+	s := newStack(t, "SLIPWAY_GITHUB_API_URL="+api.URL, "SLIPWAY_GITHUB_TOKEN=e2e-github-token",
+		"SLIPWAY_SECRET_KEY=000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f")
 	r := newRepos(t)
 	// .slipway.yml asks for latest and the branch: a pull request gets neither.
 	url, _ := r.add("prapp", map[string]string{
@@ -116,11 +125,28 @@ func TestGitHubPullRequest(t *testing.T) {
 	require.Equal(t, slipway.BuildCanceled, b.State)
 	require.Equal(t, "pull request 2 was closed", b.Error)
 
-	// A fork's pull request is not built.
-	headFork := pullRef(t, dir, 3, dockerfile(base, "LABEL fork=1\n"))
-	out = send("pr3-open", prPayload(t, "opened", 3, headFork, "acme", "prapp", url, true))
-	require.Contains(t, out["ignored"], "fork")
-	require.NotContains(t, out, "build_id")
+	// Forks: the repository has a build secret; a fork's build waits for
+	// approval, then runs without it, into the separate -pr repository.
+	code, secretOut := s.put("/repos/acme/prapp/secrets/TOKEN", map[string]any{"value": "s3cret-token"})
+	require.Equal(t, http.StatusOK, code, "%v", secretOut)
+	needsSecret := pullRefFiles(t, dir, 3, map[string]string{
+		"Dockerfile":   dockerfile(base, "RUN --mount=type=secret,id=TOKEN,required=true cat /run/secrets/TOKEN\n"),
+		".slipway.yml": "secrets: [TOKEN]\n",
+	})
+	out = send("pr3-open", prPayload(t, "opened", 3, needsSecret, "acme", "prapp", url, true))
+	forkFail := int64(out["build_id"].(float64))
+	plainFork := pullRefFiles(t, dir, 4, map[string]string{
+		"Dockerfile":   dockerfile(base, "RUN --mount=type=secret,id=TOKEN test ! -e /run/secrets/TOKEN\n"),
+		".slipway.yml": "secrets: [TOKEN]\n",
+	})
+	out = send("pr4-open", prPayload(t, "opened", 4, plainFork, "acme", "prapp", url, true))
+	forkOK := int64(out["build_id"].(float64))
+	for _, id := range []int64{forkFail, forkOK} {
+		b := s.build(id)
+		require.Equal(t, "pending", b.Approval)
+		require.Equal(t, s.image("acme", "prapp")+"-pr", b.Image, "a fork's image goes to the separate repository")
+		require.True(t, b.PullRequest.Fork)
+	}
 
 	s.start("worker", "SLIPWAY_WORKER_ID=e2e-pr")
 	b = s.waitDone(second)
@@ -134,6 +160,40 @@ func TestGitHubPullRequest(t *testing.T) {
 	require.Equal(t, "https://github.com/acme/prapp/pull/1", b.PullRequest.URL)
 	require.Contains(t, s.logs(second), "+refs/pull/1/head:refs/slipway/pull", "fetched from the base repository's pull-request ref")
 
+	// The worker has claimed and finished build 2; the forks still wait.
+	for _, id := range []int64{forkFail, forkOK} {
+		b := s.build(id)
+		require.Equal(t, slipway.BuildQueued, b.State, "a fork's build waits for approval")
+		require.Nil(t, b.StartedAt)
+	}
+	viewer := s.token("pr-viewer", string(slipway.RoleViewer))
+	code, out = s.post(fmt.Sprintf("/builds/%d/approve", forkOK), viewer, nil)
+	require.Equal(t, http.StatusForbidden, code, "%v", out)
+	developer := s.token("pr-developer", string(slipway.RoleDeveloper))
+	for _, id := range []int64{forkFail, forkOK} {
+		code, out = s.post(fmt.Sprintf("/builds/%d/approve", id), developer, nil)
+		require.Equal(t, http.StatusOK, code, "%v", out)
+		require.Equal(t, "approved", out["approval"])
+		require.Equal(t, "pr-developer", out["approved_by"])
+	}
+	code, out = s.post(fmt.Sprintf("/builds/%d/approve", forkOK), developer, nil)
+	require.Equal(t, http.StatusConflict, code, "%v", out)
+	b = s.waitDone(forkFail)
+	require.Equal(t, slipway.BuildFailed, b.State, "a Dockerfile that needs a secret fails in a fork: %s", s.logs(forkFail))
+	require.Contains(t, s.logs(forkFail), "no build secrets")
+	b = s.waitDone(forkOK)
+	require.Equal(t, slipway.BuildSucceeded, b.State, "error: %s\nlog:\n%s", b.Error, s.logs(forkOK))
+	forkImage := s.image("acme", "prapp") + "-pr"
+	d, err := remote.Head(mustRef(t, forkImage+":pr-4"))
+	require.NoError(t, err)
+	require.Equal(t, b.IndexDigest, d.Digest.String())
+	_, err = remote.Head(mustRef(t, s.image("acme", "prapp")+":pr-4"))
+	require.Error(t, err, "nothing of a fork lands in the release repository")
+	code, out = s.post(fmt.Sprintf("/builds/%d/promote", forkOK), adminToken, map[string]any{"tags": []string{"stable"}})
+	require.Equal(t, http.StatusConflict, code, "%v", out)
+	require.Contains(t, out["_raw"], "pull request 4")
+
+	b = s.build(second)
 	image := s.image("acme", "prapp")
 	for _, tag := range []string{slipway.CommitTag(head2), "pr-1"} {
 		d, err := remote.Head(mustRef(t, image+":"+tag))
@@ -164,4 +224,23 @@ func TestGitHubPullRequest(t *testing.T) {
 func gitCmd(dir string, args ...string) (string, error) {
 	out, err := exec.Command("git", append([]string{"-C", dir}, args...)...).CombinedOutput()
 	return strings.TrimSpace(string(out)), err
+}
+
+// put PUTs body to path under /api/v1 with the admin token.
+func (s *stack) put(path string, body any) (int, map[string]any) {
+	s.t.Helper()
+	data, err := json.Marshal(body)
+	require.NoError(s.t, err)
+	req, err := http.NewRequest(http.MethodPut, s.url+"/api/v1"+path, bytes.NewReader(data))
+	require.NoError(s.t, err)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(s.t, err)
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	require.NoError(s.t, err)
+	out := map[string]any{"_raw": string(raw)}
+	_ = json.Unmarshal(raw, &out)
+	return resp.StatusCode, out
 }

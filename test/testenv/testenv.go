@@ -33,7 +33,7 @@ const (
 	EnvBuildkitHost = "BUILDKIT_HOST"
 	// EnvBusyboxDebs is the folder holding busybox-static_*_{amd64,arm64}.deb.
 	EnvBusyboxDebs = "SLIPWAY_BUSYBOX_DEBS"
-	// EnvFixtures is the webhooks fixtures folder (with github/, gitlab/, gitea/).
+	// EnvFixtures overrides the webhooks samples folder (with github/, gitlab/, gitea/).
 	EnvFixtures = "SLIPWAY_FIXTURES"
 )
 
@@ -89,8 +89,10 @@ func isModuleRoot(dir string) bool {
 	return false
 }
 
-// FixturesDir returns the webhooks fixtures folder: $SLIPWAY_FIXTURES, or
-// ../shared/fixtures/webhooks beside the repository.
+// FixturesDir returns the webhooks samples folder (with github/, gitlab/,
+// gitea/): $SLIPWAY_FIXTURES, or slipway's own samples in
+// server/testdata/webhooks (written after each forge's documented payloads),
+// so a fresh clone needs nothing beside it.
 func FixturesDir() (string, error) {
 	dir := os.Getenv(EnvFixtures)
 	if dir == "" {
@@ -98,16 +100,16 @@ func FixturesDir() (string, error) {
 		if err != nil {
 			return "", err
 		}
-		dir = filepath.Join(root, "..", "shared", "fixtures", "webhooks")
+		dir = filepath.Join(root, "server", "testdata", "webhooks")
 	}
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		return "", fmt.Errorf("finding the webhook fixtures: %s is not a folder (set %s)", dir, EnvFixtures)
+		return "", fmt.Errorf("finding the webhook samples: %s is not a folder (set %s)", dir, EnvFixtures)
 	}
 	return filepath.Clean(dir), nil
 }
 
 // FixturePath returns the path of a webhook fixture, e.g.
-// FixturePath("github", "push-branch-commits-goplayground.json").
+// FixturePath("github", "push-branch.json").
 func FixturePath(elem ...string) (string, error) {
 	dir, err := FixturesDir()
 	if err != nil {

@@ -187,7 +187,7 @@ func TestGitHubPush(t *testing.T) {
 		t.Parallel()
 
 		zeros := strings.Repeat("0", 40)
-		body, err := testenv.GitHubPush("push-branch-commits-goscm.json", testenv.PushParams{
+		body, err := testenv.GitHubPush("push-branch.json", testenv.PushParams{
 			Owner: "acme", Name: "good", Ref: "refs/heads/gone", After: zeros, Deleted: true,
 		})
 		require.NoError(t, err)
@@ -202,7 +202,7 @@ func TestGitHubPush(t *testing.T) {
 	t.Run("empty params keep the fixture", func(t *testing.T) {
 		t.Parallel()
 
-		fixture := filepath.Join(dir, "push-branch-commits-goplayground.json")
+		fixture := filepath.Join(dir, "push-branch.json")
 		body, err := testenv.GitHubPush(fixture, testenv.PushParams{})
 		require.NoError(t, err)
 		require.Equal(t, decode(t, mustRead(t, fixture)), decode(t, body))

@@ -27,6 +27,9 @@ type PushParams struct {
 	// Before and After are the commits the ref moved between. A non-empty
 	// After also becomes the id of head_commit and of the last commit listed.
 	Before, After string
+	// HeadCommit, when set, is the id of head_commit instead of After: the
+	// commit an annotated tag points at, After being the tag object.
+	HeadCommit string
 	// Message replaces the head commit's message.
 	Message string
 	// Deleted makes the push a deletion of Ref, as GitHub sends it: deleted
@@ -38,7 +41,7 @@ type PushParams struct {
 // GitHubPush reads a real GitHub push event and returns it rewritten by p,
 // every other field kept: what GitHub would send for that push to the
 // rewritten repository. Sign the result with Sign. fixture is a file name in
-// the fixtures' github folder ("push-branch-commits-goscm.json") or a path.
+// the fixtures' github folder ("push-branch.json") or a path.
 func GitHubPush(fixture string, p PushParams) ([]byte, error) {
 	fixturePath := fixture
 	if filepath.Base(fixture) == fixture {
@@ -110,11 +113,15 @@ func GitHubPush(fixture string, p PushParams) ([]byte, error) {
 	if p.After != "" {
 		payload["after"] = p.After
 	}
+	commitID := p.After
+	if p.HeadCommit != "" {
+		commitID = p.HeadCommit
+	}
 	rewriteCommit := func(c map[string]any) {
-		if p.After != "" {
-			c["id"] = p.After
+		if commitID != "" {
+			c["id"] = commitID
 			if htmlURL != "" {
-				c["url"] = htmlURL + "/commit/" + p.After
+				c["url"] = htmlURL + "/commit/" + commitID
 			}
 		}
 		if p.Message != "" {

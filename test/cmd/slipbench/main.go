@@ -201,7 +201,7 @@ type delivery struct {
 func deliveries(n int, prefix string) ([]delivery, error) {
 	out := make([]delivery, n)
 	for i := range n {
-		body, err := testenv.GitHubPush("push-branch-commits-goscm.json", testenv.PushParams{
+		body, err := testenv.GitHubPush("push-branch.json", testenv.PushParams{
 			Owner: "bench", Name: fmt.Sprint("repo", i%50), CloneURL: "git://127.0.0.1:1/none.git",
 			Ref: fmt.Sprintf("refs/heads/%s-%d", prefix, i), After: fmt.Sprintf("%040x", i+1),
 		})

@@ -100,6 +100,12 @@ Registry credentials and a private CA (values registryAuth and caBundle):
 env, volumeMounts and volumes of slipway's server and worker containers.
 */}}
 {{- define "slipway.authEnv" -}}
+{{- if .Values.githubApp.id }}
+- name: SLIPWAY_GITHUB_APP_ID
+  value: {{ .Values.githubApp.id | quote }}
+- name: SLIPWAY_GITHUB_APP_PRIVATE_KEY_FILE
+  value: /etc/slipway/github-app/{{ .Values.githubApp.privateKeyKey }}
+{{- end }}
 {{- if .Values.registryAuth.dockerConfigSecret }}
 - name: SLIPWAY_DOCKER_CONFIG
   value: /etc/slipway/docker/config.json
@@ -111,6 +117,11 @@ env, volumeMounts and volumes of slipway's server and worker containers.
 {{- end }}
 
 {{- define "slipway.authMounts" -}}
+{{- if .Values.githubApp.privateKeySecret }}
+- name: github-app
+  mountPath: /etc/slipway/github-app
+  readOnly: true
+{{- end }}
 {{- if .Values.registryAuth.dockerConfigSecret }}
 - name: docker-config
   mountPath: /etc/slipway/docker
@@ -142,6 +153,14 @@ env, volumeMounts and volumes of slipway's server and worker containers.
 {{- end }}
 
 {{- define "slipway.authVolumes" -}}
+{{- if .Values.githubApp.privateKeySecret }}
+- name: github-app
+  secret:
+    secretName: {{ .Values.githubApp.privateKeySecret }}
+    items:
+      - key: {{ .Values.githubApp.privateKeyKey }}
+        path: {{ .Values.githubApp.privateKeyKey }}
+{{- end }}
 {{- if .Values.registryAuth.dockerConfigSecret }}
 - name: docker-config
   secret:

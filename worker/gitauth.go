@@ -1,0 +1,82 @@
+package worker
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/slipway-ci/slipway"
+	"github.com/slipway-ci/slipway/forge"
+)
+
+// gitAuthEnv is the environment that makes one git process send c as HTTP
+// basic auth to prefix (a repository URL) and below, and nowhere else: the
+// header http.<prefix>.extraHeader set through GIT_CONFIG_COUNT
+// (git-config(1), "ENVIRONMENT"). So the credential is on no command line,
+// in no .git/config or other workspace file, and in no environment but that
+// git's (a test container never inherits it).
+func gitAuthEnv(prefix string, c forge.Credential) []string {
+	basic := base64.StdEncoding.EncodeToString([]byte(c.Username + ":" + c.Password))
+	return []string{
+		"GIT_CONFIG_COUNT=1",
+		"GIT_CONFIG_KEY_0=http." + prefix + ".extraHeader",
+		"GIT_CONFIG_VALUE_0=Authorization: Basic " + basic,
+	}
+}
+
+// cloneAuth returns the git environment that authenticates a fetch of
+// rawURL, a repository of build's forge: none when the worker has no
+// credential for it. Every value that could show the credential is masked in
+// sink first. owner/name of a URL other than the build's own (a submodule)
+// are read from its path: the last segment without ".git" is the name, the
+// rest the owner.
+func (w *Worker) cloneAuth(ctx context.Context, build *slipway.Build, rawURL string, sink *logSink) ([]string, error) {
+	if w.cfg.CloneAuth == nil || (!strings.HasPrefix(rawURL, "https://") && !strings.HasPrefix(rawURL, "http://")) {
+		return nil, nil
+	}
+	owner, name := slipway.SplitRepo(build.Repo)
+	if rawURL != build.CloneURL {
+		u, err := url.Parse(rawURL)
+		if err != nil {
+			return nil, nil
+		}
+		owner, name = slipway.SplitRepo(strings.Trim(strings.TrimSuffix(u.Path, ".git"), "/"))
+		if owner == "" {
+			return nil, nil
+		}
+	}
+	c, ok, err := w.cfg.CloneAuth.ForClone(ctx, build.Forge, owner, name, rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("getting the %s credential for %s/%s: %w", build.Forge, owner, name, err)
+	}
+	if !ok {
+		return nil, nil
+	}
+	env := gitAuthEnv(rawURL, c)
+	sink.Mask([][]byte{[]byte(c.Password), []byte(strings.TrimPrefix(env[2], "GIT_CONFIG_VALUE_0=Authorization: Basic "))})
+	return env, nil
+}
+
+// authHint explains a clone the forge refused for want of a credential, ""
+// for any other failure: git says "could not read Username" when a forge
+// asks for one and none is set, "Authentication failed" when it refuses
+// the one sent.
+func authHint(forgeName string, err error) string {
+	msg := err.Error()
+	setting := map[string]string{
+		slipway.ForgeGitHub: "SLIPWAY_GITHUB_TOKEN or SLIPWAY_GITHUB_APP_ID",
+		slipway.ForgeGitLab: "SLIPWAY_GITLAB_TOKEN", slipway.ForgeGitea: "SLIPWAY_GITEA_TOKEN",
+	}[forgeName]
+	if setting == "" {
+		setting = "a credential for the forge"
+	}
+	switch {
+	case strings.Contains(msg, "could not read Username"), strings.Contains(msg, "terminal prompts disabled"):
+		return fmt.Sprintf(" (the forge asks for a login: the repository is private; set %s on the workers)", setting)
+	case strings.Contains(msg, "Authentication failed"), strings.Contains(msg, "403"):
+		return fmt.Sprintf(" (the forge refused the credential: check %s and that it may read this repository)", setting)
+	}
+	return ""
+}

@@ -1,0 +1,55 @@
+package worker
+
+import (
+	"net/url"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestAllowedSubmoduleURL: a submodule URL from a push's .gitmodules reaches
+// only the repository's own host (or an allowed one) over https, ssh or the
+// repository's own scheme.
+func TestAllowedSubmoduleURL(t *testing.T) {
+	t.Parallel()
+	base, err := url.Parse("https://git.example.com/team/app.git")
+	require.NoError(t, err)
+	allow := []string{"github.com", "mirror.example.com:8443"}
+	tests := map[string]string{ // URL → "" (allowed) or part of the refusal
+		"https://git.example.com/team/lib.git":      "",
+		"ssh://git@git.example.com/team/lib.git":    "",
+		"https://GIT.example.com/team/lib.git":      "",
+		"https://github.com/other/lib.git":          "",
+		"https://mirror.example.com:8443/lib.git":   "",
+		"https://mirror.example.com/lib.git":        "neither the repository's",
+		"https://git.example.com:8080/team/lib.git": "neither the repository's",
+		"https://169.254.169.254/latest":            "SLIPWAY_SUBMODULE_HOSTS",
+		"http://git.example.com/team/lib.git":       `scheme "http" is not allowed`,
+		"git://git.example.com/team/lib.git":        `scheme "git" is not allowed`,
+		"file:///etc/passwd":                        "not a URL with a scheme and a host",
+		"ext::sh -c touch% /tmp/x":                  "not a URL",
+		"git@github.com:other/lib.git":              "not a URL",
+		"-uhelp":                                    "not a URL",
+	}
+	for raw, want := range tests {
+		err := allowedSubmoduleURL(raw, base, allow)
+		if want == "" {
+			require.NoError(t, err, raw)
+			continue
+		}
+		require.Error(t, err, raw)
+		require.Contains(t, err.Error(), want, raw)
+	}
+}
+
+func TestSubmodulesSetting(t *testing.T) {
+	t.Parallel()
+	on, err := ParseRepoConfig(nil)
+	require.NoError(t, err)
+	require.True(t, on.WantSubmodules(), "on by default")
+	off, err := ParseRepoConfig([]byte("submodules: false\n"))
+	require.NoError(t, err)
+	require.False(t, off.WantSubmodules())
+	_, err = ParseRepoConfig([]byte("submodules: maybe\n"))
+	require.Error(t, err)
+}
