@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -235,4 +236,15 @@ func TestMakeRun(t *testing.T) {
 	retryID := int(body["build_id"].(float64))
 	rb := waitSucceeded(retryID)
 	require.Equal(t, commit, rb["commit"])
+	// Reproducible: the rebuild made the same image on every platform (the
+	// demo keeps the default provenance, which records each build's times).
+	require.Equal(t, b["platforms"], rb["platforms"], "the same image per platform")
+	req, err := http.NewRequest("GET", fmt.Sprintf("%s/api/v1/builds/%d/logs", url, retryID), nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer devtoken")
+	resp, err = http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	logText, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Contains(t, string(logText), fmt.Sprintf("The rebuild produced the same image as build %d", id))
 }
