@@ -64,6 +64,9 @@ type Build struct {
 	Platforms   []PlatformDigest `json:"platforms"`
 	Tests       []TestResult     `json:"tests"`
 	Tags        []string         `json:"tags"` // tags added after the tests passed
+	// SkippedTags are the tags the build's ref asked for but another ref or a
+	// promotion owns (see the README's "Who moves a tag").
+	SkippedTags []SkippedTag `json:"skipped_tags,omitempty"`
 	Error       string           `json:"error,omitempty"`
 	Attempt     int              `json:"attempt"`
 	// Attempts lists every attempt, first first; only a single build's answer has it.
@@ -157,6 +160,7 @@ type BuildUpdate struct {
 	Platforms   []PlatformDigest // nil: leave
 	Tests       []TestResult     // nil: leave
 	Tags        []string         // nil: leave
+	SkippedTags []SkippedTag     // nil: leave
 	Error       *string
 }
 
@@ -261,4 +265,11 @@ type Trigger struct {
 	// PullRequest is set for a pull-request event; Ref is then its
 	// pull-request ref and Commit its head commit.
 	PullRequest *PullRequest
+}
+
+// SkippedTag is a tag a build did not move, and why: "written by build 7 of
+// refs/tags/v2" or "written by a promotion (audit row 12)".
+type SkippedTag struct {
+	Tag    string `json:"tag"`
+	Reason string `json:"reason"`
 }

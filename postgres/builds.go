@@ -44,6 +44,7 @@ type buildRow struct {
 	Platforms   []byte     `db:"platforms"`
 	Tests       []byte     `db:"tests"`
 	Tags        []string   `db:"tags"`
+	SkippedTags []byte     `db:"skipped_tags"`
 	Error       string     `db:"error"`
 	Attempt     int        `db:"attempt"`
 	CreatedAt   time.Time  `db:"created_at"`
@@ -72,7 +73,7 @@ const buildColumns = `b.id, b.repo_id, r.forge, r.owner, r.name, b.ref, b.commit
 	b.delivery_id, b.clone_url, b.state, b.image, b.image_ref, b.index_digest, b.platforms, b.tests,
 	b.tags, b.error, b.attempt, b.created_at, b.started_at, b.finished_at, b.target_platforms,
 	b.pull_request, b.pr_title, b.pr_author, b.pr_url, b.pr_fork, b.pr_base, b.approval, b.approved_by, b.approved_at,
-	fs.state AS fs_state, fs.outcome AS fs_outcome, fs.attempts AS fs_attempts,
+	b.skipped_tags, fs.state AS fs_state, fs.outcome AS fs_outcome, fs.attempts AS fs_attempts,
 	fs.last_error AS fs_error, fs.updated_at AS fs_updated_at`
 
 // buildFrom joins a build with its repository and its latest commit status.
@@ -104,6 +105,11 @@ func (r buildRow) toBuild() (*slipway.Build, error) {
 	}
 	if r.PullRequest != nil {
 		b.PullRequest = &slipway.PullRequest{Number: *r.PullRequest, Title: r.PRTitle, Author: r.PRAuthor, URL: r.PRURL, Fork: r.PRFork, Base: r.PRBase}
+	}
+	if len(r.SkippedTags) > 0 {
+		if err := json.Unmarshal(r.SkippedTags, &b.SkippedTags); err != nil {
+			return nil, fmt.Errorf("decoding skipped tags of build %d: %w", r.ID, err)
+		}
 	}
 	if err := json.Unmarshal(r.Platforms, &b.Platforms); err != nil {
 		return nil, fmt.Errorf("decoding platforms of build %d: %w", r.ID, err)
@@ -142,15 +148,16 @@ func (s *BuildService) EnqueueTrigger(ctx context.Context, t slipway.Trigger, im
 }
 
 const (
-	// EnqueueTrigger: registers the repository on first sight. On conflict the row
-	// is updated (clone URL may change when a repository moves; the default branch
-	// when the payload names one) so RETURNING sees it. A registered repository's
-	// image is its setting and wins over the one passed in.
+	// EnqueueTrigger: registers the repository on first sight. A registered
+	// repository's clone URL and image are its settings (only the admin API
+	// changes them) and win over the ones passed in: a delivery never re-points
+	// a repository at other code. On conflict only the default branch is
+	// updated, when the payload names one, so RETURNING sees the row.
 	sqlRepoUpsert = `-- EnqueueTrigger
 INSERT INTO repos (forge, owner, name, clone_url, image, default_branch) VALUES ($1, $2, $3, $4, $5, $6)
-ON CONFLICT (forge, lower(owner), lower(name)) DO UPDATE SET clone_url = EXCLUDED.clone_url,
+ON CONFLICT (forge, lower(owner), lower(name)) DO UPDATE SET
     default_branch = coalesce(nullif(EXCLUDED.default_branch, ''), repos.default_branch)
-RETURNING id, image`
+RETURNING id, image, clone_url`
 
 	// EnqueueTrigger: the build keeps the platforms the repository's settings name
 	// now, so a later change of the settings does not change a queued build.
@@ -193,7 +200,7 @@ func enqueueTrigger(ctx context.Context, tx pgx.Tx, t slipway.Trigger, image str
 		}
 	}
 	var repoID int64
-	if err := tx.QueryRow(ctx, sqlRepoUpsert, t.Forge, t.Owner, t.Name, t.CloneURL, image, t.DefaultBranch).Scan(&repoID, &image); err != nil {
+	if err := tx.QueryRow(ctx, sqlRepoUpsert, t.Forge, t.Owner, t.Name, t.CloneURL, image, t.DefaultBranch).Scan(&repoID, &image, &t.CloneURL); err != nil {
 		return slipway.EnqueueResult{}, fmt.Errorf("registering repository: %w", err)
 	}
 	var (

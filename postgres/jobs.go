@@ -252,6 +252,7 @@ UPDATE builds SET
     tests        = coalesce($6, tests),
     tags         = coalesce($7, tags),
     error        = coalesce($8, error),
+    skipped_tags = coalesce($9, skipped_tags),
     finished_at  = CASE WHEN coalesce($2, state) IN ('succeeded', 'failed', 'canceled') THEN now() ELSE NULL END
 WHERE id = $1`
 
@@ -278,7 +279,13 @@ func updateBuild(ctx context.Context, tx pgx.Tx, id int64, u slipway.BuildUpdate
 		short := (*errText)[:4000] + "…"
 		errText = &short
 	}
-	if _, err := tx.Exec(ctx, sqlBuildUpdate, id, state, u.ImageRef, u.IndexDigest, platforms, tests, u.Tags, errText); err != nil {
+	var skipped []byte
+	if u.SkippedTags != nil {
+		if skipped, err = json.Marshal(u.SkippedTags); err != nil {
+			return err
+		}
+	}
+	if _, err := tx.Exec(ctx, sqlBuildUpdate, id, state, u.ImageRef, u.IndexDigest, platforms, tests, u.Tags, errText, skipped); err != nil {
 		return interpretError(err)
 	}
 	return notifyBuild(ctx, tx, id)

@@ -116,6 +116,9 @@ bin/devdemo 9>&- -state "$STATE" -base-registry "$REGISTRY_HOST" -git-url "git:/
 # SIGINT reaches slipway from the terminal, as it shares our process group
 # (Go turns SIGINT back on, although bash starts background commands with it
 # ignored); forwarding it too would deliver it twice.
+# The demo repository is served by git daemon, not a forge: let its first push
+# register it with the payload's clone URL (never do this on a shared slipway).
+export SLIPWAY_DEV_CLONE_URL_FROM_PAYLOAD=${SLIPWAY_DEV_CLONE_URL_FROM_PAYLOAD:-true}
 bin/slipway dev 9>&- &
 slipway_pid=$!
 trap 'kill -TERM "$slipway_pid" 2>/dev/null || true' TERM HUP

@@ -42,6 +42,17 @@ type Config struct {
 	// GitHubAllowedOwners lists the owners whose pushes are built
 	// (SLIPWAY_GITHUB_ALLOWED_OWNERS); compared case-insensitively. Empty allows any.
 	GitHubAllowedOwners []string
+	// GitHubURL, GitLabURL and GiteaURL are the forges' base URLs
+	// (SLIPWAY_GITHUB_URL, SLIPWAY_GITLAB_URL, SLIPWAY_GITEA_URL): a
+	// repository first seen in a delivery is cloned from
+	// <base>/<owner>/<name>.git, never from the URL the payload names, and
+	// only the admin API changes a repository's clone URL afterwards. An empty
+	// base: a delivery of a repository nobody registered is refused.
+	GitHubURL, GitLabURL, GiteaURL string
+	// CloneURLFromPayload lets a repository first seen in a delivery take the
+	// payload's clone URL instead (SLIPWAY_DEV_CLONE_URL_FROM_PAYLOAD): for a
+	// development machine, whose demo repositories are not on a forge.
+	CloneURLFromPayload bool
 	// Registry is host[:port][/prefix] (SLIPWAY_REGISTRY). A repository's image is
 	// Registry + "/" + lower(owner) + "/" + lower(name).
 	Registry string

@@ -71,6 +71,9 @@ func setup(t testing.TB, opts *setupOpts) *testBundle {
 	repos := postgres.NewRepoService(db, sealer)
 	cfg := Config{
 		GitHubWebhookSecret: testSecret,
+		GitHubURL:           "https://github.com",
+		GitLabURL:           "https://gitlab.example.com",
+		GiteaURL:            "https://git.example.com",
 		Registry:            testRegistry,
 		AdminToken:          testToken,
 		PublicURL:           testPublic + "/",

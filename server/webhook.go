@@ -174,6 +174,16 @@ func handleWebhook(cfg Config, rc receiver, repos slipway.RepoService, builds sl
 				"Owner %q is not in %s; this slipway does not build its repositories.", t.Owner, rc.ownersSetting))
 			return
 		}
+		// The clone URL is a setting: a registered repository keeps its own
+		// (EnqueueTrigger never changes it), a new one gets its forge's.
+		if repo == nil && !cfg.CloneURLFromPayload {
+			u, err := forgeCloneURL(cfg, t.Forge, t.Owner, t.Name)
+			if err != nil {
+				writeError(w, r, err)
+				return
+			}
+			t.CloneURL = u
+		}
 		if cfg.Registry == "" {
 			writeError(w, r, slipway.Errorf(slipway.EUNAVAILABLE, "Builds are disabled: SLIPWAY_REGISTRY is unset."))
 			return
@@ -375,6 +385,27 @@ func malformed(err error) error {
 // is stricter than "non-empty" because both end up in image names and paths.
 func validRepoPart(s string) bool {
 	return repoPartRE.MatchString(s) && s != "." && s != ".."
+}
+
+// forgeCloneURL is the clone URL of owner/name on forge: the forge's base URL
+// setting, then /owner/name.git. EUNAVAILABLE names the setting when the
+// forge has no base URL.
+func forgeCloneURL(cfg Config, forge, owner, name string) (string, error) {
+	var base, setting string
+	switch forge {
+	case slipway.ForgeGitHub:
+		base, setting = cfg.GitHubURL, "SLIPWAY_GITHUB_URL"
+	case slipway.ForgeGitLab:
+		base, setting = cfg.GitLabURL, "SLIPWAY_GITLAB_URL"
+	case slipway.ForgeGitea:
+		base, setting = cfg.GiteaURL, "SLIPWAY_GITEA_URL"
+	}
+	if base == "" {
+		return "", slipway.Errorf(slipway.EUNAVAILABLE,
+			"Repository %s/%s is not registered and %s is unset: set it to the forge's URL, or register the repository with its clone URL (POST /api/v1/repos).",
+			owner, name, setting)
+	}
+	return strings.TrimRight(base, "/") + "/" + owner + "/" + name + ".git", nil
 }
 
 // maxGitLabDepth is how deep GitLab nests groups (a namespace of at most 20

@@ -198,6 +198,7 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 		sink.Add("", "tag", fmt.Sprintf("The ref %s makes no image tag: none of its characters may stand in a tag; the image keeps only %s.",
 			build.Ref, slipway.CommitTag(build.Commit)))
 	}
+	tags, skipped := w.guardTags(ctx, build, tags, sink)
 	if len(tags) > 0 {
 		if err := w.registry.Tag(ctx, build.Image, index, tags); err != nil {
 			return fail("tagging %s failed: %v", strings.Join(tags, ", "), err)
@@ -218,7 +219,7 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 		}
 	}
 	state := slipway.BuildSucceeded
-	return slipway.BuildUpdate{State: &state, Tags: tags, Tests: results}
+	return slipway.BuildUpdate{State: &state, Tags: tags, SkippedTags: skipped, Tests: results}
 }
 
 // runTests runs every test on every platform: platforms side by side, the tests of

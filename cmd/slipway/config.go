@@ -10,6 +10,7 @@ import (
 
 	"github.com/slipway-ci/slipway"
 	"github.com/slipway-ci/slipway/buildkit"
+	"github.com/slipway-ci/slipway/forge"
 	"github.com/slipway-ci/slipway/registry"
 )
 
@@ -39,6 +40,10 @@ var settings = []setting{
 	{"SLIPWAY_GITLAB_TOKEN", "", "server, worker, dev", "GitLab access token with the `api` scope: commit statuses (sent as PRIVATE-TOKEN) and HTTPS clones of private projects on the host of SLIPWAY_GITLAB_API_URL (as user oauth2). Unset: no statuses; clones are anonymous.", true},
 	{"SLIPWAY_GITEA_API_URL", "", "server, worker, dev", "Gitea or Forgejo API base URL for commit statuses: `https://HOST/api/v1`. Unset: no statuses are sent to Gitea.", false},
 	{"SLIPWAY_GITEA_TOKEN", "", "server, worker, dev", "Gitea or Forgejo access token with repository write access: commit statuses and HTTP(S) clones of private repositories on the host of SLIPWAY_GITEA_API_URL. Unset: no statuses; clones are anonymous.", true},
+	{"SLIPWAY_GITHUB_URL", "https://github.com", "server, dev", "GitHub's web URL (GitHub Enterprise Server: `https://HOST`). A repository first seen in a delivery is cloned from `<this>/<owner>/<name>.git`, never from the URL the payload names; only the admin API changes it later.", false},
+	{"SLIPWAY_GITLAB_URL", "origin of SLIPWAY_GITLAB_API_URL", "server, dev", "GitLab's web URL; new projects are cloned from `<this>/<namespace>/<project>.git`.", false},
+	{"SLIPWAY_GITEA_URL", "origin of SLIPWAY_GITEA_API_URL", "server, dev", "Gitea's or Forgejo's web URL; new repositories are cloned from `<this>/<owner>/<name>.git`. Unset with no API URL: only registered repositories build.", false},
+	{"SLIPWAY_DEV_CLONE_URL_FROM_PAYLOAD", "false", "server, dev", "Development only: a repository first seen in a delivery takes the clone URL the payload names (`make run` sets it for its demo repository). Never on a shared slipway: anyone with a webhook secret could register a repository with other code.", false},
 	{"SLIPWAY_GITHUB_ALLOWED_OWNERS", "(any)", "server, dev", "Comma-separated GitHub owners (users or organisations) whose pushes are built; others get 403.", false},
 	{"SLIPWAY_ADMIN_TOKEN", "", "server, dev", "Bootstrap admin bearer token for the REST API under /api/v1 (more tokens: `slipway token create`). Required; at least 8 characters.", true},
 	{"SLIPWAY_DASHBOARD_PUBLIC", "false", "server, dev", "`true` opens the dashboard's read-only pages without signing in; promoting, cancelling and retrying still need a token.", false},
@@ -76,6 +81,10 @@ type config struct {
 	PublicURL           string
 	GitHubWebhookSecret string
 	GitHubAllowedOwners []string
+	GitHubURL           string
+	GitLabURL           string
+	GiteaURL            string
+	CloneURLFromPayload bool
 	GitLabWebhookToken  string
 	GiteaWebhookSecret  string
 	GitHubAPIURL        string
@@ -233,6 +242,26 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 		c.GiteaToken = get("SLIPWAY_GITEA_TOKEN")
 		if c.GiteaToken != "" && c.GiteaAPIURL == "" {
 			bad("SLIPWAY_GITEA_API_URL", "is required with SLIPWAY_GITEA_TOKEN (e.g. https://gitea.example.com/api/v1)")
+		}
+		webURL := func(name, def string) string {
+			v := strings.TrimRight(get(name), "/")
+			if v == "" {
+				return def
+			}
+			if u, err := url.Parse(v); err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http" && u.Scheme != "ssh" && u.Scheme != "git") {
+				bad(name, "%q is not a URL with a scheme and a host, e.g. https://gitlab.example.com", v)
+			}
+			return v
+		}
+		c.GitHubURL = webURL("SLIPWAY_GITHUB_URL", "https://github.com")
+		c.GitLabURL = webURL("SLIPWAY_GITLAB_URL", forge.OriginOf(c.GitLabAPIURL))
+		c.GiteaURL = webURL("SLIPWAY_GITEA_URL", forge.OriginOf(c.GiteaAPIURL))
+		switch v := strings.ToLower(get("SLIPWAY_DEV_CLONE_URL_FROM_PAYLOAD")); v {
+		case "", "false", "0":
+		case "true", "1":
+			c.CloneURLFromPayload = true
+		default:
+			bad("SLIPWAY_DEV_CLONE_URL_FROM_PAYLOAD", "%q is not true or false", v)
 		}
 		if v := get("SLIPWAY_GITHUB_APP_ID"); v != "" {
 			id, err := strconv.ParseInt(v, 10, 64)

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -357,14 +358,17 @@ COPY --from=build /arch /double /
 		require.Equal(t, http.StatusBadRequest, code, body)
 		require.NotContains(t, body, secret)
 
-		url2, commit2 := r.add("engine-secret", map[string]string{
+		// A new commit of the same repository: a delivery cannot point
+		// acme/engine at another one (its clone URL is a setting).
+		commit2, err := testenv.CommitFiles(context.Background(), filepath.Join(r.base, "engine.git"), map[string]string{
 			"Dockerfile": fmt.Sprintf(`FROM %s
 RUN --mount=type=secret,id=API_TOKEN echo "nonce-%d token is $(cat /run/secrets/API_TOKEN)" && for i in $(seq 1 40); do echo "tick $i"; sleep 0.05; done
 RUN --mount=type=secret,id=API_TOKEN test "$(sha256sum < /run/secrets/API_TOKEN | cut -c1-64)" = %x && echo ok > /checked
 `, base, time.Now().UnixNano(), sha256.Sum256([]byte(secret))),
 			".slipway.yml": "platforms: [linux/amd64]\nsecrets: [API_TOKEN]\n",
-		})
-		id := send("engine-3", testenv.PushParams{Owner: "acme", Name: "engine", CloneURL: url2, Ref: "refs/heads/secret", After: commit2})
+		}, "build with a secret")
+		require.NoError(t, err)
+		id := send("engine-3", testenv.PushParams{Owner: "acme", Name: "engine", CloneURL: url1, Ref: "refs/heads/secret", After: commit2})
 
 		// An early reader follows from the start; a late one joins once the
 		// early one has seen 10 lines, drops out after 5 more and comes back

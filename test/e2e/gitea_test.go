@@ -50,7 +50,9 @@ func TestGiteaPrivateRepository(t *testing.T) {
 	require.NoError(t, os.WriteFile(dockerConfig, auths, 0o600))
 	s := newStack(t, "SLIPWAY_GITEA_WEBHOOK_SECRET="+giteaSecret,
 		"SLIPWAY_GITEA_API_URL="+g.URL+"api/v1", "SLIPWAY_GITEA_TOKEN="+g.Token,
-		"SLIPWAY_REGISTRY="+giteaHost, "SLIPWAY_DOCKER_CONFIG="+dockerConfig)
+		"SLIPWAY_REGISTRY="+giteaHost, "SLIPWAY_DOCKER_CONFIG="+dockerConfig,
+		// The real forge: the clone URL comes from its base URL, as in production.
+		"SLIPWAY_DEV_CLONE_URL_FROM_PAYLOAD=false")
 	giteaAuth := remote.WithAuth(&authn.Basic{Username: g.User, Password: g.Token})
 	s.start("worker", "SLIPWAY_WORKER_ID=e2e-gitea")
 

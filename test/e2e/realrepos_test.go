@@ -256,3 +256,85 @@ func imageFiles(t *testing.T, img v1.Image, prefix string) map[string]string {
 		}
 	}
 }
+
+// TestWhoMovesATag: a branch and a tag with the same name, in both orders,
+// and a promoted tag a branch's .slipway.yml names. A build never moves a
+// tag another ref's build or a promotion wrote, except that a git tag's build
+// takes its name over from a branch's; the log and the build's skipped_tags
+// say what was skipped.
+func TestWhoMovesATag(t *testing.T) {
+	ctx := context.Background()
+	registryHost := requireEnv(t, "TEST_REGISTRY")
+	base, err := testenv.PushBaseImage(ctx, registryHost)
+	require.NoError(t, err)
+	s := newStack(t)
+	s.start("worker", "SLIPWAY_WORKER_ID=e2e-who-tags")
+	r := newRepos(t)
+	digestOf := func(ref string) string {
+		t.Helper()
+		d, err := remote.Head(mustRef(t, ref))
+		require.NoError(t, err, ref)
+		return d.Digest.String()
+	}
+	n := 0
+	build := func(name, ref, label string) *slipway.Build {
+		t.Helper()
+		n++
+		dir := filepath.Join(r.base, name+".git")
+		run := gitRunner(t, dir)
+		commit := run("", "rev-parse", "HEAD")
+		if label != "" {
+			tree := run("100644 blob "+run(dockerfile(base, "LABEL v="+label+"\n"), "hash-object", "-w", "--stdin")+"\tDockerfile\n"+
+				"100644 blob "+run("tags: [\"{{branch}}\", \"{{tag}}\", stable]\n", "hash-object", "-w", "--stdin")+"\t.slipway.yml\n", "mktree")
+			commit = run("", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit-tree", "-p", "HEAD", "-m", label, tree)
+			run("", "update-ref", "refs/heads/main", commit)
+		}
+		body := push(t, testenv.PushParams{Owner: "acme", Name: name, CloneURL: r.url + name + ".git", Ref: ref, After: commit})
+		code, out := s.webhook("push", fmt.Sprintf("who-%d", n), body, testenv.Sign(webhookSecret, body))
+		require.Equal(t, http.StatusAccepted, code, "%v", out)
+		b := s.waitDone(int64(out["build_id"].(float64)))
+		require.Equal(t, slipway.BuildSucceeded, b.State, "%s\n%s", b.Error, s.logs(b.ID))
+		return b
+	}
+
+	t.Run("BranchAfterTag", func(t *testing.T) {
+		r.add("ta", map[string]string{"Dockerfile": dockerfile(base, "")})
+		tag := build("ta", "refs/tags/v2", "tag")
+		branch := build("ta", "refs/heads/v2", "branch")
+		require.NotEqual(t, tag.IndexDigest, branch.IndexDigest)
+		require.Equal(t, tag.IndexDigest, digestOf(s.image("acme", "ta")+":v2"), ":v2 stays the tag's")
+		require.NotContains(t, branch.Tags, "v2")
+		reasons := map[string]string{}
+		for _, st := range branch.SkippedTags {
+			reasons[st.Tag] = st.Reason
+		}
+		require.Contains(t, reasons["v2"], fmt.Sprintf("build %d of refs/tags/v2", tag.ID))
+		require.Contains(t, s.logs(branch.ID), "Not moving "+s.image("acme", "ta")+":v2")
+	})
+
+	t.Run("TagAfterBranch", func(t *testing.T) {
+		r.add("tb", map[string]string{"Dockerfile": dockerfile(base, "")})
+		branch := build("tb", "refs/heads/v2", "branch")
+		require.Equal(t, branch.IndexDigest, digestOf(s.image("acme", "tb")+":v2"))
+		tag := build("tb", "refs/tags/v2", "tag")
+		require.Equal(t, tag.IndexDigest, digestOf(s.image("acme", "tb")+":v2"), "the git tag takes its name over")
+		require.Contains(t, s.logs(tag.ID), "takes "+s.image("acme", "tb")+":v2 over from build")
+		again := build("tb", "refs/heads/v2", "branch-again")
+		require.Equal(t, tag.IndexDigest, digestOf(s.image("acme", "tb")+":v2"), "and the branch never takes it back")
+		require.Contains(t, again.SkippedTags, slipway.SkippedTag{Tag: "v2", Reason: fmt.Sprintf(
+			"build %d of refs/tags/v2 wrote it, and a build of refs/heads/v2 does not move another ref's tag", tag.ID)})
+	})
+
+	t.Run("PromotedTag", func(t *testing.T) {
+		r.add("tc", map[string]string{"Dockerfile": dockerfile(base, "")})
+		first := build("tc", "refs/heads/main", "one")
+		require.Contains(t, first.Tags, "stable", "nobody owned stable yet")
+		code, out := s.post(fmt.Sprintf("/builds/%d/promote", first.ID), adminToken, map[string]any{"tags": []string{"stable"}, "force": true})
+		require.Equal(t, http.StatusOK, code, "%v", out)
+		second := build("tc", "refs/heads/main", "two")
+		require.Equal(t, first.IndexDigest, digestOf(s.image("acme", "tc")+":stable"), "a promoted tag is moved only by promotion")
+		require.Contains(t, second.Tags, "main")
+		require.Equal(t, []slipway.SkippedTag{{Tag: "stable", Reason: second.SkippedTags[0].Reason}}, second.SkippedTags)
+		require.Contains(t, second.SkippedTags[0].Reason, "a promotion wrote it")
+	})
+}

@@ -106,6 +106,9 @@ func newStack(t testing.TB, extraEnv ...string) *stack {
 		"SLIPWAY_HEARTBEAT_INTERVAL=1s",
 		"SLIPWAY_STALE_AFTER=6s",
 		"SLIPWAY_POLL_INTERVAL=2s",
+		// The tests' repositories are served by git daemon, not a forge; the
+		// tests of the setting itself turn this off.
+		"SLIPWAY_DEV_CLONE_URL_FROM_PAYLOAD=true",
 	)
 	s.env = append(s.env, extraEnv...)
 	s.server = s.start("server")
