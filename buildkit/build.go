@@ -61,6 +61,14 @@ type BuildSpec struct {
 	// PushByDigest pushes the result by digest only: Ref names the repository
 	// (no tag) and no tag is written. The caller tags the digest later.
 	PushByDigest bool
+	// SourceDateEpoch, when above 0, makes the images reproducible: it is
+	// passed as the SOURCE_DATE_EPOCH build argument (Unix seconds; BuildKit
+	// dates the image config and history with it) and the exporter rewrites
+	// the timestamps of the files in new layers to it (rewrite-timestamp).
+	// Two builds of one commit then push the same image manifest per
+	// platform. Provenance, when attached, still records each solve's own
+	// start, finish and invocation id, so the index around them differs.
+	SourceDateEpoch int64
 }
 
 func (s *BuildSpec) validate() error {
@@ -222,6 +230,9 @@ func solveOpt(spec BuildSpec, dockerfile string) client.SolveOpt {
 	if spec.PushByDigest {
 		export["push-by-digest"] = "true"
 	}
+	if spec.SourceDateEpoch > 0 {
+		export["rewrite-timestamp"] = "true"
+	}
 	opt := client.SolveOpt{
 		Frontend: "dockerfile.v0",
 		FrontendAttrs: map[string]string{
@@ -235,6 +246,9 @@ func solveOpt(spec BuildSpec, dockerfile string) client.SolveOpt {
 	}
 	for k, v := range spec.BuildArgs {
 		opt.FrontendAttrs["build-arg:"+k] = v
+	}
+	if spec.SourceDateEpoch > 0 {
+		opt.FrontendAttrs["build-arg:SOURCE_DATE_EPOCH"] = strconv.FormatInt(spec.SourceDateEpoch, 10)
 	}
 	if spec.Provenance != "" {
 		opt.FrontendAttrs["attest:provenance"] = "mode=" + spec.Provenance

@@ -45,48 +45,54 @@ func handleTrigger(cfg Config, builds slipway.BuildService) http.HandlerFunc {
 			writeError(w, r, err)
 			return
 		}
-		req.Ref, req.Commit = strings.TrimSpace(req.Ref), strings.ToLower(strings.TrimSpace(req.Commit))
-		if req.Ref == "" {
-			writeError(w, r, slipway.Errorf(slipway.EINVALID, `ref is required: {"ref": "main"} or {"ref": "refs/tags/v1.2.3", "commit": "<40 hex>"}.`))
-			return
-		}
-		if req.Commit != "" && !commitRE.MatchString(req.Commit) {
-			writeError(w, r, slipway.Errorf(slipway.EINVALID, "commit must be a full 40-digit hex SHA-1, got %q.", req.Commit))
-			return
-		}
-		if strings.ContainsAny(req.Ref, " \t\n~^:?*[\\") || strings.Contains(req.Ref, "..") || len(req.Ref) > 1000 {
-			writeError(w, r, slipway.Errorf(slipway.EINVALID, "%q is not a valid git ref.", req.Ref))
-			return
-		}
-		latest, err := builds.FindBuilds(r.Context(), slipway.BuildFilter{Repo: owner + "/" + name, Limit: 1})
+		t, image, err := refTrigger(r, builds, owner, name, req.Ref, req.Commit)
 		if err != nil {
 			writeError(w, r, err)
 			return
 		}
-		if len(latest) == 0 {
-			writeError(w, r, slipway.Errorf(slipway.ENOTFOUND,
-				"Repository %s/%s has no builds yet: slipway learns a repository from its first push webhook.", owner, name))
-			return
-		}
-		last := latest[0]
-		ref, commit := req.Ref, req.Commit
-		if commit == "" {
-			ref, commit, err = resolveRef(r.Context(), last.CloneURL, ref)
-			if err != nil {
-				writeError(w, r, err)
-				return
-			}
-		} else if !strings.HasPrefix(ref, "refs/") {
-			ref = "refs/heads/" + ref
-		}
-		who := principalFrom(r.Context())
-		repoOwner, repoName := slipway.SplitRepo(last.Repo)
-		enqueueAPI(w, r, cfg, builds, slipway.Trigger{
-			Forge: last.Forge, DeliveryID: "api-" + randomID(), Event: "api",
-			Owner: repoOwner, Name: repoName, CloneURL: last.CloneURL,
-			Ref: ref, Commit: commit, Message: "Triggered through the API", Sender: who.Name,
-		}, last.Image)
+		enqueueAPI(w, r, cfg, builds, t, image)
 	}
+}
+
+// refTrigger is the trigger that builds ref of owner/name (at commit, or at
+// the ref's current commit when commit is "") for the principal of r, and
+// the image its builds push to. EINVALID for a bad ref or commit, ENOTFOUND
+// for a repository never built, errors of resolveRef.
+func refTrigger(r *http.Request, builds slipway.BuildService, owner, name, ref, commit string) (slipway.Trigger, string, error) {
+	ref, commit = strings.TrimSpace(ref), strings.ToLower(strings.TrimSpace(commit))
+	if ref == "" {
+		return slipway.Trigger{}, "", slipway.Errorf(slipway.EINVALID, `ref is required: {"ref": "main"} or {"ref": "refs/tags/v1.2.3", "commit": "<40 hex>"}.`)
+	}
+	if commit != "" && !commitRE.MatchString(commit) {
+		return slipway.Trigger{}, "", slipway.Errorf(slipway.EINVALID, "commit must be a full 40-digit hex SHA-1, got %q.", commit)
+	}
+	if strings.ContainsAny(ref, " \t\n~^:?*[\\") || strings.Contains(ref, "..") || len(ref) > 1000 {
+		return slipway.Trigger{}, "", slipway.Errorf(slipway.EINVALID, "%q is not a valid git ref.", ref)
+	}
+	latest, err := builds.FindBuilds(r.Context(), slipway.BuildFilter{Repo: owner + "/" + name, Limit: 1})
+	if err != nil {
+		return slipway.Trigger{}, "", err
+	}
+	if len(latest) == 0 {
+		return slipway.Trigger{}, "", slipway.Errorf(slipway.ENOTFOUND,
+			"Repository %s/%s has no builds yet: slipway learns a repository from its first push webhook.", owner, name)
+	}
+	last := latest[0]
+	if commit == "" {
+		ref, commit, err = resolveRef(r.Context(), last.CloneURL, ref)
+		if err != nil {
+			return slipway.Trigger{}, "", err
+		}
+	} else if !strings.HasPrefix(ref, "refs/") {
+		ref = "refs/heads/" + ref
+	}
+	who := principalFrom(r.Context())
+	repoOwner, repoName := slipway.SplitRepo(last.Repo)
+	return slipway.Trigger{
+		Forge: last.Forge, DeliveryID: "api-" + randomID(), Event: "api",
+		Owner: repoOwner, Name: repoName, CloneURL: last.CloneURL,
+		Ref: ref, Commit: commit, Message: "Triggered through the API", Sender: who.Name,
+	}, last.Image, nil
 }
 
 // handleRetry answers POST /api/v1/builds/{id}/retry with 201 and a new

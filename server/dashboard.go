@@ -66,7 +66,13 @@ func (d *dashboard) routes(r chi.Router) {
 		r.Get("/events/now", d.handleNowEvents)
 		r.With(timeout(requestTimeout)).Get("/builds/{id}", d.handleBuild)
 		r.Get("/builds/{id}/log", d.handleBuildLog)
+		r.With(timeout(requestTimeout)).Get("/repos", d.handleRepos)
 		r.With(timeout(requestTimeout)).Get("/repos/*", d.handleRepo)
+		r.With(timeout(requestTimeout)).Get("/builds", d.handleBuilds)
+		r.With(d.csrf, d.need(slipway.RoleDeveloper), timeout(requestTimeout)).Post("/repos/*", d.handleBuildRef)
+		r.With(d.need(slipway.RoleAdmin), timeout(requestTimeout)).Get("/tokens", d.handleTokens)
+		r.With(d.csrf, d.need(slipway.RoleAdmin), timeout(requestTimeout)).Post("/tokens", d.handleTokenCreateForm)
+		r.With(d.csrf, d.need(slipway.RoleAdmin), timeout(requestTimeout)).Post("/tokens/{id}/delete", d.handleTokenDeleteForm)
 		r.With(timeout(requestTimeout)).Get("/promotions", d.handlePromotions)
 		r.With(d.csrf, d.need(slipway.RoleDeveloper), timeout(requestTimeout)).Post("/builds/{id}/cancel", d.handleCancel)
 		r.With(d.csrf, d.need(slipway.RoleDeveloper), timeout(requestTimeout)).Post("/builds/{id}/approve", d.handleApprove)
@@ -321,6 +327,11 @@ func (d *dashboard) notFound(api http.HandlerFunc) http.HandlerFunc {
 		if strings.HasPrefix(r.URL.Path, "/api/") || !strings.Contains(r.Header.Get("Accept"), "text/html") {
 			api(w, r)
 			return
+		}
+		// The page is outside the signed-in routes: read the session here, so
+		// a signed-in reader sees their name, not "Sign in".
+		if p, err := d.session(r); err == nil {
+			r = r.WithContext(withPrincipal(r.Context(), p))
 		}
 		d.renderError(w, r, slipway.Errorf(slipway.ENOTFOUND, "There is no page at %s.", r.URL.Path))
 	}

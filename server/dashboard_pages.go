@@ -24,7 +24,9 @@ var dashboardFuncs = template.FuncMap{
 	"refName":  slipway.RefName,
 	"short":    shortCommit,
 	"dur":      humanDuration,
-	"ago":      func(t time.Time) string { return humanDuration(time.Since(t)) + " ago" },
+	"ago":      agoTime,
+	"abs":      absTime,
+	"at":       atTime,
 	"unix":     func(t time.Time) int64 { return t.UnixMilli() },
 	"shortDig": shortDigest,
 	"stateIcon": func(s slipway.BuildState) string {
@@ -168,7 +170,7 @@ func (st *stepTracker) forget(keep map[int64]bool) {
 type queuedBuild struct {
 	*slipway.Build
 	Waited   time.Duration
-	StartsIn time.Duration // 0: unknown
+	StartsIn time.Duration // from now; 0: any moment; below 0: unknown
 }
 
 // loadNow reads the builds of the Now page: running and testing ones, queued
@@ -201,8 +203,14 @@ func (d *dashboard) loadNow(r *http.Request) (*nowData, error) {
 	if err != nil {
 		return nil, err
 	}
-	var total time.Duration
-	var count int
+	// Typical durations: of each repository's recent succeeded builds, and of
+	// all of them.
+	type acc struct {
+		total time.Duration
+		count int
+	}
+	perRepo := map[string]*acc{}
+	var all acc
 	for _, b := range recent {
 		if !b.State.Done() || b.StartedAt == nil || b.FinishedAt == nil {
 			continue
@@ -211,38 +219,79 @@ func (d *dashboard) loadNow(r *http.Request) (*nowData, error) {
 			n.Recent = append(n.Recent, b)
 		}
 		if b.State == slipway.BuildSucceeded {
-			total += b.FinishedAt.Sub(*b.StartedAt)
-			count++
-		}
-	}
-	if count > 0 {
-		n.Typical = total / time.Duration(count)
-	}
-	// Estimate: the running builds end after the typical duration, and the
-	// queue drains as many at a time as are running now.
-	lanes := max(len(n.Running), 1)
-	var soonest time.Duration
-	if n.Typical > 0 && len(n.Running) > 0 {
-		soonest = n.Typical
-		for _, b := range n.Running {
-			if b.StartedAt != nil {
-				soonest = min(soonest, max(n.Typical-time.Since(*b.StartedAt), 0))
+			took := b.FinishedAt.Sub(*b.StartedAt)
+			all.total += took
+			all.count++
+			a := perRepo[b.Repo]
+			if a == nil {
+				a = &acc{}
+				perRepo[b.Repo] = a
 			}
+			a.total += took
+			a.count++
 		}
 	}
+	if all.count > 0 {
+		n.Typical = all.total / time.Duration(all.count)
+	}
+	expected := func(repo string) time.Duration {
+		if a := perRepo[repo]; a != nil {
+			return a.total / time.Duration(a.count)
+		}
+		return n.Typical
+	}
+	n.Queued = estimateQueue(time.Now(), n.Running, queued, expected)
+	return &n, nil
+}
+
+// estimateQueue returns the queued builds (given newest first, as the store
+// lists them) oldest first, each with when it should start: the builds
+// running now free their lanes once they have run as long as their
+// repository's builds usually take (expected), and each queued build, in
+// order, takes the lane that frees first and holds it for its own expected
+// time. As many lanes as builds run now (at least one). A running build past
+// its usual time frees its lane "any moment" (a start in 0: shown as such);
+// without any history StartsIn stays unknown (-1).
+func estimateQueue(now time.Time, running []runningBuild, queued []*slipway.Build, expected func(repo string) time.Duration) []queuedBuild {
+	var lanes []time.Duration // when each lane frees, from now
+	known := true
+	for _, b := range running {
+		e := expected(b.Repo)
+		if e <= 0 {
+			known = false
+			continue
+		}
+		left := e
+		if b.StartedAt != nil {
+			left = max(e-now.Sub(*b.StartedAt), 0)
+		}
+		lanes = append(lanes, left)
+	}
+	if len(lanes) == 0 && known {
+		lanes = append(lanes, 0)
+	}
+	out := make([]queuedBuild, 0, len(queued))
 	for i := len(queued) - 1; i >= 0; i-- { // oldest first
 		b := queued[i]
-		q := queuedBuild{Build: b, Waited: time.Since(b.CreatedAt)}
-		if n.Typical > 0 {
-			pos := len(n.Queued)
-			q.StartsIn = soonest + time.Duration(pos/lanes)*n.Typical
-			if q.StartsIn == 0 {
-				q.StartsIn = time.Second
+		q := queuedBuild{Build: b, Waited: now.Sub(b.CreatedAt), StartsIn: -1}
+		e := expected(b.Repo)
+		if known && len(lanes) > 0 {
+			first := 0
+			for j := range lanes {
+				if lanes[j] < lanes[first] {
+					first = j
+				}
+			}
+			q.StartsIn = lanes[first]
+			if e > 0 {
+				lanes[first] += e
+			} else {
+				known = false // nothing tells how long this one holds its lane
 			}
 		}
-		n.Queued = append(n.Queued, q)
+		out = append(out, q)
 	}
-	return &n, nil
+	return out
 }
 
 // handleNow answers GET / with the Now page.
@@ -363,6 +412,9 @@ type repoData struct {
 	Refs   []*slipway.Build // latest build of each branch and tag
 	Builds []*slipway.Build
 	Chart  template.HTML
+	// DefaultRef fills the "Build this ref" form: the default branch, else
+	// the branch of the latest build.
+	DefaultRef string
 }
 
 // handleRepo answers GET /repos/{owner}/{name}; the owner of a GitLab
@@ -406,6 +458,18 @@ func (d *dashboard) handleRepo(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	rd.Chart = durationChart(list)
+	for _, b := range list {
+		if strings.HasPrefix(b.Ref, "refs/heads/") {
+			rd.DefaultRef = slipway.RefName(b.Ref)
+			break
+		}
+	}
+	if d.svc.Repos != nil && len(list) > 0 {
+		owner, repo, _ := strings.Cut(list[0].Repo, "/")
+		if rp, err := d.svc.Repos.FindRepo(r.Context(), slipway.RepoKey{Forge: list[0].Forge, Owner: owner, Name: repo}); err == nil && rp.DefaultBranch != "" {
+			rd.DefaultRef = rp.DefaultBranch
+		}
+	}
 	d.render(w, r, http.StatusOK, "repo.html", name, "", rd)
 }
 
@@ -488,6 +552,33 @@ type promoteData struct {
 
 type promoteChange struct {
 	Tag, Now, Will string
+	// Version: the tag looks like a version, so it is immutable once set.
+	Version bool
+	// Refused: a version tag that points elsewhere, without an admin's
+	// Force: the promotion would be refused as a whole.
+	Refused bool
+	// Overwrite: Force will move a released version tag.
+	Overwrite bool
+}
+
+// Refused tells whether any change of the preview would be refused.
+func (pd promoteData) Refused() bool {
+	for _, c := range pd.Changes {
+		if c.Refused {
+			return true
+		}
+	}
+	return false
+}
+
+// Overwrites tells whether Force will move a released version tag.
+func (pd promoteData) Overwrites() bool {
+	for _, c := range pd.Changes {
+		if c.Overwrite {
+			return true
+		}
+	}
+	return false
 }
 
 // handlePromote answers the promote form: without confirm=yes it shows what
@@ -522,10 +613,14 @@ func (d *dashboard) handlePromote(w http.ResponseWriter, r *http.Request) {
 		if err == nil {
 			prev, err = previewPromotion(r.Context(), b, req, d.svc.Registry)
 		}
+		force := req.Force && principalFrom(r.Context()).Role.Allows(slipway.RoleAdmin)
 		for i, t := range req.Tags {
-			c := promoteChange{Tag: t, Will: b.IndexDigest}
+			c := promoteChange{Tag: t, Will: b.IndexDigest, Version: slipway.IsVersionTag(t)}
 			if i < len(prev) {
 				c.Now = prev[i]
+			}
+			if c.Version && c.Now != "" && c.Now != c.Will {
+				c.Refused, c.Overwrite = !force, force
 			}
 			pd.Changes = append(pd.Changes, c)
 		}

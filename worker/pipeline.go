@@ -135,6 +135,12 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 	if cfg.Provenance != ProvenanceOff {
 		spec.Provenance = cfg.Provenance
 	}
+	// Reproducible images: dated by the commit, not by the build.
+	if epoch, err := commitTime(ctx, dir); err == nil {
+		spec.SourceDateEpoch = epoch
+	} else {
+		sink.Add("", "build", fmt.Sprintf("Reading the commit's time for SOURCE_DATE_EPOCH failed (%v); the image is dated by the build.", err))
+	}
 	digest, err := w.builder.Build(ctx, spec, func(platform, text string) { sink.Add(platform, "build", text) })
 	if err != nil {
 		return fail("build failed: %v", err)
@@ -152,6 +158,9 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 	}
 	for _, p := range platforms {
 		sink.Add(p.Platform, "verify", "Verified "+p.Platform+" manifest "+p.Digest)
+	}
+	if msg := w.sameAsBefore(ctx, build, index, platforms); msg != "" {
+		sink.Add("", "verify", msg)
 	}
 	testing := slipway.BuildTesting
 	if err := update(slipway.BuildUpdate{State: &testing, IndexDigest: &index, Platforms: platforms}); err != nil {

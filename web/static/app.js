@@ -15,6 +15,28 @@
   }
   setInterval(tick, 1000);
 
+  // Absolute times come in UTC; show them in the reader's own zone, zone named.
+  var localFmt = window.Intl && Intl.DateTimeFormat ? new Intl.DateTimeFormat(undefined, {
+    year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit",
+    hour12: false, timeZoneName: "short" }) : null;
+  function localTimes(root) {
+    if (!localFmt) return;
+    (root || document).querySelectorAll("time[datetime]").forEach(function (el) {
+      var d = new Date(el.getAttribute("datetime"));
+      if (isNaN(d)) return;
+      var text = localFmt.format(d);
+      if (el.classList.contains("when-abs")) el.textContent = text;
+      else el.title = text;
+    });
+  }
+  localTimes();
+
+  // Forms that undo something ask first.
+  document.addEventListener("submit", function (e) {
+    var f = e.target;
+    if (f.dataset && f.dataset.confirm && !window.confirm(f.dataset.confirm)) e.preventDefault();
+  });
+
   document.addEventListener("click", function (e) {
     var b = e.target.closest("button.copy");
     if (!b) return;
@@ -33,7 +55,7 @@
   var now = document.getElementById("now");
   if (now && window.EventSource) {
     var es = new EventSource(now.dataset.live);
-    es.addEventListener("now", function (e) { now.innerHTML = e.data; tick(); });
+    es.addEventListener("now", function (e) { now.innerHTML = e.data; tick(); localTimes(now); });
   }
 
   // ANSI SGR to spans; everything else is text, so the log cannot inject markup.
