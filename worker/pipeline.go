@@ -76,7 +76,8 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 	if isRelease {
 		// The tag's own templates ({{tag}} gives v1.2.3) come along, after the release tags.
 		all := slices.Clone(releaseTags)
-		for _, t := range RenderTags(cfg.Tags, TagValues(build.Ref, build.Commit)) {
+		own, _ := entitledTags(build, RenderTags(cfg.Tags, TagValues(build.Ref, build.Commit)), sink)
+		for _, t := range own {
 			if !slices.Contains(all, t) {
 				all = append(all, t)
 			}
@@ -198,7 +199,9 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 		sink.Add("", "tag", fmt.Sprintf("The ref %s makes no image tag: none of its characters may stand in a tag; the image keeps only %s.",
 			build.Ref, slipway.CommitTag(build.Commit)))
 	}
+	tags, notOwn := entitledTags(build, tags, sink)
 	tags, skipped := w.guardTags(ctx, build, tags, sink)
+	skipped = append(notOwn, skipped...)
 	if len(tags) > 0 {
 		if err := w.registry.Tag(ctx, build.Image, index, tags); err != nil {
 			return fail("tagging %s failed: %v", strings.Join(tags, ", "), err)

@@ -84,3 +84,41 @@ func (w *Worker) guardTags(ctx context.Context, build *slipway.Build, tags []str
 	}
 	return keep, skipped
 }
+
+// entitledTags drops the tags build's own ref does not entitle it to write:
+// version-like tags (v1.2.3, 1.2, 1; slipway.IsVersionTag) and latest come
+// from tag pushes and promotion, so a branch's or a pull request's build
+// never writes them, whatever its .slipway.yml says; a tag push's build
+// writes only the version tags made of its own name (the tag, its
+// semver.version, major, major.minor). latest is moved only by a release or
+// a promotion. The rest is left to guardTags.
+func entitledTags(build *slipway.Build, tags []string, sink *logSink) ([]string, []slipway.SkippedTag) {
+	own := map[string]bool{}
+	if strings.HasPrefix(build.Ref, "refs/tags/") {
+		v := TagValues(build.Ref, build.Commit)
+		for _, t := range []string{v["tag"], v["semver.version"], v["semver.major"], v["semver.major"] + "." + v["semver.minor"]} {
+			own[t] = true
+		}
+	}
+	var (
+		keep    []string
+		skipped []slipway.SkippedTag
+	)
+	for _, tag := range tags {
+		var reason string
+		switch {
+		case tag == slipway.CommitTag(build.Commit):
+		case tag == "latest":
+			reason = "latest moves only through a release or a promotion"
+		case slipway.IsVersionTag(tag) && !own[tag]:
+			reason = fmt.Sprintf("a version tag comes from its own tag push or a promotion, not from a build of %s", build.Ref)
+		}
+		if reason == "" {
+			keep = append(keep, tag)
+			continue
+		}
+		skipped = append(skipped, slipway.SkippedTag{Tag: tag, Reason: reason})
+		sink.Add("", "tag", fmt.Sprintf("Not moving %s:%s: %s.", build.Image, tag, reason))
+	}
+	return keep, skipped
+}

@@ -257,7 +257,8 @@ func imageFiles(t *testing.T, img v1.Image, prefix string) map[string]string {
 	}
 }
 
-// TestWhoMovesATag: a branch and a tag with the same name, in both orders,
+// TestWhoMovesATag: a branch and a tag with the same name (edge: a
+// version-like name such as v2 a branch never writes at all), in both orders,
 // and a promoted tag a branch's .slipway.yml names. A build never moves a
 // tag another ref's build or a promotion wrote, except that a git tag's build
 // takes its name over from a branch's; the log and the build's skipped_tags
@@ -299,30 +300,30 @@ func TestWhoMovesATag(t *testing.T) {
 
 	t.Run("BranchAfterTag", func(t *testing.T) {
 		r.add("ta", map[string]string{"Dockerfile": dockerfile(base, "")})
-		tag := build("ta", "refs/tags/v2", "tag")
-		branch := build("ta", "refs/heads/v2", "branch")
+		tag := build("ta", "refs/tags/edge", "tag")
+		branch := build("ta", "refs/heads/edge", "branch")
 		require.NotEqual(t, tag.IndexDigest, branch.IndexDigest)
-		require.Equal(t, tag.IndexDigest, digestOf(s.image("acme", "ta")+":v2"), ":v2 stays the tag's")
-		require.NotContains(t, branch.Tags, "v2")
+		require.Equal(t, tag.IndexDigest, digestOf(s.image("acme", "ta")+":edge"), ":edge stays the tag's")
+		require.NotContains(t, branch.Tags, "edge")
 		reasons := map[string]string{}
 		for _, st := range branch.SkippedTags {
 			reasons[st.Tag] = st.Reason
 		}
-		require.Contains(t, reasons["v2"], fmt.Sprintf("build %d of refs/tags/v2", tag.ID))
-		require.Contains(t, s.logs(branch.ID), "Not moving "+s.image("acme", "ta")+":v2")
+		require.Contains(t, reasons["edge"], fmt.Sprintf("build %d of refs/tags/edge", tag.ID))
+		require.Contains(t, s.logs(branch.ID), "Not moving "+s.image("acme", "ta")+":edge")
 	})
 
 	t.Run("TagAfterBranch", func(t *testing.T) {
 		r.add("tb", map[string]string{"Dockerfile": dockerfile(base, "")})
-		branch := build("tb", "refs/heads/v2", "branch")
-		require.Equal(t, branch.IndexDigest, digestOf(s.image("acme", "tb")+":v2"))
-		tag := build("tb", "refs/tags/v2", "tag")
-		require.Equal(t, tag.IndexDigest, digestOf(s.image("acme", "tb")+":v2"), "the git tag takes its name over")
-		require.Contains(t, s.logs(tag.ID), "takes "+s.image("acme", "tb")+":v2 over from build")
-		again := build("tb", "refs/heads/v2", "branch-again")
-		require.Equal(t, tag.IndexDigest, digestOf(s.image("acme", "tb")+":v2"), "and the branch never takes it back")
-		require.Contains(t, again.SkippedTags, slipway.SkippedTag{Tag: "v2", Reason: fmt.Sprintf(
-			"build %d of refs/tags/v2 wrote it, and a build of refs/heads/v2 does not move another ref's tag", tag.ID)})
+		branch := build("tb", "refs/heads/edge", "branch")
+		require.Equal(t, branch.IndexDigest, digestOf(s.image("acme", "tb")+":edge"))
+		tag := build("tb", "refs/tags/edge", "tag")
+		require.Equal(t, tag.IndexDigest, digestOf(s.image("acme", "tb")+":edge"), "the git tag takes its name over")
+		require.Contains(t, s.logs(tag.ID), "takes "+s.image("acme", "tb")+":edge over from build")
+		again := build("tb", "refs/heads/edge", "branch-again")
+		require.Equal(t, tag.IndexDigest, digestOf(s.image("acme", "tb")+":edge"), "and the branch never takes it back")
+		require.Contains(t, again.SkippedTags, slipway.SkippedTag{Tag: "edge", Reason: fmt.Sprintf(
+			"build %d of refs/tags/edge wrote it, and a build of refs/heads/edge does not move another ref's tag", tag.ID)})
 	})
 
 	t.Run("PromotedTag", func(t *testing.T) {
