@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -246,7 +247,10 @@ func TestDashboardActions(t *testing.T) {
 func TestDashboardPromote(t *testing.T) {
 	t.Parallel()
 	p := setupPromote(t)
-	idx := pushIndex(t, p.main.Host+"/dash/app")
+	// A repository of its own: a registry kept across runs may hold the tags
+	// of an earlier one.
+	repo := fmt.Sprintf("%s/dash/app%d", p.main.Host, time.Now().UnixNano())
+	idx := pushIndex(t, repo)
 	b := p.succeededBuild(t, idx, slipway.BuildSucceeded, "")
 	id := strconv.FormatInt(b.ID, 10)
 
@@ -280,7 +284,7 @@ func TestDashboardPromote(t *testing.T) {
 	require.Equal(t, idx.digest, d.Digest.String())
 
 	// Moving the version tag to another build is refused with the server's reason.
-	other := p.succeededBuild(t, pushIndex(t, p.main.Host+"/dash/app"), slipway.BuildSucceeded, "")
+	other := p.succeededBuild(t, pushIndex(t, repo), slipway.BuildSucceeded, "")
 	resp, page = rm.do(http.MethodPost, "/builds/"+strconv.FormatInt(other.ID, 10)+"/promote", url.Values{"csrf": {csrf}, "tags": {"v1.0.0"}, "confirm": {"yes"}})
 	require.Equal(t, http.StatusConflict, resp.StatusCode)
 	require.Contains(t, page, "Version tags are immutable")
