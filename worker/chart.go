@@ -2,6 +2,7 @@ package worker
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"io/fs"
@@ -156,15 +157,11 @@ func PinChart(ch *chart.Chart, version, repository, digest string) error {
 // and renders its templates with its own values; a failure names the file.
 // It returns the rendered manifests, file name to text.
 func CheckChart(ch *chart.Chart) (map[string]string, error) {
-	dir, err := os.MkdirTemp("", "slipway-chart-")
+	dir, tgz, err := saveChart(ch)
 	if err != nil {
-		return nil, fmt.Errorf("linting the chart: %w", err)
+		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	tgz, err := chartutil.Save(ch, dir)
-	if err != nil {
-		return nil, fmt.Errorf("packaging the chart: %w", err)
-	}
 	res := action.NewLint().Run([]string{tgz}, nil)
 	var msgs []string
 	for _, m := range res.Messages {
@@ -194,18 +191,73 @@ func CheckChart(ch *chart.Chart) (map[string]string, error) {
 // PackageChart returns the chart as a Helm package (.tgz bytes), the layer of
 // its OCI artifact.
 func PackageChart(ch *chart.Chart) ([]byte, error) {
-	dir, err := os.MkdirTemp("", "slipway-chart-")
+	dir, p, err := saveChart(ch)
 	if err != nil {
-		return nil, fmt.Errorf("packaging the chart: %w", err)
+		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	p, err := chartutil.Save(ch, dir)
-	if err != nil {
-		return nil, fmt.Errorf("packaging the chart: %w", err)
-	}
 	data, err := os.ReadFile(filepath.Clean(p))
 	if err != nil {
 		return nil, fmt.Errorf("packaging the chart: %w", err)
 	}
 	return bytes.Clone(data), nil
+}
+
+// saveChart writes ch as a .tgz into a new temporary folder, which the caller
+// removes, and returns both paths.
+func saveChart(ch *chart.Chart) (dir, tgz string, err error) {
+	dir, err = os.MkdirTemp("", "slipway-chart-")
+	if err != nil {
+		return "", "", fmt.Errorf("packaging the chart: %w", err)
+	}
+	tgz, err = chartutil.Save(ch, dir)
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", "", fmt.Errorf("packaging the chart: %w", err)
+	}
+	return dir, tgz, nil
+}
+
+// ChartRepository is where a release pushes the chart named name of image
+// ("host/owner/app"): "host/owner/charts/name", helm's
+// oci://host/owner/charts/name.
+func ChartRepository(image, name string) string {
+	host, rest, _ := strings.Cut(image, "/")
+	owner, _, _ := strings.Cut(rest, "/")
+	return host + "/" + owner + "/charts/" + name
+}
+
+// checkChart loads, pins and checks cfg.Chart of the checkout dir against
+// image@digest; with push (a release of version) it also pushes it and returns
+// the chart reference "oci://host/owner/charts/name:version@sha256:…".
+func (w *Worker) checkChart(ctx context.Context, dir string, cfg *RepoConfig, image, digest, version string, push bool, sink *logSink) (string, error) {
+	if cfg.Chart == "" {
+		return "", nil
+	}
+	ch, err := LoadChartDir(dir, cfg.Chart)
+	if err != nil {
+		return "", err
+	}
+	if err := PinChart(ch, version, image, digest); err != nil {
+		return "", fmt.Errorf("chart %s: %w", cfg.Chart, err)
+	}
+	if _, err := CheckChart(ch); err != nil {
+		return "", fmt.Errorf("chart %s: %w", cfg.Chart, err)
+	}
+	sink.Add("", "chart", fmt.Sprintf("Chart %s (%s) passes helm lint and template with image %s@%s", ch.Name(), cfg.Chart, image, digest))
+	if !push {
+		return "", nil
+	}
+	tgz, err := PackageChart(ch)
+	if err != nil {
+		return "", err
+	}
+	repo := ChartRepository(image, ch.Name())
+	d, err := w.registry.PushChart(ctx, repo+":"+version, ch.Metadata, tgz)
+	if err != nil {
+		return "", err
+	}
+	ref := "oci://" + repo + ":" + version + "@" + d
+	sink.Add("", "chart", "Pushed chart "+ref)
+	return ref, nil
 }
