@@ -218,13 +218,12 @@ func saveChart(ch *chart.Chart) (dir, tgz string, err error) {
 	return dir, tgz, nil
 }
 
-// ChartRepository is where a release pushes the chart named name of image
-// ("host/owner/app"): "host/owner/charts/name", helm's
-// oci://host/owner/charts/name.
+// ChartRepository is where a release pushes the chart named name of image:
+// beside it, the image's last path element replaced by charts/name
+// ("host/owner/app" → "host/owner/charts/name", helm's
+// oci://host/owner/charts/name; a prefix such as host/team/owner/app stays).
 func ChartRepository(image, name string) string {
-	host, rest, _ := strings.Cut(image, "/")
-	owner, _, _ := strings.Cut(rest, "/")
-	return host + "/" + owner + "/charts/" + name
+	return path.Dir(image) + "/charts/" + name
 }
 
 // checkChart loads, pins and checks cfg.Chart of the checkout dir against

@@ -116,3 +116,8 @@ func TestChartPushPull(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, again["app/templates/deploy.yaml"], "r.example/acme/app@"+testDigest)
 }
+
+func TestChartRepository(t *testing.T) {
+	require.Equal(t, "r.example/acme/charts/web", ChartRepository("r.example/acme/app", "web"))
+	require.Equal(t, "r.example:5000/team/acme/charts/web", ChartRepository("r.example:5000/team/acme/app", "web"))
+}
