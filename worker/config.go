@@ -69,6 +69,9 @@ type RepoConfig struct {
 	// Submodules, when false, leaves the submodules out of the checkout;
 	// nil (unset) means true.
 	Submodules *bool `yaml:"submodules"`
+	// Chart is the folder of the app's Helm chart ("deploy/chart"), or empty:
+	// every build lints and templates it, a release also pushes it (chart.go).
+	Chart string `yaml:"chart"`
 }
 
 // WantSubmodules reports whether the checkout includes the submodules: unless
@@ -254,6 +257,9 @@ func ParseRepoConfig(data []byte) (*RepoConfig, error) {
 	}
 	if err := cfg.Release.validate(); err != nil {
 		return nil, bad("release", "%v", err)
+	}
+	if err := ValidateChartPath(cfg.Chart); err != nil {
+		return nil, fmt.Errorf("%s: %w", RepoConfigFile, err)
 	}
 	return cfg, nil
 }

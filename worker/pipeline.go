@@ -82,7 +82,10 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 				all = append(all, t)
 			}
 		}
-		if u, done := w.releaseTested(ctx, job, build, all, sink, fail); done {
+		chart := func(image, digest string) (string, error) {
+			return w.checkChart(ctx, dir, cfg, image, digest, releaseTags[0], true, sink)
+		}
+		if u, done := w.releaseTested(ctx, job, build, all, chart, sink, fail); done {
 			return u
 		}
 		if cfg.Release.Untested == UntestedRefuse {
@@ -163,6 +166,15 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 	if msg := w.sameAsBefore(ctx, build, index, platforms); msg != "" {
 		sink.Add("", "verify", msg)
 	}
+	// The chart is linted and templated on every build (pinned to this
+	// index); a release pushes it once the image is released.
+	chartVersion := "0.0.0-" + slipway.CommitTag(build.Commit)
+	if isRelease {
+		chartVersion = releaseTags[0]
+	}
+	if _, err := w.checkChart(ctx, dir, cfg, build.Image, index, chartVersion, false, sink); err != nil {
+		return fail("%v", err)
+	}
 	testing := slipway.BuildTesting
 	if err := update(slipway.BuildUpdate{State: &testing, IndexDigest: &index, Platforms: platforms}); err != nil {
 		return fail("recording digests: %v", err)
@@ -215,6 +227,9 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 			return fail("releasing %s failed: %v", slipway.RefName(build.Ref), err)
 		}
 		sink.Add("", "release", fmt.Sprintf("Released %s:%s → %s", build.Image, strings.Join(releaseTags, ", "), index))
+		if _, err := w.checkChart(ctx, dir, cfg, build.Image, index, releaseTags[0], true, sink); err != nil {
+			return fail("releasing %s: %v", slipway.RefName(build.Ref), err)
+		}
 		for _, t := range releaseTags {
 			if !slices.Contains(tags, t) {
 				tags = append(tags, t)

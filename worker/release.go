@@ -158,7 +158,11 @@ func (w *Worker) release(ctx context.Context, build, source *slipway.Build, tags
 // releaseTested releases build's commit from its tested build when there is
 // one: no BuildKit solve, the build ends succeeded with the tested build's
 // digests and test results. done is false when there is no tested build.
-func (w *Worker) releaseTested(ctx context.Context, job *slipway.Job, build *slipway.Build, tags []string, sink *logSink,
+//
+// chart, called with the released image and digest after the promotion,
+// checks and pushes the app's Helm chart (checkChart).
+func (w *Worker) releaseTested(ctx context.Context, job *slipway.Job, build *slipway.Build, tags []string,
+	chart func(image, digest string) (string, error), sink *logSink,
 	fail func(string, ...any) slipway.BuildUpdate) (u slipway.BuildUpdate, done bool) {
 	source, err := w.testedBuild(ctx, build)
 	if err != nil {
@@ -177,6 +181,9 @@ func (w *Worker) releaseTested(ctx context.Context, job *slipway.Job, build *sli
 		return fail("releasing %s failed: %v", slipway.RefName(build.Ref), err), true
 	}
 	sink.Add("", "release", fmt.Sprintf("Released %s:%s → %s", build.Image, strings.Join(tags, ", "), source.IndexDigest))
+	if _, err := chart(build.Image, source.IndexDigest); err != nil {
+		return fail("releasing %s: %v", slipway.RefName(build.Ref), err), true
+	}
 	state := slipway.BuildSucceeded
 	tests := source.Tests
 	if tests == nil {

@@ -39,6 +39,8 @@ type Registry interface {
 	// Promote is registry.Client.Promote: a release points its tags at a
 	// tested build's digest through it.
 	Promote(ctx context.Context, spec registry.PromoteSpec, check func(previous []string) error) (registry.PromotePlan, error)
+	// PushChart is registry.Client.PushChart: a release's Helm chart.
+	PushChart(ctx context.Context, ref string, metadata any, tgz []byte) (string, error)
 }
 
 // Config configures a Worker.
