@@ -59,8 +59,19 @@ func TestDashboardBrowseInBrowser(t *testing.T) {
 	do(t, ctx, time.Minute,
 		chromedp.SetValue(chromedp.ID("f-repo"), "acme/other"),
 		chromedp.Click(chromedp.ID("filter")),
-		chromedp.WaitVisible(chromedp.ID("builds")),
 	)
+	// The filtered page has loaded once its URL carries the filter (the old
+	// page's table is visible until then).
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		// An evaluation during the navigation fails; the next one sees the new page.
+		loaded, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`location.search.includes("repo=") && document.readyState === "complete" && !!document.getElementById("builds")`))
+		if err == nil && loaded {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the filtered build list did not load: %v", err)
+		time.Sleep(100 * time.Millisecond) // bounded poll of the browser
+	}
 	require.Equal(t, []string{fmt.Sprint(otherID)}, rows())
 	require.Contains(t, get(t, ctx, chromedp.Evaluate[string](`location.search`)), "repo=acme%2Fother")
 	branch := strings.TrimPrefix(long, "refs/heads/")
