@@ -99,21 +99,7 @@ func TestGiteaPrivateRepository(t *testing.T) {
 	})
 
 	// Gitea sends the webhook on its own; the build appears.
-	var id int64
-	deadline := time.Now().Add(2 * time.Minute)
-	for id == 0 {
-		var list struct{ Builds []slipway.Build }
-		code, body := s.api("/builds?repo="+url.QueryEscape(g.User+"/private-app"), &list)
-		require.Equal(t, http.StatusOK, code, "%s", body)
-		if len(list.Builds) > 0 {
-			id = list.Builds[0].ID
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no build 2 minutes after the push; gitea log:\n%s", g.Log())
-		}
-		time.Sleep(250 * time.Millisecond) // bounded poll of another process
-	}
+	id := s.firstBuild(g, "private-app")
 	b := s.waitDone(id)
 	close(stop)
 	wg.Wait()
@@ -145,7 +131,7 @@ func TestGiteaPrivateRepository(t *testing.T) {
 	}
 
 	// The commit status, as Gitea has it.
-	deadline = time.Now().Add(time.Minute)
+	deadline := time.Now().Add(time.Minute)
 	for {
 		var statuses []struct {
 			State   string `json:"status"`
@@ -182,24 +168,29 @@ func TestGiteaWrongToken(t *testing.T) {
 	g.AddWebhook("denied-app", s.url+"/webhooks/gitea", giteaSecret)
 	g.Push("denied-app", "main", map[string]string{"Dockerfile": dockerfile(base, "")})
 
-	var id int64
-	deadline := time.Now().Add(2 * time.Minute)
-	for id == 0 {
-		var list struct{ Builds []slipway.Build }
-		code, body := s.api("/builds?repo="+url.QueryEscape(g.User+"/denied-app"), &list)
-		require.Equal(t, http.StatusOK, code, "%s", body)
-		if len(list.Builds) > 0 {
-			id = list.Builds[0].ID
-		} else if time.Now().After(deadline) {
-			t.Fatalf("no build 2 minutes after the push; gitea log:\n%s", g.Log())
-		} else {
-			time.Sleep(250 * time.Millisecond) // bounded poll of another process
-		}
-	}
-	b := s.waitDone(id)
+	b := s.waitDone(s.firstBuild(g, "denied-app"))
 	require.Equal(t, slipway.BuildFailed, b.State)
 	require.Contains(t, b.Error, "checkout failed")
 	require.Contains(t, b.Error, "SLIPWAY_GITEA_TOKEN")
 	require.Equal(t, 1, b.Attempt, "a refused credential is not retried")
-	require.NotContains(t, s.logs(id), "0123456789abcdef0123456789abcdef01234567")
+	require.NotContains(t, s.logs(b.ID), "0123456789abcdef0123456789abcdef01234567")
+}
+
+// firstBuild waits up to 2 minutes for the first build of the Gitea admin's
+// repository name, which Gitea's own webhook delivery makes, and returns its id.
+func (s *stack) firstBuild(g *testenv.Gitea, name string) int64 {
+	s.t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		var list struct{ Builds []slipway.Build }
+		code, body := s.api("/builds?repo="+url.QueryEscape(g.User+"/"+name), &list)
+		require.Equal(s.t, http.StatusOK, code, "%s", body)
+		if len(list.Builds) > 0 {
+			return list.Builds[0].ID
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("no build of %s 2 minutes after the push; gitea log:\n%s", name, g.Log())
+		}
+		time.Sleep(250 * time.Millisecond) // bounded poll of another process
+	}
 }
