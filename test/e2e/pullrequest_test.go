@@ -1,11 +1,9 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -229,18 +227,5 @@ func gitCmd(dir string, args ...string) (string, error) {
 // put PUTs body to path under /api/v1 with the admin token.
 func (s *stack) put(path string, body any) (int, map[string]any) {
 	s.t.Helper()
-	data, err := json.Marshal(body)
-	require.NoError(s.t, err)
-	req, err := http.NewRequest(http.MethodPut, s.url+"/api/v1"+path, bytes.NewReader(data))
-	require.NoError(s.t, err)
-	req.Header.Set("Authorization", "Bearer "+adminToken)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(s.t, err)
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	require.NoError(s.t, err)
-	out := map[string]any{"_raw": string(raw)}
-	_ = json.Unmarshal(raw, &out)
-	return resp.StatusCode, out
+	return s.sendJSON(http.MethodPut, path, adminToken, body)
 }

@@ -102,9 +102,16 @@ func (s *integrationServer) requests() []worker.IntegrationRequest {
 // post sends a JSON API request with token.
 func (s *stack) post(path, token string, body any) (int, map[string]any) {
 	s.t.Helper()
+	return s.sendJSON(http.MethodPost, path, token, body)
+}
+
+// sendJSON sends body as JSON to path under /api/v1 with token and returns
+// the status and the decoded answer, its raw text under "_raw".
+func (s *stack) sendJSON(method, path, token string, body any) (int, map[string]any) {
+	s.t.Helper()
 	data, err := json.Marshal(body)
 	require.NoError(s.t, err)
-	req, err := http.NewRequest(http.MethodPost, s.url+"/api/v1"+path, bytes.NewReader(data))
+	req, err := http.NewRequest(method, s.url+"/api/v1"+path, bytes.NewReader(data))
 	require.NoError(s.t, err)
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Content-Type", "application/json")

@@ -23,10 +23,17 @@ import (
 var gitEnv = []string{"GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null", "GIT_TERMINAL_PROMPT=0"}
 
 func git(ctx context.Context, dir string, args ...string) (string, error) {
+	return Git(ctx, dir, nil, args...)
+}
+
+// Git runs git with args in dir, without the machine's and the user's git
+// configuration, env added to its environment (author names, say), and
+// returns its trimmed standard output; the error holds its standard error.
+func Git(ctx context.Context, dir string, env []string, args ...string) (string, error) {
 	var stdout, stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, "git", args...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), gitEnv...)
+	cmd.Env = append(append(os.Environ(), gitEnv...), env...)
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {

@@ -25,7 +25,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -61,23 +60,13 @@ const (
 	demoEmail = "ada@demo.invalid"
 )
 
-// gitEnv keeps the machine's and the user's git configuration out of the
-// demo repository's commits.
-var gitEnv = []string{"GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null", "GIT_TERMINAL_PROMPT=0",
-	"GIT_AUTHOR_NAME=" + demoName, "GIT_AUTHOR_EMAIL=" + demoEmail,
+// demoAuthor signs the demo repository's commits.
+var demoAuthor = []string{"GIT_AUTHOR_NAME=" + demoName, "GIT_AUTHOR_EMAIL=" + demoEmail,
 	"GIT_COMMITTER_NAME=" + demoName, "GIT_COMMITTER_EMAIL=" + demoEmail}
 
+// git runs git in dir as testenv.Git does, committing as the demo author.
 func git(ctx context.Context, dir string, args ...string) (string, error) {
-	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, "git", args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), gitEnv...)
-	cmd.Stdout = &stdout
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("running git %s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(stderr.Bytes()))
-	}
-	return strings.TrimSpace(stdout.String()), nil
+	return testenv.Git(ctx, dir, demoAuthor, args...)
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
