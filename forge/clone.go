@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/slipway-ci/slipway"
 )
 
 // Credential is what git sends as HTTP basic auth when it clones a private
@@ -125,7 +127,7 @@ type appToken struct {
 
 // ForClone implements CloneAuth for github builds whose clone URL is on Origin.
 func (a *GitHubApp) ForClone(ctx context.Context, forge, owner, name, cloneURL string) (Credential, bool, error) {
-	if forge != "github" || !SameOrigin(a.Origin, cloneURL) {
+	if forge != slipway.ForgeGitHub || !SameOrigin(a.Origin, cloneURL) {
 		return Credential{}, false, nil
 	}
 	tok, err := a.Token(ctx, owner, name)

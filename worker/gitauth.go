@@ -61,8 +61,8 @@ func (w *Worker) cloneAuth(ctx context.Context, build *slipway.Build, rawURL str
 
 // authHint explains a clone the forge refused for want of a credential, ""
 // for any other failure: git says "could not read Username" when a forge
-// asks for one and none is set, "Authentication failed" when it refuses
-// the one sent.
+// asks for one and none is set, "Authentication failed" (or "The requested
+// URL returned error: 403") when it refuses the one sent.
 func authHint(forgeName string, err error) string {
 	msg := err.Error()
 	setting := map[string]string{
@@ -75,7 +75,7 @@ func authHint(forgeName string, err error) string {
 	switch {
 	case strings.Contains(msg, "could not read Username"), strings.Contains(msg, "terminal prompts disabled"):
 		return fmt.Sprintf(" (the forge asks for a login: the repository is private; set %s on the workers)", setting)
-	case strings.Contains(msg, "Authentication failed"), strings.Contains(msg, "403"):
+	case strings.Contains(msg, "Authentication failed"), strings.Contains(msg, "returned error: 403"):
 		return fmt.Sprintf(" (the forge refused the credential: check %s and that it may read this repository)", setting)
 	}
 	return ""

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"errors"
 	"net/url"
 	"testing"
 
@@ -52,4 +53,23 @@ func TestSubmodulesSetting(t *testing.T) {
 	require.False(t, off.WantSubmodules())
 	_, err = ParseRepoConfig([]byte("submodules: maybe\n"))
 	require.Error(t, err)
+}
+
+// TestAuthHint: a refused clone gets the setting to check; a failure that
+// merely contains the digits 403 (a commit id) gets none.
+func TestAuthHint(t *testing.T) {
+	t.Parallel()
+	for msg, want := range map[string]string{
+		"git fetch: fatal: could not read Username for 'https://git.example.com': terminal prompts disabled": "the repository is private; set SLIPWAY_GITEA_TOKEN",
+		"git fetch: fatal: Authentication failed for 'https://git.example.com/a/b.git/'":                      "the forge refused the credential: check SLIPWAY_GITEA_TOKEN",
+		"git fetch: fatal: unable to access 'https://x/': The requested URL returned error: 403":             "the forge refused the credential",
+		"git fetch: fatal: remote error: upload-pack: not our ref 34121f22baf3d403a0b79a3f4600f37d87151472":  "",
+	} {
+		got := authHint("gitea", errors.New(msg))
+		if want == "" {
+			require.Empty(t, got, msg)
+			continue
+		}
+		require.Contains(t, got, want, msg)
+	}
 }
