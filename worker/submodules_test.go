@@ -61,7 +61,7 @@ func TestAuthHint(t *testing.T) {
 	t.Parallel()
 	for msg, want := range map[string]string{
 		"git fetch: fatal: could not read Username for 'https://git.example.com': terminal prompts disabled": "the repository is private; set SLIPWAY_GITEA_TOKEN",
-		"git fetch: fatal: Authentication failed for 'https://git.example.com/a/b.git/'":                      "the forge refused the credential: check SLIPWAY_GITEA_TOKEN",
+		"git fetch: fatal: Authentication failed for 'https://git.example.com/a/b.git/'":                     "the forge refused the credential: check SLIPWAY_GITEA_TOKEN",
 		"git fetch: fatal: unable to access 'https://x/': The requested URL returned error: 403":             "the forge refused the credential",
 		"git fetch: fatal: remote error: upload-pack: not our ref 34121f22baf3d403a0b79a3f4600f37d87151472":  "",
 	} {
