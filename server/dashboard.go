@@ -13,6 +13,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/rs/zerolog/hlog"
@@ -254,9 +256,21 @@ func (d *dashboard) handleSignOut(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, "/signin", http.StatusSeeOther)
 }
 
-// safeNext keeps a redirect target on this site.
+// safeNext keeps a redirect target on this site: a path that starts with one
+// "/", holds no backslash, space or control character (browsers drop tabs and
+// newlines from a URL, so "/\t/evil.example" would become "//evil.example")
+// and is valid UTF-8, and that parses as a URL with neither scheme nor host.
+// Anything else becomes "/".
 func safeNext(next string) string {
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.ContainsAny(next, "\\\r\n") {
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || !utf8.ValidString(next) {
+		return "/"
+	}
+	for _, c := range next {
+		if c == '\\' || unicode.IsSpace(c) || unicode.IsControl(c) {
+			return "/"
+		}
+	}
+	if u, err := url.Parse(next); err != nil || u.Scheme != "" || u.Host != "" {
 		return "/"
 	}
 	return next

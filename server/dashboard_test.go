@@ -343,3 +343,20 @@ func TestDashboardPullRequest(t *testing.T) {
 		require.NotContains(t, page, "refs/pull/7/head", path)
 	}
 }
+
+// TestSafeNext: a sign-in redirect never leaves the site, however the target
+// is spelled (browsers drop tabs and newlines, read "\" as "/", and take
+// "//host" as another site).
+func TestSafeNext(t *testing.T) {
+	t.Parallel()
+	for _, next := range []string{
+		"//evil.example/", "/\t/evil.example",
+		"/\n/evil.example", "/\r//evil.example", "/\\evil.example", "/ /evil.example",
+		"https://evil.example/", "evil.example", "", "/\x00", "/\xff", "/\u00a0/evil.example",
+	} {
+		require.Equal(t, "/", safeNext(next), "next=%q", next)
+	}
+	for _, next := range []string{"/", "/builds/1", "/builds?state=failed&repo=acme%2Fapp", "/repos/acme/app#x"} {
+		require.Equal(t, next, safeNext(next))
+	}
+}
