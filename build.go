@@ -234,9 +234,12 @@ type Repo struct {
 	Image    string `json:"image"`
 	// HasWebhookSecret tells whether the repository has its own webhook secret.
 	// The secret itself is never returned.
-	HasWebhookSecret bool      `json:"has_webhook_secret"`
-	Platforms        []string  `json:"platforms"`
-	AllowedBranches  []string  `json:"allowed_branches"`
+	HasWebhookSecret bool     `json:"has_webhook_secret"`
+	Platforms        []string `json:"platforms"`
+	AllowedBranches  []string `json:"allowed_branches"`
+	// PromotionTargets are where builds may be promoted besides their own
+	// image (see PromotionTargetAllowed); empty: SLIPWAY_PROMOTION_TARGETS.
+	PromotionTargets []string  `json:"promotion_targets"`
 	MaxRunning       int       `json:"max_running"`
 	Supersede        bool      `json:"supersede"`
 	DefaultBranch    string    `json:"default_branch"`

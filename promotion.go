@@ -2,7 +2,9 @@ package slipway
 
 import (
 	"context"
+	"path"
 	"regexp"
+	"strings"
 	"time"
 )
 
@@ -68,3 +70,47 @@ var tagRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$`)
 
 // ValidTag reports whether tag is a valid image tag.
 func ValidTag(tag string) bool { return tagRE.MatchString(tag) }
+
+// MaxPromotionTargets bounds a list of promotion target patterns.
+const MaxPromotionTargets = 50
+
+// PromotionTargetAllowed reports whether a build of the repository
+// owner/name, whose own image is image (registry/path, no tag), may be
+// promoted to target (registry/path, no tag). Its own image always may;
+// any other target must match one of patterns: path.Match patterns over the
+// whole target (host included, so "*" never crosses a "/"), in which
+// "{owner}" and "{name}" stand for the repository's owner and name in lower
+// case, e.g. "registry.example.com/releases/{owner}/{name}" or
+// "ghcr.io/{owner}/*". Patterns that do not parse match nothing.
+func PromotionTargetAllowed(target, image, owner, name string, patterns []string) bool {
+	if target == image {
+		return true
+	}
+	r := strings.NewReplacer("{owner}", strings.ToLower(owner), "{name}", strings.ToLower(name))
+	for _, p := range patterns {
+		if ok, err := path.Match(r.Replace(p), target); err == nil && ok {
+			return true
+		}
+	}
+	return false
+}
+
+// ValidatePromotionTargets checks a list of promotion target patterns (see
+// PromotionTargetAllowed): at most MaxPromotionTargets, each a path.Match
+// pattern of 1 to 255 bytes with a registry host before its first "/". field
+// names the list in the EINVALID error ("promotion_targets",
+// "SLIPWAY_PROMOTION_TARGETS").
+func ValidatePromotionTargets(field string, patterns []string) error {
+	if len(patterns) > MaxPromotionTargets {
+		return Errorf(EINVALID, "%s lists at most %d patterns, got %d.", field, MaxPromotionTargets, len(patterns))
+	}
+	for i, p := range patterns {
+		host, rest, ok := strings.Cut(p, "/")
+		_, err := path.Match(p, "")
+		if len(p) > 255 || !ok || host == "" || rest == "" || strings.ContainsAny(host, "*?[") || err != nil ||
+			strings.ContainsAny(p, " \t\r\n\\") {
+			return Errorf(EINVALID, "%s[%d] %q must be a registry host and a repository path, where * matches one path segment: registry.example.com/releases/{owner}/{name} or ghcr.io/{owner}/*.", field, i, p)
+		}
+	}
+	return nil
+}

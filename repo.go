@@ -31,6 +31,8 @@ type RepoCreate struct {
 	AllowedBranches []string
 	MaxRunning      int
 	Supersede       *bool
+	// PromotionTargets: see Repo.PromotionTargets.
+	PromotionTargets []string
 }
 
 // RepoUpdate changes a repository's settings. A nil field is left as is; an
@@ -43,6 +45,8 @@ type RepoUpdate struct {
 	AllowedBranches *[]string
 	MaxRunning      *int
 	Supersede       *bool
+	// PromotionTargets: see Repo.PromotionTargets.
+	PromotionTargets *[]string
 }
 
 // RepoKey names a repository. An empty Forge matches any forge; a name that

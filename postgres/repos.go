@@ -38,6 +38,7 @@ type repoRow struct {
 	WebhookSecretEnc []byte    `db:"webhook_secret_enc"`
 	Platforms        []string  `db:"platforms"`
 	AllowedBranches  []string  `db:"allowed_branches"`
+	PromotionTargets []string  `db:"promotion_targets"`
 	MaxRunning       int       `db:"max_running"`
 	Supersede        bool      `db:"supersede"`
 	DefaultBranch    string    `db:"default_branch"`
@@ -46,7 +47,7 @@ type repoRow struct {
 }
 
 const repoColumns = `id, forge, owner, name, clone_url, image, webhook_secret_enc, platforms,
-	allowed_branches, max_running, supersede, default_branch, created_at, updated_at`
+	allowed_branches, promotion_targets, max_running, supersede, default_branch, created_at, updated_at`
 
 func (r repoRow) toRepo() *slipway.Repo {
 	nonNil := func(s []string) []string {
@@ -58,7 +59,7 @@ func (r repoRow) toRepo() *slipway.Repo {
 	return &slipway.Repo{
 		ID: r.ID, Forge: r.Forge, Owner: r.Owner, Name: r.Name, CloneURL: r.CloneURL, Image: r.Image,
 		HasWebhookSecret: r.WebhookSecretEnc != nil, Platforms: nonNil(r.Platforms),
-		AllowedBranches: nonNil(r.AllowedBranches), MaxRunning: r.MaxRunning, Supersede: r.Supersede,
+		AllowedBranches: nonNil(r.AllowedBranches), PromotionTargets: nonNil(r.PromotionTargets), MaxRunning: r.MaxRunning, Supersede: r.Supersede,
 		DefaultBranch: r.DefaultBranch, CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC(),
 	}
 }
@@ -138,10 +139,11 @@ func (s *RepoService) CreateRepo(ctx context.Context, c slipway.RepoCreate) (*sl
 	var repo *slipway.Repo
 	err := pgx.BeginFunc(ctx, s.db.pool, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, `-- CreateRepo
-INSERT INTO repos (forge, owner, name, clone_url, image, platforms, allowed_branches, max_running, supersede)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+INSERT INTO repos (forge, owner, name, clone_url, image, platforms, allowed_branches, max_running, supersede, promotion_targets)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 RETURNING `+repoColumns,
-			c.Forge, c.Owner, c.Name, c.CloneURL, c.Image, nonNilList(c.Platforms), nonNilList(c.AllowedBranches), maxRunning, supersede)
+			c.Forge, c.Owner, c.Name, c.CloneURL, c.Image, nonNilList(c.Platforms), nonNilList(c.AllowedBranches), maxRunning, supersede,
+			nonNilList(c.PromotionTargets))
 		if err != nil {
 			return err
 		}
@@ -197,7 +199,10 @@ func (s *RepoService) UpdateRepo(ctx context.Context, k slipway.RepoKey, u slipw
 	if u.WebhookSecret != nil && *u.WebhookSecret != "" && s.sealer == nil {
 		return nil, errNoSealer()
 	}
-	var platforms, branches []string
+	var platforms, branches, targets []string
+	if u.PromotionTargets != nil {
+		targets = nonNilList(*u.PromotionTargets)
+	}
 	if u.Platforms != nil {
 		platforms = nonNilList(*u.Platforms)
 	}
@@ -219,8 +224,9 @@ UPDATE repos SET
     allowed_branches = coalesce($5, allowed_branches),
     max_running      = coalesce($6, max_running),
     supersede        = coalesce($7, supersede),
+    promotion_targets = coalesce($8, promotion_targets),
     updated_at       = now()
-WHERE id = $1 RETURNING `+repoColumns, row.ID, u.CloneURL, u.Image, platforms, branches, u.MaxRunning, u.Supersede)
+WHERE id = $1 RETURNING `+repoColumns, row.ID, u.CloneURL, u.Image, platforms, branches, u.MaxRunning, u.Supersede, targets)
 		if err != nil {
 			return err
 		}

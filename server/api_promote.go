@@ -71,7 +71,7 @@ type promoteResponse struct {
 }
 
 // handlePromote answers POST /api/v1/builds/{id}/promote (see promoteBuild).
-func handlePromote(builds slipway.BuildService, promotions slipway.PromotionService, reg Promoter) http.HandlerFunc {
+func handlePromote(builds slipway.BuildService, cfg Config, svc Services) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		b, err := requestBuild(r, builds)
 		if err != nil {
@@ -83,7 +83,7 @@ func handlePromote(builds slipway.BuildService, promotions slipway.PromotionServ
 			writeError(w, r, err)
 			return
 		}
-		out, err := promoteBuild(r, b, req, promotions, reg)
+		out, err := promoteBuild(r, b, req, cfg, svc)
 		if err != nil {
 			writeError(w, r, err)
 			return
@@ -94,11 +94,14 @@ func handlePromote(builds slipway.BuildService, promotions slipway.PromotionServ
 
 // promoteBuild points each tag of req at b's index digest (see
 // registry.Client.Promote) for the principal of r, after the rules: only a
-// succeeded build; a version tag that points elsewhere moves only with force
-// and the admin role. Every attempt, refused or not, leaves one audit row per
-// tag. Refusals are EFORBIDDEN or ECONFLICT and write nothing to the registry.
-// The API and the dashboard both promote through it.
-func promoteBuild(r *http.Request, b *slipway.Build, req promoteRequest, promotions slipway.PromotionService, reg Promoter) (*promoteResponse, error) {
+// succeeded build; a target other than the build's own image only where the
+// repository's promotion_targets or SLIPWAY_PROMOTION_TARGETS allow it; a
+// version tag that points elsewhere moves only with force and the admin role.
+// Every attempt, refused or not, leaves one audit row per tag. Refusals are
+// EFORBIDDEN or ECONFLICT and write nothing to the registry; a refused target
+// is not contacted at all. The API and the dashboard both promote through it.
+func promoteBuild(r *http.Request, b *slipway.Build, req promoteRequest, cfg Config, svc Services) (*promoteResponse, error) {
+	promotions, reg := svc.Promotions, svc.Registry
 	if promotions == nil {
 		return nil, unavailable("Promotion")
 	}
@@ -152,6 +155,13 @@ func promoteBuild(r *http.Request, b *slipway.Build, req promoteRequest, promoti
 		return nil, refuse(slipway.Errorf(slipway.ECONFLICT,
 			"Build %d is a build of pull request %d, which is not merged code; promote a build of the branch it merges into instead.",
 			b.ID, b.PullRequest.Number), nil)
+	}
+	if err := checkPromotionTarget(r.Context(), b, target, cfg, svc.Repos); err != nil {
+		var serr *slipway.Error
+		if errors.As(err, &serr) && serr.Code == slipway.EFORBIDDEN {
+			return nil, refuse(serr, nil)
+		}
+		return nil, err
 	}
 	if b.State != slipway.BuildSucceeded {
 		why := fmt.Sprintf("Build %d is %s", b.ID, b.State)
@@ -244,13 +254,17 @@ var errPreviewDone = errors.New("preview only")
 
 // previewPromotion returns the digest each tag of req points at now ("" for
 // a new tag), reading the target repository without writing to it.
-func previewPromotion(ctx context.Context, b *slipway.Build, req promoteRequest, reg Promoter) ([]string, error) {
+func previewPromotion(ctx context.Context, b *slipway.Build, req promoteRequest, cfg Config, svc Services) ([]string, error) {
+	reg := svc.Registry
 	if reg == nil {
 		return nil, unavailable("Promotion")
 	}
 	target := req.Repository
 	if target == "" {
 		target = b.Image
+	}
+	if err := checkPromotionTarget(ctx, b, target, cfg, svc.Repos); err != nil {
+		return nil, err
 	}
 	var prev []string
 	_, err := reg.Promote(ctx, registry.PromoteSpec{Source: b.Image, Digest: b.IndexDigest, Target: target, Tags: req.Tags},
@@ -262,6 +276,38 @@ func previewPromotion(ctx context.Context, b *slipway.Build, req promoteRequest,
 		return nil, err
 	}
 	return prev, nil
+}
+
+// checkPromotionTarget returns EFORBIDDEN unless b may be promoted to target
+// (see slipway.PromotionTargetAllowed): its own image always, another
+// repository only when the repository's promotion_targets (or, while that is
+// empty, SLIPWAY_PROMOTION_TARGETS) match it. It reads only the database.
+func checkPromotionTarget(ctx context.Context, b *slipway.Build, target string, cfg Config, repos slipway.RepoService) error {
+	if target == b.Image {
+		return nil
+	}
+	cut := strings.LastIndex(b.Repo, "/")
+	owner, name := b.Repo[:max(cut, 0)], b.Repo[cut+1:]
+	patterns, setting := cfg.PromotionTargets, "SLIPWAY_PROMOTION_TARGETS"
+	if repos != nil {
+		repo, err := repos.FindRepo(ctx, slipway.RepoKey{Forge: b.Forge, Owner: owner, Name: name})
+		if err != nil && slipway.ErrorCode(err) != slipway.ENOTFOUND {
+			return err
+		}
+		if repo != nil && len(repo.PromotionTargets) > 0 {
+			patterns, setting = repo.PromotionTargets, "the repository's promotion_targets"
+		}
+	}
+	if slipway.PromotionTargetAllowed(target, b.Image, owner, name, patterns) {
+		return nil
+	}
+	allowed := "none"
+	if len(patterns) > 0 {
+		allowed = strings.Join(patterns, ", ")
+	}
+	return slipway.Errorf(slipway.EFORBIDDEN,
+		"Builds of %s may be promoted to their own image %s, or to repositories that %s allows (%s); %s is not one of them. Promote to the build's own image, or ask an admin to add the target to the repository's promotion_targets.",
+		b.Repo, b.Image, setting, allowed, target)
 }
 
 // oneLineError is err's text on one line, for the audit trail of a registry

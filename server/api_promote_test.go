@@ -42,7 +42,10 @@ func setupPromote(t testing.TB) *promoteBundle {
 		tr:    http.DefaultTransport.(*http.Transport).Clone(),
 	}
 	t.Cleanup(p.tr.CloseIdleConnections)
-	p.testBundle = setup(t, &setupOpts{registry: registry.New(registry.WithTransport(p.tr))})
+	p.testBundle = setup(t, &setupOpts{registry: registry.New(registry.WithTransport(p.tr)), config: func(c *Config) {
+		// Other repositories are promotion targets only where listed.
+		c.PromotionTargets = []string{p.main.Host + "/released*/app", p.other.Host + "/mirror/{name}"}
+	}})
 	return p
 }
 
@@ -246,6 +249,42 @@ func TestPromote(t *testing.T) {
 		requireChildren(t, target, idx)
 		require.GreaterOrEqual(t, p.other.UploadBytes(), idx.blobs, "every layer streamed to the other registry")
 		t.Logf("MEASURE cross-registry promotion: %d registry requests, %d blob bytes uploaded", len(p.other.Requests()), p.other.UploadBytes())
+	})
+
+	t.Run("TargetNotAllowedIsRefusedBeforeAnyRegistryCall", func(t *testing.T) {
+		// An attacker's build must not become someone else's image, and
+		// promotion must not probe hosts nobody allowed.
+		for _, target := range []string{p.other.Host + "/victim/app", p.main.Host + "/victim/app", "169.254.169.254:80/x/y"} {
+			p.main.Reset()
+			p.other.Reset()
+			resp, out := p.promote(t, rm, build.ID, map[string]any{"tags": []string{"latest"}, "repository": target})
+			msg := requireError(t, resp, out, http.StatusForbidden, slipway.EFORBIDDEN)
+			require.Contains(t, msg, target)
+			require.Contains(t, msg, "promotion_targets", "the refusal says what to change")
+			require.Empty(t, p.main.Requests(), "no registry call")
+			require.Empty(t, p.other.Requests(), "no registry call")
+		}
+		rows := p.promotions(t, "build="+strconv.FormatInt(build.ID, 10)+"&tag=latest")
+		require.NotEmpty(t, rows)
+		require.Equal(t, slipway.PromotionRefused, rows[0].Outcome, "the refusal is audited")
+
+		// The repository's own list replaces the global one.
+		target := p.other.Host + "/team-releases/app"
+		resp, out := p.send(t, http.MethodPatch, "/api/v1/repos/acme/app", testToken,
+			map[string]any{"promotion_targets": []string{p.other.Host + "/team-releases/{name}"}})
+		require.Equal(t, http.StatusOK, resp.StatusCode, out["_raw"])
+		resp, out = p.promote(t, rm, build.ID, map[string]any{"tags": []string{"1.0"}, "repository": target})
+		require.Equal(t, http.StatusOK, resp.StatusCode, out["_raw"])
+		require.Equal(t, idx.digest, tagDigest(t, target, "1.0"))
+		resp, out = p.promote(t, rm, build.ID, map[string]any{"tags": []string{"1.0"}, "repository": p.other.Host + "/mirror/app"})
+		requireError(t, resp, out, http.StatusForbidden, slipway.EFORBIDDEN)
+
+		resp, out = p.send(t, http.MethodPatch, "/api/v1/repos/acme/app", testToken,
+			map[string]any{"promotion_targets": []string{"*/anything"}})
+		msg := requireError(t, resp, out, http.StatusBadRequest, slipway.EINVALID)
+		require.Contains(t, msg, "promotion_targets[0]")
+		resp, out = p.send(t, http.MethodPatch, "/api/v1/repos/acme/app", testToken, map[string]any{"promotion_targets": []string{}})
+		require.Equal(t, http.StatusOK, resp.StatusCode, out["_raw"])
 	})
 
 	t.Run("RolesForceAndAudit", func(t *testing.T) {

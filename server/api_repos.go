@@ -50,6 +50,8 @@ type repoSettings struct {
 	AllowedBranches *[]string `json:"allowed_branches"`
 	MaxRunning      *int      `json:"max_running"`
 	Supersede       *bool     `json:"supersede"`
+	// PromotionTargets: see slipway.PromotionTargetAllowed.
+	PromotionTargets *[]string `json:"promotion_targets"`
 }
 
 // decodeRepoSettings reads a strict JSON body: unknown fields are refused, so a
@@ -123,6 +125,11 @@ func (s repoSettings) validate() error {
 			}
 		}
 	}
+	if s.PromotionTargets != nil {
+		if err := slipway.ValidatePromotionTargets("promotion_targets", *s.PromotionTargets); err != nil {
+			return err
+		}
+	}
 	if s.MaxRunning != nil && (*s.MaxRunning < 1 || *s.MaxRunning > 100) {
 		return slipway.Errorf(slipway.EINVALID, "max_running must be from 1 to 100.")
 	}
@@ -170,6 +177,9 @@ func handleRepoCreate(cfg Config, repos slipway.RepoService) http.HandlerFunc {
 		}
 		if s.MaxRunning != nil {
 			c.MaxRunning = *s.MaxRunning
+		}
+		if s.PromotionTargets != nil {
+			c.PromotionTargets = *s.PromotionTargets
 		}
 		repo, err := repos.CreateRepo(r.Context(), c)
 		if err != nil {
@@ -234,6 +244,7 @@ func handleRepoUpdate(repos slipway.RepoService) http.HandlerFunc {
 		repo, err := repos.UpdateRepo(r.Context(), k, slipway.RepoUpdate{
 			CloneURL: s.CloneURL, Image: s.Image, WebhookSecret: s.WebhookSecret, Platforms: s.Platforms,
 			AllowedBranches: s.AllowedBranches, MaxRunning: s.MaxRunning, Supersede: s.Supersede,
+			PromotionTargets: s.PromotionTargets,
 		})
 		if err != nil {
 			writeError(w, r, err)

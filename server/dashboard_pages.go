@@ -598,20 +598,20 @@ func (d *dashboard) handlePromote(w http.ResponseWriter, r *http.Request) {
 	}
 	status := http.StatusOK
 	if r.PostFormValue("confirm") == "yes" {
-		pd.Result, err = promoteBuild(r, b, req, d.svc.Promotions, d.svc.Registry)
+		pd.Result, err = promoteBuild(r, b, req, d.cfg, d.svc)
 	} else {
 		// A preview runs the same rules first, so a refusal shows before the
 		// confirmation, without writing an audit row.
 		err = req.validate()
 		if err == nil && !principalFrom(r.Context()).Role.Allows(slipway.RoleReleaseManager) {
-			_, err = promoteBuild(r, b, req, d.svc.Promotions, d.svc.Registry)
+			_, err = promoteBuild(r, b, req, d.cfg, d.svc)
 		}
 		if err == nil && b.State != slipway.BuildSucceeded {
 			err = slipway.Errorf(slipway.ECONFLICT, "Build %d is %s. Only a succeeded build (every test passed on every platform) can be promoted.", b.ID, b.State)
 		}
 		var prev []string
 		if err == nil {
-			prev, err = previewPromotion(r.Context(), b, req, d.svc.Registry)
+			prev, err = previewPromotion(r.Context(), b, req, d.cfg, d.svc)
 		}
 		force := req.Force && principalFrom(r.Context()).Role.Allows(slipway.RoleAdmin)
 		for i, t := range req.Tags {

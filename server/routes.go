@@ -64,7 +64,7 @@ func newRouter(logger zerolog.Logger, cfg Config, builds slipway.BuildService, c
 		r.With(developer, timeout(requestTimeout)).Post("/builds/{id}/approve", handleBuildApprove(builds))
 		// Promotion checks the release-manager role itself: a refusal for a
 		// role too low is audited like every other refusal.
-		r.With(viewer, timeout(requestTimeout)).Post("/builds/{id}/promote", handlePromote(builds, svc.Promotions, svc.Registry))
+		r.With(viewer, timeout(requestTimeout)).Post("/builds/{id}/promote", handlePromote(builds, cfg, svc))
 		r.With(viewer, timeout(requestTimeout)).Get("/promotions", handlePromotionList(svc.Promotions))
 		// The external test system authenticates with the build's one-time
 		// callback token, not with an API token.

@@ -67,6 +67,12 @@ type Config struct {
 	// DashboardPublic opens the dashboard's read-only pages without signing in
 	// (SLIPWAY_DASHBOARD_PUBLIC).
 	DashboardPublic bool
+	// PromotionTargets are path.Match patterns of the repositories that any
+	// repository's builds may be promoted to besides their own image
+	// (SLIPWAY_PROMOTION_TARGETS; see slipway.PromotionTargetAllowed). A
+	// repository's own promotion_targets replace them. Empty: only the build's
+	// own image.
+	PromotionTargets []string
 	// MaxWebhookBytes caps a webhook body; beyond it the answer is 413.
 	// Zero means DefaultMaxWebhookBytes.
 	MaxWebhookBytes int64

@@ -45,6 +45,7 @@ var settings = []setting{
 	{"SLIPWAY_GITEA_URL", "origin of SLIPWAY_GITEA_API_URL", "server, dev", "Gitea's or Forgejo's web URL; new repositories are cloned from `<this>/<owner>/<name>.git`. Unset with no API URL: only registered repositories build.", false},
 	{"SLIPWAY_DEV_CLONE_URL_FROM_PAYLOAD", "false", "server, dev", "Development only: a repository first seen in a delivery takes the clone URL the payload names (`make run` sets it for its demo repository). Never on a shared slipway: anyone with a webhook secret could register a repository with other code.", false},
 	{"SLIPWAY_GITHUB_ALLOWED_OWNERS", "(any)", "server, dev", "Comma-separated GitHub owners (users or organisations) whose pushes are built; others get 403.", false},
+	{"SLIPWAY_PROMOTION_TARGETS", "(none)", "server, dev", "Comma-separated patterns of the image repositories builds may be promoted to besides their own image, `*` matching one path segment and `{owner}`/`{name}` standing for the build's repository: `registry.example.com/releases/{owner}/{name},ghcr.io/{owner}/*`. A repository's own `promotion_targets` replace them. Unset: only the build's own image.", false},
 	{"SLIPWAY_ADMIN_TOKEN", "", "server, dev", "Bootstrap admin bearer token for the REST API under /api/v1 (more tokens: `slipway token create`). Required; at least 8 characters.", true},
 	{"SLIPWAY_DASHBOARD_PUBLIC", "false", "server, dev", "`true` opens the dashboard's read-only pages without signing in; promoting, cancelling and retrying still need a token.", false},
 	{"SLIPWAY_REGISTRY", "", "server, worker, dev", "Registry host[:port][/prefix] images are pushed to: `$SLIPWAY_REGISTRY/<owner>/<name>`. Required.", false},
@@ -82,6 +83,7 @@ type config struct {
 	PublicURL           string
 	GitHubWebhookSecret string
 	GitHubAllowedOwners []string
+	PromotionTargets    []string
 	GitHubURL           string
 	GitLabURL           string
 	GiteaURL            string
@@ -178,11 +180,7 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 	}
 	c.DatabaseURL = required("SLIPWAY_DATABASE_URL")
 	c.GitDevProtocols = boolSetting("SLIPWAY_GIT_DEV_PROTOCOLS")
-	for _, h := range strings.Split(get("SLIPWAY_SUBMODULE_HOSTS"), ",") {
-		if h = strings.TrimSpace(h); h != "" {
-			c.SubmoduleHosts = append(c.SubmoduleHosts, h)
-		}
-	}
+	c.SubmoduleHosts = listSetting(get, "SLIPWAY_SUBMODULE_HOSTS")
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}
@@ -224,10 +222,10 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 		c.DashboardPublic = boolSetting("SLIPWAY_DASHBOARD_PUBLIC")
 		c.GitLabWebhookToken = get("SLIPWAY_GITLAB_WEBHOOK_TOKEN")
 		c.GiteaWebhookSecret = get("SLIPWAY_GITEA_WEBHOOK_SECRET")
-		for _, o := range strings.Split(get("SLIPWAY_GITHUB_ALLOWED_OWNERS"), ",") {
-			if o = strings.TrimSpace(o); o != "" {
-				c.GitHubAllowedOwners = append(c.GitHubAllowedOwners, o)
-			}
+		c.GitHubAllowedOwners = listSetting(get, "SLIPWAY_GITHUB_ALLOWED_OWNERS")
+		c.PromotionTargets = listSetting(get, "SLIPWAY_PROMOTION_TARGETS")
+		if err := slipway.ValidatePromotionTargets("SLIPWAY_PROMOTION_TARGETS", c.PromotionTargets); err != nil {
+			bad("SLIPWAY_PROMOTION_TARGETS", "%s", slipway.ErrorMessage(err))
 		}
 	}
 	if r.server || r.worker {
@@ -393,4 +391,16 @@ func isLoopbackHost(registry string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// listSetting splits the comma-separated setting name into its non-empty,
+// trimmed entries (nil when unset).
+func listSetting(get func(string) string, name string) []string {
+	var out []string
+	for _, v := range strings.Split(get(name), ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }

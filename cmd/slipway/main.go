@@ -260,6 +260,7 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 			Secrets:             secrets,
 			GitHubWebhookSecret: cfg.GitHubWebhookSecret,
 			GitHubAllowedOwners: cfg.GitHubAllowedOwners,
+			PromotionTargets:    cfg.PromotionTargets,
 			GitHubURL:           cfg.GitHubURL,
 			GitLabURL:           cfg.GitLabURL,
 			GiteaURL:            cfg.GiteaURL,
