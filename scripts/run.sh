@@ -119,6 +119,7 @@ bin/devdemo 9>&- -state "$STATE" -base-registry "$REGISTRY_HOST" -git-url "git:/
 # The demo repository is served by git daemon, not a forge: let its first push
 # register it with the payload's clone URL (never do this on a shared slipway).
 export SLIPWAY_DEV_CLONE_URL_FROM_PAYLOAD=${SLIPWAY_DEV_CLONE_URL_FROM_PAYLOAD:-true}
+export SLIPWAY_AUTO_REGISTER=${SLIPWAY_AUTO_REGISTER:-true}
 # ... and is cloned over git://, which a shared slipway refuses.
 export SLIPWAY_GIT_DEV_PROTOCOLS=${SLIPWAY_GIT_DEV_PROTOCOLS:-true}
 bin/slipway dev 9>&- &

@@ -42,6 +42,16 @@ type Config struct {
 	// GitHubAllowedOwners lists the owners whose pushes are built
 	// (SLIPWAY_GITHUB_ALLOWED_OWNERS); compared case-insensitively. Empty allows any.
 	GitHubAllowedOwners []string
+	// GitLabAllowedOwners and GiteaAllowedOwners do the same for GitLab groups
+	// and users (a group allows its subgroups) and for Gitea or Forgejo owners
+	// (SLIPWAY_GITLAB_ALLOWED_OWNERS, SLIPWAY_GITEA_ALLOWED_OWNERS).
+	GitLabAllowedOwners, GiteaAllowedOwners []string
+	// AutoRegister lets a signed delivery of a repository nobody registered
+	// register it (SLIPWAY_AUTO_REGISTER). Off, such a delivery is refused
+	// with 403 and an admin registers repositories (slipway repo add, POST
+	// /api/v1/repos): anyone with a forge's global webhook secret could
+	// otherwise register any number of repositories.
+	AutoRegister bool
 	// GitHubURL, GitLabURL and GiteaURL are the forges' base URLs
 	// (SLIPWAY_GITHUB_URL, SLIPWAY_GITLAB_URL, SLIPWAY_GITEA_URL): a
 	// repository first seen in a delivery is cloned from
@@ -85,13 +95,9 @@ func (c Config) withDefaults() Config {
 	}
 	c.Registry = strings.TrimRight(c.Registry, "/")
 	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
-	var owners []string
-	for _, o := range c.GitHubAllowedOwners {
-		if o = strings.TrimSpace(o); o != "" {
-			owners = append(owners, strings.ToLower(o))
-		}
-	}
-	c.GitHubAllowedOwners = owners
+	c.GitHubAllowedOwners = lowerList(c.GitHubAllowedOwners)
+	c.GitLabAllowedOwners = lowerList(c.GitLabAllowedOwners)
+	c.GiteaAllowedOwners = lowerList(c.GiteaAllowedOwners)
 	return c
 }
 
@@ -182,4 +188,15 @@ func writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
 		// client left.
 		hlog.FromRequest(r).Debug().Err(err).Msg("Writing JSON answer")
 	}
+}
+
+// lowerList is list trimmed, lower-cased and without empty entries.
+func lowerList(list []string) []string {
+	var out []string
+	for _, o := range list {
+		if o = strings.ToLower(strings.TrimSpace(o)); o != "" {
+			out = append(out, o)
+		}
+	}
+	return out
 }

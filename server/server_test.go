@@ -71,12 +71,14 @@ func setup(t testing.TB, opts *setupOpts) *testBundle {
 	repos := postgres.NewRepoService(db, sealer)
 	cfg := Config{
 		GitHubWebhookSecret: testSecret,
-		GitHubURL:           "https://github.com",
-		GitLabURL:           "https://gitlab.example.com",
-		GiteaURL:            "https://git.example.com",
-		Registry:            testRegistry,
-		AdminToken:          testToken,
-		PublicURL:           testPublic + "/",
+		// Most tests send deliveries of repositories they never registered.
+		AutoRegister: true,
+		GitHubURL:    "https://github.com",
+		GitLabURL:    "https://gitlab.example.com",
+		GiteaURL:     "https://git.example.com",
+		Registry:     testRegistry,
+		AdminToken:   testToken,
+		PublicURL:    testPublic + "/",
 	}
 	if opts.config != nil {
 		opts.config(&cfg)

@@ -174,6 +174,12 @@ func handleWebhook(cfg Config, rc receiver, repos slipway.RepoService, builds sl
 				"Owner %q is not in %s; this slipway does not build its repositories.", t.Owner, rc.ownersSetting))
 			return
 		}
+		if repo == nil && !cfg.AutoRegister {
+			writeError(w, r, slipway.Errorf(slipway.EFORBIDDEN,
+				"Repository %s/%s is not registered on this slipway. An admin registers it with `slipway repo add %s %s/%s` (or POST /api/v1/repos), or sets SLIPWAY_AUTO_REGISTER=true to let signed deliveries register repositories.",
+				t.Owner, t.Name, rc.forge, t.Owner, t.Name))
+			return
+		}
 		// The clone URL is a setting: a registered repository keeps its own
 		// (EnqueueTrigger never changes it), a new one gets its forge's.
 		if repo == nil && !cfg.CloneURLFromPayload {
@@ -269,9 +275,13 @@ func checkDelivery(header, delivery string, required bool) error {
 }
 
 // ownerAllowed reports whether owner may have builds; allowed is lower case and
-// empty allows any.
+// empty allows any. An allowed GitLab group allows its subgroups: "acme"
+// allows "acme/platform", never "acme-evil".
 func ownerAllowed(allowed []string, owner string) bool {
-	return len(allowed) == 0 || slices.Contains(allowed, strings.ToLower(owner))
+	owner = strings.ToLower(owner)
+	return len(allowed) == 0 || slices.ContainsFunc(allowed, func(a string) bool {
+		return owner == a || strings.HasPrefix(owner, a+"/")
+	})
 }
 
 var (

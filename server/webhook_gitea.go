@@ -32,6 +32,8 @@ func giteaReceiver(cfg Config) receiver {
 		locate:        locateGitHubStyle,
 		verify:        verifyGiteaSignature,
 		parse:         parseGiteaEvent,
+		allowedOwners: cfg.GiteaAllowedOwners,
+		ownersSetting: "SLIPWAY_GITEA_ALLOWED_OWNERS",
 	}
 }
 

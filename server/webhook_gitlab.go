@@ -34,7 +34,9 @@ func gitlabReceiver(cfg Config) receiver {
 		verify: func(secret []byte, h http.Header, _ []byte) error {
 			return verifyGitLabToken(secret, h.Get(gitlabTokenHeader))
 		},
-		parse: parseGitLabEvent,
+		parse:         parseGitLabEvent,
+		allowedOwners: cfg.GitLabAllowedOwners,
+		ownersSetting: "SLIPWAY_GITLAB_ALLOWED_OWNERS",
 	}
 }
 

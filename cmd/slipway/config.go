@@ -45,6 +45,9 @@ var settings = []setting{
 	{"SLIPWAY_GITEA_URL", "origin of SLIPWAY_GITEA_API_URL", "server, dev", "Gitea's or Forgejo's web URL; new repositories are cloned from `<this>/<owner>/<name>.git`. Unset with no API URL: only registered repositories build.", false},
 	{"SLIPWAY_DEV_CLONE_URL_FROM_PAYLOAD", "false", "server, dev", "Development only: a repository first seen in a delivery takes the clone URL the payload names (`make run` sets it for its demo repository). Never on a shared slipway: anyone with a webhook secret could register a repository with other code.", false},
 	{"SLIPWAY_GITHUB_ALLOWED_OWNERS", "(any)", "server, dev", "Comma-separated GitHub owners (users or organisations) whose pushes are built; others get 403.", false},
+	{"SLIPWAY_GITLAB_ALLOWED_OWNERS", "(any)", "server, dev", "Comma-separated GitLab groups and users whose projects are built (a group allows its subgroups); others get 403.", false},
+	{"SLIPWAY_GITEA_ALLOWED_OWNERS", "(any)", "server, dev", "Comma-separated Gitea or Forgejo owners (users or organisations) whose repositories are built; others get 403.", false},
+	{"SLIPWAY_AUTO_REGISTER", "false", "server, dev", "`true` lets a signed delivery of a repository nobody registered register it (with its forge's clone URL and the global webhook secret). `false`: such deliveries get 403 and an admin registers each repository (`slipway repo add`, `POST /api/v1/repos`); `make run` sets `true` for its demo.", false},
 	{"SLIPWAY_PROMOTION_TARGETS", "(none)", "server, dev", "Comma-separated patterns of the image repositories builds may be promoted to besides their own image, `*` matching one path segment and `{owner}`/`{name}` standing for the build's repository: `registry.example.com/releases/{owner}/{name},ghcr.io/{owner}/*`. A repository's own `promotion_targets` replace them. Unset: only the build's own image.", false},
 	{"SLIPWAY_ADMIN_TOKEN", "", "server, dev", "Bootstrap admin bearer token for the REST API under /api/v1 (more tokens: `slipway token create`). Required; at least 8 characters.", true},
 	{"SLIPWAY_DASHBOARD_PUBLIC", "false", "server, dev", "`true` opens the dashboard's read-only pages without signing in; promoting, cancelling and retrying still need a token.", false},
@@ -84,6 +87,9 @@ type config struct {
 	GitHubWebhookSecret string
 	GitHubAllowedOwners []string
 	PromotionTargets    []string
+	GitLabAllowedOwners []string
+	GiteaAllowedOwners  []string
+	AutoRegister        bool
 	GitHubURL           string
 	GitLabURL           string
 	GiteaURL            string
@@ -223,6 +229,9 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 		c.GitLabWebhookToken = get("SLIPWAY_GITLAB_WEBHOOK_TOKEN")
 		c.GiteaWebhookSecret = get("SLIPWAY_GITEA_WEBHOOK_SECRET")
 		c.GitHubAllowedOwners = listSetting(get, "SLIPWAY_GITHUB_ALLOWED_OWNERS")
+		c.GitLabAllowedOwners = listSetting(get, "SLIPWAY_GITLAB_ALLOWED_OWNERS")
+		c.GiteaAllowedOwners = listSetting(get, "SLIPWAY_GITEA_ALLOWED_OWNERS")
+		c.AutoRegister = boolSetting("SLIPWAY_AUTO_REGISTER")
 		c.PromotionTargets = listSetting(get, "SLIPWAY_PROMOTION_TARGETS")
 		if err := slipway.ValidatePromotionTargets("SLIPWAY_PROMOTION_TARGETS", c.PromotionTargets); err != nil {
 			bad("SLIPWAY_PROMOTION_TARGETS", "%s", slipway.ErrorMessage(err))

@@ -106,6 +106,7 @@ func TestDeliveriesSurvivePostgresRestart(t *testing.T) {
 		"SLIPWAY_DATABASE_URL="+pg.url,
 		"SLIPWAY_ADDR="+addr,
 		"SLIPWAY_GITHUB_WEBHOOK_SECRET="+webhookSecret,
+		"SLIPWAY_AUTO_REGISTER=true",
 		"SLIPWAY_ADMIN_TOKEN="+adminToken,
 		"SLIPWAY_REGISTRY=127.0.0.1:1/e2e",
 		"SLIPWAY_LOG_LEVEL=warn",

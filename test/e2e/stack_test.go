@@ -109,6 +109,8 @@ func newStack(t testing.TB, extraEnv ...string) *stack {
 		// The tests' repositories are served by git daemon, not a forge; the
 		// tests of the setting itself turn this off.
 		"SLIPWAY_DEV_CLONE_URL_FROM_PAYLOAD=true",
+		// ... and register themselves with their first delivery.
+		"SLIPWAY_AUTO_REGISTER=true",
 		// ... and cloned over git:// (and Gitea over loopback http).
 		"SLIPWAY_GIT_DEV_PROTOCOLS=true",
 	)

@@ -82,7 +82,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	defer db.Close()
 	logger := zerolog.New(io.Discard).Level(zerolog.InfoLevel).With().Timestamp().Logger()
 	builds := postgres.NewBuildService(db)
-	handler := server.New(logger, server.Config{GitHubWebhookSecret: secret, Registry: "127.0.0.1:1/bench", AdminToken: "bench-token"}, builds, nil,
+	handler := server.New(logger, server.Config{GitHubWebhookSecret: secret, Registry: "127.0.0.1:1/bench", AdminToken: "bench-token", AutoRegister: true}, builds, nil,
 		server.Services{Repos: postgres.NewRepoService(db, nil)})
 
 	fmt.Fprintf(out, "slipbench: %d deliveries from %d clients; %d pickups with %d workers × %d\n\n", o.deliveries, o.clients, o.pickups, o.workers, o.concurrency)
