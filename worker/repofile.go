@@ -175,7 +175,7 @@ func checkFolders(root *os.Root, dirs, what string) error {
 		case fi.Mode()&fs.ModeSymlink != 0:
 			target, _ := root.Readlink(cur)
 			st, err := root.Stat(cur)
-			if errors.Is(err, fs.ErrNotExist) {
+			if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ELOOP) {
 				return checkoutError(cur, err)
 			}
 			if err != nil {

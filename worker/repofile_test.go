@@ -201,6 +201,13 @@ func TestCheckBuildFiles(t *testing.T) {
 		require.Equal(t, real, got, "BuildKit gets the real folder")
 	})
 
+	t.Run("ContextSymlinkLoop", func(t *testing.T) {
+		t.Parallel()
+		dir := gitCheckout(t, map[string]string{"Dockerfile": "FROM scratch\n"}, map[string]string{"a": "b", "b": "a"})
+		_, err := check(t, dir, "context: a\n")
+		require.EqualError(t, err, "build context: a goes through a loop of symlinks; commit regular files and folders")
+	})
+
 	t.Run("ContextIsAFile", func(t *testing.T) {
 		t.Parallel()
 		dir := gitCheckout(t, map[string]string{"Dockerfile": "FROM scratch\n", "app": "x"}, nil)
