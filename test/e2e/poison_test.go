@@ -2,9 +2,13 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/stretchr/testify/require"
@@ -69,4 +73,35 @@ func TestPoisonCheckoutFiles(t *testing.T) {
 		b := s.waitDone(s.send("good-1", "acme", "good", url, "refs/heads/main", commit))
 		require.Equal(t, slipway.BuildSucceeded, b.State, "%s\n%s", b.Error, s.logs(b.ID))
 	})
+}
+
+// TestBuildThatKillsItsWorkersTwiceFails: a build whose worker is killed is
+// taken over once; when the second worker is killed too, the build fails
+// rather than go on to a third (a build that runs its workers out of memory
+// would otherwise take them all down in turn).
+func TestBuildThatKillsItsWorkersTwiceFails(t *testing.T) {
+	base := pushBase(t)
+	s := newStack(t)
+	r := newRepos(t)
+	// The sleep keeps each attempt in BuildKit long enough to kill its worker there.
+	url, commit := r.add("killer", map[string]string{"Dockerfile": dockerfile(base, "RUN echo slow-step-started && sleep 20\n")})
+	worker := s.start("worker", "SLIPWAY_WORKER_ID=first", "SLIPWAY_MAX_ATTEMPTS=5")
+	id := s.send("killer-1", "acme", "killer", url, "refs/heads/main", commit)
+	for attempt := 1; attempt <= 2; attempt++ {
+		s.waitFor(id, 5*time.Minute, "the build step of this attempt to start", func(b *slipway.Build) bool {
+			logs := s.logs(id)
+			if attempt > 1 {
+				_, logs, _ = strings.Cut(logs, "==> attempt 2")
+			}
+			return b.Attempt == attempt && strings.Contains(logs, "slow-step-started")
+		})
+		require.NoError(t, worker.Process.Signal(syscall.SIGKILL))
+		worker = s.start("worker", fmt.Sprint("SLIPWAY_WORKER_ID=after-kill-", attempt), "SLIPWAY_MAX_ATTEMPTS=5")
+	}
+	b := s.waitDone(id)
+	require.Equal(t, slipway.BuildFailed, b.State, "%s\n%s", b.Error, s.logs(id))
+	require.Equal(t, "The worker running this build stopped twice (killed, out of memory?); it is not retried again. "+
+		"Check the build's log and .slipway.yml, then retry it.", b.Error)
+	require.Equal(t, 2, b.Attempt, "no third worker ran it, though attempts were left")
+	require.Len(t, b.Attempts, 2)
 }
