@@ -150,7 +150,7 @@ var TagVars = []string{"branch", "tag", "ref_name", "sha", "short_sha",
 // log a single push can cause; a file over one fails the build with the
 // field and the cap (see checkCaps).
 const (
-	MaxPlatforms     = 8       // platforms
+	MaxPlatforms     = 16      // platforms
 	MaxBuildArgs     = 100     // build_args entries
 	MaxBuildArgBytes = 8 << 10 // one build_args value
 	MaxSecrets       = 50      // secrets

@@ -197,7 +197,7 @@ func TestParseRepoConfigCaps(t *testing.T) {
 		{"Tags", "tags: " + list(MaxTags+1, func(i int) string { return fmt.Sprint("t", i) }) + "\n",
 			".slipway.yml: line 1: tags: 33 tag templates, more than the 32 a build may have; list fewer"},
 		{"Platforms", "platforms: " + list(MaxPlatforms+1, func(i int) string { return fmt.Sprint("linux/a", i) }) + "\n",
-			".slipway.yml: line 1: platforms: 9 platforms, more than the 8 a build may have; list fewer"},
+			".slipway.yml: line 1: platforms: 17 platforms, more than the 16 a build may have; list fewer"},
 		{"Secrets", "secrets: " + list(MaxSecrets+1, func(i int) string { return fmt.Sprint("S", i) }) + "\n",
 			".slipway.yml: line 1: secrets: 51 secrets, more than the 50 a build may have; list fewer"},
 		{"Branches", "branches: " + list(MaxBranches+1, func(i int) string { return fmt.Sprint("b", i) }) + "\n",
