@@ -24,6 +24,12 @@ type HeartbeatResult struct {
 	Cancel map[int64]string
 }
 
+// MaxLostWorkers is how many of a job's workers may be lost (stop heartbeating:
+// killed, out of memory) before its build fails rather than runs again. A build
+// that exhausts a worker's memory would otherwise take every worker down in
+// turn; two losses in a row are no longer bad luck.
+const MaxLostWorkers = 2
+
 // RetryPolicy says how often and how soon a build that failed for a reason of
 // the infrastructure (buildkitd, the registry, a lost worker) runs again.
 type RetryPolicy struct {
@@ -94,7 +100,9 @@ type JobQueue interface {
 	// JobRescueStuck gives jobs whose heartbeat is older than staleAfter back to the
 	// queue, after p's backoff, and returns how many it rescued. A lost worker is an
 	// infrastructure failure: a job out of attempts fails its build; one asked to
-	// stop ends canceled.
+	// stop ends canceled; a job whose worker is lost for the MaxLostWorkers-th
+	// time fails its build whatever attempts are left, since the build itself
+	// may be what kills its workers.
 	JobRescueStuck(ctx context.Context, staleAfter time.Duration, p RetryPolicy) (int, error)
 	// JobWorkSignal returns a channel closed at the next NOTIFY of new work. A
 	// worker takes it before JobClaim and waits on it after an empty claim, so

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -289,6 +290,7 @@ func solveOpt(spec BuildSpec, dockerfile string) client.SolveOpt {
 // insideDir joins dir and the local path rel, and checks that the directory it
 // names is inside dir once symlinks are resolved: a repository must not point
 // the Dockerfile mount at the worker's own files through a symlinked folder.
+// The Dockerfile itself, when it exists, must be a regular file, not a link.
 func insideDir(dir, rel string) (string, error) {
 	root, err := filepath.EvalSymlinks(dir)
 	if err != nil {
@@ -302,5 +304,18 @@ func insideDir(dir, rel string) (string, error) {
 	if r, err := filepath.Rel(root, parent); err != nil || !filepath.IsLocal(r) && r != "." {
 		return "", fmt.Errorf("opening Dockerfile %s: it is outside the context", rel)
 	}
-	return filepath.Join(parent, filepath.Base(p)), nil
+	p = filepath.Join(parent, filepath.Base(p))
+	// BuildKit follows a symlinked Dockerfile; a link to /dev/zero or a
+	// device would then be read without end.
+	if fi, err := os.Lstat(p); err == nil && !fi.Mode().IsRegular() {
+		what := "not a regular file"
+		switch {
+		case fi.Mode()&os.ModeSymlink != 0:
+			what = "a symlink"
+		case fi.IsDir():
+			what = "a folder"
+		}
+		return "", fmt.Errorf("opening Dockerfile %s: it is %s; commit it as a regular file", rel, what)
+	}
+	return p, nil
 }

@@ -218,6 +218,22 @@ func TestBuilderBuild(t *testing.T) {
 		require.ErrorContains(t, err, "opening Dockerfile sub/Dockerfile: it is outside the context")
 	})
 
+	t.Run("DockerfileSymlinkToDevZero", func(t *testing.T) {
+		t.Parallel()
+		b, err := buildkit.New(context.Background(), buildkit.Config{Addr: "unix:///nonexistent.sock"})
+		require.NoError(t, err)
+		defer b.Close()
+		dir := t.TempDir()
+		require.NoError(t, os.Symlink("/dev/zero", filepath.Join(dir, "Dockerfile")))
+
+		_, err = b.Build(context.Background(), buildkit.BuildSpec{
+			ContextDir: dir,
+			Platforms:  []string{"linux/amd64"},
+			Ref:        "127.0.0.1:1/x:y",
+		}, nil)
+		require.EqualError(t, err, "building 127.0.0.1:1/x:y: opening Dockerfile Dockerfile: it is a symlink; commit it as a regular file")
+	})
+
 	t.Run("Canceled", func(t *testing.T) {
 		t.Parallel()
 		b, tb := setup(t)

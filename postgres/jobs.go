@@ -436,9 +436,10 @@ WHERE id = $1`, job.ID); err != nil {
 }
 
 // JobRescueStuck: takes running jobs whose lease went stale (their worker died or
-// lost the database) in one batch. A job asked to stop ends canceled; one with
-// attempts left goes back to the queue after the backoff, its build to queued;
-// one out of attempts fails its build. The attempt is recorded as an
+// lost the database) in one batch, and counts the lost worker on the job. A job
+// asked to stop ends canceled; one that lost slipway.MaxLostWorkers workers
+// ($5), or is out of attempts, fails its build; any other goes back to the
+// queue after the backoff, its build to queued. The attempt is recorded as an
 // infrastructure failure.
 const sqlJobRescueStuck = `-- JobRescueStuck
 WITH stuck AS (
@@ -449,17 +450,22 @@ WITH stuck AS (
     FOR UPDATE SKIP LOCKED
 ), rescued AS (
     UPDATE jobs j
-    SET state = CASE WHEN j.cancel_reason IS NOT NULL OR j.attempt - j.released >= $2 THEN 'completed' ELSE 'available' END,
+    SET state = CASE WHEN j.cancel_reason IS NOT NULL OR j.attempt - j.released >= $2 OR j.lost_workers + 1 >= $5
+                     THEN 'completed' ELSE 'available' END,
+        lost_workers = j.lost_workers + 1,
         claimed_by = NULL, heartbeat_at = NULL,
         run_after = now() + make_interval(secs => least($3 * power(2, greatest(j.attempt - j.released - 1, 0)), $4)),
-        finished_at = CASE WHEN j.cancel_reason IS NOT NULL OR j.attempt - j.released >= $2 THEN now() END
+        finished_at = CASE WHEN j.cancel_reason IS NOT NULL OR j.attempt - j.released >= $2 OR j.lost_workers + 1 >= $5
+                           THEN now() END
     FROM stuck WHERE j.id = stuck.id
-    RETURNING j.id, j.build_id, j.repo_id, j.attempt, j.state, j.cancel_reason
+    RETURNING j.id, j.build_id, j.repo_id, j.attempt, j.state, j.cancel_reason, j.lost_workers
 ), builds_reset AS (
     UPDATE builds b
     SET state = CASE WHEN rescued.cancel_reason IS NOT NULL THEN 'canceled'
                      WHEN rescued.state = 'completed' THEN 'failed' ELSE 'queued' END,
         error = CASE WHEN rescued.cancel_reason IS NOT NULL THEN rescued.cancel_reason
+                     WHEN rescued.state = 'completed' AND rescued.lost_workers >= $5
+                     THEN $6
                      WHEN rescued.state = 'completed'
                      THEN 'the worker running this build stopped answering ' || rescued.attempt || ' times; giving up'
                      ELSE 'attempt ' || rescued.attempt || ': the worker running this build stopped answering; retrying' END,
@@ -469,23 +475,45 @@ WITH stuck AS (
     UPDATE build_attempts a SET finished_at = now(), error = 'the worker running this attempt stopped answering', infra = true
     FROM rescued WHERE a.build_id = rescued.build_id AND a.attempt = rescued.attempt
 )
-SELECT id, build_id, repo_id, attempt FROM rescued`
+SELECT id, build_id, repo_id, attempt, lost_workers FROM rescued`
+
+// lostWorkersError is the error of a build failed by JobRescueStuck for
+// having lost slipway.MaxLostWorkers workers.
+var lostWorkersError = fmt.Sprintf("The worker running this build stopped %s (killed, out of memory?); it is not retried again. "+
+	"Check the build's log and .slipway.yml, then retry it.", times(slipway.MaxLostWorkers))
+
+// times words a count of occurrences: "once", "twice", "3 times".
+func times(n int) string {
+	switch n {
+	case 1:
+		return "once"
+	case 2:
+		return "twice"
+	}
+	return fmt.Sprintf("%d times", n)
+}
 
 // JobRescueStuck implements slipway.JobQueue.
 func (q *JobQueue) JobRescueStuck(ctx context.Context, staleAfter time.Duration, p slipway.RetryPolicy) (int, error) {
 	var n int
 	err := pgx.BeginFunc(ctx, q.db.pool, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, sqlJobRescueStuck, staleAfter.Seconds(), p.MaxAttempts, p.Backoff.Seconds(), p.MaxBackoff.Seconds())
+		rows, err := tx.Query(ctx, sqlJobRescueStuck, staleAfter.Seconds(), p.MaxAttempts, p.Backoff.Seconds(), p.MaxBackoff.Seconds(),
+			slipway.MaxLostWorkers, lostWorkersError)
 		if err != nil {
 			return err
 		}
-		list, err := pgx.CollectRows(rows, pgx.RowToStructByName[jobRow])
+		type rescuedRow struct {
+			jobRow
+			LostWorkers int `db:"lost_workers"`
+		}
+		list, err := pgx.CollectRows(rows, pgx.RowToStructByName[rescuedRow])
 		if err != nil {
 			return err
 		}
 		n = len(list)
 		for _, r := range list {
-			q.logger.Warn().Int64("job_id", r.ID).Int64("build_id", r.BuildID).Int("attempt", r.Attempt).Msg("Rescued job with a stale lease")
+			q.logger.Warn().Int64("job_id", r.ID).Int64("build_id", r.BuildID).Int("attempt", r.Attempt).
+				Int("lost_workers", r.LostWorkers).Msg("Rescued job with a stale lease")
 			if err := notifyBuild(ctx, tx, r.BuildID); err != nil {
 				return err
 			}

@@ -285,6 +285,81 @@ func TestJobRetryAndRelease(t *testing.T) {
 	})
 }
 
+// TestJobRescueLostWorkers: a build whose worker dies (killed for memory by a
+// poison .slipway.yml, say) is rescued once; the second lost worker fails it,
+// whatever attempts are left, so it does not take every worker down in turn.
+func TestJobRescueLostWorkers(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	policy := slipway.RetryPolicy{MaxAttempts: 10}
+	stale := func(t *testing.T, b *testBundle) {
+		t.Helper()
+		b.exec(t, "UPDATE jobs SET heartbeat_at = now() - interval '1 hour' WHERE state = 'running'")
+		n, err := b.jobs.JobRescueStuck(ctx, time.Minute, policy)
+		require.NoError(t, err)
+		require.Equal(t, 1, n)
+	}
+
+	t.Run("SecondLostWorkerFailsTheBuild", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		id := b.enqueue(t, "app", "refs/heads/main")
+		require.NotNil(t, b.claimOne(t, "killed-1"))
+		stale(t, b)
+		got := b.build(t, id)
+		require.Equal(t, slipway.BuildQueued, got.State, "one lost worker may be bad luck: retried")
+		require.Contains(t, got.Error, "attempt 1: the worker running this build stopped answering; retrying")
+
+		require.NotNil(t, b.claimOne(t, "killed-2"))
+		stale(t, b)
+		got = b.build(t, id)
+		require.Equal(t, slipway.BuildFailed, got.State)
+		require.Equal(t, "The worker running this build stopped twice (killed, out of memory?); it is not retried again. "+
+			"Check the build's log and .slipway.yml, then retry it.", got.Error)
+		require.NotNil(t, got.FinishedAt)
+		require.Len(t, got.Attempts, 2)
+		for _, a := range got.Attempts {
+			require.True(t, a.Infra)
+			require.NotNil(t, a.FinishedAt)
+		}
+		require.Nil(t, b.claimOne(t, "next"), "no third worker gets it")
+		require.Equal(t, 1, count(t, b.db, "jobs WHERE state = 'completed' AND lost_workers = 2 AND finished_at IS NOT NULL"))
+	})
+
+	t.Run("ShutdownIsNoLostWorker", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		id := b.enqueue(t, "app", "refs/heads/main")
+		job := b.claimOne(t, "w1")
+		require.NoError(t, b.jobs.JobRelease(ctx, job, "worker shut down"))
+		require.NotNil(t, b.claimOne(t, "killed"))
+		stale(t, b)
+		require.Equal(t, slipway.BuildQueued, b.build(t, id).State, "a handed-back job lost no worker")
+		job = b.claimOne(t, "w3")
+		require.NotNil(t, job)
+		ok := slipway.BuildSucceeded
+		require.NoError(t, b.jobs.JobComplete(ctx, job, slipway.BuildUpdate{State: &ok}))
+		require.Equal(t, slipway.BuildSucceeded, b.build(t, id).State)
+	})
+
+	t.Run("CountedPerJob", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		first := b.enqueue(t, "app", "refs/tags/v1")
+		second := b.enqueue(t, "app", "refs/tags/v2")
+		b.exec(t, "UPDATE repos SET max_running = 1")
+		require.NotNil(t, b.claimOne(t, "killed-1"))
+		stale(t, b)
+		// Hold the first back so the second build's job runs next.
+		b.exec(t, "UPDATE jobs SET run_after = now() + interval '1 hour' WHERE build_id = $1", first)
+		require.NotNil(t, b.claimOne(t, "killed-2"))
+		stale(t, b)
+		require.Equal(t, 2, count(t, b.db, "jobs WHERE state = 'available' AND lost_workers = 1"))
+		require.Equal(t, slipway.BuildQueued, b.build(t, first).State)
+		require.Equal(t, slipway.BuildQueued, b.build(t, second).State)
+	})
+}
+
 func TestRetryPolicyDelay(t *testing.T) {
 	t.Parallel()
 	p := slipway.RetryPolicy{MaxAttempts: 5, Backoff: time.Second, MaxBackoff: 5 * time.Second}

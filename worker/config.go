@@ -5,9 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
+	"io/fs"
 	"path"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -147,8 +146,28 @@ var (
 var TagVars = []string{"branch", "tag", "ref_name", "sha", "short_sha",
 	"semver.version", "semver.major", "semver.minor", "semver.patch"}
 
-// ParseRepoConfig reads a .slipway.yml. Errors name the file, the line and the field.
+// Caps on what one .slipway.yml may ask for. Each bounds the work, memory or
+// log a single push can cause; a file over one fails the build with the
+// field and the cap (see checkCaps).
+const (
+	MaxPlatforms     = 16      // platforms
+	MaxBuildArgs     = 100     // build_args entries
+	MaxBuildArgBytes = 8 << 10 // one build_args value
+	MaxSecrets       = 50      // secrets
+	MaxTags          = 32      // tags templates
+	MaxBranches      = 100     // branches patterns
+	MaxTests         = 100     // tests
+	MaxTestEnv       = 100     // env entries of one test
+	MaxTestArgs      = 1000    // run list items of one test
+)
+
+// ParseRepoConfig reads a .slipway.yml of at most RepoConfigMaxBytes. Errors
+// name the file, the line and the field, including for a list over its cap
+// (MaxTests and the other Max constants).
 func ParseRepoConfig(data []byte) (*RepoConfig, error) {
+	if len(data) > RepoConfigMaxBytes {
+		return nil, tooBig(RepoConfigFile, int64(len(data)), RepoConfigMaxBytes)
+	}
 	cfg := &RepoConfig{}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
@@ -162,6 +181,9 @@ func ParseRepoConfig(data []byte) (*RepoConfig, error) {
 			where += fmt.Sprintf("line %d: ", l)
 		}
 		return fmt.Errorf("%s%s: %s", where, field, fmt.Sprintf(format, args...))
+	}
+	if err := cfg.checkCaps(bad); err != nil {
+		return nil, err
 	}
 	if len(cfg.Platforms) == 0 {
 		cfg.Platforms = append([]string(nil), slipway.DefaultPlatforms...)
@@ -262,6 +284,41 @@ func ParseRepoConfig(data []byte) (*RepoConfig, error) {
 		return nil, fmt.Errorf("%s: %w", RepoConfigFile, err)
 	}
 	return cfg, nil
+}
+
+// checkCaps refuses a list or map of cfg over its cap. bad words the error
+// of a top-level field.
+func (c *RepoConfig) checkCaps(bad func(field, format string, args ...any) error) error {
+	for _, f := range []struct {
+		field, what string
+		n, max      int
+	}{
+		{"platforms", "platforms", len(c.Platforms), MaxPlatforms},
+		{"build_args", "build arguments", len(c.BuildArgs), MaxBuildArgs},
+		{"secrets", "secrets", len(c.Secrets), MaxSecrets},
+		{"tags", "tag templates", len(c.Tags), MaxTags},
+		{"branches", "branch patterns", len(c.Branches), MaxBranches},
+		{"tests", "tests", len(c.Tests), MaxTests},
+	} {
+		if f.n > f.max {
+			return bad(f.field, "%d %s, more than the %d a build may have; list fewer", f.n, f.what, f.max)
+		}
+	}
+	for k, v := range c.BuildArgs {
+		if len(v) > MaxBuildArgBytes {
+			return bad("build_args", "the value of %s is %d bytes, over the %s a build argument may hold; put large data in a file of the repository", k, len(v), byteSize(MaxBuildArgBytes))
+		}
+	}
+	for i, t := range c.Tests {
+		where := fmt.Sprintf("%s: line %d: tests[%d]", RepoConfigFile, t.line, i)
+		if len(t.Env) > MaxTestEnv {
+			return fmt.Errorf("%s: env: %d variables, more than the %d a test may have; list fewer", where, len(t.Env), MaxTestEnv)
+		}
+		if len(t.Run.Args) > MaxTestArgs {
+			return fmt.Errorf("%s: run: %d arguments, more than the %d a test may have; use a script in the image", where, len(t.Run.Args), MaxTestArgs)
+		}
+	}
+	return nil
 }
 
 // checkList returns what is wrong with a list whose items must match re and
@@ -384,13 +441,21 @@ func (c *RepoConfig) BranchAllowed(ref string) bool {
 	return false
 }
 
-// LoadRepoConfig reads dir/.slipway.yml, or returns the defaults when it is absent.
+// LoadRepoConfig reads dir/.slipway.yml, or returns the defaults when it is
+// absent. The file is read through os.Root and must be a regular file (not a
+// symlink, folder or device) of at most RepoConfigMaxBytes; anything else is
+// an error naming it that the repository's author fixes.
 func LoadRepoConfig(dir string) (*RepoConfig, error) {
-	data, err := os.ReadFile(filepath.Join(dir, RepoConfigFile))
-	if errors.Is(err, os.ErrNotExist) {
+	root, err := openCheckout(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	data, err := readCheckoutFile(root, RepoConfigFile, RepoConfigMaxBytes)
+	if errors.Is(err, fs.ErrNotExist) {
 		return ParseRepoConfig(nil)
 	} else if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", RepoConfigFile, err)
+		return nil, err
 	}
 	return ParseRepoConfig(data)
 }

@@ -4,10 +4,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-
-	"github.com/rs/zerolog"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/stretchr/testify/require"
 )
@@ -163,4 +164,66 @@ func TestCleanWorkspaces(t *testing.T) {
 	require.NoDirExists(t, dead, "left by a process that is gone")
 	require.DirExists(t, live, "a running process's build")
 	require.DirExists(t, other)
+}
+
+func TestParseRepoConfigCaps(t *testing.T) {
+	t.Parallel()
+	list := func(n int, f func(i int) string) string {
+		items := make([]string, n)
+		for i := range items {
+			items[i] = f(i)
+		}
+		return "[" + strings.Join(items, ", ") + "]"
+	}
+	tests := make([]string, MaxTests+1)
+	for i := range tests {
+		tests[i] = fmt.Sprintf("  - {name: t%d, run: 'true'}", i)
+	}
+	env := make([]string, MaxTestEnv+1)
+	for i := range env {
+		env[i] = fmt.Sprintf("V%d: x", i)
+	}
+	args := make([]string, MaxTestArgs+1)
+	for i := range args {
+		args[i] = "a"
+	}
+	buildArgs := make([]string, MaxBuildArgs+1)
+	for i := range buildArgs {
+		buildArgs[i] = fmt.Sprintf("A%d: x", i)
+	}
+	for _, tt := range []struct{ name, yaml, wantErr string }{
+		{"Tests", "\ntests:\n" + strings.Join(tests, "\n") + "\n",
+			".slipway.yml: line 2: tests: 101 tests, more than the 100 a build may have; list fewer"},
+		{"Tags", "tags: " + list(MaxTags+1, func(i int) string { return fmt.Sprint("t", i) }) + "\n",
+			".slipway.yml: line 1: tags: 33 tag templates, more than the 32 a build may have; list fewer"},
+		{"Platforms", "platforms: " + list(MaxPlatforms+1, func(i int) string { return fmt.Sprint("linux/a", i) }) + "\n",
+			".slipway.yml: line 1: platforms: 17 platforms, more than the 16 a build may have; list fewer"},
+		{"Secrets", "secrets: " + list(MaxSecrets+1, func(i int) string { return fmt.Sprint("S", i) }) + "\n",
+			".slipway.yml: line 1: secrets: 51 secrets, more than the 50 a build may have; list fewer"},
+		{"Branches", "branches: " + list(MaxBranches+1, func(i int) string { return fmt.Sprint("b", i) }) + "\n",
+			".slipway.yml: line 1: branches: 101 branch patterns, more than the 100 a build may have; list fewer"},
+		{"BuildArgs", "build_args: {" + strings.Join(buildArgs, ", ") + "}\n",
+			".slipway.yml: line 1: build_args: 101 build arguments, more than the 100 a build may have; list fewer"},
+		{"BuildArgValue", "build_args: {BIG: " + strings.Repeat("x", MaxBuildArgBytes+1) + "}\n",
+			".slipway.yml: line 1: build_args: the value of BIG is 8193 bytes, over the 8 KiB a build argument may hold; put large data in a file of the repository"},
+		{"TestEnv", "tests:\n  - name: x\n    run: 'true'\n    env: {" + strings.Join(env, ", ") + "}\n",
+			".slipway.yml: line 2: tests[0]: env: 101 variables, more than the 100 a test may have; list fewer"},
+		{"TestArgs", "tests:\n  - name: x\n    run: [" + strings.Join(args, ", ") + "]\n",
+			".slipway.yml: line 2: tests[0]: run: 1001 arguments, more than the 1000 a test may have; use a script in the image"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := ParseRepoConfig([]byte(tt.yaml))
+			require.EqualError(t, err, tt.wantErr)
+		})
+	}
+
+	t.Run("AtTheCapsIsFine", func(t *testing.T) {
+		t.Parallel()
+		c, err := ParseRepoConfig([]byte("tests:\n" + strings.Join(tests[:MaxTests], "\n") + "\n" +
+			"tags: " + list(MaxTags, func(i int) string { return fmt.Sprint("t", i) }) + "\n"))
+		require.NoError(t, err)
+		require.Len(t, c.Tests, MaxTests)
+		require.Len(t, c.Tags, MaxTags)
+	})
 }

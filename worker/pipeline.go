@@ -70,6 +70,13 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 		sink.Add("", "checkout", msg)
 		return slipway.BuildUpdate{State: &state, Error: &msg}
 	}
+	// Nothing from the checkout reaches BuildKit before it is checked: a
+	// context or Dockerfile that leads out of the checkout, or a file that is
+	// not a regular one within its cap, fails here as the author's error.
+	contextDir, err := checkBuildFiles(dir, cfg)
+	if err != nil {
+		return fail("%v", err)
+	}
 	ctx, cancelTimeout := context.WithTimeoutCause(ctx, cfg.Timeout, fmt.Errorf("timed out after %s", cfg.Timeout))
 	defer cancelTimeout()
 	releaseTags, isRelease := cfg.Release.releaseTags(build.Ref)
@@ -124,7 +131,7 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 	started = time.Now()
 	sink.Add("", "build", "Building "+ref+" for "+strings.Join(cfg.Platforms, ", "))
 	spec := buildkit.BuildSpec{
-		ContextDir: filepath.Join(dir, cfg.Context),
+		ContextDir: contextDir,
 		Dockerfile: cfg.Dockerfile,
 		Platforms:  cfg.Platforms,
 		Ref:        ref,

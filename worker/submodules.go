@@ -18,6 +18,10 @@ import (
 // maxSubmoduleDepth bounds how deep submodules of submodules are checked out.
 const maxSubmoduleDepth = 8
 
+// gitmodulesMaxBytes caps each .gitmodules: git's listing of it is read
+// into memory.
+const gitmodulesMaxBytes = 1 << 20
+
 // updateSubmodules checks the submodules of the checkout in dir out at the
 // commits its tree records: recursively, shallow (one commit each), with the
 // same git configuration and environment as the main clone (URL rewriting
@@ -44,6 +48,9 @@ func updateSubmodulesAt(ctx context.Context, policy slipway.GitPolicy, dir, pref
 	}
 	if !fi.Mode().IsRegular() {
 		return fmt.Errorf("%s.gitmodules is not a regular file", prefix)
+	}
+	if fi.Size() > gitmodulesMaxBytes {
+		return tooBig(prefix+".gitmodules", fi.Size(), gitmodulesMaxBytes)
 	}
 	if depth >= maxSubmoduleDepth {
 		return fmt.Errorf("submodules nested deeper than %d levels at %s", maxSubmoduleDepth, strings.TrimSuffix(prefix, "/"))

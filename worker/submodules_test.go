@@ -1,11 +1,15 @@
 package worker
 
 import (
+	"context"
 	"errors"
 	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/slipway-ci/slipway"
 )
 
 // TestAllowedSubmoduleURL: a submodule URL from a push's .gitmodules reaches
@@ -72,4 +76,12 @@ func TestAuthHint(t *testing.T) {
 		}
 		require.Contains(t, got, want, msg)
 	}
+}
+
+// TestGitmodulesCap: an oversize .gitmodules fails before git reads it.
+func TestGitmodulesCap(t *testing.T) {
+	t.Parallel()
+	dir := gitCheckout(t, map[string]string{".gitmodules": strings.Repeat("# x\n", gitmodulesMaxBytes/4+1)}, nil)
+	err := updateSubmodules(context.Background(), slipway.GitPolicy{}, dir, "https://git.example.com/a/b.git", nil, nil, func(string) {})
+	require.EqualError(t, err, ".gitmodules is 1048580 bytes; slipway reads at most 1 MiB of it, so make it smaller")
 }
