@@ -94,7 +94,7 @@ func (r buildRow) toBuild() (*slipway.Build, error) {
 		Platforms: []slipway.PlatformDigest{}, Tests: []slipway.TestResult{},
 		TargetPlatforms: r.TargetPlatforms,
 		Approval:        r.Approval, ApprovedBy: r.ApprovedBy, ApprovedAt: utc(r.ApprovedAt),
-		VerifyRef:       r.VerifyRef,
+		VerifyRef: r.VerifyRef,
 	}
 	if r.StatusState != nil {
 		b.ForgeStatus = &slipway.ForgeStatus{
