@@ -89,10 +89,16 @@ func lsRemoteRef(ctx context.Context, policy slipway.GitPolicy, cloneURL, ref st
 			return remoteRef{Ref: c, Commit: sha}, nil
 		}
 	}
-	if len(candidates) == 2 {
-		return remoteRef{}, errUserRef{fmt.Sprintf("the repository has no branch or tag %q; push it, or trigger an existing branch or tag", ref)}
+	what := "ref"
+	switch {
+	case len(candidates) == 2:
+		what = "branch or tag"
+	case strings.HasPrefix(ref, "refs/heads/"):
+		what = "branch"
+	case strings.HasPrefix(ref, "refs/tags/"):
+		what = "tag"
 	}
-	return remoteRef{}, errUserRef{fmt.Sprintf("the repository has no ref %q; push it, or trigger an existing branch or tag", ref)}
+	return remoteRef{}, errUserRef{fmt.Sprintf("the repository has no %s %q; push it, or trigger an existing branch or tag", what, ref)}
 }
 
 // verifyOnRef checks that commit, checked out in dir by checkout, belongs to

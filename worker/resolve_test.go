@@ -136,6 +136,13 @@ func TestResolveRef(t *testing.T) {
 		require.Equal(t, 1, b.Attempt, "a user error is not retried")
 	})
 
+	t.Run("UnknownBranchOfCommitFails", func(t *testing.T) {
+		before := len(builder.built())
+		b := run(t, "refs/heads/gone", first)
+		require.Contains(t, b.Error, `no branch "refs/heads/gone"`)
+		require.Len(t, builder.built(), before)
+	})
+
 	t.Run("CommitNotOnBranchFailsBeforeBuild", func(t *testing.T) {
 		before := len(builder.built())
 		b := run(t, "refs/heads/main", other)
