@@ -120,7 +120,10 @@ func validRef(ref string) bool {
 // stored API token, "admin token (SLIPWAY_ADMIN_TOKEN)" for the bootstrap
 // admin token.
 func senderName(p principal) string {
-	if p.Name == adminActor {
+	switch p.Name {
+	case "":
+		return ""
+	case adminActor:
 		return "admin token (SLIPWAY_ADMIN_TOKEN)"
 	}
 	return "token " + p.Name
