@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -65,9 +66,6 @@ func refTrigger(r *http.Request, builds slipway.BuildService, repos slipway.Repo
 	if !validRef(ref) {
 		return slipway.Trigger{}, "", slipway.Errorf(slipway.EINVALID, "%q is not a valid git ref: give a branch (main), a tag (v1.2.3) or a full ref (refs/tags/v1.2.3).", ref)
 	}
-	if repos == nil {
-		return slipway.Trigger{}, "", slipway.Errorf(slipway.EUNAVAILABLE, "Triggering builds needs the repository store, which this server has not.")
-	}
 	latest, err := builds.FindBuilds(r.Context(), slipway.BuildFilter{Repo: owner + "/" + name, Limit: 1})
 	if err != nil {
 		return slipway.Trigger{}, "", err
@@ -78,27 +76,11 @@ func refTrigger(r *http.Request, builds slipway.BuildService, repos slipway.Repo
 	}
 	last := latest[0]
 	repoOwner, repoName := slipway.SplitRepo(last.Repo)
-	repo, err := repos.FindRepo(r.Context(), slipway.RepoKey{Forge: last.Forge, Owner: repoOwner, Name: repoName})
-	if err != nil {
-		return slipway.Trigger{}, "", err
-	}
 	if commit != "" && !strings.HasPrefix(ref, "refs/") {
 		ref = "refs/heads/" + ref
 	}
-	// A short name without a commit is checked as the branch it may be: a
-	// tag of the same name is still reachable as refs/tags/<name>.
-	branch := ref
-	if !strings.HasPrefix(ref, "refs/") {
-		branch = "refs/heads/" + ref
-	}
-	if !repo.BranchAllowed(branch) {
-		hint := ""
-		if !strings.HasPrefix(ref, "refs/") {
-			hint = fmt.Sprintf(" (for a tag of that name, pass refs/tags/%s)", ref)
-		}
-		return slipway.Trigger{}, "", slipway.Errorf(slipway.EFORBIDDEN,
-			"Branch %q is not in %s's allowed_branches (%s): build one of those branches%s, or ask an admin to add it (PATCH /api/v1/repos/%s).",
-			slipway.RefName(branch), repo.FullName(), strings.Join(repo.AllowedBranches, ", "), hint, repo.FullName())
+	if err := checkBranchAllowed(r.Context(), repos, last.Forge, repoOwner, repoName, ref); err != nil {
+		return slipway.Trigger{}, "", err
 	}
 	return slipway.Trigger{
 		Forge: last.Forge, DeliveryID: "api-" + randomID(), Event: "api",
@@ -107,6 +89,32 @@ func refTrigger(r *http.Request, builds slipway.BuildService, repos slipway.Repo
 		Ref: ref, Commit: commit, Sender: senderName(principalFrom(r.Context())),
 		VerifyRef: commit != "",
 	}, last.Image, nil
+}
+
+// checkBranchAllowed returns EFORBIDDEN when ref is a branch outside the
+// allowed_branches of the repository forge/owner/name, the errors of
+// FindRepo, and EUNAVAILABLE without a repository store. A short name (a
+// build not resolved yet) is checked as the branch it may be: a tag of the
+// same name is still reachable as refs/tags/<name>.
+func checkBranchAllowed(ctx context.Context, repos slipway.RepoService, forge, owner, name, ref string) error {
+	if repos == nil {
+		return slipway.Errorf(slipway.EUNAVAILABLE, "Triggering builds needs the repository store, which this server has not.")
+	}
+	repo, err := repos.FindRepo(ctx, slipway.RepoKey{Forge: forge, Owner: owner, Name: name})
+	if err != nil {
+		return err
+	}
+	branch, hint := ref, ""
+	if !strings.HasPrefix(ref, "refs/") {
+		branch = "refs/heads/" + ref
+		hint = fmt.Sprintf(" (for a tag of that name, pass refs/tags/%s)", ref)
+	}
+	if repo.BranchAllowed(branch) {
+		return nil
+	}
+	return slipway.Errorf(slipway.EFORBIDDEN,
+		"Branch %q is not in %s's allowed_branches (%s): build one of those branches%s, or ask an admin to add it (PATCH /api/v1/repos/%s).",
+		slipway.RefName(branch), repo.FullName(), strings.Join(repo.AllowedBranches, ", "), hint, repo.FullName())
 }
 
 // validRef reports whether ref may be queued: no character git refuses in a
@@ -131,14 +139,14 @@ func senderName(p principal) string {
 
 // handleRetry answers POST /api/v1/builds/{id}/retry with 201 and a new
 // queued build of the same commit and ref. The build must be finished.
-func handleRetry(cfg Config, builds slipway.BuildService) http.HandlerFunc {
+func handleRetry(cfg Config, builds slipway.BuildService, repos slipway.RepoService) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		b, err := requestBuild(r, builds)
 		if err != nil {
 			writeError(w, r, err)
 			return
 		}
-		t, err := retryTrigger(r, b)
+		t, err := retryTrigger(r, repos, b)
 		if err != nil {
 			writeError(w, r, err)
 			return
@@ -148,12 +156,18 @@ func handleRetry(cfg Config, builds slipway.BuildService) http.HandlerFunc {
 }
 
 // retryTrigger is the trigger that builds b's commit again for the principal
-// of r; ECONFLICT while b is not finished.
-func retryTrigger(r *http.Request, b *slipway.Build) (slipway.Trigger, error) {
+// of r; ECONFLICT while b is not finished, the errors of checkBranchAllowed
+// (the repository's allowed_branches may have changed since b ran).
+func retryTrigger(r *http.Request, repos slipway.RepoService, b *slipway.Build) (slipway.Trigger, error) {
 	if !b.State.Done() {
 		return slipway.Trigger{}, slipway.Errorf(slipway.ECONFLICT, "Build %d is %s; only a finished build can be retried.", b.ID, b.State)
 	}
 	owner, name := slipway.SplitRepo(b.Repo)
+	if b.PullRequest == nil {
+		if err := checkBranchAllowed(r.Context(), repos, b.Forge, owner, name, b.Ref); err != nil {
+			return slipway.Trigger{}, err
+		}
+	}
 	return slipway.Trigger{
 		Forge: b.Forge, DeliveryID: fmt.Sprintf("retry-%d-%s", b.ID, randomID()), Event: "retry",
 		Owner: owner, Name: name, CloneURL: b.CloneURL, Ref: b.Ref, Commit: b.Commit,

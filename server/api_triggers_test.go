@@ -135,5 +135,13 @@ func TestTriggerAndRetry(t *testing.T) {
 		require.Equal(t, "token dev-1", build["sender"])
 		resp, out = p.send(t, http.MethodPost, "/api/v1/builds/99999/retry", dev, nil)
 		requireError(t, resp, out, http.StatusNotFound, slipway.ENOTFOUND)
+
+		// A branch taken out of allowed_branches since is not built again.
+		_, err = b.db.Pool().Exec(ctx, `UPDATE repos SET allowed_branches = '{release/*}'`)
+		require.NoError(t, err)
+		before := b.count(t, "builds")
+		resp, out = p.send(t, http.MethodPost, path, dev, nil)
+		require.Contains(t, requireError(t, resp, out, http.StatusForbidden, slipway.EFORBIDDEN), `Branch "main" is not in`)
+		require.Equal(t, before, b.count(t, "builds"))
 	})
 }
