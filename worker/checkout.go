@@ -26,7 +26,7 @@ func checkout(ctx context.Context, policy slipway.GitPolicy, dir, cloneURL, ref,
 	if err := policy.CheckCloneURL("The clone URL", cloneURL); err != nil {
 		return errors.New(slipway.ErrorMessage(err))
 	}
-	if !commitRE.MatchString(commit) {
+	if !commitHexRE.MatchString(commit) {
 		return fmt.Errorf("commit %q is not 40 hex digits", commit)
 	}
 	gitEnv := append(policy.GitEnv(os.Environ()), env...)

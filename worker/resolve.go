@@ -20,7 +20,7 @@ const lsRemoteTimeout = 60 * time.Second
 // maxSubjectBytes caps the commit subject recorded as a build's message.
 const maxSubjectBytes = 500
 
-var commitRE = regexp.MustCompile(`^[0-9a-f]{40}$`)
+var commitHexRE = regexp.MustCompile(`^[0-9a-f]{40}$`)
 
 // remoteRef is a ref as the repository holds it now.
 type remoteRef struct {
@@ -77,7 +77,7 @@ func lsRemoteRef(ctx context.Context, policy slipway.GitPolicy, cloneURL, ref st
 		// ls-remote matches patterns against the tail of every ref, so
 		// refs/heads/main also matches refs/remotes/x/refs/heads/main: only
 		// exact names count.
-		if sha, name, ok := strings.Cut(line, "\t"); ok && commitRE.MatchString(sha) {
+		if sha, name, ok := strings.Cut(line, "\t"); ok && commitHexRE.MatchString(sha) {
 			found[name] = sha
 		}
 	}
