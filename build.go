@@ -47,11 +47,16 @@ var DefaultPlatforms = []string{"linux/amd64", "linux/arm64"}
 
 // Build is one run of the pipeline for one commit of one repository.
 type Build struct {
-	ID          int64            `json:"id"`
-	RepoID      int64            `json:"repo_id"`
-	Repo        string           `json:"repo"` // owner/name
-	Forge       string           `json:"forge"`
-	Ref         string           `json:"ref"` // full ref: refs/heads/main, refs/tags/v1
+	ID     int64  `json:"id"`
+	RepoID int64  `json:"repo_id"`
+	Repo   string `json:"repo"` // owner/name
+	Forge  string `json:"forge"`
+	// Ref is the full ref (refs/heads/main, refs/tags/v1), or, while Commit
+	// is "", the ref as an API trigger named it ("main" may be a branch or
+	// a tag): the worker resolves both before it checks anything out.
+	Ref string `json:"ref"`
+	// Commit is 40 hex digits, or "" until the worker has resolved Ref (a
+	// build that ended before that keeps "").
 	Commit      string           `json:"commit"`
 	Message     string           `json:"message,omitempty"`
 	Sender      string           `json:"sender,omitempty"`
@@ -89,7 +94,16 @@ type Build struct {
 	Approval   string     `json:"approval,omitempty"`
 	ApprovedBy string     `json:"approved_by,omitempty"`
 	ApprovedAt *time.Time `json:"approved_at,omitempty"`
+	// VerifyRef is set when a user, not the forge, named Commit together
+	// with Ref: the worker then checks that the commit belongs to the ref
+	// before it builds anything.
+	VerifyRef bool `json:"-"`
 }
+
+// APITriggerPlaceholder is the message that builds triggered through the API
+// carried before the worker recorded the commit's own subject; the worker
+// replaces it as it replaces an empty message.
+const APITriggerPlaceholder = "Triggered through the API"
 
 // PlatformDigest is the manifest digest the pushed index holds for one platform.
 type PlatformDigest struct {
@@ -162,6 +176,14 @@ type BuildUpdate struct {
 	Tags        []string         // nil: leave
 	SkippedTags []SkippedTag     // nil: leave
 	Error       *string
+	// Ref and Commit record what the worker resolved for a build queued
+	// without a commit: the full ref and its 40-hex commit. They are written
+	// only while the build's commit is still "", never over a known one.
+	Ref    *string
+	Commit *string
+	// Message is the commit's subject; it is written only over an empty
+	// message or APITriggerPlaceholder, never over a forge's or a user's.
+	Message *string
 }
 
 // EnqueueResult is what accepting a trigger did.
@@ -258,10 +280,16 @@ type Trigger struct {
 	Owner      string
 	Name       string
 	CloneURL   string
-	Ref        string // full ref
-	Commit     string // 40 hex
-	Message    string // head commit message, first line
-	Sender     string
+	// Ref is the full ref; a trigger without a commit may carry a short
+	// name (the worker resolves it).
+	Ref string
+	// Commit is 40 hex digits, or "" for the worker to resolve Ref.
+	Commit  string
+	Message string // head commit message, first line
+	Sender  string
+	// VerifyRef makes the worker check that Commit belongs to Ref (see
+	// Build.VerifyRef): set when a user, not the forge, named the commit.
+	VerifyRef bool
 	// DefaultBranch is the repository's default branch as the payload names it
 	// ("" when it does not).
 	DefaultBranch string

@@ -61,6 +61,7 @@ type buildRow struct {
 	Approval        string     `db:"approval"`
 	ApprovedBy      string     `db:"approved_by"`
 	ApprovedAt      *time.Time `db:"approved_at"`
+	VerifyRef       bool       `db:"verify_ref"`
 	// The latest commit status of the build (NULL before any).
 	StatusState     *string    `db:"fs_state"`
 	StatusOutcome   *string    `db:"fs_outcome"`
@@ -73,7 +74,7 @@ const buildColumns = `b.id, b.repo_id, r.forge, r.owner, r.name, b.ref, b.commit
 	b.delivery_id, b.clone_url, b.state, b.image, b.image_ref, b.index_digest, b.platforms, b.tests,
 	b.tags, b.error, b.attempt, b.created_at, b.started_at, b.finished_at, b.target_platforms,
 	b.pull_request, b.pr_title, b.pr_author, b.pr_url, b.pr_fork, b.pr_base, b.approval, b.approved_by, b.approved_at,
-	b.skipped_tags, fs.state AS fs_state, fs.outcome AS fs_outcome, fs.attempts AS fs_attempts,
+	b.skipped_tags, b.verify_ref, fs.state AS fs_state, fs.outcome AS fs_outcome, fs.attempts AS fs_attempts,
 	fs.last_error AS fs_error, fs.updated_at AS fs_updated_at`
 
 // buildFrom joins a build with its repository and its latest commit status.
@@ -93,6 +94,7 @@ func (r buildRow) toBuild() (*slipway.Build, error) {
 		Platforms: []slipway.PlatformDigest{}, Tests: []slipway.TestResult{},
 		TargetPlatforms: r.TargetPlatforms,
 		Approval:        r.Approval, ApprovedBy: r.ApprovedBy, ApprovedAt: utc(r.ApprovedAt),
+		VerifyRef: r.VerifyRef,
 	}
 	if r.StatusState != nil {
 		b.ForgeStatus = &slipway.ForgeStatus{
@@ -163,8 +165,8 @@ RETURNING id, image, clone_url`
 	// now, so a later change of the settings does not change a queued build.
 	sqlBuildInsert = `-- EnqueueTrigger
 INSERT INTO builds (repo_id, ref, commit_sha, message, sender, delivery_id, clone_url, image, target_platforms,
-    pull_request, pr_title, pr_author, pr_url, pr_fork, pr_base)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, (SELECT platforms FROM repos WHERE id = $1), $9, $10, $11, $12, $13, $14) RETURNING id`
+    pull_request, pr_title, pr_author, pr_url, pr_fork, pr_base, verify_ref)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, (SELECT platforms FROM repos WHERE id = $1), $9, $10, $11, $12, $13, $14, $15) RETURNING id`
 
 	// EnqueueTrigger: a fork's pull-request build waits for approval; its job
 	// is kept from every claim until then.
@@ -218,7 +220,7 @@ func enqueueTrigger(ctx context.Context, tx pgx.Tx, t slipway.Trigger, image str
 		image += slipway.ForkImageSuffix
 	}
 	if err := tx.QueryRow(ctx, sqlBuildInsert, repoID, t.Ref, t.Commit, t.Message, t.Sender, t.DeliveryID, t.CloneURL, image,
-		prNum, pr.Title, pr.Author, pr.URL, pr.Fork, pr.Base).Scan(&buildID); err != nil {
+		prNum, pr.Title, pr.Author, pr.URL, pr.Fork, pr.Base, t.VerifyRef && t.Commit != "").Scan(&buildID); err != nil {
 		return slipway.EnqueueResult{}, fmt.Errorf("inserting build: %w", err)
 	}
 	if t.DeliveryID != "" {
@@ -310,10 +312,12 @@ func (s *BuildService) FindBuilds(ctx context.Context, f slipway.BuildFilter) ([
 	}
 	if f.Ref != "" {
 		ref := f.Ref
+		// A build not resolved yet may still carry the short name it was
+		// triggered with.
 		if !strings.HasPrefix(ref, "refs/") {
-			add("(b.ref = 'refs/heads/' || $%[1]d OR b.ref = 'refs/tags/' || $%[1]d)", ref)
+			add("(b.ref IN ('refs/heads/' || $%[1]d, 'refs/tags/' || $%[1]d) OR (b.commit_sha = '' AND b.ref = $%[1]d))", ref)
 		} else {
-			add("b.ref = $%d", ref)
+			add("(b.ref = $%[1]d OR (b.commit_sha = '' AND $%[1]d IN ('refs/heads/' || b.ref, 'refs/tags/' || b.ref)))", ref)
 		}
 	}
 	if f.Commit != "" {

@@ -30,15 +30,29 @@ func NewStatusOutbox(db *DB) *StatusOutbox { return &StatusOutbox{db: db} }
 // leased elsewhere so one build's statuses never go out concurrently or out of
 // order. Both statements see the same snapshot, so the second one also excludes
 // the rows the first one supersedes.
+//
+// A build queued without a commit (an API trigger the worker has not resolved
+// yet) has no commit to put a status on: its statuses wait, pending, until the
+// worker records the commit, and then only the newest goes out. A build that
+// ended before it was resolved (a ref that does not exist) never gets one: its
+// last status is skipped (the older ones are superseded as usual).
 const sqlStatusClaim = `-- StatusClaim
 WITH superseded AS (
     UPDATE forge_statuses o SET outcome = 'superseded', updated_at = now()
     WHERE o.outcome = 'pending' AND (o.leased_until IS NULL OR o.leased_until < now())
       AND EXISTS (SELECT 1 FROM forge_statuses n WHERE n.build_id = o.build_id AND n.id > o.id)
+), unresolved AS (
+    UPDATE forge_statuses o SET outcome = 'skipped', last_error = 'the build ended before its commit was known',
+        updated_at = now()
+    FROM builds b
+    WHERE b.id = o.build_id AND b.commit_sha = '' AND b.finished_at IS NOT NULL
+      AND o.outcome = 'pending' AND (o.leased_until IS NULL OR o.leased_until < now())
+      AND NOT EXISTS (SELECT 1 FROM forge_statuses n WHERE n.build_id = o.build_id AND n.id > o.id)
 ), picked AS (
-    SELECT o.id FROM forge_statuses o
+    SELECT o.id FROM forge_statuses o JOIN builds b ON b.id = o.build_id
     WHERE o.outcome = 'pending' AND o.next_attempt_at <= now()
       AND (o.leased_until IS NULL OR o.leased_until < now())
+      AND b.commit_sha <> ''
       AND NOT EXISTS (SELECT 1 FROM forge_statuses n WHERE n.build_id = o.build_id AND n.id > o.id)
       AND NOT EXISTS (SELECT 1 FROM forge_statuses l
                       WHERE l.build_id = o.build_id AND l.id <> o.id AND l.leased_until > now())

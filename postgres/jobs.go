@@ -242,9 +242,15 @@ func lockLease(ctx context.Context, tx pgx.Tx, job *slipway.Job) error {
 	return err
 }
 
-// sqlBuildUpdate: a NULL argument leaves the column as is.
+// sqlBuildUpdate: a NULL argument leaves the column as is. The resolved ref
+// and commit ($10, $11) land only while the commit is still unresolved (the
+// right-hand sides all read the row as it was), and a commit subject ($12)
+// only over an empty message or the API's old placeholder ($13).
 const sqlBuildUpdate = `-- UpdateBuild
 UPDATE builds SET
+    ref          = CASE WHEN commit_sha = '' THEN coalesce($10, ref) ELSE ref END,
+    commit_sha   = CASE WHEN commit_sha = '' THEN coalesce($11, commit_sha) ELSE commit_sha END,
+    message      = CASE WHEN message IN ('', $13) THEN coalesce($12, message) ELSE message END,
     state        = coalesce($2, state),
     image_ref    = coalesce($3, image_ref),
     index_digest = coalesce($4, index_digest),
@@ -285,7 +291,8 @@ func updateBuild(ctx context.Context, tx pgx.Tx, id int64, u slipway.BuildUpdate
 			return err
 		}
 	}
-	if _, err := tx.Exec(ctx, sqlBuildUpdate, id, state, u.ImageRef, u.IndexDigest, platforms, tests, u.Tags, errText, skipped); err != nil {
+	if _, err := tx.Exec(ctx, sqlBuildUpdate, id, state, u.ImageRef, u.IndexDigest, platforms, tests, u.Tags, errText, skipped,
+		u.Ref, u.Commit, u.Message, slipway.APITriggerPlaceholder); err != nil {
 		return interpretError(err)
 	}
 	return notifyBuild(ctx, tx, id)
@@ -551,7 +558,9 @@ WITH job AS (
       AND (b.ref LIKE 'refs/heads/%' OR b.ref LIKE 'refs/pull/%' OR b.ref LIKE 'refs/merge-requests/%')
 ), older AS (
     SELECT j.id, j.build_id, j.state FROM builds b
-    JOIN newer ON b.repo_id = newer.repo_id AND b.ref = newer.ref AND b.id < newer.id
+    JOIN newer ON b.repo_id = newer.repo_id AND b.id < newer.id
+     -- An API build not resolved yet may name the branch by its short name.
+     AND (b.ref = newer.ref OR (b.commit_sha = '' AND 'refs/heads/' || b.ref = newer.ref))
     JOIN jobs j ON j.build_id = b.id
     WHERE b.state IN ('queued', 'running', 'testing')
       AND j.state IN ('available', 'running') AND j.cancel_reason IS NULL

@@ -1,26 +1,18 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
 	"net/http"
-	"os"
-	"os/exec"
-	"regexp"
 	"strings"
-	"time"
+	"unicode"
 
-	"github.com/rs/zerolog"
 	"github.com/rs/zerolog/hlog"
 
 	"github.com/slipway-ci/slipway"
 )
-
-// lsRemoteTimeout bounds the git ls-remote that resolves a ref to a commit.
-const lsRemoteTimeout = 30 * time.Second
 
 // triggerResponse is the answer of a trigger or a retry.
 type triggerResponse struct {
@@ -31,9 +23,11 @@ type triggerResponse struct {
 
 // handleTrigger answers POST /api/v1/repos/{owner}/{name}/builds {"ref",
 // "commit"} with 201 and a new queued build. The repository must have been
-// built before (its forge and clone URL come from its latest build). Without
-// a commit, the ref's current commit is read with git ls-remote.
-func handleTrigger(cfg Config, builds slipway.BuildService) http.HandlerFunc {
+// built before (its forge and clone URL come from its latest build). The
+// server runs no git: without a commit the build is queued with the ref as
+// given and commit "", and the worker resolves both; with one, the worker
+// checks that the commit belongs to the ref before it builds anything.
+func handleTrigger(cfg Config, builds slipway.BuildService, repos slipway.RepoService) http.HandlerFunc {
 	type request struct {
 		Ref    string `json:"ref"`
 		Commit string `json:"commit"`
@@ -45,7 +39,7 @@ func handleTrigger(cfg Config, builds slipway.BuildService) http.HandlerFunc {
 			writeError(w, r, err)
 			return
 		}
-		t, image, err := refTrigger(r, builds, owner, name, req.Ref, req.Commit)
+		t, image, err := refTrigger(r, builds, repos, owner, name, req.Ref, req.Commit)
 		if err != nil {
 			writeError(w, r, err)
 			return
@@ -54,11 +48,14 @@ func handleTrigger(cfg Config, builds slipway.BuildService) http.HandlerFunc {
 	}
 }
 
-// refTrigger is the trigger that builds ref of owner/name (at commit, or at
-// the ref's current commit when commit is "") for the principal of r, and
-// the image its builds push to. EINVALID for a bad ref or commit, ENOTFOUND
-// for a repository never built, errors of resolveRef.
-func refTrigger(r *http.Request, builds slipway.BuildService, owner, name, ref, commit string) (slipway.Trigger, string, error) {
+// refTrigger is the trigger that builds ref of owner/name for the principal
+// of r, and the image its builds push to. With a commit, a short ref names a
+// branch (refs/heads/<ref>) and the worker checks that the commit is on it;
+// without one, the ref stays as given (a short name may be a branch or a tag)
+// with commit "" for the worker to resolve. EINVALID for a bad ref or commit,
+// ENOTFOUND for a repository never built, EFORBIDDEN for a branch outside the
+// repository's allowed_branches, EUNAVAILABLE without a repository store.
+func refTrigger(r *http.Request, builds slipway.BuildService, repos slipway.RepoService, owner, name, ref, commit string) (slipway.Trigger, string, error) {
 	ref, commit = strings.TrimSpace(ref), strings.ToLower(strings.TrimSpace(commit))
 	if ref == "" {
 		return slipway.Trigger{}, "", slipway.Errorf(slipway.EINVALID, `ref is required: {"ref": "main"} or {"ref": "refs/tags/v1.2.3", "commit": "<40 hex>"}.`)
@@ -66,8 +63,8 @@ func refTrigger(r *http.Request, builds slipway.BuildService, owner, name, ref, 
 	if commit != "" && !commitRE.MatchString(commit) {
 		return slipway.Trigger{}, "", slipway.Errorf(slipway.EINVALID, "commit must be a full 40-digit hex SHA-1, got %q.", commit)
 	}
-	if strings.ContainsAny(ref, " \t\n~^:?*[\\") || strings.Contains(ref, "..") || len(ref) > 1000 {
-		return slipway.Trigger{}, "", slipway.Errorf(slipway.EINVALID, "%q is not a valid git ref.", ref)
+	if !validRef(ref) {
+		return slipway.Trigger{}, "", slipway.Errorf(slipway.EINVALID, "%q is not a valid git ref: give a branch (main), a tag (v1.2.3) or a full ref (refs/tags/v1.2.3).", ref)
 	}
 	latest, err := builds.FindBuilds(r.Context(), slipway.BuildFilter{Repo: owner + "/" + name, Limit: 1})
 	if err != nil {
@@ -78,33 +75,78 @@ func refTrigger(r *http.Request, builds slipway.BuildService, owner, name, ref, 
 			"Repository %s/%s has no builds yet: slipway learns a repository from its first push webhook.", owner, name)
 	}
 	last := latest[0]
-	if commit == "" {
-		ref, commit, err = resolveRef(r.Context(), last.CloneURL, ref)
-		if err != nil {
-			return slipway.Trigger{}, "", err
-		}
-	} else if !strings.HasPrefix(ref, "refs/") {
+	repoOwner, repoName := slipway.SplitRepo(last.Repo)
+	if commit != "" && !strings.HasPrefix(ref, "refs/") {
 		ref = "refs/heads/" + ref
 	}
-	who := principalFrom(r.Context())
-	repoOwner, repoName := slipway.SplitRepo(last.Repo)
+	if err := checkBranchAllowed(r.Context(), repos, last.Forge, repoOwner, repoName, ref); err != nil {
+		return slipway.Trigger{}, "", err
+	}
 	return slipway.Trigger{
 		Forge: last.Forge, DeliveryID: "api-" + randomID(), Event: "api",
 		Owner: repoOwner, Name: repoName, CloneURL: last.CloneURL,
-		Ref: ref, Commit: commit, Message: "Triggered through the API", Sender: who.Name,
+		// The message stays "" for the worker to fill with the commit's subject.
+		Ref: ref, Commit: commit, Sender: senderName(principalFrom(r.Context())),
+		VerifyRef: commit != "",
 	}, last.Image, nil
+}
+
+// checkBranchAllowed returns EFORBIDDEN when ref is a branch outside the
+// allowed_branches of the repository forge/owner/name, the errors of
+// FindRepo, and EUNAVAILABLE without a repository store. A short name (a
+// build not resolved yet) is checked as the branch it may be: a tag of the
+// same name is still reachable as refs/tags/<name>.
+func checkBranchAllowed(ctx context.Context, repos slipway.RepoService, forge, owner, name, ref string) error {
+	if repos == nil {
+		return slipway.Errorf(slipway.EUNAVAILABLE, "Triggering builds needs the repository store, which this server has not.")
+	}
+	repo, err := repos.FindRepo(ctx, slipway.RepoKey{Forge: forge, Owner: owner, Name: name})
+	if err != nil {
+		return err
+	}
+	branch, hint := ref, ""
+	if !strings.HasPrefix(ref, "refs/") {
+		branch = "refs/heads/" + ref
+		hint = fmt.Sprintf(" (for a tag of that name, pass refs/tags/%s)", ref)
+	}
+	if repo.BranchAllowed(branch) {
+		return nil
+	}
+	return slipway.Errorf(slipway.EFORBIDDEN,
+		"Branch %q is not in %s's allowed_branches (%s): build one of those branches%s, or ask an admin to add it (PATCH /api/v1/repos/%s).",
+		slipway.RefName(branch), repo.FullName(), strings.Join(repo.AllowedBranches, ", "), hint, repo.FullName())
+}
+
+// validRef reports whether ref may be queued: no character git refuses in a
+// ref name, no "..", not too long for the schema once resolved.
+func validRef(ref string) bool {
+	return !strings.ContainsAny(ref, " \t\n~^:?*[\\") && !strings.Contains(ref, "..") && !strings.Contains(ref, "@{") && !strings.HasPrefix(ref, "-") &&
+		!strings.HasSuffix(ref, "/") && len(ref) <= 1000 && ref != "refs/" && !strings.ContainsFunc(ref, unicode.IsControl)
+}
+
+// senderName is how a build names who triggered it: "token deploy-bot" for a
+// stored API token, "admin token (SLIPWAY_ADMIN_TOKEN)" for the bootstrap
+// admin token.
+func senderName(p principal) string {
+	switch p.Name {
+	case "":
+		return ""
+	case adminActor:
+		return "admin token (SLIPWAY_ADMIN_TOKEN)"
+	}
+	return "token " + p.Name
 }
 
 // handleRetry answers POST /api/v1/builds/{id}/retry with 201 and a new
 // queued build of the same commit and ref. The build must be finished.
-func handleRetry(cfg Config, builds slipway.BuildService) http.HandlerFunc {
+func handleRetry(cfg Config, builds slipway.BuildService, repos slipway.RepoService) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		b, err := requestBuild(r, builds)
 		if err != nil {
 			writeError(w, r, err)
 			return
 		}
-		t, err := retryTrigger(r, b)
+		t, err := retryTrigger(r, repos, b)
 		if err != nil {
 			writeError(w, r, err)
 			return
@@ -114,16 +156,25 @@ func handleRetry(cfg Config, builds slipway.BuildService) http.HandlerFunc {
 }
 
 // retryTrigger is the trigger that builds b's commit again for the principal
-// of r; ECONFLICT while b is not finished.
-func retryTrigger(r *http.Request, b *slipway.Build) (slipway.Trigger, error) {
+// of r; ECONFLICT while b is not finished, the errors of checkBranchAllowed
+// (the repository's allowed_branches may have changed since b ran).
+func retryTrigger(r *http.Request, repos slipway.RepoService, b *slipway.Build) (slipway.Trigger, error) {
 	if !b.State.Done() {
 		return slipway.Trigger{}, slipway.Errorf(slipway.ECONFLICT, "Build %d is %s; only a finished build can be retried.", b.ID, b.State)
 	}
 	owner, name := slipway.SplitRepo(b.Repo)
+	if b.PullRequest == nil {
+		if err := checkBranchAllowed(r.Context(), repos, b.Forge, owner, name, b.Ref); err != nil {
+			return slipway.Trigger{}, err
+		}
+	}
 	return slipway.Trigger{
 		Forge: b.Forge, DeliveryID: fmt.Sprintf("retry-%d-%s", b.ID, randomID()), Event: "retry",
 		Owner: owner, Name: name, CloneURL: b.CloneURL, Ref: b.Ref, Commit: b.Commit,
-		Message: fmt.Sprintf("Retry of build %d", b.ID), Sender: principalFrom(r.Context()).Name,
+		Message: fmt.Sprintf("Retry of build %d", b.ID), Sender: senderName(principalFrom(r.Context())),
+		// A retry keeps a user-named commit's check; an unresolved build's
+		// retry resolves its ref again.
+		VerifyRef: b.VerifyRef,
 		// A pull request's retry stays one: pr-N only, and a fork's waits for approval again.
 		PullRequest: b.PullRequest,
 	}, nil
@@ -140,47 +191,6 @@ func enqueueAPI(w http.ResponseWriter, r *http.Request, cfg Config, builds slipw
 	writeJSON(w, r, http.StatusCreated, triggerResponse{BuildID: res.Build.ID,
 		URL: fmt.Sprintf("%s/api/v1/builds/%d", cfg.PublicURL, res.Build.ID), Build: res.Build})
 }
-
-// resolveRef finds ref's commit with git ls-remote: a full ref as is, a short
-// name as a branch, then as a tag.
-func resolveRef(ctx context.Context, cloneURL, ref string) (fullRef, commit string, err error) {
-	candidates := []string{ref}
-	if !strings.HasPrefix(ref, "refs/") {
-		candidates = []string{"refs/heads/" + ref, "refs/tags/" + ref}
-	}
-	ctx, cancel := context.WithTimeout(ctx, lsRemoteTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "git", append([]string{"ls-remote", "--", cloneURL}, candidates...)...)
-	cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0")
-	var out, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &stderr
-	if err := cmd.Run(); err != nil {
-		// git's message may quote the clone URL with credentials: log it, do not show it.
-		zerolog.Ctx(ctx).Warn().Err(err).Str("git_stderr", redactCredentials(stderr.String())).Msg("Resolving ref with git ls-remote")
-		return "", "", slipway.Errorf(slipway.EUNAVAILABLE, "Could not read the repository's refs (git ls-remote failed); pass a commit to build it without a lookup.")
-	}
-	found := map[string]string{}
-	for _, line := range strings.Split(out.String(), "\n") {
-		if sha, name, ok := strings.Cut(line, "\t"); ok && commitRE.MatchString(sha) {
-			found[name] = sha
-		}
-	}
-	for _, c := range candidates {
-		if sha, ok := found[c]; ok {
-			// An annotated tag's own line carries the tag object; the peeled
-			// line (ref^{}) names the commit.
-			if peeled, ok := found[c+"^{}"]; ok {
-				sha = peeled
-			}
-			return c, sha, nil
-		}
-	}
-	return "", "", slipway.Errorf(slipway.ENOTFOUND, "The repository has no branch or tag %q.", ref)
-}
-
-var credentialsRE = regexp.MustCompile(`://[^/@\s]+@`)
-
-func redactCredentials(s string) string { return credentialsRE.ReplaceAllString(s, "://***@") }
 
 func randomID() string {
 	b := make([]byte, 8)

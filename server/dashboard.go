@@ -310,7 +310,7 @@ func (d *dashboard) handleRetry(w http.ResponseWriter, r *http.Request) {
 		d.renderError(w, r, err)
 		return
 	}
-	t, err := retryTrigger(r, b)
+	t, err := retryTrigger(r, d.svc.Repos, b)
 	if err != nil {
 		d.renderError(w, r, err)
 		return

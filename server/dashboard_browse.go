@@ -149,7 +149,9 @@ func (d *dashboard) handleBuilds(w http.ResponseWriter, r *http.Request) {
 // /repos/{owner}/{name}/builds (the owner may hold GitLab subgroups): it
 // queues ref (a branch, a tag or a full ref, at its current commit, or at
 // commit when given) as POST /api/v1/repos/{owner}/{name}/builds does, and
-// opens the new build. A refusal shows on the error page.
+// opens the new build. The build's sender names the token signed in; its
+// message is the commit's subject, which the worker records. A refusal shows
+// on the error page.
 func (d *dashboard) handleBuildRef(w http.ResponseWriter, r *http.Request) {
 	full, ok := strings.CutSuffix(chi.URLParam(r, "*"), "/builds")
 	owner, name := slipway.SplitRepo(full)
@@ -157,12 +159,11 @@ func (d *dashboard) handleBuildRef(w http.ResponseWriter, r *http.Request) {
 		d.renderError(w, r, slipway.Errorf(slipway.ENOTFOUND, "There is no page at %s.", shortQuote(r.URL.Path)))
 		return
 	}
-	t, image, err := refTrigger(r, d.builds, owner, name, r.PostFormValue("ref"), r.PostFormValue("commit"))
+	t, image, err := refTrigger(r, d.builds, d.svc.Repos, owner, name, r.PostFormValue("ref"), r.PostFormValue("commit"))
 	if err != nil {
 		d.renderError(w, r, err)
 		return
 	}
-	t.Message = "Started from the dashboard by " + t.Sender
 	res, err := d.builds.EnqueueTrigger(r.Context(), t, image)
 	if err != nil {
 		d.renderError(w, r, err)

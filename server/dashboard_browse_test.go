@@ -129,8 +129,19 @@ func TestDashboardBuildThisRef(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "refs/heads/feature/x", nb.Ref)
 	require.Equal(t, commit, nb.Commit)
-	require.Equal(t, "dev", nb.Sender)
+	require.Equal(t, "token dev", nb.Sender)
+	require.Empty(t, nb.Message, "the worker records the commit's subject")
+	require.True(t, nb.VerifyRef, "the worker checks the commit is on feature/x")
 	require.Equal(t, slipway.BuildQueued, nb.State)
+
+	// Without a commit the build waits for the worker to resolve it; the
+	// pages say so instead of showing a commit.
+	resp, page = dev.do(http.MethodPost, "/repos/acme/app/builds", url.Values{"csrf": {csrf}, "ref": {"main"}})
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode, page)
+	_, page = dev.do(http.MethodGet, resp.Header.Get("Location"), nil)
+	require.Contains(t, page, "resolving…")
+	_, page = dev.do(http.MethodGet, "/repos/acme/app", nil)
+	require.Contains(t, page, "resolving…")
 
 	resp, page = dev.do(http.MethodPost, "/repos/acme/app/builds", url.Values{"csrf": {csrf}, "ref": {"bad..ref"}, "commit": {commit}})
 	require.Equal(t, http.StatusBadRequest, resp.StatusCode)

@@ -23,6 +23,7 @@ import (
 var dashboardFuncs = template.FuncMap{
 	"refName":  slipway.RefName,
 	"short":    shortCommit,
+	"commitOf": buildCommit,
 	"dur":      humanDuration,
 	"ago":      agoTime,
 	"abs":      absTime,
@@ -59,6 +60,19 @@ func shortCommit(c string) string {
 		return c[:8]
 	}
 	return c
+}
+
+// buildCommit is the short commit a page shows for b: "resolving…" while the
+// worker has not resolved the ref of a build queued without a commit, "—"
+// for one that ended before it was resolved.
+func buildCommit(b *slipway.Build) string {
+	switch {
+	case b.Commit != "":
+		return shortCommit(b.Commit)
+	case b.State.Done():
+		return "—"
+	}
+	return "resolving…"
 }
 
 func shortDigest(d string) string {

@@ -241,7 +241,7 @@ func TestDashboardActions(t *testing.T) {
 	list, err := b.builds.FindBuilds(ctx, slipway.BuildFilter{Repo: "acme/app"})
 	require.NoError(t, err)
 	require.Len(t, list, 2, "the retry queued a new build")
-	require.Equal(t, "dev", list[0].Sender)
+	require.Equal(t, "token dev", list[0].Sender)
 }
 
 func TestDashboardPromote(t *testing.T) {

@@ -3,6 +3,7 @@ package server
 import (
 	"encoding/json"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -62,6 +63,25 @@ func TestOpenAPI(t *testing.T) {
 			}
 		}
 	}
+
+	// A build queued through the API without a commit answers commit ""
+	// until the worker has resolved it; the schema must allow that.
+	var schemas struct {
+		Components struct {
+			Schemas struct {
+				Build struct {
+					Properties map[string]struct {
+						Pattern string `json:"pattern"`
+					} `json:"properties"`
+				} `json:"Build"`
+			} `json:"schemas"`
+		} `json:"components"`
+	}
+	require.NoError(t, json.Unmarshal(openAPI, &schemas))
+	commit := regexp.MustCompile(schemas.Components.Schemas.Build.Properties["commit"].Pattern)
+	require.True(t, commit.MatchString(""), "an unresolved build's commit")
+	require.True(t, commit.MatchString(strings.Repeat("ab", 20)))
+	require.False(t, commit.MatchString("main"))
 
 	srv := newTestServer(t, nil)
 	resp, out := getPath(t, srv, "/api/v1/openapi.json")

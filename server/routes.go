@@ -58,8 +58,8 @@ func newRouter(logger zerolog.Logger, cfg Config, builds slipway.BuildService, c
 		r.With(viewer, timeout(requestTimeout)).Get("/builds", handleBuildList(builds))
 		r.With(viewer, timeout(requestTimeout)).Get("/builds/{id}", handleBuildView(builds))
 		r.With(viewer).Get("/builds/{id}/logs", handleBuildLogs(builds, cfg.Logs))
-		r.With(developer, timeout(requestTimeout)).Post("/repos/{owner}/{name}/builds", handleTrigger(cfg, builds))
-		r.With(developer, timeout(requestTimeout)).Post("/builds/{id}/retry", handleRetry(cfg, builds))
+		r.With(developer, timeout(requestTimeout)).Post("/repos/{owner}/{name}/builds", handleTrigger(cfg, builds, svc.Repos))
+		r.With(developer, timeout(requestTimeout)).Post("/builds/{id}/retry", handleRetry(cfg, builds, svc.Repos))
 		r.With(developer, timeout(requestTimeout)).Post("/builds/{id}/cancel", handleBuildCancel(builds))
 		r.With(developer, timeout(requestTimeout)).Post("/builds/{id}/approve", handleBuildApprove(builds))
 		// Promotion checks the release-manager role itself: a refusal for a

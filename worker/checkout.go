@@ -26,6 +26,9 @@ func checkout(ctx context.Context, policy slipway.GitPolicy, dir, cloneURL, ref,
 	if err := policy.CheckCloneURL("The clone URL", cloneURL); err != nil {
 		return errors.New(slipway.ErrorMessage(err))
 	}
+	if !commitHexRE.MatchString(commit) {
+		return fmt.Errorf("commit %q is not 40 hex digits", commit)
+	}
 	gitEnv := append(policy.GitEnv(os.Environ()), env...)
 	steps := [][]string{
 		{"init", "--quiet"},
@@ -37,24 +40,8 @@ func checkout(ctx context.Context, policy slipway.GitPolicy, dir, cloneURL, ref,
 		{"-c", "advice.detachedHead=false", "checkout", "--quiet", "FETCH_HEAD"},
 	}
 	for _, args := range steps {
-		cmd := exec.CommandContext(ctx, "git", args...)
-		cmd.Dir = dir
-		// Never prompt for credentials: a worker has no terminal.
-		cmd.Env = gitEnv
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if args[0] != "init" && args[0] != "remote" {
-			log("$ git " + redactURLs(strings.Join(args, " ")))
-		}
-		if err := cmd.Run(); err != nil {
-			msg := strings.TrimSpace(redactURLs(out.String()))
-			if msg == "" {
-				msg = err.Error()
-			}
-			if ctx.Err() != nil {
-				return context.Cause(ctx)
-			}
-			return fmt.Errorf("git %s: %s", gitSubcommand(args), lastLine(msg))
+		if err := runGit(ctx, gitEnv, dir, args, log); err != nil {
+			return err
 		}
 	}
 	rev := exec.CommandContext(ctx, "git", "-C", dir, "rev-parse", "HEAD")
@@ -67,6 +54,31 @@ func checkout(ctx context.Context, policy slipway.GitPolicy, dir, cloneURL, ref,
 		return fmt.Errorf("checked out %s, wanted %s", got, commit)
 	}
 	log("checked out " + commit)
+	return nil
+}
+
+// runGit runs git with args in dir and gitEnv, logging the command line
+// (its URLs redacted) unless it is init or remote; the error holds the last
+// line of git's output, redacted, or the cause of ctx once it has ended.
+func runGit(ctx context.Context, gitEnv []string, dir string, args []string, log func(string)) error {
+	cmd := exec.CommandContext(ctx, "git", args...)
+	cmd.Dir = dir
+	cmd.Env = gitEnv
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if sub := gitSubcommand(args); sub != "init" && sub != "remote" {
+		log("$ git " + redactURLs(strings.Join(args, " ")))
+	}
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(redactURLs(out.String()))
+		if msg == "" {
+			msg = err.Error()
+		}
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		return fmt.Errorf("git %s: %s", gitSubcommand(args), lastLine(msg))
+	}
 	return nil
 }
 

@@ -98,6 +98,10 @@ func TestCheckoutGitEnvironment(t *testing.T) {
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "some-other-secret")
 
 	require.NoError(t, checkout(ctx, devGit, t.TempDir(), daemonURL+"app.git", "refs/heads/main", commit, func(string) {}))
+	// The ls-remote that resolves an API build's ref runs the same way.
+	remote, err := lsRemoteRef(ctx, devGit, daemonURL+"app.git", "main")
+	require.NoError(t, err)
+	require.Equal(t, remoteRef{Ref: "refs/heads/main", Commit: commit}, remote)
 	env, err := os.ReadFile(record)
 	require.NoError(t, err)
 	for _, leak := range []string{"the-worker-secret-key", "db-password", "some-other-secret", "SLIPWAY_"} {
@@ -111,7 +115,13 @@ func TestCheckoutGitEnvironment(t *testing.T) {
 	require.ErrorContains(t, err, "SLIPWAY_GIT_DEV_PROTOCOLS")
 	_, statErr := os.Stat(record)
 	require.True(t, os.IsNotExist(statErr), "no git ran for a refused URL")
+	_, err = lsRemoteRef(ctx, slipway.GitPolicy{}, daemonURL+"app.git", "main")
+	require.ErrorContains(t, err, "SLIPWAY_GIT_DEV_PROTOCOLS")
+	_, statErr = os.Stat(record)
+	require.True(t, os.IsNotExist(statErr), "no ls-remote ran for a refused URL")
 	for _, u := range []string{"file:///etc", "ext::sh -c id", "http://127.0.0.1:1/x.git", "-uhelp"} {
 		require.Error(t, checkout(ctx, slipway.GitPolicy{}, t.TempDir(), u, "refs/heads/main", commit, func(string) {}), u)
+		_, err := lsRemoteRef(ctx, slipway.GitPolicy{}, u, "main")
+		require.Error(t, err, u)
 	}
 }

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -19,6 +20,51 @@ import (
 	"github.com/slipway-ci/slipway/buildkit"
 	"github.com/slipway-ci/slipway/metrics"
 )
+
+// checkoutBuild checks build's commit out into dir. A build queued without a
+// commit first resolves its ref with git ls-remote and records the full ref
+// and the commit (build is updated too); a commit a user named with the ref
+// (build.VerifyRef) must belong to it. Both happen before anything is built.
+// The commit's subject becomes the build's message when it has none of its
+// own. A ref or commit the build cannot use is an errUserRef.
+func (w *Worker) checkoutBuild(ctx context.Context, job *slipway.Job, build *slipway.Build, dir string, authEnv []string, sink *logSink) error {
+	log := func(s string) { sink.Add("", "checkout", s) }
+	var remote remoteRef
+	if build.Commit == "" || build.VerifyRef {
+		log(fmt.Sprintf("Resolving %s of %s", build.Ref, redactURLs(build.CloneURL)))
+		var err error
+		if remote, err = lsRemoteRef(ctx, w.cfg.Git, build.CloneURL, build.Ref, authEnv...); err != nil {
+			return err
+		}
+	}
+	if build.Commit == "" {
+		log(fmt.Sprintf("%s is at %s", remote.Ref, remote.Commit))
+		if err := w.jobs.JobUpdateBuild(ctx, job, slipway.BuildUpdate{Ref: &remote.Ref, Commit: &remote.Commit}); err != nil {
+			return fmt.Errorf("recording the resolved commit: %w", err)
+		}
+		build.Ref, build.Commit = remote.Ref, remote.Commit
+	}
+	log(fmt.Sprintf("Checking out %s at %s (%s)", redactURLs(build.CloneURL), build.Commit, build.Ref))
+	if err := checkout(ctx, w.cfg.Git, dir, build.CloneURL, build.Ref, build.Commit, log, authEnv...); err != nil {
+		return err
+	}
+	if build.VerifyRef {
+		if err := verifyOnRef(ctx, w.cfg.Git, dir, remote, build.Commit, log, authEnv...); err != nil {
+			return err
+		}
+	}
+	if build.Message == "" || build.Message == slipway.APITriggerPlaceholder {
+		subject, err := commitSubject(ctx, w.cfg.Git, dir)
+		if err != nil {
+			return err
+		}
+		if err := w.jobs.JobUpdateBuild(ctx, job, slipway.BuildUpdate{Message: &subject}); err != nil {
+			return fmt.Errorf("recording the commit's message: %w", err)
+		}
+		build.Message = subject
+	}
+	return nil
+}
 
 // pipeline runs the stations of one build and returns the build's final update.
 // Intermediate states (image ref, testing, digests) are written as they become
@@ -43,12 +89,15 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 	defer os.RemoveAll(dir)
 
 	started := time.Now()
-	sink.Add("", "checkout", fmt.Sprintf("Checking out %s at %s (%s)", redactURLs(build.CloneURL), build.Commit, build.Ref))
 	authEnv, err := w.cloneAuth(ctx, build, build.CloneURL, sink)
 	if err != nil {
 		return fail("checkout failed: %v", err)
 	}
-	if err := checkout(ctx, w.cfg.Git, dir, build.CloneURL, build.Ref, build.Commit, func(s string) { sink.Add("", "checkout", s) }, authEnv...); err != nil {
+	if err := w.checkoutBuild(ctx, job, build, dir, authEnv, sink); err != nil {
+		var user errUserRef
+		if errors.As(err, &user) {
+			return fail("%s", user.msg)
+		}
 		return fail("checkout failed: %v%s", err, authHint(build.Forge, err))
 	}
 	cfg, err := LoadRepoConfig(dir)

@@ -74,7 +74,11 @@ func printBuild(w io.Writer, b *slipway.Build) error {
 	row("State", string(b.State))
 	row("Repository", b.Repo)
 	row("Ref", b.Ref)
-	row("Commit", b.Commit)
+	if b.Commit == "" {
+		row("Commit", "(not resolved yet: the worker reads it from the ref)")
+	} else {
+		row("Commit", b.Commit)
+	}
 	row("Message", firstLine(b.Message))
 	row("Sender", b.Sender)
 	row("Image", b.Image)

@@ -313,7 +313,12 @@ func runBuilds(ctx context.Context, args []string, getenv func(string) string, s
 	return tw.Flush()
 }
 
+// shortCommit is the first 12 digits of c, or "(resolving)" for a build
+// whose commit the worker has not resolved yet.
 func shortCommit(c string) string {
+	if c == "" {
+		return "(resolving)"
+	}
 	if len(c) > 12 {
 		return c[:12]
 	}
