@@ -1,8 +1,11 @@
 package server
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"path"
@@ -52,6 +55,41 @@ type repoSettings struct {
 	Supersede       *bool     `json:"supersede"`
 	// PromotionTargets: see slipway.PromotionTargetAllowed.
 	PromotionTargets *[]string `json:"promotion_targets"`
+	// GenerateWebhookSecret makes slipway choose the repository's own webhook
+	// secret (32 random bytes, hex) and answer it once, in webhook_secret.
+	GenerateWebhookSecret bool `json:"generate_webhook_secret"`
+}
+
+// repoAnswer is a repository as POST and PATCH answer it: with the generated
+// webhook secret, once, and the URL its forge's webhook is to call.
+type repoAnswer struct {
+	*slipway.Repo
+	WebhookSecret string `json:"webhook_secret,omitempty"`
+	WebhookURL    string `json:"webhook_url"`
+}
+
+// answerRepo wraps repo with the webhook URL of its forge and secret ("" when
+// none was generated).
+func answerRepo(cfg Config, repo *slipway.Repo, secret string) repoAnswer {
+	return repoAnswer{Repo: repo, WebhookSecret: secret, WebhookURL: cfg.PublicURL + "/webhooks/" + repo.Forge}
+}
+
+// generateSecret applies s.GenerateWebhookSecret: it returns a new random
+// secret and sets s.WebhookSecret to it, or "" when none was asked for.
+func (s *repoSettings) generateSecret() (string, error) {
+	if !s.GenerateWebhookSecret {
+		return "", nil
+	}
+	if s.WebhookSecret != nil {
+		return "", slipway.Errorf(slipway.EINVALID, "Send webhook_secret or generate_webhook_secret, not both.")
+	}
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("generating a webhook secret: %w", err)
+	}
+	secret := hex.EncodeToString(b)
+	s.WebhookSecret = &secret
+	return secret, nil
 }
 
 // decodeRepoSettings reads a strict JSON body: unknown fields are refused, so a
@@ -145,11 +183,26 @@ func handleRepoCreate(cfg Config, repos slipway.RepoService) http.HandlerFunc {
 			writeError(w, r, err)
 			return
 		}
-		for i, v := range []*string{s.Forge, s.Owner, s.Name, s.CloneURL} {
+		for i, v := range []*string{s.Forge, s.Owner, s.Name} {
 			if v == nil {
-				writeError(w, r, slipway.Errorf(slipway.EINVALID, "%s is required.", []string{"forge", "owner", "name", "clone_url"}[i]))
+				writeError(w, r, slipway.Errorf(slipway.EINVALID, "%s is required.", []string{"forge", "owner", "name"}[i]))
 				return
 			}
+		}
+		// Without clone_url the forge's base URL and the path make it, as
+		// for a repository a delivery registers.
+		if s.CloneURL == nil {
+			u, err := forgeCloneURL(cfg, *s.Forge, *s.Owner, *s.Name)
+			if err != nil {
+				writeError(w, r, slipway.Errorf(slipway.EINVALID, "clone_url is required: %s", slipway.ErrorMessage(err)))
+				return
+			}
+			s.CloneURL = &u
+		}
+		secret, err := s.generateSecret()
+		if err != nil {
+			writeError(w, r, err)
+			return
 		}
 		c := slipway.RepoCreate{Forge: *s.Forge, Owner: *s.Owner, Name: *s.Name, CloneURL: *s.CloneURL, Supersede: s.Supersede}
 		switch {
@@ -187,7 +240,7 @@ func handleRepoCreate(cfg Config, repos slipway.RepoService) http.HandlerFunc {
 			return
 		}
 		w.Header().Set("Location", cfg.PublicURL+"/api/v1/repos/"+repo.Owner+"/"+repo.Name)
-		writeJSON(w, r, http.StatusCreated, repo)
+		writeJSON(w, r, http.StatusCreated, answerRepo(cfg, repo, secret))
 	}
 }
 
@@ -225,7 +278,7 @@ func handleRepoView(repos slipway.RepoService) http.HandlerFunc {
 // handleRepoUpdate answers PATCH /api/v1/repos/{owner}/{name}: the fields sent
 // change, the others stay. An empty list, or an empty webhook_secret, goes back
 // to the global setting.
-func handleRepoUpdate(repos slipway.RepoService) http.HandlerFunc {
+func handleRepoUpdate(cfg Config, repos slipway.RepoService) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		k, err := repoKey(r)
 		if err != nil {
@@ -241,6 +294,11 @@ func handleRepoUpdate(repos slipway.RepoService) http.HandlerFunc {
 			writeError(w, r, slipway.Errorf(slipway.EINVALID, "forge, owner and name cannot change; delete the repository and create it again."))
 			return
 		}
+		secret, err := s.generateSecret()
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
 		repo, err := repos.UpdateRepo(r.Context(), k, slipway.RepoUpdate{
 			CloneURL: s.CloneURL, Image: s.Image, WebhookSecret: s.WebhookSecret, Platforms: s.Platforms,
 			AllowedBranches: s.AllowedBranches, MaxRunning: s.MaxRunning, Supersede: s.Supersede,
@@ -250,7 +308,7 @@ func handleRepoUpdate(repos slipway.RepoService) http.HandlerFunc {
 			writeError(w, r, err)
 			return
 		}
-		writeJSON(w, r, http.StatusOK, repo)
+		writeJSON(w, r, http.StatusOK, answerRepo(cfg, repo, secret))
 	}
 }
 

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -91,6 +92,37 @@ func TestReposAPI(t *testing.T) {
 		require.Equal(t, http.StatusOK, resp.StatusCode)
 		require.Equal(t, "gitea", out["forge"])
 	})
+	t.Run("DerivedCloneURLAndGeneratedSecret", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, nil)
+		resp, out := b.send(t, http.MethodPost, "/api/v1/repos", `{"forge": "gitlab", "owner": "grp/sub", "name": "app", "generate_webhook_secret": true}`)
+		require.Equal(t, http.StatusCreated, resp.StatusCode, out["_raw"])
+		require.Equal(t, "https://gitlab.example.com/grp/sub/app.git", out["clone_url"], "from SLIPWAY_GITLAB_URL")
+		require.Equal(t, "http://slipway.test:8080/webhooks/gitlab", out["webhook_url"])
+		secret, _ := out["webhook_secret"].(string)
+		require.Regexp(t, `^[0-9a-f]{64}$`, secret)
+		require.Equal(t, true, out["has_webhook_secret"])
+		// Shown once: reading the repository never shows it again.
+		resp, out = b.send(t, http.MethodGet, "/api/v1/repos/grp%2Fsub/app", "")
+		require.Equal(t, http.StatusOK, resp.StatusCode, out["_raw"])
+		require.NotContains(t, out["_raw"], secret)
+		_, stored, err := b.repos.FindRepoWebhookSecret(context.Background(), "gitlab", "grp/sub", "app")
+		require.NoError(t, err)
+		require.Equal(t, secret, stored)
+		// A PATCH that generates one replaces it.
+		resp, out = b.send(t, http.MethodPatch, "/api/v1/repos/grp%2Fsub/app", `{"generate_webhook_secret": true}`)
+		require.Equal(t, http.StatusOK, resp.StatusCode, out["_raw"])
+		require.NotEqual(t, secret, out["webhook_secret"])
+		require.NotContains(t, b.logs.String(), secret, "no secret in the log")
+
+		// Registered ahead, it can be built through the API before any push.
+		resp, out = b.send(t, http.MethodPost, "/api/v1/repos/grp%2Fsub/app/builds", `{"ref": "main"}`)
+		require.Equal(t, http.StatusCreated, resp.StatusCode, out["_raw"])
+		build, err := b.builds.FindBuildByID(context.Background(), int64(out["build_id"].(float64)))
+		require.NoError(t, err)
+		require.Equal(t, "https://gitlab.example.com/grp/sub/app.git", build.CloneURL)
+		require.Equal(t, "gitlab", build.Forge)
+	})
 	t.Run("BadInputWritesNothing", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, nil)
@@ -99,7 +131,7 @@ func TestReposAPI(t *testing.T) {
 			``:  "JSON object",
 			`{"forge": "svn", "owner": "o", "name": "n", "clone_url": "https://x/o/n"}`:                                                           "forge must be one of",
 			`{"forge": "github", "owner": "o/x", "name": "n", "clone_url": "https://x/o/n"}`:                                                      "owner must be",
-			`{"forge": "github", "owner": "o", "name": "n"}`:                                                                                      "clone_url is required",
+			`{"forge": "github", "owner": "o", "name": "n", "webhook_secret": "mine", "generate_webhook_secret": true}`:                           "not both",
 			`{"forge": "github", "owner": "o", "name": "n", "clone_url": "ext::sh"}`:                                                              "clone_url",
 			`{"forge": "github", "owner": "o", "name": "n", "clone_url": "https://x/o/n", "image": "Bad:tag"}`:                                    "image must be",
 			`{"forge": "github", "owner": "o", "name": "n", "clone_url": "https://x/o/n", "platforms": ["linux"]}`:                                "platforms[0]",

@@ -71,8 +71,19 @@ func refTrigger(r *http.Request, builds slipway.BuildService, repos slipway.Repo
 		return slipway.Trigger{}, "", err
 	}
 	if len(latest) == 0 {
-		return slipway.Trigger{}, "", slipway.Errorf(slipway.ENOTFOUND,
-			"Repository %s/%s has no builds yet: slipway learns a repository from its first push webhook.", owner, name)
+		// A repository registered ahead (slipway repo add) has no build yet:
+		// its settings say where it lives.
+		var repo *slipway.Repo
+		if repos != nil {
+			if repo, err = repos.FindRepo(r.Context(), slipway.RepoKey{Owner: owner, Name: name}); err != nil && slipway.ErrorCode(err) != slipway.ENOTFOUND {
+				return slipway.Trigger{}, "", err
+			}
+		}
+		if repo == nil {
+			return slipway.Trigger{}, "", slipway.Errorf(slipway.ENOTFOUND,
+				"Repository %s/%s is not registered: an admin registers it with `slipway repo add FORGE %s/%s` (or POST /api/v1/repos).", owner, name, owner, name)
+		}
+		latest = []*slipway.Build{{Forge: repo.Forge, Repo: repo.FullName(), CloneURL: repo.CloneURL, Image: repo.Image}}
 	}
 	last := latest[0]
 	repoOwner, repoName := slipway.SplitRepo(last.Repo)

@@ -148,7 +148,7 @@ func TestDashboardBuildThisRef(t *testing.T) {
 	require.Contains(t, page, "is not a valid git ref")
 	resp, page = dev.do(http.MethodPost, "/repos/nobody/here/builds", url.Values{"csrf": {csrf}, "ref": {"main"}, "commit": {commit}})
 	require.Equal(t, http.StatusNotFound, resp.StatusCode)
-	require.Contains(t, page, "has no builds yet")
+	require.Contains(t, page, "is not registered")
 
 	viewer := newBrowser(t, b.srv.URL)
 	csrf = viewer.signIn(createToken(t, b.db, "watcher", slipway.RoleViewer))

@@ -75,7 +75,7 @@ func newRouter(logger zerolog.Logger, cfg Config, builds slipway.BuildService, c
 		r.With(viewer, timeout(requestTimeout)).Get("/repos", handleRepoList(svc.Repos))
 		r.With(viewer, timeout(requestTimeout)).Get("/repos/{owner}/{name}", handleRepoView(svc.Repos))
 		r.With(admin, timeout(requestTimeout)).Post("/repos", handleRepoCreate(cfg, svc.Repos))
-		r.With(admin, timeout(requestTimeout)).Patch("/repos/{owner}/{name}", handleRepoUpdate(svc.Repos))
+		r.With(admin, timeout(requestTimeout)).Patch("/repos/{owner}/{name}", handleRepoUpdate(cfg, svc.Repos))
 		r.With(admin, timeout(requestTimeout)).Delete("/repos/{owner}/{name}", handleRepoDelete(svc.Repos))
 		r.With(admin, timeout(requestTimeout)).Get("/repos/{owner}/{name}/secrets", handleSecretList(cfg.Secrets))
 		r.With(admin, timeout(requestTimeout)).Put("/repos/{owner}/{name}/secrets/{secret}", handleSecretPut(cfg.Secrets))

@@ -60,7 +60,7 @@ func TestBuildCommands(t *testing.T) {
 	logs := postgres.NewLogHub(db, zerolog.Nop())
 	go logs.Run(ctx)
 	srv := httptest.NewServer(server.New(zerolog.Nop(), server.Config{AdminToken: "admin-token-for-cli", Logs: logs}, builds, nil,
-		server.Services{Tokens: postgres.NewTokenService(db), Promotions: postgres.NewPromotionService(db)}))
+		server.Services{Tokens: postgres.NewTokenService(db), Promotions: postgres.NewPromotionService(db), Repos: postgres.NewRepoService(db, nil)}))
 	t.Cleanup(srv.Close)
 	_, err := builds.EnqueueTrigger(ctx, slipway.Trigger{Forge: "github", DeliveryID: "d1", Event: "push",
 		Owner: "acme", Name: "app", CloneURL: "https://github.com/acme/app.git", Ref: "refs/heads/main",

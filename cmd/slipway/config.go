@@ -73,8 +73,8 @@ var settings = []setting{
 	{"SLIPWAY_GIT_DEV_PROTOCOLS", "false", "worker, dev", "Development only: also clone over git://, http:// and file:// (no server authentication, or the worker's own disk). Off, git gets only https and ssh (GIT_ALLOW_PROTOCOL) and other clone URLs fail the build.", false},
 	{"SLIPWAY_SUBMODULE_HOSTS", "(none)", "worker, dev", "Comma-separated hosts (host or host:port) besides the repository's own that submodules may be fetched from.", false},
 	{"SLIPWAY_INTEGRATION_SECRET", "", "worker, dev", "Key of the HMAC-SHA256 signature (`X-Slipway-Signature-256`) on calls to a repository's `integration.webhook`. Builds that use one fail while it is unset.", true},
-	{"SLIPWAY_SERVER", "", "promote, builds, logs, cancel, retry, wait", "URL of the slipway server the client commands call, e.g. `https://ci.example.com` (or `--server`).", false},
-	{"SLIPWAY_TOKEN", "", "promote, builds, logs, cancel, retry, wait", "API token the client commands send (or `--token`).", true},
+	{"SLIPWAY_SERVER", "", "repo, promote, builds, logs, cancel, retry, wait", "URL of the slipway server the client commands call, e.g. `https://ci.example.com` (or `--server`).", false},
+	{"SLIPWAY_TOKEN", "", "repo, promote, builds, logs, cancel, retry, wait", "API token the client commands send (or `--token`).", true},
 	{"SLIPWAY_LOG_LEVEL", "info", "all", "debug, info, warn or error.", false},
 	{"SLIPWAY_LOG_FORMAT", "auto", "all", "json, console, or auto (console when stderr is a terminal).", false},
 }

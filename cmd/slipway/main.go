@@ -64,6 +64,7 @@ commands:
   dev       server and worker in one process (migrates the database first)
   migrate   apply pending database migrations
   token     create, list or delete API tokens (in the database)
+  repo      register repositories, list them, rotate a webhook secret (REST API)
   promote   point tags at a succeeded build's digest (REST API)
   builds    list builds or show one (REST API)
   logs      print a build's log; --follow streams it (REST API)
@@ -101,6 +102,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "migrate":
 	case "token":
 		return runToken(ctx, args[2:], getenv, stdout, stderr)
+	case "repo":
+		return runRepo(ctx, args[2:], getenv, stdout, stderr)
 	case "promote":
 		return runPromote(ctx, args[2:], getenv, stdout, stderr)
 	case "builds":
