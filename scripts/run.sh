@@ -120,6 +120,8 @@ bin/devdemo 9>&- -state "$STATE" -base-registry "$REGISTRY_HOST" -git-url "git:/
 # register it with the payload's clone URL (never do this on a shared slipway).
 export SLIPWAY_DEV_CLONE_URL_FROM_PAYLOAD=${SLIPWAY_DEV_CLONE_URL_FROM_PAYLOAD:-true}
 export SLIPWAY_AUTO_REGISTER=${SLIPWAY_AUTO_REGISTER:-true}
+# ... and may try an integration webhook on this machine.
+export SLIPWAY_OUTBOUND_ALLOWED_HOSTS=${SLIPWAY_OUTBOUND_ALLOWED_HOSTS:-127.0.0.1}
 # ... and is cloned over git://, which a shared slipway refuses.
 export SLIPWAY_GIT_DEV_PROTOCOLS=${SLIPWAY_GIT_DEV_PROTOCOLS:-true}
 bin/slipway dev 9>&- &

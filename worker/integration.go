@@ -123,6 +123,9 @@ func (w *Worker) runIntegration(ctx context.Context, build *slipway.Build, spec 
 	target := redactURLs(spec.Webhook)
 	sink.Add("", step, fmt.Sprintf("Calling %s; waiting up to %s for the result", target, spec.Timeout))
 	if err := w.callIntegration(ctx, spec.Webhook, build.ID, body); err != nil {
+		if refusal, ok := slipway.OutboundRefusal(err); ok {
+			return failed(fmt.Sprintf("integration webhook not called: %s", refusal.Message), time.Since(started))
+		}
 		return failed(fmt.Sprintf("calling %s: %v", target, redactURLs(err.Error())), time.Since(started))
 	}
 
@@ -151,6 +154,13 @@ func (w *Worker) runIntegration(ctx context.Context, build *slipway.Build, spec 
 
 // callIntegration POSTs the signed body; any answer but 2xx is an error.
 func (w *Worker) callIntegration(ctx context.Context, webhook string, buildID int64, body []byte) error {
+	u, err := url.Parse(webhook)
+	if err != nil {
+		return err
+	}
+	if err := w.cfg.Outbound.CheckURL(u); err != nil {
+		return err
+	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(cctx, http.MethodPost, webhook, bytes.NewReader(body))
@@ -174,11 +184,11 @@ func (w *Worker) callIntegration(ctx context.Context, webhook string, buildID in
 	return nil
 }
 
+// httpClient is the client of the integration webhook calls, made once from
+// the outbound policy.
 func (w *Worker) httpClient() *http.Client {
-	if w.cfg.HTTPClient != nil {
-		return w.cfg.HTTPClient
-	}
-	return http.DefaultClient
+	w.outboundOnce.Do(func() { w.outbound = w.cfg.Outbound.Client(30 * time.Second) })
+	return w.outbound
 }
 
 // integrationResults turns a reported result into test results: the external

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,7 +32,7 @@ func TestRunIntegration(t *testing.T) {
 	platforms := []slipway.PlatformDigest{{Platform: "linux/amd64", Digest: "sha256:" + strings.Repeat("1", 64)}}
 
 	newWorker := func(secret string) *Worker {
-		return &Worker{cfg: Config{PublicURL: "http://slipway.test", IntegrationSecret: secret,
+		return &Worker{cfg: Config{PublicURL: "http://slipway.test", IntegrationSecret: secret, Outbound: loopbackPolicy(t),
 			Integrations: integrations, PollInterval: 50 * time.Millisecond}}
 	}
 	sink := newLogSink(build.ID, builds, zerolog.Nop())
@@ -66,6 +67,25 @@ func TestRunIntegration(t *testing.T) {
 		require.False(t, results[0].Passed)
 	})
 
+	t.Run("HostNotAllowed", func(t *testing.T) {
+		// Loopback by name, and a host nobody listed, are never called.
+		called := false
+		srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { called = true }))
+		defer srv.Close()
+		w := newWorker("k3y")
+		for _, hook := range []string{strings.Replace(srv.URL, "127.0.0.1", "localhost", 1), "http://169.254.169.254/hook", "https://qa.internal.example/hook"} {
+			w.cfg.Outbound = loopbackPolicy(t)
+			if strings.Contains(hook, "localhost") {
+				w.cfg.Outbound, _ = slipway.ParseOutboundPolicy("localhost")
+				w.outboundOnce = sync.Once{}
+			}
+			_, err := w.runIntegration(context.Background(), build, &IntegrationSpec{Webhook: hook, Timeout: time.Second}, "sha256:idx", platforms, sink)
+			require.ErrorContains(t, err, "integration webhook not called", hook)
+			require.ErrorContains(t, err, "SLIPWAY_OUTBOUND_ALLOWED_HOSTS", hook)
+		}
+		require.False(t, called)
+	})
+
 	t.Run("WebhookError", func(t *testing.T) {
 		results, err := run(newWorker("k3y"), func(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "down", http.StatusBadGateway)
@@ -88,4 +108,12 @@ func TestRunIntegration(t *testing.T) {
 		require.ErrorContains(t, err, "no result")
 		require.ErrorContains(t, err, "300ms")
 	})
+}
+
+// loopbackPolicy allows the tests' servers on 127.0.0.1.
+func loopbackPolicy(t *testing.T) *slipway.OutboundPolicy {
+	t.Helper()
+	p, err := slipway.ParseOutboundPolicy("127.0.0.1")
+	require.NoError(t, err)
+	return p
 }

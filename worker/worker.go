@@ -82,8 +82,9 @@ type Config struct {
 	// Integrations stores the one-time callbacks of external integration test
 	// runs; while it is nil a build that asks for them fails.
 	Integrations slipway.IntegrationService
-	// HTTPClient makes the integration webhook calls; default http.DefaultClient.
-	HTTPClient *http.Client
+	// Outbound says which hosts the integration webhook of .slipway.yml may
+	// call (SLIPWAY_OUTBOUND_ALLOWED_HOSTS); nil allows none.
+	Outbound *slipway.OutboundPolicy
 	// Secrets opens the build secrets a .slipway.yml names; nil fails builds
 	// that name any.
 	Secrets SecretOpener
@@ -159,6 +160,9 @@ type Worker struct {
 	jobs     slipway.JobQueue
 	builder  Builder
 	registry Registry
+
+	outboundOnce sync.Once
+	outbound     *http.Client // see httpClient
 }
 
 // New returns a Worker. It does not start it: call Run.

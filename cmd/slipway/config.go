@@ -72,6 +72,7 @@ var settings = []setting{
 	{"SLIPWAY_WORKSPACE_DIR", "$TMPDIR/slipway-work", "worker, dev", "Where checkouts are made (one folder per build, removed afterwards).", false},
 	{"SLIPWAY_GIT_DEV_PROTOCOLS", "false", "worker, dev", "Development only: also clone over git://, http:// and file:// (no server authentication, or the worker's own disk). Off, git gets only https and ssh (GIT_ALLOW_PROTOCOL) and other clone URLs fail the build.", false},
 	{"SLIPWAY_SUBMODULE_HOSTS", "(none)", "worker, dev", "Comma-separated hosts (host or host:port) besides the repository's own that submodules may be fetched from.", false},
+	{"SLIPWAY_OUTBOUND_ALLOWED_HOSTS", "(none)", "worker, dev", "Comma-separated hosts a repository's `integration.webhook` may call: names (`qa.example.com`), `*.example.com` (subdomains), IPs and CIDRs (`10.0.0.0/8`). A name never reaches a loopback, link-local (cloud metadata) or other special address it resolves to; only an IP or CIDR entry allows those (`make run` and the tests list `127.0.0.1`). Redirects to another host are not followed; proxy variables are ignored. Unset: no integration webhook is called.", false},
 	{"SLIPWAY_INTEGRATION_SECRET", "", "worker, dev", "Key of the HMAC-SHA256 signature (`X-Slipway-Signature-256`) on calls to a repository's `integration.webhook`. Builds that use one fail while it is unset.", true},
 	{"SLIPWAY_SERVER", "", "repo, promote, builds, logs, cancel, retry, wait", "URL of the slipway server the client commands call, e.g. `https://ci.example.com` (or `--server`).", false},
 	{"SLIPWAY_TOKEN", "", "repo, promote, builds, logs, cancel, retry, wait", "API token the client commands send (or `--token`).", true},
@@ -128,6 +129,7 @@ type config struct {
 	SubmoduleHosts      []string
 	GitDevProtocols     bool
 	IntegrationSecret   string
+	Outbound            *slipway.OutboundPolicy
 	LogLevel            string
 	LogFormat           string
 	DashboardPublic     bool
@@ -361,6 +363,11 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 		}
 		c.BuildTimeout = duration("SLIPWAY_BUILD_TIMEOUT", time.Hour)
 		c.IntegrationSecret = get("SLIPWAY_INTEGRATION_SECRET")
+		if p, err := slipway.ParseOutboundPolicy(get("SLIPWAY_OUTBOUND_ALLOWED_HOSTS")); err != nil {
+			bad("SLIPWAY_OUTBOUND_ALLOWED_HOSTS", "%s", slipway.ErrorMessage(err))
+		} else {
+			c.Outbound = p
+		}
 		if !r.server && c.PublicURL != "" {
 			if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 				bad("SLIPWAY_PUBLIC_URL", "%q is not an http(s) URL", c.PublicURL)

@@ -230,6 +230,7 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 			InsecureRegistry:  cfg.RegistryInsecure,
 			PublicURL:         cfg.PublicURL,
 			IntegrationSecret: cfg.IntegrationSecret,
+			Outbound:          cfg.Outbound,
 			Integrations:      postgres.NewIntegrationService(db),
 			Secrets:           secrets,
 			Promotions:        postgres.NewPromotionService(db),

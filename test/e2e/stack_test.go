@@ -111,6 +111,8 @@ func newStack(t testing.TB, extraEnv ...string) *stack {
 		"SLIPWAY_DEV_CLONE_URL_FROM_PAYLOAD=true",
 		// ... and register themselves with their first delivery.
 		"SLIPWAY_AUTO_REGISTER=true",
+		// ... and call integration webhooks on loopback.
+		"SLIPWAY_OUTBOUND_ALLOWED_HOSTS=127.0.0.1",
 		// ... and cloned over git:// (and Gitea over loopback http).
 		"SLIPWAY_GIT_DEV_PROTOCOLS=true",
 	)
