@@ -43,9 +43,10 @@ func newRouter(logger zerolog.Logger, cfg Config, builds slipway.BuildService, c
 	// Only webhook routes are counted (and wrapped): a wrapped writer would hide
 	// the Flusher that streaming routes need.
 	countWebhooks := metrics.CountWebhooks(webhookForge)
-	r.With(countWebhooks, timeout(requestTimeout)).Post("/webhooks/github", handleWebhook(cfg, githubReceiver(cfg), svc.Repos, builds))
-	r.With(countWebhooks, timeout(requestTimeout)).Post("/webhooks/gitlab", handleWebhook(cfg, gitlabReceiver(cfg), svc.Repos, builds))
-	r.With(countWebhooks, timeout(requestTimeout)).Post("/webhooks/gitea", handleWebhook(cfg, giteaReceiver(cfg), svc.Repos, builds))
+	budget := newBodyBudget(cfg) // one for all forges
+	r.With(countWebhooks, timeout(requestTimeout)).Post("/webhooks/github", handleWebhook(cfg, budget, githubReceiver(cfg), svc.Repos, builds))
+	r.With(countWebhooks, timeout(requestTimeout)).Post("/webhooks/gitlab", handleWebhook(cfg, budget, gitlabReceiver(cfg), svc.Repos, builds))
+	r.With(countWebhooks, timeout(requestTimeout)).Post("/webhooks/gitea", handleWebhook(cfg, budget, giteaReceiver(cfg), svc.Repos, builds))
 
 	dash.routes(r)
 
