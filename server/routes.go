@@ -32,7 +32,9 @@ func newRouter(logger zerolog.Logger, cfg Config, builds slipway.BuildService, c
 		recoverer,
 	)
 	auth := newAuthenticator(cfg.AdminToken, svc.Tokens)
+	streams := newStreamLimit(cfg.MaxLogFollowers) // one for the API and the dashboard
 	dash := newDashboard(cfg, auth, builds, svc)
+	dash.streams = streams
 	r.NotFound(dash.notFound(handleNotFound()))
 	r.MethodNotAllowed(handleMethodNotAllowed(r))
 
@@ -58,7 +60,7 @@ func newRouter(logger zerolog.Logger, cfg Config, builds slipway.BuildService, c
 			auth.require(slipway.RoleAdmin)
 		r.With(viewer, timeout(requestTimeout)).Get("/builds", handleBuildList(builds))
 		r.With(viewer, timeout(requestTimeout)).Get("/builds/{id}", handleBuildView(builds))
-		r.With(viewer).Get("/builds/{id}/logs", handleBuildLogs(builds, cfg.Logs))
+		r.With(viewer).Get("/builds/{id}/logs", handleBuildLogs(builds, cfg.Logs, streams))
 		r.With(developer, timeout(requestTimeout)).Post("/repos/{owner}/{name}/builds", handleTrigger(cfg, builds))
 		r.With(developer, timeout(requestTimeout)).Post("/builds/{id}/retry", handleRetry(cfg, builds))
 		r.With(developer, timeout(requestTimeout)).Post("/builds/{id}/cancel", handleBuildCancel(builds))

@@ -79,6 +79,12 @@ type Config struct {
 	// MaxWebhookBytes if smaller, so every delivery the cap allows can fit.
 	WebhookMemory int64
 
+	// MaxLogFollowers caps the live streams the server holds open at once
+	// (SLIPWAY_MAX_LOG_FOLLOWERS): log follows (?follow=1, the build page's
+	// log) and the dashboard's Now page; beyond it they get 503. Zero means
+	// DefaultMaxLogFollowers.
+	MaxLogFollowers int
+
 	// webhookBudgetWait and webhookReadTimeout replace their defaults in
 	// tests; webhookOnWait, when set, is called when a body waits for room.
 	webhookBudgetWait, webhookReadTimeout time.Duration
@@ -94,6 +100,9 @@ func (c Config) withDefaults() Config {
 		c.WebhookMemory = DefaultWebhookMemory
 	}
 	c.WebhookMemory = max(c.WebhookMemory, c.MaxWebhookBytes)
+	if c.MaxLogFollowers <= 0 {
+		c.MaxLogFollowers = DefaultMaxLogFollowers
+	}
 	if c.webhookBudgetWait <= 0 {
 		c.webhookBudgetWait = defaultWebhookBudgetWait
 	}

@@ -49,6 +49,7 @@ var settings = []setting{
 	{"SLIPWAY_ADMIN_TOKEN", "", "server, dev", "Bootstrap admin bearer token for the REST API under /api/v1 (more tokens: `slipway token create`). Required; at least 8 characters.", true},
 	{"SLIPWAY_DASHBOARD_PUBLIC", "false", "server, dev", "`true` opens the dashboard's read-only pages without signing in; promoting, cancelling and retrying still need a token.", false},
 	{"SLIPWAY_WEBHOOK_MEMORY", "64MiB", "server, dev", "Most memory the bodies of webhook deliveries being received hold at once, across all forges (bytes, or with KiB, MiB or GiB): a body is read whole before its signature can be checked, so anyone can make the server hold this much. A delivery that finds no room within 3 s gets 503 with Retry-After (forges redeliver). At least 25MiB, the largest delivery; a body must arrive within 30 s of its headers.", false},
+	{"SLIPWAY_MAX_LOG_FOLLOWERS", "500", "server, dev", "Most live streams the server holds open at once: log follows (`?follow=1`, the build page's log) and the dashboard's Now page. Beyond it they get 503 with Retry-After; the plain log (without `follow`) is always served.", false},
 	{"SLIPWAY_REGISTRY", "", "server, worker, dev", "Registry host[:port][/prefix] images are pushed to: `$SLIPWAY_REGISTRY/<owner>/<name>`. Required.", false},
 	{"SLIPWAY_REGISTRY_INSECURE", "true for loopback hosts, else false", "server, worker, dev", "Talk plain HTTP to the registry.", false},
 	{"SLIPWAY_DOCKER_CONFIG", "", "server, worker, dev", "Path of a Docker `config.json` (`auths`, `credHelpers`; what `docker login` writes, or the `.dockerconfigjson` key of a `kubernetes.io/dockerconfigjson` Secret) with the credentials of every registry slipway talks to: pushes, `FROM` pulls, caches, verification, test pulls, promotion. Read again on each use. Unset: anonymous.", false},
@@ -126,6 +127,7 @@ type config struct {
 	LogFormat           string
 	DashboardPublic     bool
 	WebhookMemory       int64
+	MaxLogFollowers     int
 }
 
 // role says which settings a subcommand needs.
@@ -225,6 +227,14 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 			bad("SLIPWAY_ADMIN_TOKEN", "must be at least 8 characters")
 		}
 		c.DashboardPublic = boolSetting("SLIPWAY_DASHBOARD_PUBLIC")
+		c.MaxLogFollowers = server.DefaultMaxLogFollowers
+		if v := get("SLIPWAY_MAX_LOG_FOLLOWERS"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 1_000_000 {
+				bad("SLIPWAY_MAX_LOG_FOLLOWERS", "%q is not a number from 1 to 1000000", v)
+			}
+			c.MaxLogFollowers = n
+		}
 		c.WebhookMemory = server.DefaultWebhookMemory
 		if v := get("SLIPWAY_WEBHOOK_MEMORY"); v != "" {
 			n, err := parseBytes(v)

@@ -271,6 +271,7 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 			PublicURL:           cfg.PublicURL,
 			DashboardPublic:     cfg.DashboardPublic,
 			WebhookMemory:       cfg.WebhookMemory,
+			MaxLogFollowers:     cfg.MaxLogFollowers,
 		}, builds, checks, server.Services{
 			Repos:        postgres.NewRepoService(db, sealer),
 			Tokens:       postgres.NewTokenService(db),

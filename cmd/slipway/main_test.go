@@ -37,6 +37,7 @@ func TestLoadConfig(t *testing.T) {
 		require.Equal(t, "127.0.0.1:8081", c.WorkerAddr)
 		require.Equal(t, "/tmp/slipway-work", c.WorkspaceDir)
 		require.EqualValues(t, 64<<20, c.WebhookMemory)
+		require.Equal(t, 500, c.MaxLogFollowers)
 	})
 	t.Run("WebhookMemory", func(t *testing.T) {
 		t.Parallel()
@@ -95,6 +96,7 @@ func TestLoadConfig(t *testing.T) {
 		"BadSecretKey":       {"SLIPWAY_SECRET_KEY", "too-short", "SLIPWAY_SECRET_KEY: the key must be 32 bytes"},
 		"BadAPIURL":          {"SLIPWAY_GITHUB_API_URL", "api.github.com", "SLIPWAY_GITHUB_API_URL: \"api.github.com\" is not an http(s) URL"},
 		"WebhookMemorySmall": {"SLIPWAY_WEBHOOK_MEMORY", "1MiB", "SLIPWAY_WEBHOOK_MEMORY: \"1MiB\" is not a size of at least 25MiB"},
+		"MaxFollowersZero":   {"SLIPWAY_MAX_LOG_FOLLOWERS", "0", "SLIPWAY_MAX_LOG_FOLLOWERS: \"0\" is not a number from 1"},
 		"WebhookMemoryBad":   {"SLIPWAY_WEBHOOK_MEMORY", "64MB", "SLIPWAY_WEBHOOK_MEMORY"},
 		"GiteaTokenNoURL":    {"SLIPWAY_GITEA_TOKEN", "tok", "SLIPWAY_GITEA_API_URL: is required with SLIPWAY_GITEA_TOKEN"},
 	} {
