@@ -40,14 +40,13 @@ const (
 // anyone could make the server hold 25 MB per connection. Safe for concurrent use.
 type bodyBudget struct {
 	sem         *semaphore.Weighted
-	size        int64
 	wait        time.Duration
 	readTimeout time.Duration
 	onWait      func() // tests: called when a body must wait for room
 }
 
 func newBodyBudget(cfg Config) *bodyBudget {
-	return &bodyBudget{sem: semaphore.NewWeighted(cfg.WebhookMemory), size: cfg.WebhookMemory,
+	return &bodyBudget{sem: semaphore.NewWeighted(cfg.WebhookMemory),
 		wait: cfg.webhookBudgetWait, readTimeout: cfg.webhookReadTimeout, onWait: cfg.webhookOnWait}
 }
 
@@ -160,7 +159,7 @@ func (b *bodyBudget) read(w http.ResponseWriter, r *http.Request, limit int64, h
 	case errors.As(err, &maxErr):
 		return nil, tooLarge
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		return nil, slipway.Errorf(slipway.EINVALID, "The body did not arrive within %s of the headers; send it at once.", b.readTimeout)
+		return nil, slipway.Errorf(slipway.EINVALID, "The body did not arrive within %s; send it at once.", b.readTimeout)
 	default:
 		return nil, slipway.Errorf(slipway.EINVALID, "Reading the body: %v.", err)
 	}
@@ -176,11 +175,11 @@ func readGrowing(ctx context.Context, in io.Reader, limit int64, h *hold) ([]byt
 			if int64(len(buf)) == limit {
 				// Full: one more byte is MaxBytesReader's error, or EOF.
 				var probe [1]byte
-				_, err := in.Read(probe[:])
+				n, err := io.ReadAtLeast(in, probe[:], 1)
 				if err == io.EOF {
 					return buf, nil
 				}
-				if err == nil {
+				if n > 0 {
 					err = &http.MaxBytesError{Limit: limit}
 				}
 				return nil, err

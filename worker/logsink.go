@@ -244,20 +244,14 @@ func (s *logSink) finalFlush(ctx context.Context) {
 	defer cancel()
 	pause := logFlushEvery
 	var err error
-	for attempt := 1; attempt <= logFinalAttempts; attempt++ {
+	for attempt := 1; ; attempt++ {
 		if err = s.flush(ctx); err == nil {
 			return
 		}
-		if attempt < logFinalAttempts {
-			t := time.NewTimer(pause)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				attempt = logFinalAttempts // out of time: one last try below is pointless
-			case <-t.C:
-			}
-			pause *= 2
+		if attempt == logFinalAttempts || sleepCtx(ctx, pause) != nil {
+			break
 		}
+		pause *= 2
 	}
 	s.mu.Lock()
 	lost := s.lost + len(s.pending)
