@@ -95,8 +95,9 @@ func handleBuildView(builds slipway.BuildService) http.HandlerFunc {
 }
 
 // handleBuildLogs answers GET /api/v1/builds/{id}/logs with the build's whole
-// log as plain text, or with ?follow=1 as a live stream (see streamBuildLog).
-func handleBuildLogs(builds slipway.BuildService, follow slipway.LogFollower) http.HandlerFunc {
+// log as plain text, or with ?follow=1 as a live stream (see streamBuildLog),
+// one of at most streams' cap (503 beyond it).
+func handleBuildLogs(builds slipway.BuildService, follow slipway.LogFollower, streams *streamLimit) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		id, err := buildID(r)
 		if err != nil {
@@ -110,6 +111,11 @@ func handleBuildLogs(builds slipway.BuildService, follow slipway.LogFollower) ht
 			return
 		}
 		if wantsFollow(r) {
+			leave, ok := streams.enter(w, r)
+			if !ok {
+				return
+			}
+			defer leave()
 			streamBuildLog(w, r, builds, follow, id)
 			return
 		}

@@ -42,6 +42,7 @@ type dashboard struct {
 	svc        Services
 	secureOnly bool // cookies get Secure: slipway is reached over TLS
 	steps      *stepTracker
+	streams    *streamLimit // nil: no cap
 }
 
 func newDashboard(cfg Config, auth *authenticator, builds slipway.BuildService, svc Services) *dashboard {
@@ -65,7 +66,7 @@ func (d *dashboard) routes(r chi.Router) {
 	r.Group(func(r chi.Router) {
 		r.Use(d.reader)
 		r.With(timeout(requestTimeout)).Get("/", d.handleNow)
-		r.Get("/events/now", d.handleNowEvents)
+		r.With(d.streams.limit).Get("/events/now", d.handleNowEvents)
 		r.With(timeout(requestTimeout)).Get("/builds/{id}", d.handleBuild)
 		r.Get("/builds/{id}/log", d.handleBuildLog)
 		r.With(timeout(requestTimeout)).Get("/repos", d.handleRepos)
@@ -326,7 +327,7 @@ func (d *dashboard) handleRetry(w http.ResponseWriter, r *http.Request) {
 
 // handleBuildLog streams a build's log for the build page (see streamBuildLog).
 func (d *dashboard) handleBuildLog(w http.ResponseWriter, r *http.Request) {
-	handleBuildLogs(d.builds, d.cfg.Logs).ServeHTTP(w, r)
+	handleBuildLogs(d.builds, d.cfg.Logs, d.streams).ServeHTTP(w, r)
 }
 
 // withPrincipal stores p in ctx for principalFrom.

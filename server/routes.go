@@ -32,7 +32,9 @@ func newRouter(logger zerolog.Logger, cfg Config, builds slipway.BuildService, c
 		recoverer,
 	)
 	auth := newAuthenticator(cfg.AdminToken, svc.Tokens)
+	streams := newStreamLimit(cfg.MaxLogFollowers) // one for the API and the dashboard
 	dash := newDashboard(cfg, auth, builds, svc)
+	dash.streams = streams
 	r.NotFound(dash.notFound(handleNotFound()))
 	r.MethodNotAllowed(handleMethodNotAllowed(r))
 
@@ -43,9 +45,10 @@ func newRouter(logger zerolog.Logger, cfg Config, builds slipway.BuildService, c
 	// Only webhook routes are counted (and wrapped): a wrapped writer would hide
 	// the Flusher that streaming routes need.
 	countWebhooks := metrics.CountWebhooks(webhookForge)
-	r.With(countWebhooks, timeout(requestTimeout)).Post("/webhooks/github", handleWebhook(cfg, githubReceiver(cfg), svc.Repos, builds))
-	r.With(countWebhooks, timeout(requestTimeout)).Post("/webhooks/gitlab", handleWebhook(cfg, gitlabReceiver(cfg), svc.Repos, builds))
-	r.With(countWebhooks, timeout(requestTimeout)).Post("/webhooks/gitea", handleWebhook(cfg, giteaReceiver(cfg), svc.Repos, builds))
+	budget := newBodyBudget(cfg) // one for all forges
+	r.With(countWebhooks, timeout(requestTimeout)).Post("/webhooks/github", handleWebhook(cfg, budget, githubReceiver(cfg), svc.Repos, builds))
+	r.With(countWebhooks, timeout(requestTimeout)).Post("/webhooks/gitlab", handleWebhook(cfg, budget, gitlabReceiver(cfg), svc.Repos, builds))
+	r.With(countWebhooks, timeout(requestTimeout)).Post("/webhooks/gitea", handleWebhook(cfg, budget, giteaReceiver(cfg), svc.Repos, builds))
 
 	dash.routes(r)
 
@@ -57,7 +60,7 @@ func newRouter(logger zerolog.Logger, cfg Config, builds slipway.BuildService, c
 			auth.require(slipway.RoleAdmin)
 		r.With(viewer, timeout(requestTimeout)).Get("/builds", handleBuildList(builds))
 		r.With(viewer, timeout(requestTimeout)).Get("/builds/{id}", handleBuildView(builds))
-		r.With(viewer).Get("/builds/{id}/logs", handleBuildLogs(builds, cfg.Logs))
+		r.With(viewer).Get("/builds/{id}/logs", handleBuildLogs(builds, cfg.Logs, streams))
 		r.With(developer, timeout(requestTimeout)).Post("/repos/{owner}/{name}/builds", handleTrigger(cfg, builds, svc.Repos))
 		r.With(developer, timeout(requestTimeout)).Post("/builds/{id}/retry", handleRetry(cfg, builds, svc.Repos))
 		r.With(developer, timeout(requestTimeout)).Post("/builds/{id}/cancel", handleBuildCancel(builds))

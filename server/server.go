@@ -9,6 +9,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/rs/zerolog/hlog"
@@ -86,12 +87,43 @@ type Config struct {
 	// MaxWebhookBytes caps a webhook body; beyond it the answer is 413.
 	// Zero means DefaultMaxWebhookBytes.
 	MaxWebhookBytes int64
+	// WebhookMemory bounds the bytes of webhook bodies the server holds at
+	// once, across all forges (SLIPWAY_WEBHOOK_MEMORY): bodies are read whole
+	// before their signature is checked, so this is memory anyone can make the
+	// server use. A delivery that finds no room within a few seconds gets 503
+	// with Retry-After. Zero means DefaultWebhookMemory; it is raised to
+	// MaxWebhookBytes if smaller, so every delivery the cap allows can fit.
+	WebhookMemory int64
+
+	// MaxLogFollowers caps the live streams the server holds open at once
+	// (SLIPWAY_MAX_LOG_FOLLOWERS): log follows (?follow=1, the build page's
+	// log) and the dashboard's Now page; beyond it they get 503. Zero means
+	// DefaultMaxLogFollowers.
+	MaxLogFollowers int
+
+	// webhookBudgetWait and webhookReadTimeout replace their defaults in
+	// tests; webhookOnWait, when set, is called when a body waits for room.
+	webhookBudgetWait, webhookReadTimeout time.Duration
+	webhookOnWait                         func()
 }
 
 // withDefaults returns c with its defaults filled in and its lists normalized.
 func (c Config) withDefaults() Config {
 	if c.MaxWebhookBytes <= 0 {
 		c.MaxWebhookBytes = DefaultMaxWebhookBytes
+	}
+	if c.WebhookMemory <= 0 {
+		c.WebhookMemory = DefaultWebhookMemory
+	}
+	c.WebhookMemory = max(c.WebhookMemory, c.MaxWebhookBytes)
+	if c.MaxLogFollowers <= 0 {
+		c.MaxLogFollowers = DefaultMaxLogFollowers
+	}
+	if c.webhookBudgetWait <= 0 {
+		c.webhookBudgetWait = defaultWebhookBudgetWait
+	}
+	if c.webhookReadTimeout <= 0 {
+		c.webhookReadTimeout = defaultWebhookReadTimeout
 	}
 	c.Registry = strings.TrimRight(c.Registry, "/")
 	c.PublicURL = strings.TrimRight(c.PublicURL, "/")

@@ -4,8 +4,6 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
-	"io"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -76,13 +74,14 @@ type receiver struct {
 
 // handleWebhook receives one forge's deliveries.
 //
-// The order matters. The body is read whole under a cap. The repository is
+// The order matters. The body is read whole under a cap, and in budget (see
+// bodyBudget.readBody) until the answer is written. The repository is
 // looked up (reads only) to learn whether it has its own secret; then the
 // signature is checked over the raw bytes before the payload is trusted, and a
 // push is answered 202 only after EnqueueTrigger returned, that is after the
 // build and its queue job were committed. An unsigned or wrongly signed request
 // writes nothing.
-func handleWebhook(cfg Config, rc receiver, repos slipway.RepoService, builds slipway.BuildService) http.HandlerFunc {
+func handleWebhook(cfg Config, budget *bodyBudget, rc receiver, repos slipway.RepoService, builds slipway.BuildService) http.HandlerFunc {
 	type accepted struct {
 		BuildID   int64  `json:"build_id"`
 		URL       string `json:"url"`
@@ -99,7 +98,8 @@ func handleWebhook(cfg Config, rc receiver, repos slipway.RepoService, builds sl
 	return func(w http.ResponseWriter, r *http.Request) {
 		log := hlog.FromRequest(r)
 		log.UpdateContext(func(c zerolog.Context) zerolog.Context { return c.Str("forge", rc.forge) })
-		body, err := readBody(w, r, cfg.MaxWebhookBytes)
+		body, release, err := budget.readBody(w, r, cfg.MaxWebhookBytes)
+		defer release()
 		if err != nil {
 			writeError(w, r, err)
 			return
@@ -227,24 +227,6 @@ func handleWebhook(cfg Config, rc receiver, repos slipway.RepoService, builds sl
 	}
 }
 
-// readBody reads the whole request body, at most limit bytes. A larger body is
-// ETOOLARGE, refused from its Content-Length when the client sent one.
-func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
-	tooLarge := slipway.Errorf(slipway.ETOOLARGE, "The body is larger than %d bytes.", limit)
-	if r.ContentLength > limit {
-		return nil, tooLarge
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
-	var maxErr *http.MaxBytesError
-	if errors.As(err, &maxErr) {
-		return nil, tooLarge
-	} else if err != nil {
-		return nil, slipway.Errorf(slipway.EINVALID, "Reading the body: %v.", err)
-	}
-	return body, nil
-}
-
-// jsonPayload is the payload of forges that always send JSON as the body.
 func jsonPayload(_ http.Header, body []byte) ([]byte, error) { return body, nil }
 
 // verifyHexHMAC checks that hexSig is the hex HMAC-SHA256 of body keyed with

@@ -12,6 +12,7 @@ import (
 	"github.com/slipway-ci/slipway/buildkit"
 	"github.com/slipway-ci/slipway/forge"
 	"github.com/slipway-ci/slipway/registry"
+	"github.com/slipway-ci/slipway/server"
 )
 
 // setting describes one SLIPWAY_* environment variable. The README's table of
@@ -51,6 +52,8 @@ var settings = []setting{
 	{"SLIPWAY_PROMOTION_TARGETS", "(none)", "server, dev", "Comma-separated patterns of the image repositories builds may be promoted to besides their own image, `*` matching one path segment and `{owner}`/`{name}` standing for the build's repository: `registry.example.com/releases/{owner}/{name},ghcr.io/{owner}/*`. A repository's own `promotion_targets` replace them. Unset: only the build's own image.", false},
 	{"SLIPWAY_ADMIN_TOKEN", "", "server, dev", "Bootstrap admin bearer token for the REST API under /api/v1 (more tokens: `slipway token create`). Required; at least 8 characters.", true},
 	{"SLIPWAY_DASHBOARD_PUBLIC", "false", "server, dev", "`true` opens the dashboard's read-only pages without signing in; promoting, cancelling and retrying still need a token.", false},
+	{"SLIPWAY_WEBHOOK_MEMORY", "64MiB", "server, dev", "Most memory the bodies of webhook deliveries being received hold at once, across all forges (bytes, or with KiB, MiB or GiB): a body is read whole before its signature can be checked, so anyone can make the server hold this much. A delivery that finds no room within 3 s gets 503 with Retry-After (forges redeliver). At least 25MiB, the largest delivery; a body must arrive within 30 s of its headers.", false},
+	{"SLIPWAY_MAX_LOG_FOLLOWERS", "500", "server, dev", "Most live streams the server holds open at once: log follows (`?follow=1`, the build page's log) and the dashboard's Now page. Beyond it they get 503 with Retry-After; the plain log (without `follow`) is always served.", false},
 	{"SLIPWAY_REGISTRY", "", "server, worker, dev", "Registry host[:port][/prefix] images are pushed to: `$SLIPWAY_REGISTRY/<owner>/<name>`. Required.", false},
 	{"SLIPWAY_REGISTRY_INSECURE", "true for loopback hosts, else false", "server, worker, dev", "Talk plain HTTP to the registry.", false},
 	{"SLIPWAY_DOCKER_CONFIG", "", "server, worker, dev", "Path of a Docker `config.json` (`auths`, `credHelpers`; what `docker login` writes, or the `.dockerconfigjson` key of a `kubernetes.io/dockerconfigjson` Secret) with the credentials of every registry slipway talks to: pushes, `FROM` pulls, caches, verification, test pulls, promotion. Read again on each use. Unset: anonymous.", false},
@@ -133,6 +136,8 @@ type config struct {
 	LogLevel            string
 	LogFormat           string
 	DashboardPublic     bool
+	WebhookMemory       int64
+	MaxLogFollowers     int
 }
 
 // role says which settings a subcommand needs.
@@ -228,6 +233,22 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 			bad("SLIPWAY_ADMIN_TOKEN", "must be at least 8 characters")
 		}
 		c.DashboardPublic = boolSetting("SLIPWAY_DASHBOARD_PUBLIC")
+		c.MaxLogFollowers = server.DefaultMaxLogFollowers
+		if v := get("SLIPWAY_MAX_LOG_FOLLOWERS"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 1_000_000 {
+				bad("SLIPWAY_MAX_LOG_FOLLOWERS", "%q is not a number from 1 to 1000000", v)
+			}
+			c.MaxLogFollowers = n
+		}
+		c.WebhookMemory = server.DefaultWebhookMemory
+		if v := get("SLIPWAY_WEBHOOK_MEMORY"); v != "" {
+			n, err := parseBytes(v)
+			if err != nil || n < server.DefaultMaxWebhookBytes {
+				bad("SLIPWAY_WEBHOOK_MEMORY", "%q is not a size of at least 25MiB (the largest delivery), such as 64MiB or 1GiB", v)
+			}
+			c.WebhookMemory = n
+		}
 		c.GitLabWebhookToken = get("SLIPWAY_GITLAB_WEBHOOK_TOKEN")
 		c.GiteaWebhookSecret = get("SLIPWAY_GITEA_WEBHOOK_SECRET")
 		c.GitHubAllowedOwners = listSetting(get, "SLIPWAY_GITHUB_ALLOWED_OWNERS")
@@ -395,6 +416,22 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 		return nil, fmt.Errorf("invalid configuration:\n  %s", strings.Join(errs, "\n  "))
 	}
 	return c, nil
+}
+
+// parseBytes reads a size: a whole number of bytes, or one followed by KiB,
+// MiB or GiB.
+func parseBytes(v string) (int64, error) {
+	num, unit := v, int64(1)
+	for suffix, u := range map[string]int64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
+		if n, ok := strings.CutSuffix(v, suffix); ok {
+			num, unit = strings.TrimSpace(n), u
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/unit {
+		return 0, fmt.Errorf("%q is not a size such as 64MiB", v)
+	}
+	return n * unit, nil
 }
 
 func isLoopbackHost(registry string) bool {

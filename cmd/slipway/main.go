@@ -278,6 +278,8 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 			AdminToken:          cfg.AdminToken,
 			PublicURL:           cfg.PublicURL,
 			DashboardPublic:     cfg.DashboardPublic,
+			WebhookMemory:       cfg.WebhookMemory,
+			MaxLogFollowers:     cfg.MaxLogFollowers,
 		}, builds, checks, server.Services{
 			Repos:        postgres.NewRepoService(db, sealer),
 			Tokens:       postgres.NewTokenService(db),
@@ -417,7 +419,16 @@ func listenAndServe(ctx context.Context, addr string, h http.Handler, logger zer
 	// Requests get ctx's values but not its end: a request in flight when the
 	// shutdown begins is finished, not canceled (Shutdown waits for it).
 	base := context.WithoutCancel(ctx)
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return base }}
+	// No ReadTimeout: it would also end live-log streams (net/http cancels a
+	// request's context when the connection's read deadline passes). Webhook
+	// bodies, the only large ones anybody may send, get a deadline of their
+	// own (server.Config.WebhookMemory says how); the API's bodies are a few KB.
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		BaseContext:       func(net.Listener) context.Context { return base },
+	}
 	logger.Info().Str("addr", ln.Addr().String()).Msg("Listening")
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

@@ -36,6 +36,18 @@ func TestLoadConfig(t *testing.T) {
 		require.Equal(t, 1, c.WorkerConcurrency)
 		require.Equal(t, "127.0.0.1:8081", c.WorkerAddr)
 		require.Equal(t, "/tmp/slipway-work", c.WorkspaceDir)
+		require.EqualValues(t, 64<<20, c.WebhookMemory)
+		require.Equal(t, 500, c.MaxLogFollowers)
+	})
+	t.Run("WebhookMemory", func(t *testing.T) {
+		t.Parallel()
+		for v, want := range map[string]int64{"1GiB": 1 << 30, "100MiB": 100 << 20, "30000000": 30000000, "40960 KiB": 40 << 20} {
+			e := validEnv()
+			e["SLIPWAY_WEBHOOK_MEMORY"] = v
+			c, err := loadConfig(env(e), role{server: true}, "/tmp")
+			require.NoError(t, err, v)
+			require.Equal(t, want, c.WebhookMemory, v)
+		}
 	})
 	t.Run("MissingNamesEveryVariable", func(t *testing.T) {
 		t.Parallel()
@@ -71,19 +83,22 @@ func TestLoadConfig(t *testing.T) {
 		require.NoError(t, err)
 	})
 	for name, tc := range map[string]struct{ key, value, want string }{
-		"BadDuration":     {"SLIPWAY_BUILD_TIMEOUT", "forever", "SLIPWAY_BUILD_TIMEOUT: \"forever\" is not a positive duration"},
-		"StaleTooShort":   {"SLIPWAY_STALE_AFTER", "6s", "SLIPWAY_STALE_AFTER: 6s must be at least twice SLIPWAY_HEARTBEAT_INTERVAL"},
-		"BadConcurrency":  {"SLIPWAY_WORKER_CONCURRENCY", "0", "SLIPWAY_WORKER_CONCURRENCY"},
-		"RegistryScheme":  {"SLIPWAY_REGISTRY", "https://reg", "SLIPWAY_REGISTRY: \"https://reg\" must be host[:port][/prefix] without a scheme"},
-		"BuildkitScheme":  {"SLIPWAY_BUILDKIT_ADDR", "/run/bk.sock", "SLIPWAY_BUILDKIT_ADDR"},
-		"ShortToken":      {"SLIPWAY_ADMIN_TOKEN", "short", "SLIPWAY_ADMIN_TOKEN: must be at least 8 characters"},
-		"BadAddr":         {"SLIPWAY_ADDR", "8080", "SLIPWAY_ADDR"},
-		"BadPublicURL":    {"SLIPWAY_PUBLIC_URL", "ftp://x", "SLIPWAY_PUBLIC_URL"},
-		"BadLogLevel":     {"SLIPWAY_LOG_LEVEL", "loud", "SLIPWAY_LOG_LEVEL"},
-		"BadInsecure":     {"SLIPWAY_REGISTRY_INSECURE", "maybe", "SLIPWAY_REGISTRY_INSECURE"},
-		"BadSecretKey":    {"SLIPWAY_SECRET_KEY", "too-short", "SLIPWAY_SECRET_KEY: the key must be 32 bytes"},
-		"BadAPIURL":       {"SLIPWAY_GITHUB_API_URL", "api.github.com", "SLIPWAY_GITHUB_API_URL: \"api.github.com\" is not an http(s) URL"},
-		"GiteaTokenNoURL": {"SLIPWAY_GITEA_TOKEN", "tok", "SLIPWAY_GITEA_API_URL: is required with SLIPWAY_GITEA_TOKEN"},
+		"BadDuration":        {"SLIPWAY_BUILD_TIMEOUT", "forever", "SLIPWAY_BUILD_TIMEOUT: \"forever\" is not a positive duration"},
+		"StaleTooShort":      {"SLIPWAY_STALE_AFTER", "6s", "SLIPWAY_STALE_AFTER: 6s must be at least twice SLIPWAY_HEARTBEAT_INTERVAL"},
+		"BadConcurrency":     {"SLIPWAY_WORKER_CONCURRENCY", "0", "SLIPWAY_WORKER_CONCURRENCY"},
+		"RegistryScheme":     {"SLIPWAY_REGISTRY", "https://reg", "SLIPWAY_REGISTRY: \"https://reg\" must be host[:port][/prefix] without a scheme"},
+		"BuildkitScheme":     {"SLIPWAY_BUILDKIT_ADDR", "/run/bk.sock", "SLIPWAY_BUILDKIT_ADDR"},
+		"ShortToken":         {"SLIPWAY_ADMIN_TOKEN", "short", "SLIPWAY_ADMIN_TOKEN: must be at least 8 characters"},
+		"BadAddr":            {"SLIPWAY_ADDR", "8080", "SLIPWAY_ADDR"},
+		"BadPublicURL":       {"SLIPWAY_PUBLIC_URL", "ftp://x", "SLIPWAY_PUBLIC_URL"},
+		"BadLogLevel":        {"SLIPWAY_LOG_LEVEL", "loud", "SLIPWAY_LOG_LEVEL"},
+		"BadInsecure":        {"SLIPWAY_REGISTRY_INSECURE", "maybe", "SLIPWAY_REGISTRY_INSECURE"},
+		"BadSecretKey":       {"SLIPWAY_SECRET_KEY", "too-short", "SLIPWAY_SECRET_KEY: the key must be 32 bytes"},
+		"BadAPIURL":          {"SLIPWAY_GITHUB_API_URL", "api.github.com", "SLIPWAY_GITHUB_API_URL: \"api.github.com\" is not an http(s) URL"},
+		"WebhookMemorySmall": {"SLIPWAY_WEBHOOK_MEMORY", "1MiB", "SLIPWAY_WEBHOOK_MEMORY: \"1MiB\" is not a size of at least 25MiB"},
+		"MaxFollowersZero":   {"SLIPWAY_MAX_LOG_FOLLOWERS", "0", "SLIPWAY_MAX_LOG_FOLLOWERS: \"0\" is not a number from 1"},
+		"WebhookMemoryBad":   {"SLIPWAY_WEBHOOK_MEMORY", "64MB", "SLIPWAY_WEBHOOK_MEMORY"},
+		"GiteaTokenNoURL":    {"SLIPWAY_GITEA_TOKEN", "tok", "SLIPWAY_GITEA_API_URL: is required with SLIPWAY_GITEA_TOKEN"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
