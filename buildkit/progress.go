@@ -34,6 +34,22 @@ type vertex struct {
 	partial  map[int][]byte // unfinished last line per stream
 }
 
+// cacheImportVertex starts the name of BuildKit's vertex that imports a
+// registry cache: "importing cache manifest from <ref>".
+const cacheImportVertex = "importing cache manifest from "
+
+// missingCache reports whether a vertex failed only because the registry
+// cache it imports does not exist yet: BuildKit goes on without it, so it is
+// no error worth an ERROR line.
+func missingCache(name, err string) bool {
+	if !strings.Contains(name, cacheImportVertex) {
+		return false
+	}
+	e := strings.ToLower(err)
+	return strings.Contains(e, "not found") || strings.Contains(e, "manifest_unknown") || strings.Contains(e, "name_unknown") ||
+		strings.Contains(e, "404")
+}
+
 func newProgress(log LogFunc, defaultPlatform string) *progress {
 	return &progress{log: log, platform: defaultPlatform, vertices: map[digest.Digest]*vertex{}, statusDone: map[string]bool{}}
 }
@@ -80,6 +96,9 @@ func (p *progress) update(st *client.SolveStatus) {
 			case sv.Error == "":
 			case strings.Contains(sv.Error, "context canceled"):
 				p.lines(v.platform, "CANCELED "+v.name)
+			case missingCache(v.name, sv.Error):
+				ref := strings.TrimPrefix(v.name[strings.Index(v.name, cacheImportVertex):], cacheImportVertex)
+				p.lines(v.platform, "No registry cache at "+ref+" yet (normal for a first build): this build runs without it and fills it.")
 			default:
 				p.lines(v.platform, "ERROR "+v.name+": "+sv.Error)
 			}

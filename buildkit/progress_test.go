@@ -50,6 +50,15 @@ func TestProgress(t *testing.T) {
 		{Vertex: run, Stream: 2, Data: []byte("warn: x\r\n")},
 		{Vertex: run, Stream: 1, Data: []byte("nd b\nlinking\nno newline")},
 	}}
+	// A first build's cache does not exist yet: said calmly, not as an error;
+	// any other failure to import it is still an ERROR.
+	cache, cache2 := digest.FromString("cache"), digest.FromString("cache2")
+	ch <- &client.SolveStatus{Vertexes: []*client.Vertex{
+		{Digest: cache, Name: "importing cache manifest from registry:5000/acme/app:buildcache-linux-arm64", Started: &now, Completed: &now,
+			Error: "registry:5000/acme/app:buildcache-linux-arm64: not found"},
+		{Digest: cache2, Name: "importing cache manifest from registry:5000/acme/app:buildcache", Started: &now, Completed: &now,
+			Error: "unexpected status: 401 Unauthorized"},
+	}}
 	ch <- &client.SolveStatus{Vertexes: []*client.Vertex{{
 		Digest: run, Name: "[linux/arm64 2/2] RUN make", Started: &now, Completed: &now,
 		Error: "process \"/bin/sh -c make\" did not complete successfully: exit code: 2",
@@ -63,6 +72,10 @@ func TestProgress(t *testing.T) {
 		{"linux/arm64", "warn: x"},
 		{"linux/arm64", "compiling and b"},
 		{"linux/arm64", "linking"},
+		{"", "importing cache manifest from registry:5000/acme/app:buildcache-linux-arm64"},
+		{"", "No registry cache at registry:5000/acme/app:buildcache-linux-arm64 yet (normal for a first build): this build runs without it and fills it."},
+		{"", "importing cache manifest from registry:5000/acme/app:buildcache"},
+		{"", "ERROR importing cache manifest from registry:5000/acme/app:buildcache: unexpected status: 401 Unauthorized"},
 		{"linux/arm64", "no newline"},
 		{"linux/arm64", "ERROR [linux/arm64 2/2] RUN make: process \"/bin/sh -c make\" did not complete successfully: exit code: 2"},
 	}, got)

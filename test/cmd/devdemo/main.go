@@ -55,9 +55,9 @@ type hookConfig struct {
 
 // The made-up person the demo's commits and pushes come from.
 const (
-	demoUser  = "ada-demo"
-	demoName  = "Ada Demo"
-	demoEmail = "ada@demo.invalid"
+	demoUser  = "demo-developer"
+	demoName  = "Demo Developer"
+	demoEmail = "demo-developer@example.invalid"
 )
 
 // demoAuthor signs the demo repository's commits.
