@@ -93,3 +93,29 @@ type TokenService interface {
 	// its use; ENOTFOUND when there is none.
 	AuthenticateToken(ctx context.Context, secret string) (*Token, error)
 }
+
+// Session is a dashboard sign-in, stored server-side: the browser's cookie
+// holds only a random id (see NewTokenSecret), of which the store keeps the
+// SHA-256 (HashToken). A session of a stored token (TokenID set) ends when
+// the token is deleted; one of the bootstrap admin token holds AdminSHA256,
+// the SHA-256 of the admin token it signed in with.
+type Session struct {
+	TokenID     *int64
+	AdminSHA256 []byte
+	// Token is the stored token's name and role (nil for the admin token).
+	Token     *Token
+	ExpiresAt time.Time
+}
+
+// SessionService stores dashboard sessions. Implementations are safe for
+// concurrent use.
+type SessionService interface {
+	// CreateSession stores a session under the SHA-256 of id that ends at
+	// expires; exactly one of tokenID and adminSHA256 is set.
+	CreateSession(ctx context.Context, id string, tokenID *int64, adminSHA256 []byte, expires time.Time) error
+	// FindSession returns the unexpired session of id, with its token;
+	// ENOTFOUND when there is none (expired, signed out, token deleted).
+	FindSession(ctx context.Context, id string) (*Session, error)
+	// DeleteSession ends the session of id; no error when there is none.
+	DeleteSession(ctx context.Context, id string) error
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"html/template"
@@ -135,14 +136,27 @@ func (d *dashboard) need(role slipway.Role) func(http.Handler) http.Handler {
 	}
 }
 
-// session returns the principal of the request's session cookie;
-// EUNAUTHORIZED without a valid one.
+// session returns the principal of the request's session cookie, a random
+// id the session store knows; EUNAUTHORIZED without a live session (none,
+// expired, signed out, its token deleted, or the admin token changed since).
 func (d *dashboard) session(r *http.Request) (principal, error) {
 	c, err := r.Cookie(sessionCookie)
-	if err != nil || c.Value == "" {
+	if err != nil || c.Value == "" || d.svc.Sessions == nil {
 		return principal{}, slipway.Errorf(slipway.EUNAUTHORIZED, "Sign in with an API token to see this page.")
 	}
-	return d.auth.authenticateToken(r.Context(), c.Value, slipway.RoleViewer)
+	s, err := d.svc.Sessions.FindSession(r.Context(), c.Value)
+	ended := slipway.Errorf(slipway.EUNAUTHORIZED, "Your session has ended (signed out, expired, or its token was deleted); sign in again.")
+	switch {
+	case slipway.ErrorCode(err) == slipway.ENOTFOUND:
+		return principal{}, ended
+	case err != nil:
+		return principal{}, err
+	case s.Token != nil:
+		return principal{Name: s.Token.Name, Role: s.Token.Role}, nil
+	case d.auth.hasAdmin && subtle.ConstantTimeCompare(s.AdminSHA256, d.auth.adminSum[:]) == 1:
+		return principal{Name: adminActor, Role: slipway.RoleAdmin}, nil
+	}
+	return principal{}, ended
 }
 
 // csrf refuses a POST whose form field does not match the CSRF cookie (the
@@ -244,7 +258,30 @@ func (d *dashboard) handleSignIn(w http.ResponseWriter, r *http.Request) {
 			struct{ Next, Error string }{next, "That token is unknown or deleted. Ask an admin for one (`slipway token create`)."})
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: token, Path: "/", HttpOnly: true,
+	if d.svc.Sessions == nil {
+		d.renderError(w, r, unavailable("Signing in"))
+		return
+	}
+	// The cookie is a random session id, never the token: signing out ends
+	// it for good, and it is worth nothing on the API.
+	id := newSessionID()
+	var tokenID *int64
+	var adminSum []byte
+	if sum := slipway.HashToken(token); d.auth.hasAdmin && subtle.ConstantTimeCompare(sum, d.auth.adminSum[:]) == 1 {
+		adminSum = sum
+	} else {
+		t, err := d.auth.tokens.AuthenticateToken(r.Context(), token)
+		if err != nil {
+			d.renderError(w, r, err)
+			return
+		}
+		tokenID = &t.ID
+	}
+	if err := d.svc.Sessions.CreateSession(r.Context(), id, tokenID, adminSum, time.Now().Add(sessionMaxAge)); err != nil {
+		d.renderError(w, r, err)
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: id, Path: "/", HttpOnly: true,
 		Secure: d.secureOnly, SameSite: http.SameSiteLaxMode, MaxAge: int(sessionMaxAge / time.Second)})
 	hlog.FromRequest(r).Info().Str("actor", p.Name).Msg("Signed in to the dashboard")
 	http.Redirect(w, r, next, http.StatusSeeOther)
@@ -252,6 +289,12 @@ func (d *dashboard) handleSignIn(w http.ResponseWriter, r *http.Request) {
 
 // handleSignOut ends the session.
 func (d *dashboard) handleSignOut(w http.ResponseWriter, r *http.Request) {
+	if c, err := r.Cookie(sessionCookie); err == nil && c.Value != "" && d.svc.Sessions != nil {
+		if err := d.svc.Sessions.DeleteSession(r.Context(), c.Value); err != nil {
+			d.renderError(w, r, err)
+			return
+		}
+	}
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", HttpOnly: true,
 		Secure: d.secureOnly, SameSite: http.SameSiteLaxMode, MaxAge: -1})
 	http.Redirect(w, r, "/signin", http.StatusSeeOther)
@@ -350,4 +393,12 @@ func (d *dashboard) notFound(api http.HandlerFunc) http.HandlerFunc {
 		}
 		d.renderError(w, r, slipway.Errorf(slipway.ENOTFOUND, "There is no page at %s.", r.URL.Path))
 	}
+}
+
+// newSessionID returns a random dashboard session id: 32 random bytes in
+// URL-safe base64.
+func newSessionID() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails
+	return base64.RawURLEncoding.EncodeToString(b)
 }

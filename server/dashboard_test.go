@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/cookiejar"
+	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
 	"github.com/slipway-ci/slipway"
@@ -359,4 +361,67 @@ func TestSafeNext(t *testing.T) {
 	for _, next := range []string{"/", "/builds/1", "/builds?state=failed&repo=acme%2Fapp", "/repos/acme/app#x"} {
 		require.Equal(t, next, safeNext(next))
 	}
+}
+
+// TestDashboardSessionIsNotTheToken: the session cookie is a random id the
+// server keeps; it is neither the token nor worth anything on the API, and
+// signing out, deleting the token or changing the admin token ends it.
+func TestDashboardSessionIsNotTheToken(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	cookieOf := func(br *browser) string {
+		u, _ := url.Parse(b.srv.URL)
+		for _, c := range br.c.Jar.Cookies(u) {
+			if c.Name == sessionCookie {
+				return c.Value
+			}
+		}
+		return ""
+	}
+	signedIn := func(br *browser) bool {
+		resp, _ := br.do(http.MethodGet, "/", nil)
+		return resp.StatusCode == http.StatusOK
+	}
+
+	secret := createToken(t, b.db, "alice", slipway.RoleDeveloper)
+	br := newBrowser(t, b.srv.URL)
+	csrf := br.signIn(secret)
+	id := cookieOf(br)
+	require.NotEmpty(t, id)
+	require.NotContains(t, id, secret)
+	require.NotEqual(t, secret, id)
+	// The cookie's value is no API token.
+	resp, out := b.get(t, "/api/v1/builds", "Bearer "+id)
+	requireError(t, resp, out, http.StatusUnauthorized, slipway.EUNAUTHORIZED)
+	require.True(t, signedIn(br))
+
+	// Sign-out ends the session on the server: the old cookie no longer works.
+	resp, _ = br.do(http.MethodPost, "/signout", url.Values{"csrf": {csrf}})
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	replay := newBrowser(t, b.srv.URL)
+	u, _ := url.Parse(b.srv.URL)
+	replay.c.Jar.SetCookies(u, []*http.Cookie{{Name: sessionCookie, Value: id, Path: "/"}})
+	require.False(t, signedIn(replay), "a signed-out session id is dead")
+
+	// Deleting the token ends its sessions.
+	br2 := newBrowser(t, b.srv.URL)
+	br2.signIn(secret)
+	require.True(t, signedIn(br2))
+	_, err := b.db.Pool().Exec(context.Background(), `DELETE FROM api_tokens WHERE name = 'alice'`)
+	require.NoError(t, err)
+	require.False(t, signedIn(br2), "the token's deletion ends its session")
+	require.Zero(t, b.count(t, "dashboard_sessions"), "its sessions went with it")
+
+	// An admin session ends when the admin token changes: a server with
+	// another SLIPWAY_ADMIN_TOKEN on the same database refuses it.
+	admin := newBrowser(t, b.srv.URL)
+	admin.signIn(testToken)
+	require.True(t, signedIn(admin))
+	other := httptest.NewServer(New(zerolog.Nop(), Config{AdminToken: "another-admin-token", AutoRegister: true}, b.builds, nil,
+		Services{Repos: b.repos, Tokens: postgres.NewTokenService(b.db), Sessions: postgres.NewSessionService(b.db)}))
+	t.Cleanup(other.Close)
+	moved := newBrowser(t, other.URL)
+	ou, _ := url.Parse(other.URL)
+	moved.c.Jar.SetCookies(ou, []*http.Cookie{{Name: sessionCookie, Value: cookieOf(admin), Path: "/"}})
+	require.False(t, signedIn(moved), "a changed admin token ends the admin's sessions")
 }

@@ -145,8 +145,10 @@ type Check struct {
 // Services are the dependencies of the API routes beyond builds. Each must be
 // safe for concurrent use. A nil one makes the routes that need it answer 503.
 type Services struct {
-	Repos        slipway.RepoService
-	Tokens       slipway.TokenService
+	Repos  slipway.RepoService
+	Tokens slipway.TokenService
+	// Sessions stores dashboard sign-ins; nil: the dashboard cannot sign in.
+	Sessions     slipway.SessionService
 	Promotions   slipway.PromotionService
 	Integrations slipway.IntegrationService
 	// Registry promotes images; *registry.Client implements it.

@@ -91,6 +91,7 @@ func setup(t testing.TB, opts *setupOpts) *testBundle {
 	srv := httptest.NewServer(New(logger, cfg, builds, opts.checks, Services{
 		Repos:        repos,
 		Tokens:       postgres.NewTokenService(db),
+		Sessions:     postgres.NewSessionService(db),
 		Promotions:   postgres.NewPromotionService(db),
 		Integrations: postgres.NewIntegrationService(db),
 		Registry:     opts.registry,

@@ -283,6 +283,7 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 		}, builds, checks, server.Services{
 			Repos:        postgres.NewRepoService(db, sealer),
 			Tokens:       postgres.NewTokenService(db),
+			Sessions:     postgres.NewSessionService(db),
 			Promotions:   postgres.NewPromotionService(db),
 			Integrations: postgres.NewIntegrationService(db),
 			Registry:     reg,
