@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/hex"
@@ -18,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/slipway-ci/slipway"
+	"github.com/slipway-ci/slipway/test/testenv"
 )
 
 // memLog is a slipway.BuildService that keeps appended lines; only AppendLog is used.
@@ -258,7 +258,7 @@ func TestLogSinkRetries(t *testing.T) {
 		t.Parallel()
 		store := &flakyLog{}
 		store.down.Store(true)
-		var logs syncBuffer
+		var logs testenv.SyncBuffer
 		sink := newLogSink(1, store, zerolog.New(&logs))
 		sink.Add("", "build", "one\ntwo")
 		ctx, cancel := context.WithCancel(context.Background())
@@ -268,22 +268,4 @@ func TestLogSinkRetries(t *testing.T) {
 		require.Contains(t, logs.String(), `"lines":2`)
 		require.Contains(t, logs.String(), "Build log lines lost")
 	})
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

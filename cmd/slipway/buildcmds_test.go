@@ -67,17 +67,7 @@ func TestBuildCommands(t *testing.T) {
 		Commit: strings.Repeat("ef", 20), Message: "Add the thing\n\nLonger text", Sender: "dev-one"}, "127.0.0.1:1/acme/app")
 	require.NoError(t, err)
 
-	env := map[string]string{"SLIPWAY_SERVER": srv.URL, "SLIPWAY_TOKEN": "admin-token-for-cli"}
-	cli := func(args ...string) (string, string, int) {
-		var out, errOut bytes.Buffer
-		err := run(ctx, append([]string{"slipway"}, args...), func(k string) string { return env[k] }, &out, &errOut)
-		code := 0
-		if err != nil {
-			code = exitCode(err)
-			errOut.WriteString(err.Error())
-		}
-		return out.String(), errOut.String(), code
-	}
+	cli := newCLI(ctx, map[string]string{"SLIPWAY_SERVER": srv.URL, "SLIPWAY_TOKEN": "admin-token-for-cli"})
 
 	// Build 1 runs and writes a line; logs --follow streams until it ends.
 	claimed, err := jobs.JobClaim(ctx, "w1", 1)
@@ -173,4 +163,20 @@ func TestBuildCommands(t *testing.T) {
 	require.Equal(t, exitNotFound, code)
 	_, _, code = cli("cancel")
 	require.Equal(t, exitUsage, code)
+}
+
+// newCLI returns a runner of slipway's commands in-process with env as the
+// environment: it answers stdout, stderr (with the error's text) and the exit
+// code.
+func newCLI(ctx context.Context, env map[string]string) func(args ...string) (string, string, int) {
+	return func(args ...string) (string, string, int) {
+		var out, errOut bytes.Buffer
+		err := run(ctx, append([]string{"slipway"}, args...), func(k string) string { return env[k] }, &out, &errOut)
+		code := 0
+		if err != nil {
+			code = exitCode(err)
+			errOut.WriteString(err.Error())
+		}
+		return out.String(), errOut.String(), code
+	}
 }

@@ -40,17 +40,7 @@ func TestRepoCommands(t *testing.T) {
 	}, postgres.NewBuildService(db), nil, server.Services{Repos: postgres.NewRepoService(db, sealer), Tokens: postgres.NewTokenService(db)}))
 	t.Cleanup(srv.Close)
 
-	env := map[string]string{"SLIPWAY_SERVER": srv.URL, "SLIPWAY_TOKEN": "admin-token-for-cli"}
-	cli := func(args ...string) (string, string, int) {
-		var out, errOut bytes.Buffer
-		err := run(ctx, append([]string{"slipway"}, args...), func(k string) string { return env[k] }, &out, &errOut)
-		code := 0
-		if err != nil {
-			code = exitCode(err)
-			errOut.WriteString(err.Error())
-		}
-		return out.String(), errOut.String(), code
-	}
+	cli := newCLI(ctx, map[string]string{"SLIPWAY_SERVER": srv.URL, "SLIPWAY_TOKEN": "admin-token-for-cli"})
 	secretRE := regexp.MustCompile(`webhook secret: ([0-9a-f]{64})\n`)
 	push := func(secret, id string) int {
 		body, err := os.ReadFile("../../server/testdata/webhooks/github/push-branch.json")

@@ -110,7 +110,7 @@ type GitDaemon struct {
 	cmd  *exec.Cmd
 	done chan struct{} // closed when the daemon has exited
 	err  error         // the daemon's exit error, set before done closes
-	log  *syncBuffer
+	log  *SyncBuffer
 }
 
 // StartGitDaemon starts git daemon over the repositories under baseDir on a
@@ -140,7 +140,7 @@ func startGitDaemon(ctx context.Context, baseDir string) (*GitDaemon, error) {
 	d := &GitDaemon{
 		URL:  "git://" + addr + "/",
 		done: make(chan struct{}),
-		log:  &syncBuffer{},
+		log:  &SyncBuffer{},
 	}
 	d.cmd = exec.Command("git", "daemon", "--export-all", "--base-path="+baseDir, "--reuseaddr",
 		"--informative-errors", "--listen=127.0.0.1", "--port="+strconv.Itoa(port), baseDir)
@@ -238,20 +238,20 @@ func freePort() (int, error) {
 	return addr.Port, nil
 }
 
-// syncBuffer is a bytes.Buffer safe for the writes of a child process's
-// output copier and concurrent reads.
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for concurrent writes (a child
+// process's output copier, a logger) and reads.
+type SyncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()

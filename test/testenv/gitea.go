@@ -28,7 +28,7 @@ type Gitea struct {
 	User, Password, Token string
 
 	t   testing.TB
-	log *syncBuffer
+	log *SyncBuffer
 }
 
 // StartGitea starts Gitea in a temporary folder and stops it when the test
@@ -60,7 +60,7 @@ func StartGitea(t testing.TB) *Gitea {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	g := &Gitea{URL: fmt.Sprintf("http://127.0.0.1:%d/", port), User: "slipway-admin", Password: "Gitea-test-pw-1", t: t, log: &syncBuffer{}}
+	g := &Gitea{URL: fmt.Sprintf("http://127.0.0.1:%d/", port), User: "slipway-admin", Password: "Gitea-test-pw-1", t: t, log: &SyncBuffer{}}
 	conf := filepath.Join(dir, "app.ini")
 	ini := fmt.Sprintf(`APP_NAME = slipway-test
 RUN_MODE = prod

@@ -37,7 +37,7 @@ type SecureRegistry struct {
 	// CAFile is the PEM file of the CA that signed the registry's certificate.
 	CAFile string
 
-	log *syncBuffer
+	log *SyncBuffer
 }
 
 // StartSecureRegistry starts a SecureRegistry with the user and password
@@ -95,7 +95,7 @@ http:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		tb.Fatal(err)
 	}
-	r := &SecureRegistry{Host: fmt.Sprintf("127.0.0.2:%d", port), User: user, Password: password, CAFile: caFile, log: &syncBuffer{}}
+	r := &SecureRegistry{Host: fmt.Sprintf("127.0.0.2:%d", port), User: user, Password: password, CAFile: caFile, log: &SyncBuffer{}}
 	cmd := exec.Command(bin, "serve", cfgPath)
 	cmd.Stdout, cmd.Stderr = r.log, r.log
 	if err := cmd.Start(); err != nil {
