@@ -41,6 +41,11 @@ func checkout(ctx context.Context, policy slipway.GitPolicy, dir, cloneURL, ref,
 	}
 	for _, args := range steps {
 		if err := runGit(ctx, gitEnv, dir, args, log); err != nil {
+			// git daemon, GitHub and Gitea say "not our ref" for a commit
+			// the repository does not have (or no ref reaches).
+			if strings.Contains(err.Error(), "not our ref") {
+				return fmt.Errorf("commit %s is not in the repository (no branch or tag reaches it); pass a commit that was pushed, or only a ref (%w)", commit, err)
+			}
 			return err
 		}
 	}

@@ -61,6 +61,7 @@ func TestCheckout(t *testing.T) {
 	t.Run("UnknownCommit", func(t *testing.T) {
 		err := checkout(ctx, devGit, t.TempDir(), "https://forge.invalid/acme/app.git", "refs/heads/main", "0123456789abcdef0123456789abcdef01234567", func(string) {})
 		require.ErrorContains(t, err, "git fetch")
+		require.ErrorContains(t, err, "is not in the repository (no branch or tag reaches it)")
 	})
 
 	t.Run("CredentialsNotInError", func(t *testing.T) {
