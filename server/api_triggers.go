@@ -53,7 +53,7 @@ func handleTrigger(cfg Config, builds slipway.BuildService, repos slipway.RepoSe
 // branch (refs/heads/<ref>) and the worker checks that the commit is on it;
 // without one, the ref stays as given (a short name may be a branch or a tag)
 // with commit "" for the worker to resolve. EINVALID for a bad ref or commit,
-// ENOTFOUND for a repository never built, EFORBIDDEN for a branch outside the
+// ENOTFOUND for a repository neither built nor registered, EFORBIDDEN for a branch outside the
 // repository's allowed_branches, EUNAVAILABLE without a repository store.
 func refTrigger(r *http.Request, builds slipway.BuildService, repos slipway.RepoService, owner, name, ref, commit string) (slipway.Trigger, string, error) {
 	ref, commit = strings.TrimSpace(ref), strings.ToLower(strings.TrimSpace(commit))

@@ -227,6 +227,7 @@ func handleWebhook(cfg Config, budget *bodyBudget, rc receiver, repos slipway.Re
 	}
 }
 
+// jsonPayload is the payload of forges that always send JSON as the body.
 func jsonPayload(_ http.Header, body []byte) ([]byte, error) { return body, nil }
 
 // verifyHexHMAC checks that hexSig is the hex HMAC-SHA256 of body keyed with
