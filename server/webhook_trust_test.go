@@ -50,7 +50,7 @@ func TestForkTrustedAssociation(t *testing.T) {
 
 	t.Run("TrustedAssociationRunsWithoutApproval", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t, nil)
+		b := setup(t, &setupOpts{config: func(c *Config) { c.DashboardPublic = true }})
 		register(t, b, `, "trusted_associations": ["MEMBER", "COLLABORATOR"]`)
 		for _, a := range []string{"MEMBER", "COLLABORATOR"} {
 			build, claimable := deliver(t, b, withAssociation(t, a))
@@ -62,6 +62,13 @@ func TestForkTrustedAssociation(t *testing.T) {
 
 			resp, out := b.send(t, http.MethodPost, fmt.Sprintf("/api/v1/builds/%v/approve", build["id"]), "")
 			requireError(t, resp, out, http.StatusConflict, slipway.ECONFLICT)
+
+			// The build page says why it runs unapproved, and offers no approval.
+			resp, page := newBrowser(t, b.srv.URL).do(http.MethodGet, fmt.Sprintf("/builds/%v", build["id"]), nil)
+			require.Equal(t, http.StatusOK, resp.StatusCode, page)
+			require.Contains(t, page, `id="trusted-fork"`)
+			require.Contains(t, page, "trusts its author's association ("+a+")")
+			require.NotContains(t, page, `id="approve"`)
 		}
 	})
 
