@@ -89,8 +89,9 @@ type Build struct {
 	// pull-request ref (see PullRequestRef).
 	PullRequest *PullRequest `json:"pull_request,omitempty"`
 	// Approval is "pending" while a fork's pull-request build waits for a
-	// developer's approval (no worker takes it), "approved" after; "" for
-	// builds that need none.
+	// developer's approval (no worker takes it), "approved" after, "trusted"
+	// when it needed none because the repository trusts its author's
+	// association (see ForkTrusted); "" for builds that need none.
 	Approval   string     `json:"approval,omitempty"`
 	ApprovedBy string     `json:"approved_by,omitempty"`
 	ApprovedAt *time.Time `json:"approved_at,omitempty"`
@@ -261,12 +262,16 @@ type Repo struct {
 	AllowedBranches  []string `json:"allowed_branches"`
 	// PromotionTargets are where builds may be promoted besides their own
 	// image (see PromotionTargetAllowed); empty: SLIPWAY_PROMOTION_TARGETS.
-	PromotionTargets []string  `json:"promotion_targets"`
-	MaxRunning       int       `json:"max_running"`
-	Supersede        bool      `json:"supersede"`
-	DefaultBranch    string    `json:"default_branch"`
-	CreatedAt        time.Time `json:"created_at"`
-	UpdatedAt        time.Time `json:"updated_at"`
+	PromotionTargets []string `json:"promotion_targets"`
+	// TrustedAssociations are the author associations (TrustableAssociations)
+	// whose fork pull requests run without a developer's approval (see
+	// ForkTrusted); empty: every fork's pull request waits.
+	TrustedAssociations []string  `json:"trusted_associations"`
+	MaxRunning          int       `json:"max_running"`
+	Supersede           bool      `json:"supersede"`
+	DefaultBranch       string    `json:"default_branch"`
+	CreatedAt           time.Time `json:"created_at"`
+	UpdatedAt           time.Time `json:"updated_at"`
 }
 
 // FullName is owner/name.

@@ -1,6 +1,7 @@
 package slipway
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -15,6 +16,60 @@ type PullRequest struct {
 	Fork bool `json:"fork"`
 	// Base is the branch it would merge into ("" when the forge did not say).
 	Base string `json:"base,omitempty"`
+	// AuthorAssociation is how the author is associated with the base
+	// repository, as GitHub's signed pull_request payload says
+	// (pull_request.author_association: OWNER, MEMBER, COLLABORATOR,
+	// CONTRIBUTOR, FIRST_TIME_CONTRIBUTOR, FIRST_TIMER, MANNEQUIN, NONE); ""
+	// from GitLab, Gitea and Forgejo, whose payloads carry no such field.
+	AuthorAssociation string `json:"author_association,omitempty"`
+}
+
+// The author associations a repository may trust (Repo.TrustedAssociations):
+// GitHub's values for the repository's owner, a member of its organization
+// and a collaborator invited to it. The others (CONTRIBUTOR,
+// FIRST_TIME_CONTRIBUTOR, FIRST_TIMER, MANNEQUIN, NONE) say nothing about
+// write access and are refused as a setting.
+const (
+	AssociationOwner        = "OWNER"
+	AssociationMember       = "MEMBER"
+	AssociationCollaborator = "COLLABORATOR"
+)
+
+// TrustableAssociations lists the values Repo.TrustedAssociations may hold.
+var TrustableAssociations = []string{AssociationOwner, AssociationMember, AssociationCollaborator}
+
+// ValidateTrustedAssociations checks the trusted_associations setting of a
+// repository on forge ("" while the forge is not known): each entry one of
+// TrustableAssociations (upper case, as GitHub sends them), none twice, and
+// none at all for GitLab, Gitea and Forgejo, whose pull-request payloads name
+// no association (a setting that could never apply would only mislead).
+// field names the list in the EINVALID error.
+func ValidateTrustedAssociations(field, forge string, list []string) error {
+	if len(list) > 0 && forge != "" && forge != ForgeGitHub {
+		return Errorf(EINVALID, "%s must be empty for a %s repository: only GitHub's pull_request payload names the author's association (author_association), so a fork's pull request on %s always waits for a developer's approval.",
+			field, forge, forge)
+	}
+	for i, a := range list {
+		if !slices.Contains(TrustableAssociations, a) {
+			return Errorf(EINVALID, "%s[%d] %q is not an author association slipway can trust; use %s (GitHub's author_association values).",
+				field, i, shorten(a), strings.Join(TrustableAssociations, ", "))
+		}
+		if slices.Contains(list[:i], a) {
+			return Errorf(EINVALID, "%s lists %s twice.", field, a)
+		}
+	}
+	return nil
+}
+
+// ForkTrusted tells whether a fork's pull request may run without a
+// developer's approval: pr comes from a fork and its author's association,
+// as the forge's signed payload gave it, is one the repository trusts
+// (trusted: Repo.TrustedAssociations). The build still runs as a fork's:
+// without build secrets or the integration webhook, pushed to the image
+// with ForkImageSuffix. false for a pull request that is not a fork's (it
+// needs no approval) and for an empty association.
+func ForkTrusted(pr *PullRequest, trusted []string) bool {
+	return pr != nil && pr.Fork && pr.AuthorAssociation != "" && slices.Contains(trusted, pr.AuthorAssociation)
 }
 
 // ForkImageSuffix is added to a repository's image for the builds of pull

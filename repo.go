@@ -33,6 +33,8 @@ type RepoCreate struct {
 	Supersede       *bool
 	// PromotionTargets: see Repo.PromotionTargets.
 	PromotionTargets []string
+	// TrustedAssociations: see Repo.TrustedAssociations.
+	TrustedAssociations []string
 }
 
 // RepoUpdate changes a repository's settings. A nil field is left as is; an
@@ -47,6 +49,8 @@ type RepoUpdate struct {
 	Supersede       *bool
 	// PromotionTargets: see Repo.PromotionTargets.
 	PromotionTargets *[]string
+	// TrustedAssociations: see Repo.TrustedAssociations.
+	TrustedAssociations *[]string
 }
 
 // RepoKey names a repository. An empty Forge matches any forge; a name that

@@ -58,6 +58,7 @@ type buildRow struct {
 	PRURL           string     `db:"pr_url"`
 	PRFork          bool       `db:"pr_fork"`
 	PRBase          string     `db:"pr_base"`
+	PRAssociation   string     `db:"pr_association"`
 	Approval        string     `db:"approval"`
 	ApprovedBy      string     `db:"approved_by"`
 	ApprovedAt      *time.Time `db:"approved_at"`
@@ -73,7 +74,7 @@ type buildRow struct {
 const buildColumns = `b.id, b.repo_id, r.forge, r.owner, r.name, b.ref, b.commit_sha, b.message, b.sender,
 	b.delivery_id, b.clone_url, b.state, b.image, b.image_ref, b.index_digest, b.platforms, b.tests,
 	b.tags, b.error, b.attempt, b.created_at, b.started_at, b.finished_at, b.target_platforms,
-	b.pull_request, b.pr_title, b.pr_author, b.pr_url, b.pr_fork, b.pr_base, b.approval, b.approved_by, b.approved_at,
+	b.pull_request, b.pr_title, b.pr_author, b.pr_url, b.pr_fork, b.pr_base, b.pr_association, b.approval, b.approved_by, b.approved_at,
 	b.skipped_tags, b.verify_ref, fs.state AS fs_state, fs.outcome AS fs_outcome, fs.attempts AS fs_attempts,
 	fs.last_error AS fs_error, fs.updated_at AS fs_updated_at`
 
@@ -106,7 +107,8 @@ func (r buildRow) toBuild() (*slipway.Build, error) {
 		b.Tags = []string{}
 	}
 	if r.PullRequest != nil {
-		b.PullRequest = &slipway.PullRequest{Number: *r.PullRequest, Title: r.PRTitle, Author: r.PRAuthor, URL: r.PRURL, Fork: r.PRFork, Base: r.PRBase}
+		b.PullRequest = &slipway.PullRequest{Number: *r.PullRequest, Title: r.PRTitle, Author: r.PRAuthor, URL: r.PRURL, Fork: r.PRFork, Base: r.PRBase,
+			AuthorAssociation: r.PRAssociation}
 	}
 	if len(r.SkippedTags) > 0 {
 		if err := json.Unmarshal(r.SkippedTags, &b.SkippedTags); err != nil {
@@ -159,20 +161,26 @@ const (
 INSERT INTO repos (forge, owner, name, clone_url, image, default_branch) VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (forge, lower(owner), lower(name)) DO UPDATE SET
     default_branch = coalesce(nullif(EXCLUDED.default_branch, ''), repos.default_branch)
-RETURNING id, image, clone_url`
+RETURNING id, image, clone_url, trusted_associations`
 
 	// EnqueueTrigger: the build keeps the platforms the repository's settings name
 	// now, so a later change of the settings does not change a queued build.
 	sqlBuildInsert = `-- EnqueueTrigger
 INSERT INTO builds (repo_id, ref, commit_sha, message, sender, delivery_id, clone_url, image, target_platforms,
-    pull_request, pr_title, pr_author, pr_url, pr_fork, pr_base, verify_ref)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, (SELECT platforms FROM repos WHERE id = $1), $9, $10, $11, $12, $13, $14, $15) RETURNING id`
+    pull_request, pr_title, pr_author, pr_url, pr_fork, pr_base, verify_ref, pr_association)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, (SELECT platforms FROM repos WHERE id = $1), $9, $10, $11, $12, $13, $14, $15, $16) RETURNING id`
 
 	// EnqueueTrigger: a fork's pull-request build waits for approval; its job
 	// is kept from every claim until then.
 	sqlHoldForApproval = `-- EnqueueTrigger
 WITH b AS (UPDATE builds SET approval = 'pending' WHERE id = $1)
 UPDATE jobs SET run_after = 'infinity' WHERE build_id = $1`
+
+	// EnqueueTrigger: a fork's pull-request build whose author the repository
+	// trusts needs no approval; the build says why it runs without one. Its
+	// job stays claimable.
+	sqlTrustFork = `-- EnqueueTrigger
+UPDATE builds SET approval = 'trusted' WHERE id = $1`
 
 	// EnqueueTrigger: claims the delivery id. When another transaction holds the same
 	// key uncommitted, this INSERT waits for it; if that one commits, DO NOTHING
@@ -201,8 +209,13 @@ func enqueueTrigger(ctx context.Context, tx pgx.Tx, t slipway.Trigger, image str
 			return slipway.EnqueueResult{}, err
 		}
 	}
-	var repoID int64
-	if err := tx.QueryRow(ctx, sqlRepoUpsert, t.Forge, t.Owner, t.Name, t.CloneURL, image, t.DefaultBranch).Scan(&repoID, &image, &t.CloneURL); err != nil {
+	var (
+		repoID  int64
+		trusted []string
+	)
+	// The trusted associations are read in this transaction, so the setting
+	// that decides is the one the build is queued under.
+	if err := tx.QueryRow(ctx, sqlRepoUpsert, t.Forge, t.Owner, t.Name, t.CloneURL, image, t.DefaultBranch).Scan(&repoID, &image, &t.CloneURL, &trusted); err != nil {
 		return slipway.EnqueueResult{}, fmt.Errorf("registering repository: %w", err)
 	}
 	var (
@@ -216,11 +229,13 @@ func enqueueTrigger(ctx context.Context, tx pgx.Tx, t slipway.Trigger, image str
 		prNum = &pr.Number
 	}
 	if pr.Fork {
-		// Untrusted code never lands beside release images.
+		// Untrusted code never lands beside release images, nor does a
+		// trusted author's fork: its head branch may take pushes from others.
 		image += slipway.ForkImageSuffix
 	}
 	if err := tx.QueryRow(ctx, sqlBuildInsert, repoID, t.Ref, t.Commit, t.Message, t.Sender, t.DeliveryID, t.CloneURL, image,
-		prNum, pr.Title, pr.Author, pr.URL, pr.Fork, pr.Base, t.VerifyRef && t.Commit != "").Scan(&buildID); err != nil {
+		prNum, pr.Title, pr.Author, pr.URL, pr.Fork, pr.Base, t.VerifyRef && t.Commit != "",
+		pr.AuthorAssociation).Scan(&buildID); err != nil {
 		return slipway.EnqueueResult{}, fmt.Errorf("inserting build: %w", err)
 	}
 	if t.DeliveryID != "" {
@@ -241,7 +256,12 @@ func enqueueTrigger(ctx context.Context, tx pgx.Tx, t slipway.Trigger, image str
 	if err := queueJob(ctx, tx, buildID); err != nil {
 		return slipway.EnqueueResult{}, err
 	}
-	if pr.Fork {
+	switch {
+	case slipway.ForkTrusted(pr, trusted):
+		if _, err := tx.Exec(ctx, sqlTrustFork, buildID); err != nil {
+			return slipway.EnqueueResult{}, fmt.Errorf("marking build trusted: %w", err)
+		}
+	case pr.Fork:
 		if _, err := tx.Exec(ctx, sqlHoldForApproval, buildID); err != nil {
 			return slipway.EnqueueResult{}, fmt.Errorf("holding build for approval: %w", err)
 		}

@@ -39,6 +39,7 @@ type repoRow struct {
 	Platforms        []string  `db:"platforms"`
 	AllowedBranches  []string  `db:"allowed_branches"`
 	PromotionTargets []string  `db:"promotion_targets"`
+	TrustedAssoc     []string  `db:"trusted_associations"`
 	MaxRunning       int       `db:"max_running"`
 	Supersede        bool      `db:"supersede"`
 	DefaultBranch    string    `db:"default_branch"`
@@ -47,7 +48,7 @@ type repoRow struct {
 }
 
 const repoColumns = `id, forge, owner, name, clone_url, image, webhook_secret_enc, platforms,
-	allowed_branches, promotion_targets, max_running, supersede, default_branch, created_at, updated_at`
+	allowed_branches, promotion_targets, trusted_associations, max_running, supersede, default_branch, created_at, updated_at`
 
 func (r repoRow) toRepo() *slipway.Repo {
 	nonNil := func(s []string) []string {
@@ -59,7 +60,8 @@ func (r repoRow) toRepo() *slipway.Repo {
 	return &slipway.Repo{
 		ID: r.ID, Forge: r.Forge, Owner: r.Owner, Name: r.Name, CloneURL: r.CloneURL, Image: r.Image,
 		HasWebhookSecret: r.WebhookSecretEnc != nil, Platforms: nonNil(r.Platforms),
-		AllowedBranches: nonNil(r.AllowedBranches), PromotionTargets: nonNil(r.PromotionTargets), MaxRunning: r.MaxRunning, Supersede: r.Supersede,
+		AllowedBranches: nonNil(r.AllowedBranches), PromotionTargets: nonNil(r.PromotionTargets),
+		TrustedAssociations: nonNil(r.TrustedAssoc), MaxRunning: r.MaxRunning, Supersede: r.Supersede,
 		DefaultBranch: r.DefaultBranch, CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC(),
 	}
 }
@@ -139,11 +141,12 @@ func (s *RepoService) CreateRepo(ctx context.Context, c slipway.RepoCreate) (*sl
 	var repo *slipway.Repo
 	err := pgx.BeginFunc(ctx, s.db.pool, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, `-- CreateRepo
-INSERT INTO repos (forge, owner, name, clone_url, image, platforms, allowed_branches, max_running, supersede, promotion_targets)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+INSERT INTO repos (forge, owner, name, clone_url, image, platforms, allowed_branches, max_running, supersede, promotion_targets,
+    trusted_associations)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 RETURNING `+repoColumns,
 			c.Forge, c.Owner, c.Name, c.CloneURL, c.Image, nonNilList(c.Platforms), nonNilList(c.AllowedBranches), maxRunning, supersede,
-			nonNilList(c.PromotionTargets))
+			nonNilList(c.PromotionTargets), nonNilList(c.TrustedAssociations))
 		if err != nil {
 			return err
 		}
@@ -199,9 +202,12 @@ func (s *RepoService) UpdateRepo(ctx context.Context, k slipway.RepoKey, u slipw
 	if u.WebhookSecret != nil && *u.WebhookSecret != "" && s.sealer == nil {
 		return nil, errNoSealer()
 	}
-	var platforms, branches, targets []string
+	var platforms, branches, targets, trusted []string
 	if u.PromotionTargets != nil {
 		targets = nonNilList(*u.PromotionTargets)
+	}
+	if u.TrustedAssociations != nil {
+		trusted = nonNilList(*u.TrustedAssociations)
 	}
 	if u.Platforms != nil {
 		platforms = nonNilList(*u.Platforms)
@@ -225,8 +231,9 @@ UPDATE repos SET
     max_running      = coalesce($6, max_running),
     supersede        = coalesce($7, supersede),
     promotion_targets = coalesce($8, promotion_targets),
+    trusted_associations = coalesce($9, trusted_associations),
     updated_at       = now()
-WHERE id = $1 RETURNING `+repoColumns, row.ID, u.CloneURL, u.Image, platforms, branches, u.MaxRunning, u.Supersede, targets)
+WHERE id = $1 RETURNING `+repoColumns, row.ID, u.CloneURL, u.Image, platforms, branches, u.MaxRunning, u.Supersede, targets, trusted)
 		if err != nil {
 			return err
 		}

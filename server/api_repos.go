@@ -55,6 +55,8 @@ type repoSettings struct {
 	Supersede       *bool     `json:"supersede"`
 	// PromotionTargets: see slipway.PromotionTargetAllowed.
 	PromotionTargets *[]string `json:"promotion_targets"`
+	// TrustedAssociations: see slipway.ForkTrusted.
+	TrustedAssociations *[]string `json:"trusted_associations"`
 	// GenerateWebhookSecret makes slipway choose the repository's own webhook
 	// secret (32 random bytes, hex) and answer it once, in webhook_secret.
 	GenerateWebhookSecret bool `json:"generate_webhook_secret"`
@@ -168,6 +170,15 @@ func (s repoSettings) validate() error {
 			return err
 		}
 	}
+	if s.TrustedAssociations != nil {
+		forge := ""
+		if s.Forge != nil {
+			forge = *s.Forge
+		}
+		if err := slipway.ValidateTrustedAssociations("trusted_associations", forge, *s.TrustedAssociations); err != nil {
+			return err
+		}
+	}
 	if s.MaxRunning != nil && (*s.MaxRunning < 1 || *s.MaxRunning > 100) {
 		return slipway.Errorf(slipway.EINVALID, "max_running must be from 1 to 100.")
 	}
@@ -234,6 +245,9 @@ func handleRepoCreate(cfg Config, repos slipway.RepoService) http.HandlerFunc {
 		if s.PromotionTargets != nil {
 			c.PromotionTargets = *s.PromotionTargets
 		}
+		if s.TrustedAssociations != nil {
+			c.TrustedAssociations = *s.TrustedAssociations
+		}
 		repo, err := repos.CreateRepo(r.Context(), c)
 		if err != nil {
 			writeError(w, r, err)
@@ -294,6 +308,17 @@ func handleRepoUpdate(cfg Config, repos slipway.RepoService) http.HandlerFunc {
 			writeError(w, r, slipway.Errorf(slipway.EINVALID, "forge, owner and name cannot change; delete the repository and create it again."))
 			return
 		}
+		if s.TrustedAssociations != nil && len(*s.TrustedAssociations) > 0 {
+			// Only a GitHub repository's deliveries name an association.
+			repo, err := repos.FindRepo(r.Context(), k)
+			if err == nil {
+				err = slipway.ValidateTrustedAssociations("trusted_associations", repo.Forge, *s.TrustedAssociations)
+			}
+			if err != nil {
+				writeError(w, r, err)
+				return
+			}
+		}
 		secret, err := s.generateSecret()
 		if err != nil {
 			writeError(w, r, err)
@@ -302,7 +327,7 @@ func handleRepoUpdate(cfg Config, repos slipway.RepoService) http.HandlerFunc {
 		repo, err := repos.UpdateRepo(r.Context(), k, slipway.RepoUpdate{
 			CloneURL: s.CloneURL, Image: s.Image, WebhookSecret: s.WebhookSecret, Platforms: s.Platforms,
 			AllowedBranches: s.AllowedBranches, MaxRunning: s.MaxRunning, Supersede: s.Supersede,
-			PromotionTargets: s.PromotionTargets,
+			PromotionTargets: s.PromotionTargets, TrustedAssociations: s.TrustedAssociations,
 		})
 		if err != nil {
 			writeError(w, r, err)

@@ -203,6 +203,8 @@ type githubPullRequest struct {
 		} `json:"user"`
 		Head *githubPRBranch `json:"head"`
 		Base *githubPRBranch `json:"base"`
+		// AuthorAssociation is GitHub's only (Gitea and Forgejo send none).
+		AuthorAssociation string `json:"author_association"`
 	} `json:"pull_request"`
 	Repository *githubRepository `json:"repository"`
 	Sender     *struct {
@@ -281,6 +283,12 @@ func parseGitHubStylePullRequest(forge, event, delivery string, payload []byte) 
 		// A head without a repository is a fork that was deleted: untrusted too.
 		head := pr.Head.repoKey()
 		out.Fork = head == "" || head != pr.Base.repoKey()
+		if forge == slipway.ForgeGitHub {
+			// Read from the payload whose signature was checked, and from
+			// GitHub's alone: a Gitea field of that name would mean what
+			// Gitea says, not what trusted_associations is documented for.
+			out.Association = pr.AuthorAssociation
+		}
 	}
 	if p.Sender != nil {
 		out.Sender = cmp.Or(p.Sender.Login, p.Sender.Username)

@@ -71,7 +71,7 @@ func TestParseGitHubFixtures(t *testing.T) {
 			Commit: "ec26c3e57ca3a959ca5aad62de7213c562f8c821", Message: "Update the README with new information.",
 			Sender: "Codertocat", DefaultBranch: "master",
 			PullRequest: &slipway.PullRequest{Number: 2, Title: "Update the README with new information.", Author: "Codertocat",
-				URL: "https://github.com/Codertocat/Hello-World/pull/2", Base: "master"}}},
+				URL: "https://github.com/Codertocat/Hello-World/pull/2", Base: "master", AuthorAssociation: "OWNER"}}},
 		"push-branch-commits-goplayground.json": {event: "push", trigger: trigger(
 			"binkkatal", "sample_app", "https://github.com/binkkatal/sample_app.git",
 			"refs/heads/master", "fd489864e7642b48eaad6e3f155c10e46810ec72", "test a push event", "binkkatal")},

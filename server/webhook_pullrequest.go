@@ -3,6 +3,7 @@ package server
 import (
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"unicode"
@@ -41,8 +42,11 @@ type pullRequest struct {
 	HeadField          string
 	BaseBranch         string // the branch it would merge into
 	Fork               bool
-	Owner, OwnerField  string
-	Name, NameField    string
+	// Association is the author's association with the base repository
+	// (GitHub's pull_request.author_association; "" from other forges).
+	Association       string
+	Owner, OwnerField string
+	Name, NameField   string
 	// CloneURL is the BASE repository's: the head commit is fetched from its
 	// pull-request ref, never from the head repository a fork names.
 	CloneURL, URLField string
@@ -123,9 +127,14 @@ func (p *pullRequest) event() (webhookEvent, error) {
 			URL:    webURL(p.URL),
 			Fork:   p.Fork,
 			Base:   base,
+			// Only GitHub's upper-case words are kept; anything else trusts nothing.
+			AuthorAssociation: associationRE.FindString(p.Association),
 		},
 	}}, nil
 }
+
+// associationRE is the shape of GitHub's author_association values.
+var associationRE = regexp.MustCompile(`^[A-Z_]{1,32}$`)
 
 // webURL keeps u when it is an http(s) URL fit to link to, else "".
 func webURL(u string) string {
@@ -139,8 +148,10 @@ func webURL(u string) string {
 
 // pullRequestPolicy decides whether a pull-request trigger builds: one that
 // would merge into a branch the repository does not build is ignored. One
-// from a fork is queued untrusted (see EnqueueTrigger): it waits for approval,
-// goes to the fork image and runs without secrets.
+// from a fork is queued untrusted (see EnqueueTrigger): it goes to the fork
+// image, runs without secrets or the integration webhook, and waits for
+// approval unless the repository trusts its author's association
+// (slipway.ForkTrusted, decided in EnqueueTrigger's transaction).
 func pullRequestPolicy(ev webhookEvent, repo *slipway.Repo) webhookEvent {
 	if ev.Trigger == nil || ev.Trigger.PullRequest == nil {
 		return ev

@@ -37,14 +37,14 @@ func TestParsePullRequestSamples(t *testing.T) {
 			CloneURL: "https://github.com/acme/app.git", Ref: "refs/pull/7/head",
 			Commit: "2bd1c1a6ef1d6d5b3c9d3a5b8e0f2c4a6b8d0e2f", Message: "Faster start-up", Sender: "ada", DefaultBranch: "main",
 			PullRequest: &slipway.PullRequest{Number: 7, Title: "Faster start-up", Author: "ada",
-				URL: "https://github.com/acme/app/pull/7", Base: "main"}}}},
+				URL: "https://github.com/acme/app/pull/7", Base: "main", AuthorAssociation: "MEMBER"}}}},
 		{"github/pull_request-opened-fork.json", gh("pull_request"), want{trigger: &slipway.Trigger{
 			Forge: "github", DeliveryID: "d-1", Event: "pull_request", Owner: "acme", Name: "app",
 			// The base repository's URL, never the fork's.
 			CloneURL: "https://github.com/acme/app.git", Ref: "refs/pull/8/head",
 			Commit: "3ce2d2b7f02e7e6c4dae4b6c9f1a3d5b7c9e1f3a", Message: "Fix typo", Sender: "mallory", DefaultBranch: "main",
 			PullRequest: &slipway.PullRequest{Number: 8, Title: "Fix typo", Author: "mallory",
-				URL: "https://github.com/acme/app/pull/8", Fork: true, Base: "main"}}}},
+				URL: "https://github.com/acme/app/pull/8", Fork: true, Base: "main", AuthorAssociation: "FIRST_TIME_CONTRIBUTOR"}}}},
 		{"github/pull_request-closed.json", gh("pull_request"), want{cancel: &refCancel{
 			Forge: "github", Owner: "acme", Name: "app", Ref: "refs/pull/7/head", Reason: "pull request 7 was closed"}}},
 		{"github/pull_request-labeled.json", gh("pull_request"), want{ignored: `pull_request action "labeled" does not start builds`}},
@@ -84,6 +84,29 @@ func TestParsePullRequestSamples(t *testing.T) {
 			require.Equal(t, tt.want.ignored, ev.Ignored)
 		})
 	}
+
+	// Only GitHub's author_association is read, and only in its shape: a
+	// Gitea payload that carried such a field, or a value GitHub never sends,
+	// trusts nothing (the association decides whether a fork's build waits).
+	t.Run("AssociationOnlyFromGitHub", func(t *testing.T) {
+		t.Parallel()
+		read := func(file, old, new string) []byte {
+			payload, err := os.ReadFile(filepath.Join("testdata", "webhooks", filepath.FromSlash(file)))
+			require.NoError(t, err)
+			require.Contains(t, string(payload), old)
+			return []byte(strings.Replace(string(payload), old, new, 1))
+		}
+		ev, err := gt("d-1", read("gitea/pull_request-synchronized.json", `"title": "Faster start-up",`,
+			`"title": "Faster start-up", "author_association": "OWNER",`))
+		require.NoError(t, err)
+		require.Empty(t, ev.Trigger.PullRequest.AuthorAssociation)
+		for _, bad := range []string{"member", "OWNER ", "MEMBER\\nOWNER", strings.Repeat("OWNER", 7)} {
+			ev, err := gh("pull_request")("d-1", read("github/pull_request-opened-fork.json",
+				`"FIRST_TIME_CONTRIBUTOR"`, `"`+bad+`"`))
+			require.NoError(t, err)
+			require.Empty(t, ev.Trigger.PullRequest.AuthorAssociation, "from %q", bad)
+		}
+	})
 
 	t.Run("GitLabForkIsFork", func(t *testing.T) {
 		t.Parallel()
