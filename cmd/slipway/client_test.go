@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"net/http/httptest"
 	"strings"
@@ -31,16 +30,7 @@ func TestClientCommands(t *testing.T) {
 		Commit: strings.Repeat("ef", 20)}, "127.0.0.1:1/acme/app")
 	require.NoError(t, err)
 
-	cli := func(env map[string]string, args ...string) (string, string, int) {
-		var out, errOut bytes.Buffer
-		err := run(ctx, append([]string{"slipway"}, args...), func(k string) string { return env[k] }, &out, &errOut)
-		code := 0
-		if err != nil {
-			code = exitCode(err)
-			errOut.WriteString(err.Error())
-		}
-		return out.String(), errOut.String(), code
-	}
+	cli := func(env map[string]string, args ...string) (string, string, int) { return newCLI(ctx, env)(args...) }
 	dbEnv := map[string]string{"SLIPWAY_DATABASE_URL": dbURL}
 
 	out, errOut, code := cli(dbEnv, "token", "create", "--name", "reader", "--role", "viewer")
