@@ -286,8 +286,7 @@ func checkPromotionTarget(ctx context.Context, b *slipway.Build, target string, 
 	if target == b.Image {
 		return nil
 	}
-	cut := strings.LastIndex(b.Repo, "/")
-	owner, name := b.Repo[:max(cut, 0)], b.Repo[cut+1:]
+	owner, name := slipway.SplitRepo(b.Repo)
 	patterns, setting := cfg.PromotionTargets, "SLIPWAY_PROMOTION_TARGETS"
 	if repos != nil {
 		repo, err := repos.FindRepo(ctx, slipway.RepoKey{Forge: b.Forge, Owner: owner, Name: name})

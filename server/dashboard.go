@@ -248,7 +248,7 @@ func (d *dashboard) handleSignInForm(w http.ResponseWriter, r *http.Request) {
 func (d *dashboard) handleSignIn(w http.ResponseWriter, r *http.Request) {
 	token := strings.TrimSpace(r.PostFormValue("token"))
 	next := safeNext(r.PostFormValue("next"))
-	p, err := d.auth.authenticateToken(r.Context(), token, slipway.RoleViewer)
+	p, tokenID, err := d.auth.identify(r.Context(), token, slipway.RoleViewer)
 	if token == "" || err != nil {
 		if err != nil && slipway.ErrorCode(err) != slipway.EUNAUTHORIZED {
 			d.renderError(w, r, err)
@@ -265,17 +265,9 @@ func (d *dashboard) handleSignIn(w http.ResponseWriter, r *http.Request) {
 	// The cookie is a random session id, never the token: signing out ends
 	// it for good, and it is worth nothing on the API.
 	id := newSessionID()
-	var tokenID *int64
 	var adminSum []byte
-	if sum := slipway.HashToken(token); d.auth.hasAdmin && subtle.ConstantTimeCompare(sum, d.auth.adminSum[:]) == 1 {
-		adminSum = sum
-	} else {
-		t, err := d.auth.tokens.AuthenticateToken(r.Context(), token)
-		if err != nil {
-			d.renderError(w, r, err)
-			return
-		}
-		tokenID = &t.ID
+	if tokenID == nil {
+		adminSum = d.auth.adminSum[:]
 	}
 	if err := d.svc.Sessions.CreateSession(r.Context(), id, tokenID, adminSum, time.Now().Add(sessionMaxAge)); err != nil {
 		d.renderError(w, r, err)

@@ -168,23 +168,30 @@ func (a *authenticator) authenticate(r *http.Request, need slipway.Role) (princi
 // authenticateToken finds the principal of an API token, from a bearer header
 // or a dashboard session.
 func (a *authenticator) authenticateToken(ctx context.Context, got string, need slipway.Role) (principal, error) {
+	p, _, err := a.identify(ctx, got, need)
+	return p, err
+}
+
+// identify is authenticateToken that also tells which token it was: the
+// stored token's id, or nil for the bootstrap admin token.
+func (a *authenticator) identify(ctx context.Context, got string, need slipway.Role) (principal, *int64, error) {
 	missing := slipway.Errorf(slipway.EUNAUTHORIZED,
 		"This needs a token with the %s role or higher (`slipway token create` makes one).", need)
 	sum := sha256.Sum256([]byte(got))
 	if a.hasAdmin && subtle.ConstantTimeCompare(sum[:], a.adminSum[:]) == 1 {
-		return principal{Name: adminActor, Role: slipway.RoleAdmin}, nil
+		return principal{Name: adminActor, Role: slipway.RoleAdmin}, nil, nil
 	}
 	if a.tokens == nil {
-		return principal{}, missing
+		return principal{}, nil, missing
 	}
 	t, err := a.tokens.AuthenticateToken(ctx, got)
 	if slipway.ErrorCode(err) == slipway.ENOTFOUND {
-		return principal{}, slipway.Errorf(slipway.EUNAUTHORIZED,
+		return principal{}, nil, slipway.Errorf(slipway.EUNAUTHORIZED,
 			"Unknown or deleted token; this needs a token with the %s role or higher (`slipway token create` makes one).", need)
 	} else if err != nil {
-		return principal{}, err
+		return principal{}, nil, err
 	}
-	return principal{Name: t.Name, Role: t.Role}, nil
+	return principal{Name: t.Name, Role: t.Role}, &t.ID, nil
 }
 
 // bearerToken returns the token of an "Authorization: Bearer <token>" header.

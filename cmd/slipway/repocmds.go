@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"strings"
 	"text/tabwriter"
 
 	"github.com/slipway-ci/slipway"
@@ -145,9 +144,8 @@ func runRepo(ctx context.Context, args []string, getenv func(string) string, std
 // splitRepo splits OWNER/NAME at its last "/" (a GitLab owner may hold
 // subgroups).
 func splitRepo(s string) (owner, name string, err error) {
-	i := strings.LastIndex(s, "/")
-	if i <= 0 || i == len(s)-1 {
+	if owner, name = slipway.SplitRepo(s); owner == "" || name == "" {
 		return "", "", usageErrorf("%q is not OWNER/NAME", s)
 	}
-	return s[:i], s[i+1:], nil
+	return owner, name, nil
 }
