@@ -349,7 +349,7 @@ func TestJobQueue(t *testing.T) {
 		// wake-up long before the poll timeout.
 		require.Eventually(t, func() bool {
 			var n int
-			_ = b.db.Pool().QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%' AND datname = current_database()").Scan(&n)
+			_ = b.db.Pool().QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%' AND state = 'idle' AND datname = current_database()").Scan(&n)
 			return n == 1
 		}, 10*time.Second, 10*time.Millisecond)
 		// The signal is taken before the enqueue, as a worker takes it before

@@ -142,9 +142,11 @@ func TestSupersede(t *testing.T) {
 		watch, unwatch := b.jobs.JobWatchCancel(job)
 		defer unwatch()
 
-		// The LISTEN may not be in place yet: wait for it, as in NotifyWakesWaiter.
+		// The LISTEN may not be in place yet: wait until it has run (its
+		// connection idle again: while it is active, a NOTIFY can still be missed),
+		// as in NotifyWakesWaiter.
 		require.Eventually(t, func() bool {
-			return count(t, b.db, "pg_stat_activity WHERE query LIKE 'LISTEN%' AND datname = current_database()") == 1
+			return count(t, b.db, "pg_stat_activity WHERE query LIKE 'LISTEN%' AND state = 'idle' AND datname = current_database()") == 1
 		}, 10*time.Second, 10*time.Millisecond)
 
 		second := b.enqueue(t, "app", "refs/heads/main")
