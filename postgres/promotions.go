@@ -124,3 +124,36 @@ func clip(s string, n int) string {
 	}
 	return s[:n]
 }
+
+// LockTarget implements slipway.PromotionService with a PostgreSQL session
+// advisory lock (pg_advisory_lock) keyed by a 64-bit hash of repo, held on
+// one connection of the pool until unlock is called, so promotions to one
+// repository are serialized across every server and worker process. Waiting
+// ends with ctx (the error wraps ctx.Err()). unlock never fails: when the
+// unlock statement does not go through, the connection is closed, which ends
+// the lock too. Two repositories whose hashes collide merely wait for each
+// other.
+func (s *PromotionService) LockTarget(ctx context.Context, repo string) (unlock func(), err error) {
+	conn, err := s.db.pool.Acquire(ctx)
+	if err != nil {
+		return nil, unavailable(fmt.Errorf("locking promotions to %s: %w", repo, err))
+	}
+	key := "slipway.promote:" + repo
+	if _, err := conn.Exec(ctx, `-- LockTarget
+		SELECT pg_advisory_lock(hashtextextended($1, 0))`, key); err != nil {
+		// The wait may have been cut short mid-statement: do not hand the
+		// connection back in an unknown state.
+		_ = conn.Conn().Close(context.WithoutCancel(ctx))
+		conn.Release()
+		return nil, unavailable(fmt.Errorf("locking promotions to %s: %w", repo, err))
+	}
+	return func() {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if _, err := conn.Exec(uctx, `-- UnlockTarget
+			SELECT pg_advisory_unlock(hashtextextended($1, 0))`, key); err != nil {
+			_ = conn.Conn().Close(uctx)
+		}
+		conn.Release()
+	}, nil
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog/hlog"
 
 	"github.com/slipway-ci/slipway"
+	"github.com/slipway-ci/slipway/promote"
 )
 
 // dashboardFuncs are the template helpers.
@@ -560,7 +561,7 @@ type promoteData struct {
 	TagsText   string
 	Force      bool
 	Changes    []promoteChange
-	Result     *promoteResponse
+	Result     *promote.Result
 	Refusal    string
 }
 
@@ -616,7 +617,7 @@ func (d *dashboard) handlePromote(w http.ResponseWriter, r *http.Request) {
 	} else {
 		// A preview runs the same rules first, so a refusal shows before the
 		// confirmation, without writing an audit row.
-		err = req.validate()
+		err = (&promote.Request{Build: b, Tags: req.Tags, Target: req.Repository}).Validate()
 		if err == nil && !principalFrom(r.Context()).Role.Allows(slipway.RoleReleaseManager) {
 			_, err = promoteBuild(r, b, req, d.cfg, d.svc)
 		}

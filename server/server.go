@@ -14,7 +14,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/rs/zerolog/hlog"
 	"github.com/slipway-ci/slipway"
-	"github.com/slipway-ci/slipway/registry"
+	"github.com/slipway-ci/slipway/promote"
 )
 
 // DefaultMaxWebhookBytes caps a webhook body when Config.MaxWebhookBytes is zero.
@@ -151,14 +151,9 @@ type Services struct {
 	Sessions     slipway.SessionService
 	Promotions   slipway.PromotionService
 	Integrations slipway.IntegrationService
-	// Registry promotes images; *registry.Client implements it.
-	Registry Promoter
-}
-
-// Promoter copies a build's index to tags without changing its digest; see
-// registry.Client.Promote for the contract.
-type Promoter interface {
-	Promote(ctx context.Context, spec registry.PromoteSpec, check func(previous []string) error) (registry.PromotePlan, error)
+	// Registry promotes images (see package promote); *registry.Client
+	// implements it.
+	Registry promote.Registry
 }
 
 // New returns slipway's HTTP handler. builds must be safe for concurrent use;

@@ -277,9 +277,12 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 		sink.Add("", "tag", fmt.Sprintf("Tagged %s:%s → %s", build.Image, strings.Join(tags, ", "), index))
 	}
 	if isRelease {
-		// Tested now: released through the same promotion as a tested build.
+		// Tested now (every test passed on every platform): released
+		// through the same promotion as a tested build.
 		build.IndexDigest, build.Platforms = index, platforms
-		if err := w.release(ctx, build, build, releaseTags); err != nil {
+		tested := *build
+		tested.State = slipway.BuildSucceeded
+		if _, err := w.release(ctx, build, &tested, releaseTags); err != nil {
 			return fail("releasing %s failed: %v", slipway.RefName(build.Ref), err)
 		}
 		sink.Add("", "release", fmt.Sprintf("Released %s:%s → %s", build.Image, strings.Join(releaseTags, ", "), index))

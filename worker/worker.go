@@ -21,7 +21,7 @@ import (
 	"github.com/slipway-ci/slipway/buildkit"
 	"github.com/slipway-ci/slipway/forge"
 	"github.com/slipway-ci/slipway/metrics"
-	"github.com/slipway-ci/slipway/registry"
+	"github.com/slipway-ci/slipway/promote"
 )
 
 // Builder is what the worker needs of BuildKit; *buildkit.Builder implements it.
@@ -36,9 +36,9 @@ type Builder interface {
 type Registry interface {
 	VerifyIndex(ctx context.Context, ref string, wanted []string) (indexDigest string, platforms []slipway.PlatformDigest, err error)
 	Tag(ctx context.Context, repo, digest string, tags []string) error
-	// Promote is registry.Client.Promote: a release points its tags at a
-	// tested build's digest through it.
-	Promote(ctx context.Context, spec registry.PromoteSpec, check func(previous []string) error) (registry.PromotePlan, error)
+	// Resolve and Retag: a release points its tags at a tested build's
+	// digest through them (package promote).
+	promote.Registry
 	// PushChart is registry.Client.PushChart: a release's Helm chart.
 	PushChart(ctx context.Context, ref string, metadata any, tgz []byte) (string, error)
 }
@@ -88,7 +88,9 @@ type Config struct {
 	// Secrets opens the build secrets a .slipway.yml names; nil fails builds
 	// that name any.
 	Secrets SecretOpener
-	// Promotions stores the audit rows of releases; nil writes none.
+	// Promotions stores the audit rows of releases and holds the lock per
+	// target repository (see package promote); nil writes none and locks
+	// nothing.
 	Promotions slipway.PromotionService
 	// MaxAttempts bounds the attempts of a build that meets infrastructure
 	// failures (a lost worker among them); default 3. Attempts handed back at
