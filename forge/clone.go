@@ -236,7 +236,7 @@ func (a *GitHubApp) call(ctx context.Context, method, u, bearer string, body, ou
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode/100 != 2 {
-		return &APIError{Forge: "GitHub", StatusCode: resp.StatusCode, Message: shorten(strings.Join(strings.Fields(string(data)), " "), 200)}
+		return &APIError{Forge: "GitHub", StatusCode: resp.StatusCode, Message: slipway.Truncate(slipway.OneLine(string(data)), 200)}
 	}
 	if err := json.Unmarshal(data, out); err != nil {
 		return fmt.Errorf("decoding GitHub's answer: %w", err)

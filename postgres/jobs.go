@@ -353,15 +353,8 @@ UPDATE jobs SET state = 'completed', claimed_by = NULL, heartbeat_at = NULL, fin
 func finishAttempt(ctx context.Context, tx pgx.Tx, job *slipway.Job, errText string, infra bool) error {
 	_, err := tx.Exec(ctx, `-- JobComplete
 UPDATE build_attempts SET finished_at = now(), error = $3, infra = $4 WHERE build_id = $1 AND attempt = $2`,
-		job.BuildID, job.Attempt, truncate(errText, 4000), infra)
+		job.BuildID, job.Attempt, slipway.Truncate(errText, 4000), infra)
 	return err
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return strings.ToValidUTF8(s[:n], "") + "…"
 }
 
 // JobRetry: an attempt failed for a reason of the infrastructure. attempt minus

@@ -55,7 +55,7 @@ func (s *PromotionService) CreatePromotions(ctx context.Context, ps []*slipway.P
 		values = append(values, fmt.Sprintf("($%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d)",
 			n+1, n+2, n+3, n+4, n+5, n+6, n+7, n+8, n+9, n+10, n+11))
 		args = append(args, p.BuildID, p.Actor, p.Digest, p.Source, p.Target, p.TargetRepo, p.Tag,
-			p.PreviousDigest, p.Forced, string(p.Outcome), clip(p.Reason, 4096))
+			p.PreviousDigest, p.Forced, string(p.Outcome), slipway.Truncate(p.Reason, 4096))
 	}
 	rows, err := s.db.pool.Query(ctx, `-- CreatePromotions
 INSERT INTO promotions (build_id, actor, digest, source, target, target_repo, tag, previous_digest, forced, outcome, reason)
@@ -115,14 +115,6 @@ SELECT %s FROM promotions WHERE %s ORDER BY id DESC LIMIT $%d`, promotionColumns
 			Reason: r.Reason, CreatedAt: r.CreatedAt.UTC()}
 	}
 	return out, nil
-}
-
-// clip cuts s to at most n bytes, the length a column allows.
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
 }
 
 // LockTarget implements slipway.PromotionService with a PostgreSQL session

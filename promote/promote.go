@@ -196,7 +196,7 @@ func (s *Service) Promote(ctx context.Context, req Request) (*Result, error) {
 		for _, row := range rows {
 			row.Outcome, row.Reason = slipway.PromotionFailed, slipway.ErrorMessage(err)
 			if slipway.ErrorCode(err) == slipway.EINTERNAL {
-				row.Reason = strings.Join(strings.Fields(err.Error()), " ")
+				row.Reason = slipway.OneLine(err.Error())
 			}
 		}
 		if aerr := s.audit(ctx, rows); aerr != nil {

@@ -77,7 +77,7 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 			// A timeout reads better than the "context canceled" a step returned.
 			msg = cause.Error()
 		}
-		msg = sink.mask(redactURLs(oneLine(msg)))
+		msg = sink.mask(redactURLs(slipway.OneLine(msg)))
 		return slipway.BuildUpdate{State: &state, Error: &msg}
 	}
 	update := func(u slipway.BuildUpdate) error { return w.jobs.JobUpdateBuild(ctx, job, u) }
@@ -344,7 +344,7 @@ func (w *Worker) runTest(ctx context.Context, build *slipway.Build, t TestSpec, 
 	case tctx.Err() != nil:
 		res.Error = context.Cause(tctx).Error()
 	case err != nil:
-		res.Error = oneLine(err.Error())
+		res.Error = slipway.OneLine(err.Error())
 	case code != 0:
 		res.ExitCode = code
 		res.Error = fmt.Sprintf("exit code %d", code)
@@ -395,11 +395,6 @@ func cleanWorkspaces(dir string, logger zerolog.Logger) {
 }
 
 func since(t time.Time) time.Duration { return time.Since(t).Round(10 * time.Millisecond) }
-
-// oneLine squeezes a multi-line message into one line.
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
-}
 
 // queuedFor is how long the build waited for a worker: from its creation to its
 // first start (a retried attempt still counts from the push).
