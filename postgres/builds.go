@@ -291,10 +291,10 @@ type querier interface {
 func (s *BuildService) FindBuildByID(ctx context.Context, id int64) (*slipway.Build, error) {
 	b, err := findBuildByID(ctx, s.db.pool, id)
 	if err != nil {
-		return nil, fmt.Errorf("finding build %d: %w", id, err)
+		return nil, unavailable(fmt.Errorf("finding build %d: %w", id, err))
 	}
 	if b.Attempts, err = findAttempts(ctx, s.db.pool, id); err != nil {
-		return nil, fmt.Errorf("finding attempts of build %d: %w", id, err)
+		return nil, unavailable(fmt.Errorf("finding attempts of build %d: %w", id, err))
 	}
 	return b, nil
 }
@@ -367,11 +367,11 @@ SELECT %s FROM %s
 WHERE %s ORDER BY b.id DESC LIMIT $%d`, buildColumns, buildFrom, strings.Join(where, " AND "), len(args))
 	rows, err := s.db.pool.Query(ctx, query, args...)
 	if err != nil {
-		return nil, fmt.Errorf("finding builds: %w", err)
+		return nil, unavailable(fmt.Errorf("finding builds: %w", err))
 	}
 	list, err := pgx.CollectRows(rows, pgx.RowToStructByName[buildRow])
 	if err != nil {
-		return nil, fmt.Errorf("finding builds: %w", err)
+		return nil, unavailable(fmt.Errorf("finding builds: %w", err))
 	}
 	builds := make([]*slipway.Build, 0, len(list))
 	for _, r := range list {
@@ -433,7 +433,7 @@ func (s *BuildService) WriteLog(ctx context.Context, buildID int64, w io.Writer)
 	rows, err := s.db.pool.Query(ctx, `-- WriteLog
 SELECT attempt, lines FROM build_log_chunks WHERE build_id = $1 ORDER BY id`, buildID)
 	if err != nil {
-		return fmt.Errorf("reading log of build %d: %w", buildID, err)
+		return unavailable(fmt.Errorf("reading log of build %d: %w", buildID, err))
 	}
 	defer rows.Close()
 	var sb strings.Builder
@@ -445,7 +445,7 @@ SELECT attempt, lines FROM build_log_chunks WHERE build_id = $1 ORDER BY id`, bu
 			lines []logLine
 		)
 		if err := rows.Scan(&a, &data); err != nil {
-			return fmt.Errorf("reading log of build %d: %w", buildID, err)
+			return unavailable(fmt.Errorf("reading log of build %d: %w", buildID, err))
 		}
 		if err := json.Unmarshal(data, &lines); err != nil {
 			return fmt.Errorf("decoding log of build %d: %w", buildID, err)
@@ -472,7 +472,7 @@ SELECT attempt, lines FROM build_log_chunks WHERE build_id = $1 ORDER BY id`, bu
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("reading log of build %d: %w", buildID, err)
+		return unavailable(fmt.Errorf("reading log of build %d: %w", buildID, err))
 	}
 	_, err = io.WriteString(w, sb.String())
 	return err
