@@ -14,7 +14,8 @@
 #   - the qemu-aarch64 binfmt_misc handler, registered by hand: without systemd
 #     nothing registers it when the package is installed;
 #   - bin/buildkitd and bin/buildctl, built from the github.com/moby/buildkit
-#     version pinned in go.mod (a `go install ...@version` of it is refused);
+#     version pinned in test/tools/go.mod, equal to the client's in go.mod (a
+#     `go install ...@version` of it is refused);
 #   - bin/gitea, from code.gitea.io/gitea at the version scripts/gitea.sh pins
 #     (about 10 minutes on two cores the first time, then stamped).
 set -euo pipefail
@@ -155,14 +156,16 @@ rm -rf "$check"
 # The stamp holds the module version and the Go version the binaries were
 # built with, so a go.sum changed by other dependencies does not cost the
 # ~90 s build, and a new BuildKit pin does rebuild.
-want="$(go list -m -f '{{.Version}}' github.com/moby/buildkit) $(go env GOVERSION)"
+# They come from test/tools, a module of their own, so the daemon's
+# dependencies stay out of slipway's go.mod.
+want="$(go -C test/tools list -m -f '{{.Version}}' github.com/moby/buildkit) $(go env GOVERSION)"
 stamp=bin/.buildkit-version
 if [ -x bin/buildkitd ] && [ -x bin/buildctl ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
 	:
 else
 	log "building bin/buildkitd and bin/buildctl (buildkit $want; about 90 s the first time)"
 	mkdir -p bin
-	go build -o bin/ github.com/moby/buildkit/cmd/buildkitd github.com/moby/buildkit/cmd/buildctl
+	go -C test/tools build -o "$ROOT/bin/" github.com/moby/buildkit/cmd/buildkitd github.com/moby/buildkit/cmd/buildctl
 	echo "$want" >"$stamp"
 fi
 
