@@ -313,7 +313,7 @@ func estimateQueue(now time.Time, running []runningBuild, queued []*slipway.Buil
 func (d *dashboard) handleNow(w http.ResponseWriter, r *http.Request) {
 	n, err := d.loadNow(r)
 	if err != nil {
-		d.renderError(w, r, err)
+		writeError(w, r, err)
 		return
 	}
 	d.render(w, r, http.StatusOK, "now.html", "Now", "now", n)
@@ -386,7 +386,7 @@ type buildData struct {
 func (d *dashboard) handleBuild(w http.ResponseWriter, r *http.Request) {
 	b, err := requestBuild(r, d.builds)
 	if err != nil {
-		d.renderError(w, r, err)
+		writeError(w, r, err)
 		return
 	}
 	bd := buildData{Build: b, TestsBy: map[string][]slipway.TestResult{}}
@@ -413,7 +413,7 @@ func (d *dashboard) handleBuild(w http.ResponseWriter, r *http.Request) {
 	if d.svc.Promotions != nil {
 		bd.Promotions, err = d.svc.Promotions.FindPromotions(r.Context(), slipway.PromotionFilter{BuildID: b.ID, Limit: 20})
 		if err != nil {
-			d.renderError(w, r, err)
+			writeError(w, r, err)
 			return
 		}
 	}
@@ -438,12 +438,12 @@ func (d *dashboard) handleRepo(w http.ResponseWriter, r *http.Request) {
 	name := chi.URLParam(r, "*")
 	owner, repo := slipway.SplitRepo(name)
 	if owner == "" || repo == "" {
-		d.renderError(w, r, slipway.Errorf(slipway.ENOTFOUND, "No repository %s.", shortQuote(name)))
+		writeError(w, r, slipway.Errorf(slipway.ENOTFOUND, "No repository %s.", shortQuote(name)))
 		return
 	}
 	list, err := d.builds.FindBuilds(r.Context(), slipway.BuildFilter{Repo: name, Limit: 100})
 	if err != nil {
-		d.renderError(w, r, err)
+		writeError(w, r, err)
 		return
 	}
 	if len(list) == 0 && d.svc.Repos != nil {
@@ -458,7 +458,7 @@ func (d *dashboard) handleRepo(w http.ResponseWriter, r *http.Request) {
 				}
 			}
 			if !found {
-				d.renderError(w, r, slipway.Errorf(slipway.ENOTFOUND, "No repository %s: push to it once the webhook points here, or add it with POST /api/v1/repos.", name))
+				writeError(w, r, slipway.Errorf(slipway.ENOTFOUND, "No repository %s: push to it once the webhook points here, or add it with POST /api/v1/repos.", name))
 				return
 			}
 		}
@@ -529,7 +529,7 @@ func durationChart(list []*slipway.Build) template.HTML {
 // handlePromotions answers GET /promotions: the audit trail with filters.
 func (d *dashboard) handlePromotions(w http.ResponseWriter, r *http.Request) {
 	if d.svc.Promotions == nil {
-		d.renderError(w, r, unavailable("The promotion audit trail"))
+		writeError(w, r, unavailable("The promotion audit trail"))
 		return
 	}
 	q := r.URL.Query()
@@ -537,14 +537,14 @@ func (d *dashboard) handlePromotions(w http.ResponseWriter, r *http.Request) {
 	if s := strings.TrimSpace(q.Get("build")); s != "" {
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil || n < 1 {
-			d.renderError(w, r, slipway.Errorf(slipway.EINVALID, "build must be a build id, got %q.", s))
+			writeError(w, r, slipway.Errorf(slipway.EINVALID, "build must be a build id, got %q.", s))
 			return
 		}
 		f.BuildID = n
 	}
 	list, err := d.svc.Promotions.FindPromotions(r.Context(), f)
 	if err != nil {
-		d.renderError(w, r, err)
+		writeError(w, r, err)
 		return
 	}
 	d.render(w, r, http.StatusOK, "promotions.html", "Promotions", "promotions", struct {
@@ -602,7 +602,7 @@ func (pd promoteData) Overwrites() bool {
 func (d *dashboard) handlePromote(w http.ResponseWriter, r *http.Request) {
 	b, err := requestBuild(r, d.builds)
 	if err != nil {
-		d.renderError(w, r, err)
+		writeError(w, r, err)
 		return
 	}
 	req := promoteRequest{Tags: strings.FieldsFunc(r.PostFormValue("tags"), func(c rune) bool { return c == ',' || c == ' ' || c == '\n' }),
@@ -643,7 +643,7 @@ func (d *dashboard) handlePromote(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		code := slipway.ErrorCode(err)
 		if code == slipway.EINTERNAL || code == slipway.EUNAVAILABLE {
-			d.renderError(w, r, err)
+			writeError(w, r, err)
 			return
 		}
 		status = errorStatus[code]

@@ -185,10 +185,12 @@ var errorStatus = map[string]int{
 	slipway.EUNAVAILABLE:  http.StatusServiceUnavailable,
 }
 
-// writeError answers with err as a JSON error. It is the only place that logs
-// internal errors: users see slipway.ErrorMessage(err), the log gets the whole
-// chain. A request whose context ended (the client left, or the route timeout
-// passed) is answered 503 and not logged as an error.
+// writeError answers with err: the JSON error body, or on the dashboard's
+// routes (withErrorPage) the error page in the dashboard's look, unless the
+// client asks for JSON only. It is the only error writer and the only place
+// that logs internal errors: users see slipway.ErrorMessage(err), the log
+// gets the whole chain. A request whose context ended (the client left, or
+// the route timeout passed) is answered 503 and not logged as an error.
 func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	code, msg := slipway.ErrorCode(err), slipway.ErrorMessage(err)
 	if code == slipway.EINTERNAL && r.Context().Err() != nil &&
@@ -204,7 +206,34 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if !ok {
 		status = http.StatusInternalServerError
 	}
+	if page, ok := r.Context().Value(errorPageKey{}).(errorPage); ok && !wantsJSON(r) {
+		page(w, r, status, msg)
+		return
+	}
 	writeJSON(w, r, status, errorResponse{Error: errorBody{Code: code, Message: msg}})
+}
+
+// errorPage renders an error answer as an HTML page: status, and the message
+// a person can act on.
+type errorPage func(w http.ResponseWriter, r *http.Request, status int, msg string)
+
+type errorPageKey struct{}
+
+// withErrorPage makes writeError answer the routes it wraps with page.
+func withErrorPage(page errorPage) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), errorPageKey{}, page)))
+		})
+	}
+}
+
+// wantsJSON tells whether the request's Accept header asks for JSON and not
+// for HTML (a script's "Accept: application/json"); a browser's Accept, a
+// missing one and "*/*" do not.
+func wantsJSON(r *http.Request) bool {
+	accept := r.Header.Get("Accept")
+	return strings.Contains(accept, "application/json") && !strings.Contains(accept, "text/html")
 }
 
 // writeJSON answers with v as JSON.
