@@ -19,6 +19,17 @@ func credentialRepo(r *http.Request, secrets slipway.SecretService, creds slipwa
 	return secretRepo(r, secrets)
 }
 
+// credentialBody finds the repository of a credential PUT and decodes its
+// body into v (see decodeSecretBody).
+func credentialBody(w http.ResponseWriter, r *http.Request, secrets slipway.SecretService, creds slipway.RepoCredentialService,
+	limit int64, v any, shape, tooLarge string) (int64, error) {
+	repoID, err := credentialRepo(r, secrets, creds)
+	if err != nil {
+		return 0, err
+	}
+	return repoID, decodeSecretBody(w, r, limit, v, shape, tooLarge)
+}
+
 // handleCloneTokenPut answers PUT /api/v1/repos/{owner}/{name}/clone-token
 // with body {"token": "...", "username": "..."} (username optional: the
 // forge's default, x-access-token on GitHub, oauth2 on GitLab): it stores
@@ -32,13 +43,9 @@ func handleCloneTokenPut(secrets slipway.SecretService, creds slipway.RepoCreden
 	}
 	const shape = `{"token": "...", "username": "..."}`
 	return func(w http.ResponseWriter, r *http.Request) {
-		repoID, err := credentialRepo(r, secrets, creds)
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
 		var req request
-		if err := decodeSecretBody(w, r, 2*slipway.MaxCloneTokenLen, &req, shape, "a clone token may be at most 4 KiB"); err != nil {
+		repoID, err := credentialBody(w, r, secrets, creds, 2*slipway.MaxCloneTokenLen, &req, shape, "a clone token may be at most 4 KiB")
+		if err != nil {
 			writeError(w, r, err)
 			return
 		}
@@ -83,13 +90,9 @@ func handleDeployKeyPut(secrets slipway.SecretService, creds slipway.RepoCredent
 	}
 	const shape = `{"private_key": "-----BEGIN OPENSSH PRIVATE KEY-----\n..."}`
 	return func(w http.ResponseWriter, r *http.Request) {
-		repoID, err := credentialRepo(r, secrets, creds)
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
 		var req request
-		if err := decodeSecretBody(w, r, 2*slipway.MaxDeployKeyLen, &req, shape, "a deploy key may be at most 16 KiB"); err != nil {
+		repoID, err := credentialBody(w, r, secrets, creds, 2*slipway.MaxDeployKeyLen, &req, shape, "a deploy key may be at most 16 KiB")
+		if err != nil {
 			writeError(w, r, err)
 			return
 		}
