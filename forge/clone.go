@@ -47,6 +47,19 @@ type CloneToken struct {
 	Token    string
 }
 
+// DefaultCloneUsername is the username a forge's access token is sent
+// under when nobody named one: x-access-token (GitHub), oauth2 (GitLab),
+// slipway (Gitea and Forgejo take any).
+func DefaultCloneUsername(forge string) string {
+	switch forge {
+	case slipway.ForgeGitHub:
+		return "x-access-token"
+	case slipway.ForgeGitLab:
+		return "oauth2"
+	}
+	return "slipway"
+}
+
 // CloneTokens is a CloneAuth of fixed tokens, one per forge: a token is given
 // for a clone URL only when the forge matches and the URL's scheme, host and
 // port are the token's origin, so a payload naming another host never gets it.

@@ -29,6 +29,9 @@ type Config struct {
 	Logs slipway.LogFollower
 	// Secrets stores build secrets for the admin secrets API; nil answers 503.
 	Secrets slipway.SecretService
+	// Credentials stores repositories' own clone tokens and deploy keys for
+	// the admin API (repositories found through Secrets); nil answers 503.
+	Credentials slipway.RepoCredentialService
 	// GitHubWebhookSecret keys the HMAC-SHA256 of GitHub deliveries
 	// (SLIPWAY_GITHUB_WEBHOOK_SECRET). While it is empty only repositories with
 	// a webhook secret of their own receive GitHub deliveries; others get 503.

@@ -89,7 +89,11 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 	defer os.RemoveAll(dir)
 
 	started := time.Now()
-	authEnv, err := w.cloneAuth(ctx, build, build.CloneURL, sink)
+	rc, err := w.openRepoCredentials(ctx, build, sink)
+	if err != nil {
+		return fail("checkout failed: %v", err)
+	}
+	authEnv, err := w.cloneAuth(ctx, build, rc, build.CloneURL, sink)
 	if err != nil {
 		return fail("checkout failed: %v", err)
 	}
@@ -98,14 +102,15 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 		if errors.As(err, &user) {
 			return fail("%s", user.msg)
 		}
-		return fail("checkout failed: %v%s", err, authHint(build.Forge, err))
+		_, ownToken := repoToken(build, rc, build.CloneURL)
+		return fail("checkout failed: %v%s", err, authHint(build.Forge, err, ownToken))
 	}
 	cfg, err := LoadRepoConfig(dir)
 	if err != nil {
 		return fail("%v", err)
 	}
 	if cfg.WantSubmodules() {
-		auth := func(u string) ([]string, error) { return w.cloneAuth(ctx, build, u, sink) }
+		auth := func(u string) ([]string, error) { return w.cloneAuth(ctx, build, rc, u, sink) }
 		if err := updateSubmodules(ctx, w.cfg.Git, dir, build.CloneURL, w.cfg.SubmoduleHosts, auth, func(s string) { sink.Add("", "checkout", s) }); err != nil {
 			return fail("checkout failed: %v", err)
 		}
@@ -364,6 +369,12 @@ func (w *Worker) runTest(ctx context.Context, build *slipway.Build, t TestSpec, 
 // implements it. A name not stored is an EINVALID error that names it.
 type SecretOpener interface {
 	OpenSecrets(ctx context.Context, repoID int64, names []string) (map[string][]byte, error)
+}
+
+// RepoCredentialOpener opens a repository's own clone credentials;
+// slipway.RepoCredentialService implements it.
+type RepoCredentialOpener interface {
+	OpenRepoCredentials(ctx context.Context, repoID int64) (*slipway.RepoCredentials, error)
 }
 
 var workspacePID = regexp.MustCompile(`^build-[0-9]+-pid([0-9]+)-`)

@@ -63,6 +63,9 @@ type Config struct {
 	// CloneAuth gives the credential of a private repository's clone (and of
 	// its submodules on the same forge); nil: every clone is anonymous.
 	CloneAuth forge.CloneAuth
+	// RepoCredentials opens a repository's own clone token and deploy key
+	// (slipway.RepoCredentialService); nil: only CloneAuth applies.
+	RepoCredentials RepoCredentialOpener
 	// Git is the clone URL policy and the environment of every git the worker
 	// runs (slipway.GitPolicy): none of the worker's own variables, only the
 	// transports it allows.

@@ -233,6 +233,7 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 			Outbound:          cfg.Outbound,
 			Integrations:      postgres.NewIntegrationService(db),
 			Secrets:           secrets,
+			RepoCredentials:   secrets,
 			Promotions:        postgres.NewPromotionService(db),
 		}, builds, jobs, bk, reg)
 		if err != nil {
@@ -262,6 +263,7 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 		h := server.New(logger, server.Config{
 			Logs:                logs,
 			Secrets:             secrets,
+			Credentials:         secrets,
 			GitHubWebhookSecret: cfg.GitHubWebhookSecret,
 			GitHubAllowedOwners: cfg.GitHubAllowedOwners,
 			PromotionTargets:    cfg.PromotionTargets,
@@ -390,9 +392,9 @@ func cloneAuth(cfg *config) (forge.CloneAuth, error) {
 		auths = append(auths, app)
 	}
 	tokens := forge.CloneTokens{
-		{Forge: slipway.ForgeGitHub, Origin: githubOrigin(cfg.GitHubAPIURL), Username: "x-access-token", Token: cfg.GitHubToken},
-		{Forge: slipway.ForgeGitLab, Origin: forge.OriginOf(cfg.GitLabAPIURL), Username: "oauth2", Token: cfg.GitLabToken},
-		{Forge: slipway.ForgeGitea, Origin: forge.OriginOf(cfg.GiteaAPIURL), Username: "slipway", Token: cfg.GiteaToken},
+		{Forge: slipway.ForgeGitHub, Origin: githubOrigin(cfg.GitHubAPIURL), Username: forge.DefaultCloneUsername(slipway.ForgeGitHub), Token: cfg.GitHubToken},
+		{Forge: slipway.ForgeGitLab, Origin: forge.OriginOf(cfg.GitLabAPIURL), Username: forge.DefaultCloneUsername(slipway.ForgeGitLab), Token: cfg.GitLabToken},
+		{Forge: slipway.ForgeGitea, Origin: forge.OriginOf(cfg.GiteaAPIURL), Username: forge.DefaultCloneUsername(slipway.ForgeGitea), Token: cfg.GiteaToken},
 	}
 	auths = append(auths, tokens)
 	if app == nil && cfg.GitHubToken == "" && cfg.GitLabToken == "" && cfg.GiteaToken == "" {
