@@ -53,15 +53,15 @@ type RepoConfig struct {
 	// as a BuildKit secret mount (RUN --mount=type=secret,id=NAME).
 	Secrets []string `yaml:"secrets"`
 	// Tags are templates of the tags added once the tests pass (see RenderTags).
-	Tags       []string      `yaml:"tags"`
-	Cache      string        `yaml:"cache"`
-	Provenance string        `yaml:"provenance"`
-	Tests      []TestSpec    `yaml:"tests"`
+	Tags       []string   `yaml:"tags"`
+	Cache      string     `yaml:"cache"`
+	Provenance string     `yaml:"provenance"`
+	Tests      []TestSpec `yaml:"tests"`
 	// Services are the containers tests may run beside their runner, in one
 	// Pod per test and platform (see ServiceSpec, services.go).
 	Services []ServiceSpec `yaml:"services"`
-	Branches   []string      `yaml:"branches"`
-	Timeout    time.Duration `yaml:"timeout"`
+	Branches []string      `yaml:"branches"`
+	Timeout  time.Duration `yaml:"timeout"`
 	// Integration, when set, asks an external system to test the pushed image
 	// after the tests above passed (see integration.go).
 	Integration *IntegrationSpec `yaml:"integration"`
