@@ -105,7 +105,8 @@ type Config struct {
 	Pods pod.Runtime
 	// PodsMissing says why Pods is nil, for the error of such a test.
 	PodsMissing string
-	// PodLimits are the resource limits of each container of a test Pod.
+	// PodLimits are the resource limits of each container of a test Pod;
+	// default 2 CPUs and 2Gi.
 	PodLimits pod.Limits
 	// ShutdownGrace is how long running builds may go on once Run's context ends
 	// before they are handed back to the queue; default 30s.
@@ -144,6 +145,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.RetryMaxBackoff <= 0 {
 		c.RetryMaxBackoff = 5 * time.Minute
+	}
+	if c.PodLimits == (pod.Limits{}) {
+		c.PodLimits = pod.Limits{CPU: "2", Memory: "2Gi"}
 	}
 	if c.Pods == nil && c.PodsMissing == "" {
 		c.PodsMissing = "none configured"
