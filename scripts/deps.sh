@@ -6,7 +6,11 @@
 #   - Debian packages: runc (BuildKit's OCI worker), qemu-user-static (arm64
 #     emulation), docker-registry, git (checkouts, git daemon), openssl and curl
 #     (the signed test push), chromium (the dashboard's browser tests, run
-#     headless), PostgreSQL 15 when no initdb is found;
+#     headless), podman with catatonit (its pause image), netavark and
+#     aardvark-dns (the integration test Pods; slipway gives podman its own
+#     containers.conf through CONTAINERS_CONF, see pod.ContainersConf, so
+#     nothing of the machine's container configuration changes),
+#     PostgreSQL 15 when no initdb is found;
 #   - the arm64 dpkg architecture and the busybox-static .debs for amd64 and
 #     arm64, cached in $SLIPWAY_CACHE_DIR/debs (default .cache/debs): the tests
 #     build their multi-platform base image from them; and the .debs of git
@@ -28,7 +32,7 @@ CACHE=${SLIPWAY_CACHE_DIR:-$ROOT/.cache}
 DEBS=$CACHE/debs
 command -v go >/dev/null 2>&1 || export PATH=$PATH:/usr/local/go/bin
 
-APT_PACKAGES=(runc qemu-user-static docker-registry git openssl curl chromium)
+APT_PACKAGES=(runc qemu-user-static docker-registry git openssl curl chromium podman catatonit netavark aardvark-dns)
 BINFMT=/proc/sys/fs/binfmt_misc
 
 log() { echo "deps: $*" >&2; }

@@ -241,7 +241,11 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 		return fail("recording digests: %v", err)
 	}
 
-	results := w.runTests(ctx, build, cfg, platforms, sink)
+	targets, err := w.buildTestTargets(ctx, build, cfg, spec, sink)
+	if err != nil {
+		return fail("%v", err)
+	}
+	results := w.runTests(ctx, build, cfg, platforms, targets, sink)
 	if err := update(slipway.BuildUpdate{Tests: results}); err != nil {
 		return fail("recording test results: %v", err)
 	}
@@ -306,7 +310,7 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 
 // runTests runs every test on every platform: platforms side by side, the tests of
 // one platform in file order. Results come back in (test, platform) order.
-func (w *Worker) runTests(ctx context.Context, build *slipway.Build, cfg *RepoConfig, platforms []slipway.PlatformDigest, sink *logSink) []slipway.TestResult {
+func (w *Worker) runTests(ctx context.Context, build *slipway.Build, cfg *RepoConfig, platforms []slipway.PlatformDigest, targets targetDigests, sink *logSink) []slipway.TestResult {
 	results := make([]slipway.TestResult, len(cfg.Tests)*len(platforms))
 	var wg sync.WaitGroup
 	for pi, p := range platforms {
@@ -317,7 +321,7 @@ func (w *Worker) runTests(ctx context.Context, build *slipway.Build, cfg *RepoCo
 				if !t.RunsOn(p.Platform) {
 					continue
 				}
-				results[ti*len(platforms)+pi] = w.runTest(ctx, build, t, p, sink)
+				results[ti*len(platforms)+pi] = w.runTest(ctx, build, cfg, t, p, targets, sink)
 			}
 		}()
 	}
@@ -326,7 +330,7 @@ func (w *Worker) runTests(ctx context.Context, build *slipway.Build, cfg *RepoCo
 	return slices.DeleteFunc(results, func(r slipway.TestResult) bool { return r.Name == "" })
 }
 
-func (w *Worker) runTest(ctx context.Context, build *slipway.Build, t TestSpec, p slipway.PlatformDigest, sink *logSink) slipway.TestResult {
+func (w *Worker) runTest(ctx context.Context, build *slipway.Build, cfg *RepoConfig, t TestSpec, p slipway.PlatformDigest, targets targetDigests, sink *logSink) slipway.TestResult {
 	step := "test:" + t.Name
 	res := slipway.TestResult{Name: t.Name, Platform: p.Platform, ExitCode: -1}
 	env := make([]string, 0, len(t.Env))
@@ -337,13 +341,21 @@ func (w *Worker) runTest(ctx context.Context, build *slipway.Build, t TestSpec, 
 	tctx, cancel := context.WithTimeoutCause(ctx, t.Timeout, fmt.Errorf("timed out after %s", t.Timeout))
 	defer cancel()
 	started := time.Now()
-	code, err := w.builder.RunTest(tctx, buildkit.TestSpec{
-		Image:    build.Image + "@" + p.Digest,
-		Platform: p.Platform,
-		Args:     t.Run.Args,
-		Env:      env,
-		Insecure: w.cfg.InsecureRegistry,
-	}, func(_, text string) { sink.Add(p.Platform, step, text) })
+	code := -1
+	image, err := w.image(tctx, build, t.Image, t.Target, p, targets)
+	switch {
+	case err != nil:
+	case t.InPod():
+		code, err = w.runPodTest(tctx, build, cfg, t, p, image, targets, sink)
+	default:
+		code, err = w.builder.RunTest(tctx, buildkit.TestSpec{
+			Image:    image,
+			Platform: p.Platform,
+			Args:     t.Run.Args,
+			Env:      env,
+			Insecure: w.cfg.InsecureRegistry,
+		}, func(_, text string) { sink.Add(p.Platform, step, text) })
+	}
 	res.DurationMS = time.Since(started).Milliseconds()
 	switch {
 	case tctx.Err() != nil:

@@ -21,6 +21,7 @@ import (
 	"github.com/slipway-ci/slipway/buildkit"
 	"github.com/slipway-ci/slipway/forge"
 	"github.com/slipway-ci/slipway/metrics"
+	"github.com/slipway-ci/slipway/pod"
 	"github.com/slipway-ci/slipway/promote"
 )
 
@@ -103,6 +104,15 @@ type Config struct {
 	// one up to RetryMaxBackoff; defaults 10s and 5m.
 	RetryBackoff    time.Duration
 	RetryMaxBackoff time.Duration
+	// Pods runs the tests that have services, one Pod per test and platform
+	// (see package pod); nil fails them, saying PodsMissing. At New, the
+	// Pods that killed workers of this host left behind are removed.
+	Pods pod.Runtime
+	// PodsMissing says why Pods is nil, for the error of such a test.
+	PodsMissing string
+	// PodLimits are the resource limits of each container of a test Pod;
+	// default 2 CPUs and 2Gi.
+	PodLimits pod.Limits
 	// ShutdownGrace is how long running builds may go on once Run's context ends
 	// before they are handed back to the queue; default 30s.
 	ShutdownGrace time.Duration
@@ -140,6 +150,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.RetryMaxBackoff <= 0 {
 		c.RetryMaxBackoff = 5 * time.Minute
+	}
+	if c.PodLimits == (pod.Limits{}) {
+		c.PodLimits = pod.Limits{CPU: "2", Memory: "2Gi"}
+	}
+	if c.Pods == nil && c.PodsMissing == "" {
+		c.PodsMissing = "none configured"
 	}
 	if c.ShutdownGrace <= 0 {
 		c.ShutdownGrace = 30 * time.Second
@@ -180,6 +196,9 @@ func New(logger zerolog.Logger, cfg Config, builds slipway.BuildService, jobs sl
 		return nil, fmt.Errorf("creating workspace dir: %w", err)
 	}
 	cleanWorkspaces(cfg.WorkspaceDir, logger)
+	if cfg.Pods != nil {
+		cleanPods(context.Background(), cfg.Pods, logger)
+	}
 	return &Worker{cfg: cfg, logger: logger.With().Str("worker_id", cfg.ID).Logger(),
 		builds: builds, jobs: jobs, builder: infraBuilder{builder}, registry: infraRegistry{reg}}, nil
 }

@@ -37,6 +37,7 @@ import (
 	"github.com/slipway-ci/slipway/buildkit"
 	"github.com/slipway-ci/slipway/forge"
 	"github.com/slipway-ci/slipway/metrics"
+	"github.com/slipway-ci/slipway/pod"
 	"github.com/slipway-ci/slipway/postgres"
 	"github.com/slipway-ci/slipway/registry"
 	"github.com/slipway-ci/slipway/server"
@@ -212,7 +213,18 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 		if err != nil {
 			return err
 		}
+		// Tests with services run in Pods through Podman; a machine without
+		// it still runs every other test (those builds fail saying why).
+		pods, podsMissing := worker.Config{}.Pods, ""
+		if p, err := pod.NewPodman(ctx, pod.PodmanConfig{Insecure: cfg.RegistryInsecure, AuthFile: cfg.DockerConfig}); err != nil {
+			podsMissing = err.Error()
+			logger.Warn().Err(err).Msg("Tests with services cannot run")
+		} else {
+			pods = p
+		}
 		w, err := worker.New(logger, worker.Config{
+			Pods:              pods,
+			PodsMissing:       podsMissing,
 			ID:                cfg.WorkerID,
 			Concurrency:       cfg.WorkerConcurrency,
 			PollInterval:      cfg.PollInterval,
