@@ -41,6 +41,9 @@ type Registry interface {
 	Promote(ctx context.Context, spec registry.PromoteSpec, check func(previous []string) error) (registry.PromotePlan, error)
 	// PushChart is registry.Client.PushChart: a release's Helm chart.
 	PushChart(ctx context.Context, ref string, metadata any, tgz []byte) (string, error)
+	// Attestations is registry.Client.Attestations: a release records each
+	// platform's provenance attestation.
+	Attestations(ctx context.Context, ref string) (map[string]string, error)
 }
 
 // Config configures a Worker.
@@ -90,6 +93,8 @@ type Config struct {
 	Secrets SecretOpener
 	// Promotions stores the audit rows of releases; nil writes none.
 	Promotions slipway.PromotionService
+	// Releases stores the record of each release that succeeded; nil writes none.
+	Releases slipway.ReleaseService
 	// MaxAttempts bounds the attempts of a build that meets infrastructure
 	// failures (a lost worker among them); default 3. Attempts handed back at
 	// shutdown do not count.

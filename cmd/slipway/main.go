@@ -234,6 +234,7 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 			Integrations:      postgres.NewIntegrationService(db),
 			Secrets:           secrets,
 			Promotions:        postgres.NewPromotionService(db),
+			Releases:          postgres.NewReleaseService(db),
 		}, builds, jobs, bk, reg)
 		if err != nil {
 			return err
@@ -285,6 +286,7 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 			Tokens:       postgres.NewTokenService(db),
 			Sessions:     postgres.NewSessionService(db),
 			Promotions:   postgres.NewPromotionService(db),
+			Releases:     postgres.NewReleaseService(db),
 			Integrations: postgres.NewIntegrationService(db),
 			Registry:     reg,
 		})
