@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -119,14 +118,12 @@ func handleReleaseList(releases slipway.ReleaseService) http.HandlerFunc {
 		}
 		owner, name := repoParams(r)
 		f := slipway.ReleaseFilter{Repo: owner + "/" + name}
-		if s := r.URL.Query().Get("limit"); s != "" {
-			n, err := strconv.Atoi(s)
-			if err != nil || n < 1 || n > 500 {
-				writeError(w, r, slipway.Errorf(slipway.EINVALID, "The limit must be a whole number from 1 to 500."))
-				return
-			}
-			f.Limit = n
+		n, err := queryLimit(r.URL.Query(), 500)
+		if err != nil {
+			writeError(w, r, err)
+			return
 		}
+		f.Limit = n
 		list, err := releases.FindReleases(r.Context(), f)
 		if err != nil {
 			writeError(w, r, err)

@@ -90,10 +90,10 @@ func TestReleases(t *testing.T) {
 				ReleasedBy  string `json:"released_by"`
 				ReleasedAt  string `json:"released_at"`
 				SourceBuild struct {
-					ID       int64
+					ID        int64
 					URL, Page string
 				} `json:"source_build"`
-				Build struct{ ID int64 }
+				Build       struct{ ID int64 }
 				Promotions  []int64 `json:"promotion_ids"`
 				TestsPassed bool    `json:"tests_passed"`
 			}
@@ -181,4 +181,58 @@ func TestReleases(t *testing.T) {
 		err := postgres.NewReleaseService(b.db).CreateRelease(context.Background(), &bad)
 		require.Equal(t, slipway.EINVALID, slipway.ErrorCode(err), "%v", err)
 	})
+}
+
+func TestDashboardRelease(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	chart := &slipway.ReleaseChart{Name: "app", Reference: "oci://" + testRegistry + "/acme/charts/app:1.2.3",
+		Digest: digestOf("5"), Version: "1.2.3", AppVersion: "1.2.3"}
+	f := storeRelease(t, b, "v1.2.3", chart)
+	br := newBrowser(t, b.srv.URL)
+
+	resp, _ := br.do(http.MethodGet, "/releases/acme/app/v1.2.3", nil)
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode, "signed out: to the sign-in page")
+	br.signIn(createToken(t, b.db, "qa", slipway.RoleViewer))
+
+	for _, path := range []string{"/releases/acme/app/v1.2.3", "/releases/acme/app/1.2.3"} {
+		resp, page := br.do(http.MethodGet, path, nil)
+		require.Equal(t, http.StatusOK, resp.StatusCode, page)
+		require.Contains(t, page, "Release 1.2.3")
+		require.Contains(t, page, `<code id="index-digest">`+digestOf("0")+`</code>`)
+		require.Contains(t, page, `data-copy="`+digestOf("0")+`"`, "a copy button for the index digest")
+		require.Contains(t, page, "docker pull "+testRegistry+"/acme/app@"+digestOf("0"))
+		for _, d := range []string{digestOf("1"), digestOf("2")} {
+			require.Contains(t, page, `<code class="platform-digest">`+d+`</code>`)
+			require.Contains(t, page, `data-copy="`+d+`"`)
+		}
+		require.Contains(t, page, `<code class="provenance-digest">`+digestOf("3")+`</code>`)
+		require.Contains(t, page, `<code class="provenance-digest">`+digestOf("4")+`</code>`)
+		require.Contains(t, page, `<code id="chart-ref">`+chart.Reference+`</code>`)
+		require.Contains(t, page, "helm pull "+chart.Reference+"@"+digestOf("5"))
+		require.Contains(t, page, "smoke", "the tests per platform")
+		require.Contains(t, page, "Released by tag push v1.2.3 by alice")
+		require.Contains(t, page, fmt.Sprintf(`href="/builds/%d"`, f.source.ID))
+		require.Contains(t, page, f.rel.Commit)
+	}
+
+	resp, page := br.do(http.MethodGet, "/releases/acme/app", nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode, page)
+	require.Contains(t, page, `href="/releases/acme/app/1.2.3"`)
+	resp, page = br.do(http.MethodGet, "/releases/acme/app/9.9.9", nil)
+	require.Equal(t, http.StatusNotFound, resp.StatusCode, page)
+	require.Contains(t, page, "acme/app has no release 9.9.9")
+	resp, page = br.do(http.MethodGet, "/releases/acme/nothing", nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode, page)
+	require.Contains(t, page, "No releases yet")
+	resp, page = br.do(http.MethodGet, "/repos/acme/app", nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode, page)
+	require.Contains(t, page, `href="/releases/acme/app" id="repo-releases"`)
+
+	// No chart: the page says so, and offers no helm pull.
+	storeRelease(t, b, "v1.3.0", nil)
+	resp, page = br.do(http.MethodGet, "/releases/acme/app/1.3.0", nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode, page)
+	require.Contains(t, page, "No chart")
+	require.NotContains(t, page, "helm pull")
 }
