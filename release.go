@@ -58,8 +58,10 @@ type ReleaseChart struct {
 
 // ReleaseFilter selects releases. Zero fields do not filter.
 type ReleaseFilter struct {
-	Repo  string // owner/name, case-insensitive
-	Limit int    // default 50, at most 500
+	Repo string // owner/name, case-insensitive
+	// BuildID selects the releases of a build: as the tested build or as the tag's.
+	BuildID int64
+	Limit   int // default 50, at most 500
 }
 
 // ReleaseService stores release records. Implementations are safe for

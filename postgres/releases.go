@@ -155,7 +155,11 @@ func (s *ReleaseService) FindReleases(ctx context.Context, f slipway.ReleaseFilt
 			return nil, slipway.Errorf(slipway.EINVALID, "repo must be owner/name, got %q.", f.Repo)
 		}
 		args = append(args, owner, name)
-		where = append(where, "lower(r.owner) = lower($1) AND lower(r.name) = lower($2)")
+		where = append(where, fmt.Sprintf("lower(r.owner) = lower($%d) AND lower(r.name) = lower($%d)", len(args)-1, len(args)))
+	}
+	if f.BuildID != 0 {
+		args = append(args, f.BuildID)
+		where = append(where, fmt.Sprintf("(rl.source_build_id = $%[1]d OR rl.build_id = $%[1]d)", len(args)))
 	}
 	limit := f.Limit
 	if limit <= 0 {

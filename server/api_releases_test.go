@@ -216,6 +216,12 @@ func TestDashboardRelease(t *testing.T) {
 		require.Contains(t, page, f.rel.Commit)
 	}
 
+	for _, id := range []int64{f.source.ID} {
+		resp, page := br.do(http.MethodGet, fmt.Sprintf("/builds/%d", id), nil)
+		require.Equal(t, http.StatusOK, resp.StatusCode, page)
+		require.Contains(t, page, `Released as <a href="/releases/acme/app/1.2.3">1.2.3</a>`, "the tested build links its release")
+	}
+
 	resp, page := br.do(http.MethodGet, "/releases/acme/app", nil)
 	require.Equal(t, http.StatusOK, resp.StatusCode, page)
 	require.Contains(t, page, `href="/releases/acme/app/1.2.3"`)
