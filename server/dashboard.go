@@ -81,6 +81,7 @@ func (d *dashboard) routes(r chi.Router) {
 			r.With(d.form, d.need(slipway.RoleAdmin), timeout(requestTimeout)).Post("/tokens", d.handleTokenCreateForm)
 			r.With(d.form, d.need(slipway.RoleAdmin), timeout(requestTimeout)).Post("/tokens/{id}/delete", d.handleTokenDeleteForm)
 			r.With(timeout(requestTimeout)).Get("/promotions", d.handlePromotions)
+			r.With(timeout(requestTimeout)).Get("/releases/*", d.handleReleases)
 			r.With(d.form, d.need(slipway.RoleDeveloper), timeout(requestTimeout)).Post("/builds/{id}/cancel", d.handleCancel)
 			r.With(d.form, d.need(slipway.RoleDeveloper), timeout(requestTimeout)).Post("/builds/{id}/approve", d.handleApprove)
 			r.With(d.form, d.need(slipway.RoleDeveloper), timeout(requestTimeout)).Post("/builds/{id}/retry", d.handleRetry)

@@ -42,6 +42,9 @@ type Registry interface {
 	promote.Registry
 	// PushChart is registry.Client.PushChart: a release's Helm chart.
 	PushChart(ctx context.Context, ref string, metadata any, tgz []byte) (string, error)
+	// Attestations is registry.Client.Attestations: a release records each
+	// platform's provenance attestation.
+	Attestations(ctx context.Context, ref string) (map[string]string, error)
 }
 
 // Config configures a Worker.
@@ -96,6 +99,8 @@ type Config struct {
 	// target repository (see package promote); nil writes none and locks
 	// nothing.
 	Promotions slipway.PromotionService
+	// Releases stores the record of each release that succeeded; nil writes none.
+	Releases slipway.ReleaseService
 	// MaxAttempts bounds the attempts of a build that meets infrastructure
 	// failures (a lost worker among them); default 3. Attempts handed back at
 	// shutdown do not count.

@@ -247,6 +247,7 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 			Secrets:           secrets,
 			RepoCredentials:   secrets,
 			Promotions:        postgres.NewPromotionService(db),
+			Releases:          postgres.NewReleaseService(db),
 		}, builds, jobs, bk, reg)
 		if err != nil {
 			return err
@@ -299,6 +300,7 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 			Tokens:       postgres.NewTokenService(db),
 			Sessions:     postgres.NewSessionService(db),
 			Promotions:   postgres.NewPromotionService(db),
+			Releases:     postgres.NewReleaseService(db),
 			Integrations: postgres.NewIntegrationService(db),
 			Registry:     reg,
 		})
