@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/resource"
+
 	"github.com/slipway-ci/slipway"
 	"github.com/slipway-ci/slipway/buildkit"
 	"github.com/slipway-ci/slipway/forge"
@@ -68,6 +70,9 @@ var settings = []setting{
 	{"SLIPWAY_HEARTBEAT_INTERVAL", "5s", "worker, dev", "How often a running build's lease is renewed.", false},
 	{"SLIPWAY_STALE_AFTER", "30s", "worker, dev", "Age of a lease after which another worker takes the build over (at least twice the heartbeat).", false},
 	{"SLIPWAY_BUILD_TIMEOUT", "1h", "worker, dev", "Longest one attempt of a build may run.", false},
+	{"SLIPWAY_PODMAN", "podman", "worker, dev", "The podman executable that runs the Pods of tests with services (a path, or a name found in PATH). Podman runs as root on the worker's host; a worker without it runs every other test, and builds with services fail saying why.", false},
+	{"SLIPWAY_POD_CPU", "2", "worker, dev", "CPU limit of each container of a test Pod, in Kubernetes quantity syntax (`2`, `500m`).", false},
+	{"SLIPWAY_POD_MEMORY", "2Gi", "worker, dev", "Memory limit of each container of a test Pod, in Kubernetes quantity syntax (`2Gi`, `512Mi`).", false},
 	{"SLIPWAY_MAX_ATTEMPTS", "3", "worker, dev", "Most attempts of a build that meets infrastructure failures (buildkitd unreachable or crashed, registry 5xx or timeout, worker lost); user errors are never retried. Attempts handed back at shutdown do not count.", false},
 	{"SLIPWAY_RETRY_BACKOFF", "10s", "worker, dev", "Wait before retrying a build after an infrastructure failure; doubles with each further attempt.", false},
 	{"SLIPWAY_RETRY_MAX_BACKOFF", "5m", "worker, dev", "Longest wait between two attempts.", false},
@@ -124,6 +129,9 @@ type config struct {
 	HeartbeatInterval   time.Duration
 	StaleAfter          time.Duration
 	BuildTimeout        time.Duration
+	Podman              string
+	PodCPU              string
+	PodMemory           string
 	MaxAttempts         int
 	RetryBackoff        time.Duration
 	RetryMaxBackoff     time.Duration
@@ -166,6 +174,17 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 		v := get(name)
 		if v == "" {
 			bad(name, "is required")
+		}
+		return v
+	}
+	// quantity is a positive Kubernetes quantity (2, 500m, 2Gi), as given.
+	quantity := func(name, def string) string {
+		v := get(name)
+		if v == "" {
+			return def
+		}
+		if q, err := resource.ParseQuantity(v); err != nil || q.Sign() <= 0 {
+			bad(name, "%q is not a positive Kubernetes quantity (such as 2, 500m, 2Gi)", v)
 		}
 		return v
 	}
@@ -383,6 +402,12 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 			bad("SLIPWAY_STALE_AFTER", "%s must be at least twice SLIPWAY_HEARTBEAT_INTERVAL (%s)", c.StaleAfter, c.HeartbeatInterval)
 		}
 		c.BuildTimeout = duration("SLIPWAY_BUILD_TIMEOUT", time.Hour)
+		c.Podman = get("SLIPWAY_PODMAN")
+		if c.Podman == "" {
+			c.Podman = "podman"
+		}
+		c.PodCPU = quantity("SLIPWAY_POD_CPU", "2")
+		c.PodMemory = quantity("SLIPWAY_POD_MEMORY", "2Gi")
 		c.IntegrationSecret = get("SLIPWAY_INTEGRATION_SECRET")
 		if p, err := slipway.ParseOutboundPolicy(get("SLIPWAY_OUTBOUND_ALLOWED_HOSTS")); err != nil {
 			bad("SLIPWAY_OUTBOUND_ALLOWED_HOSTS", "%s", slipway.ErrorMessage(err))
