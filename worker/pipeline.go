@@ -97,10 +97,19 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 	if err != nil {
 		return fail("checkout failed: %v", err)
 	}
-	if err := w.checkoutBuild(ctx, job, build, dir, authEnv, sink); err != nil {
+	sshEnv, removeKey, err := w.sshAuth(build, rc, build.CloneURL, sink)
+	if err != nil {
+		return fail("checkout failed: %v", err)
+	}
+	err = w.checkoutBuild(ctx, job, build, dir, append(authEnv, sshEnv...), sink)
+	removeKey() // the deploy key's file lives only as long as the checkout
+	if err != nil {
 		var user errUserRef
 		if errors.As(err, &user) {
 			return fail("%s", user.msg)
+		}
+		if hint := sshHint(build.CloneURL, err); hint != "" {
+			return fail("checkout failed: %v%s", err, hint)
 		}
 		_, ownToken := repoToken(build, rc, build.CloneURL)
 		return fail("checkout failed: %v%s", err, authHint(build.Forge, err, ownToken))

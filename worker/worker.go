@@ -77,6 +77,10 @@ type Config struct {
 	// SubmoduleHosts are the hosts ("host" or "host:port") besides the
 	// repository's own that submodules may be fetched from.
 	SubmoduleHosts []string
+	// SSHKnownHosts is the path of the OpenSSH known_hosts file that an ssh://
+	// clone checks the server's host key against (SLIPWAY_SSH_KNOWN_HOSTS);
+	// "" fails every ssh clone saying so.
+	SSHKnownHosts string
 	// InsecureRegistry marks the registry as plain HTTP.
 	InsecureRegistry bool
 

@@ -80,6 +80,7 @@ var settings = []setting{
 	{"SLIPWAY_WORKSPACE_DIR", "$TMPDIR/slipway-work", "worker, dev", "Where checkouts are made (one folder per build, removed afterwards).", false},
 	{"SLIPWAY_GIT_DEV_PROTOCOLS", "false", "worker, dev", "Development only: also clone over git://, http:// and file:// (no server authentication, or the worker's own disk). Off, git gets only https and ssh (GIT_ALLOW_PROTOCOL) and other clone URLs fail the build.", false},
 	{"SLIPWAY_SUBMODULE_HOSTS", "(none)", "worker, dev", "Comma-separated hosts (host or host:port) besides the repository's own that submodules may be fetched from.", false},
+	{"SLIPWAY_SSH_KNOWN_HOSTS", "(none)", "worker, dev", "Path of an OpenSSH known_hosts file: ssh:// clone URLs (with the repository's deploy key) check the server's host key against it only (StrictHostKeyChecking=yes). Unset: an ssh:// clone fails saying so.", false},
 	{"SLIPWAY_OUTBOUND_ALLOWED_HOSTS", "(none)", "worker, dev", "Comma-separated hosts a repository's `integration.webhook` may call: names (`qa.example.com`), `*.example.com` (subdomains), IPs and CIDRs (`10.0.0.0/8`). A name never reaches a loopback, link-local (cloud metadata) or other special address it resolves to; only an IP or CIDR entry allows those (`make run` and the tests list `127.0.0.1`). Redirects to another host are not followed; proxy variables are ignored. Unset: no integration webhook is called.", false},
 	{"SLIPWAY_INTEGRATION_SECRET", "", "worker, dev", "Key of the HMAC-SHA256 signature (`X-Slipway-Signature-256`) on calls to a repository's `integration.webhook`. Builds that use one fail while it is unset.", true},
 	{"SLIPWAY_SERVER", "", "repo, promote, builds, logs, cancel, retry, wait", "URL of the slipway server the client commands call, e.g. `https://ci.example.com` (or `--server`).", false},
@@ -138,6 +139,7 @@ type config struct {
 	ShutdownGrace       time.Duration
 	WorkspaceDir        string
 	SubmoduleHosts      []string
+	SSHKnownHosts       string
 	GitDevProtocols     bool
 	IntegrationSecret   string
 	Outbound            *slipway.OutboundPolicy
@@ -213,6 +215,7 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 	c.DatabaseURL = required("SLIPWAY_DATABASE_URL")
 	c.GitDevProtocols = boolSetting("SLIPWAY_GIT_DEV_PROTOCOLS")
 	c.SubmoduleHosts = listSetting(get, "SLIPWAY_SUBMODULE_HOSTS")
+	c.SSHKnownHosts = get("SLIPWAY_SSH_KNOWN_HOSTS")
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}

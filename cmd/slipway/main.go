@@ -238,6 +238,7 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 			ShutdownGrace:     cfg.ShutdownGrace,
 			WorkspaceDir:      cfg.WorkspaceDir,
 			SubmoduleHosts:    cfg.SubmoduleHosts,
+			SSHKnownHosts:     cfg.SSHKnownHosts,
 			Git:               slipway.GitPolicy{DevProtocols: cfg.GitDevProtocols},
 			CloneAuth:         auth,
 			InsecureRegistry:  cfg.RegistryInsecure,
