@@ -9,7 +9,7 @@ GO ?= go
 
 all: build
 
-## deps: Debian packages, arm64 emulation, busybox debs, bin/buildkitd, bin/buildctl and bin/gitea
+## deps: Debian packages, arm64 emulation, busybox debs, bin/buildkitd, bin/buildctl, bin/gitea and bin/kube-apiserver
 deps:
 	@bash scripts/deps.sh
 

@@ -6,7 +6,8 @@
 #   - Debian packages: runc (BuildKit's OCI worker), qemu-user-static (arm64
 #     emulation), docker-registry, git (checkouts, git daemon), openssl and curl
 #     (the signed test push), chromium (the dashboard's browser tests, run
-#     headless), PostgreSQL 15 when no initdb is found;
+#     headless), etcd-server (the store of the chart tests' kube-apiserver),
+#     PostgreSQL 15 when no initdb is found;
 #   - the arm64 dpkg architecture and the busybox-static .debs for amd64 and
 #     arm64, cached in $SLIPWAY_CACHE_DIR/debs (default .cache/debs): the tests
 #     build their multi-platform base image from them; and the .debs of git
@@ -16,7 +17,10 @@
 #   - bin/buildkitd and bin/buildctl, built from the github.com/moby/buildkit
 #     version pinned in go.mod (a `go install ...@version` of it is refused);
 #   - bin/gitea, from code.gitea.io/gitea at the version scripts/gitea.sh pins
-#     (about 10 minutes on two cores the first time, then stamped).
+#     (about 10 minutes on two cores the first time, then stamped);
+#   - bin/kube-apiserver, from k8s.io/kubernetes at the version
+#     deploy/kube-apiserver/go.mod pins (scripts/kube-apiserver.sh; about
+#     N minutes on two cores the first time, then stamped).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -27,7 +31,7 @@ CACHE=${SLIPWAY_CACHE_DIR:-$ROOT/.cache}
 DEBS=$CACHE/debs
 command -v go >/dev/null 2>&1 || export PATH=$PATH:/usr/local/go/bin
 
-APT_PACKAGES=(runc qemu-user-static docker-registry git openssl curl chromium)
+APT_PACKAGES=(runc qemu-user-static docker-registry git openssl curl chromium etcd-server)
 BINFMT=/proc/sys/fs/binfmt_misc
 
 log() { echo "deps: $*" >&2; }
@@ -168,3 +172,7 @@ fi
 
 # bin/gitea, the real forge with its own registry the end-to-end tests run.
 bash "$ROOT/scripts/gitea.sh"
+
+# bin/kube-apiserver, the real API server the Helm chart's tests dry-run every
+# rendered object against (on the etcd from etcd-server).
+bash "$ROOT/scripts/kube-apiserver.sh"
