@@ -5,9 +5,13 @@ SHELL := /bin/bash
 export PATH := $(PATH):/usr/local/go/bin
 GO ?= go
 
-.PHONY: all deps build run test bench fuzz clean
+.PHONY: all help deps build run test lint bench fuzz clean
 
 all: build
+
+## help: this list of targets
+help:
+	@sed -n 's/^## //p' $(MAKEFILE_LIST)
 
 ## deps: Debian packages, arm64 emulation, busybox debs, bin/buildkitd, bin/buildctl, bin/gitea and bin/kube-apiserver
 deps:
@@ -24,6 +28,10 @@ run: deps build
 ## test: go test ./... against real PostgreSQL, registry and buildkitd on free ports
 test: deps
 	@bash scripts/test.sh
+
+## lint: gofmt, go vet and staticcheck (pinned) over every module; CI runs it
+lint:
+	@bash scripts/lint.sh
 
 ## bench: the Go benchmarks and slipbench (webhook intake, pickup latency) against real services
 bench: deps

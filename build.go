@@ -257,9 +257,16 @@ type Repo struct {
 	Image    string `json:"image"`
 	// HasWebhookSecret tells whether the repository has its own webhook secret.
 	// The secret itself is never returned.
-	HasWebhookSecret bool     `json:"has_webhook_secret"`
-	Platforms        []string `json:"platforms"`
-	AllowedBranches  []string `json:"allowed_branches"`
+	HasWebhookSecret bool `json:"has_webhook_secret"`
+	// HasCloneToken tells whether the repository has its own clone token
+	// (PUT /api/v1/repos/{owner}/{name}/clone-token), never returned itself.
+	HasCloneToken bool `json:"has_clone_token"`
+	// HasDeployKey tells whether the repository has its own SSH deploy key;
+	// DeployKeyFingerprint is its SHA256 fingerprint ("SHA256:…"), "" when none.
+	HasDeployKey         bool     `json:"has_deploy_key"`
+	DeployKeyFingerprint string   `json:"deploy_key_fingerprint"`
+	Platforms            []string `json:"platforms"`
+	AllowedBranches      []string `json:"allowed_branches"`
 	// PromotionTargets are where builds may be promoted besides their own
 	// image (see PromotionTargetAllowed); empty: SLIPWAY_PROMOTION_TARGETS.
 	PromotionTargets []string `json:"promotion_targets"`

@@ -46,7 +46,7 @@ func (p GitPolicy) CheckCloneURL(field, s string) error {
 	}
 	u, err := url.Parse(s)
 	if err != nil || strings.HasPrefix(s, "-") || strings.ContainsFunc(s, unicode.IsControl) || len(s) > MaxCloneURLBytes {
-		return Errorf(EINVALID, "%s is not a URL: %q.", field, shorten(s))
+		return Errorf(EINVALID, "%s is not a URL: %q.", field, Truncate(s, 100))
 	}
 	switch u.Scheme {
 	case "https", "ssh":
@@ -55,10 +55,10 @@ func (p GitPolicy) CheckCloneURL(field, s string) error {
 			return Errorf(EINVALID, "%s uses %s://, which is allowed only with SLIPWAY_GIT_DEV_PROTOCOLS=true (development machines); use an https:// or ssh:// URL.", field, u.Scheme)
 		}
 	default:
-		return Errorf(EINVALID, "%s must be an https:// or ssh:// URL, e.g. https://github.com/owner/name.git: %q.", field, shorten(s))
+		return Errorf(EINVALID, "%s must be an https:// or ssh:// URL, e.g. https://github.com/owner/name.git: %q.", field, Truncate(s, 100))
 	}
 	if u.Scheme != "file" && (u.Host == "" || strings.HasPrefix(u.Host, "-")) {
-		return Errorf(EINVALID, "%s has no host: %q.", field, shorten(s))
+		return Errorf(EINVALID, "%s has no host: %q.", field, Truncate(s, 100))
 	}
 	return nil
 }
@@ -108,12 +108,4 @@ func (p GitPolicy) GitEnv(environ []string) []string {
 		"SSH_ASKPASS=/bin/false",
 		"GCM_INTERACTIVE=never",
 	)
-}
-
-// shorten keeps messages about a bad value short whatever its size.
-func shorten(s string) string {
-	if len(s) > 100 {
-		return s[:100] + "…"
-	}
-	return s
 }

@@ -56,6 +56,11 @@ type PromotionService interface {
 	CreatePromotions(ctx context.Context, ps []*Promotion) error
 	// FindPromotions returns audit rows newest first.
 	FindPromotions(ctx context.Context, f PromotionFilter) ([]*Promotion, error)
+	// LockTarget waits until no other promotion to the target repository
+	// repo (registry/path, no tag) holds its lock, in any process, and takes
+	// it until unlock is called. An error means the lock was not taken (ctx
+	// ended, the store is unreachable: EUNAVAILABLE).
+	LockTarget(ctx context.Context, repo string) (unlock func(), err error)
 }
 
 // versionTagRE matches tags that look like versions: v1, 1.2, v1.2.3, 1.2.3-rc.1.

@@ -52,7 +52,7 @@ func ValidateTrustedAssociations(field, forge string, list []string) error {
 	for i, a := range list {
 		if !slices.Contains(TrustableAssociations, a) {
 			return Errorf(EINVALID, "%s[%d] %q is not an author association slipway can trust; use %s (GitHub's author_association values).",
-				field, i, shorten(a), strings.Join(TrustableAssociations, ", "))
+				field, i, Truncate(a, 100), strings.Join(TrustableAssociations, ", "))
 		}
 		if slices.Contains(list[:i], a) {
 			return Errorf(EINVALID, "%s lists %s twice.", field, a)

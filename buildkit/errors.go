@@ -3,7 +3,8 @@ package buildkit
 import (
 	"context"
 	"regexp"
-	"strings"
+
+	"github.com/slipway-ci/slipway"
 )
 
 // grpcNoise matches what gRPC puts in front of a message that crossed the
@@ -31,7 +32,7 @@ func cleanError(err error) error {
 
 func cleanMessage(s string) string {
 	s = grpcNoise.ReplaceAllString(s, "")
-	return strings.Join(strings.Fields(s), " ")
+	return slipway.OneLine(s)
 }
 
 // solveError wraps the error of a solve that did what: after ctx ended it is

@@ -47,6 +47,19 @@ type CloneToken struct {
 	Token    string
 }
 
+// DefaultCloneUsername is the username a forge's access token is sent
+// under when nobody named one: x-access-token (GitHub), oauth2 (GitLab),
+// slipway (Gitea and Forgejo take any).
+func DefaultCloneUsername(forge string) string {
+	switch forge {
+	case slipway.ForgeGitHub:
+		return "x-access-token"
+	case slipway.ForgeGitLab:
+		return "oauth2"
+	}
+	return "slipway"
+}
+
 // CloneTokens is a CloneAuth of fixed tokens, one per forge: a token is given
 // for a clone URL only when the forge matches and the URL's scheme, host and
 // port are the token's origin, so a payload naming another host never gets it.
@@ -236,7 +249,7 @@ func (a *GitHubApp) call(ctx context.Context, method, u, bearer string, body, ou
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode/100 != 2 {
-		return &APIError{Forge: "GitHub", StatusCode: resp.StatusCode, Message: shorten(strings.Join(strings.Fields(string(data)), " "), 200)}
+		return &APIError{Forge: "GitHub", StatusCode: resp.StatusCode, Message: slipway.Truncate(slipway.OneLine(string(data)), 200)}
 	}
 	if err := json.Unmarshal(data, out); err != nil {
 		return fmt.Errorf("decoding GitHub's answer: %w", err)

@@ -16,7 +16,6 @@ import (
 	"net/url"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/slipway-ci/slipway"
 )
@@ -88,20 +87,9 @@ func post(ctx context.Context, hc *http.Client, forge, u string, header http.Hea
 	defer resp.Body.Close()
 	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 	if resp.StatusCode/100 != 2 {
-		return &APIError{Forge: forge, StatusCode: resp.StatusCode, Message: shorten(strings.Join(strings.Fields(string(snippet)), " "), 200)}
+		return &APIError{Forge: forge, StatusCode: resp.StatusCode, Message: slipway.Truncate(slipway.OneLine(string(snippet)), 200)}
 	}
 	return nil
-}
-
-// shorten cuts s to at most n bytes on a rune boundary.
-func shorten(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
 }
 
 // repoStatusesURL is {base}/repos/{owner}/{repo}/statuses/{sha}, the path
@@ -143,7 +131,7 @@ func (g *GitHub) SetStatus(ctx context.Context, s Status) error {
 	h.Set("X-GitHub-Api-Version", "2022-11-28")
 	return post(ctx, g.HTTP, "GitHub", u, h, map[string]string{
 		"state": githubStates[s.State], "target_url": s.TargetURL,
-		"description": shorten(s.Description, 140), "context": StatusContext,
+		"description": slipway.Truncate(s.Description, 140), "context": StatusContext,
 	})
 }
 
@@ -169,7 +157,7 @@ func (g *GitLab) SetStatus(ctx context.Context, s Status) error {
 	h.Set("PRIVATE-TOKEN", g.Token)
 	return post(ctx, g.HTTP, "GitLab", u, h, map[string]string{
 		"state": gitlabStates[s.State], "ref": slipway.RefName(s.Ref), "name": StatusContext,
-		"target_url": s.TargetURL, "description": shorten(s.Description, 255),
+		"target_url": s.TargetURL, "description": slipway.Truncate(s.Description, 255),
 	})
 }
 
@@ -196,6 +184,6 @@ func (g *Gitea) SetStatus(ctx context.Context, s Status) error {
 	h.Set("Authorization", "token "+g.Token)
 	return post(ctx, g.HTTP, "Gitea", u, h, map[string]string{
 		"state": giteaStates[s.State], "target_url": s.TargetURL,
-		"description": shorten(s.Description, 255), "context": StatusContext,
+		"description": slipway.Truncate(s.Description, 255), "context": StatusContext,
 	})
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/slipway-ci/slipway"
 )
@@ -132,97 +134,83 @@ func utc(t *time.Time) *time.Time {
 	return &u
 }
 
-// EnqueueTrigger implements slipway.BuildService.
+// EnqueueTrigger implements slipway.BuildService in one round trip: the
+// repository upsert, the build, the delivery, the job (with the superseding
+// of older builds and the workers' wake-up) and the read of the new build go
+// to PostgreSQL as one pipelined batch, which runs as one implicit
+// transaction: all of it commits or none. A delivery id seen before makes the
+// delivery insert fail on its primary key, which rolls the whole batch back
+// (so a redelivery leaves nothing written); the first build is then read and
+// answered with Created false. When another delivery of the same id is still
+// in flight, the insert waits for it, as the unique index makes it.
 func (s *BuildService) EnqueueTrigger(ctx context.Context, t slipway.Trigger, image string) (slipway.EnqueueResult, error) {
-	var res slipway.EnqueueResult
-	err := pgx.BeginFunc(ctx, s.db.pool, func(tx pgx.Tx) error {
-		var err error
-		res, err = enqueueTrigger(ctx, tx, t, image)
-		return err
-	})
-	var dup errDuplicate
-	if errors.As(err, &dup) {
-		// The transaction that lost the race was rolled back; answer with the first build.
-		res, err = findDuplicate(ctx, s.db.pool, dup.buildID)
+	b, err := enqueueBatch(ctx, s.db.pool, t, image)
+	res := slipway.EnqueueResult{Build: b, Created: true}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.TableName == "webhook_deliveries" {
+		var id int64
+		if err = s.db.pool.QueryRow(ctx, sqlDeliveryFind, t.Forge, t.DeliveryID).Scan(&id); err == nil {
+			res, err = findDuplicate(ctx, s.db.pool, id)
+		}
 	}
 	if err != nil {
-		return slipway.EnqueueResult{}, fmt.Errorf("enqueueing %s delivery %s: %w", t.Forge, t.DeliveryID, interpretError(err))
+		return slipway.EnqueueResult{}, unavailable(fmt.Errorf("enqueueing %s delivery %s: %w", t.Forge, t.DeliveryID, interpretError(err)))
 	}
 	return res, nil
 }
+
+// newBuildID is the id of the build the batch of EnqueueTrigger inserted:
+// the session's last value of the builds' identity sequence. A scalar
+// subquery, so PostgreSQL evaluates currval (volatile) once and can use the
+// primary key, instead of once per row of a scan.
+const newBuildID = `(SELECT currval(pg_get_serial_sequence('builds', 'id')))`
 
 const (
 	// EnqueueTrigger: registers the repository on first sight. A registered
 	// repository's clone URL and image are its settings (only the admin API
 	// changes them) and win over the ones passed in: a delivery never re-points
 	// a repository at other code. On conflict only the default branch is
-	// updated, when the payload names one, so RETURNING sees the row.
+	// updated, when the payload names one.
 	sqlRepoUpsert = `-- EnqueueTrigger
 INSERT INTO repos (forge, owner, name, clone_url, image, default_branch) VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (forge, lower(owner), lower(name)) DO UPDATE SET
-    default_branch = coalesce(nullif(EXCLUDED.default_branch, ''), repos.default_branch)
-RETURNING id, image, clone_url, trusted_associations`
+    default_branch = coalesce(nullif(EXCLUDED.default_branch, ''), repos.default_branch)`
 
-	// EnqueueTrigger: the build keeps the platforms the repository's settings name
-	// now, so a later change of the settings does not change a queued build.
+	// EnqueueTrigger: the build takes the repository's clone URL, image and
+	// platforms as its settings are now, so a later change of the settings
+	// does not change a queued build. The image of a fork's pull request gets
+	// $17 (slipway.ForkImageSuffix). approval is slipway.ForkTrusted's rule
+	// on the trusted associations read in this transaction, so the setting
+	// that decides is the one the build is queued under: 'trusted' for a fork
+	// whose author's association the repository trusts, 'pending' (waits for
+	// a developer) for any other fork, '' otherwise.
 	sqlBuildInsert = `-- EnqueueTrigger
 INSERT INTO builds (repo_id, ref, commit_sha, message, sender, delivery_id, clone_url, image, target_platforms,
-    pull_request, pr_title, pr_author, pr_url, pr_fork, pr_base, verify_ref, pr_association)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, (SELECT platforms FROM repos WHERE id = $1), $9, $10, $11, $12, $13, $14, $15, $16) RETURNING id`
+    pull_request, pr_title, pr_author, pr_url, pr_fork, pr_base, verify_ref, pr_association, approval)
+SELECT r.id, $4, $5, $6, $7, $8, r.clone_url, r.image || $17, r.platforms,
+    $9, $10, $11, $12, $13, $14, $15, $16,
+    CASE WHEN NOT $13 THEN ''
+         WHEN $16 <> '' AND $16 = ANY (r.trusted_associations) THEN 'trusted'
+         ELSE 'pending' END
+FROM repos r WHERE r.forge = $1 AND lower(r.owner) = lower($2) AND lower(r.name) = lower($3)`
 
-	// EnqueueTrigger: a fork's pull-request build waits for approval; its job
-	// is kept from every claim until then.
-	sqlHoldForApproval = `-- EnqueueTrigger
-WITH b AS (UPDATE builds SET approval = 'pending' WHERE id = $1)
-UPDATE jobs SET run_after = 'infinity' WHERE build_id = $1`
-
-	// EnqueueTrigger: a fork's pull-request build whose author the repository
-	// trusts needs no approval; the build says why it runs without one. Its
-	// job stays claimable.
-	sqlTrustFork = `-- EnqueueTrigger
-UPDATE builds SET approval = 'trusted' WHERE id = $1`
-
-	// EnqueueTrigger: claims the delivery id. When another transaction holds the same
-	// key uncommitted, this INSERT waits for it; if that one commits, DO NOTHING
-	// returns no row and the caller rolls back and reads the first build.
+	// EnqueueTrigger: claims the delivery id; a second delivery of the same
+	// id fails here on the primary key and the batch rolls back.
 	sqlDeliveryInsert = `-- EnqueueTrigger
-INSERT INTO webhook_deliveries (forge, delivery_id, event, build_id) VALUES ($1, $2, $3, $4)
-ON CONFLICT (forge, delivery_id) DO NOTHING RETURNING build_id`
+INSERT INTO webhook_deliveries (forge, delivery_id, event, build_id) VALUES ($1, $2, $3, ` + newBuildID + `)`
 
 	sqlDeliveryFind = `-- EnqueueTrigger
 SELECT build_id FROM webhook_deliveries WHERE forge = $1 AND delivery_id = $2`
+
+	sqlNewBuild = `-- EnqueueTrigger
+SELECT ` + buildColumns + ` FROM ` + buildFrom + ` WHERE b.id = ` + newBuildID
 )
 
-// errDuplicate makes BeginFunc roll back the transaction of a redelivery.
-type errDuplicate struct{ buildID int64 }
-
-func (e errDuplicate) Error() string { return "duplicate delivery" }
-
-func enqueueTrigger(ctx context.Context, tx pgx.Tx, t slipway.Trigger, image string) (slipway.EnqueueResult, error) {
-	if t.DeliveryID != "" {
-		// Cheap check first, so a redelivery writes nothing at all.
-		var id int64
-		err := tx.QueryRow(ctx, sqlDeliveryFind, t.Forge, t.DeliveryID).Scan(&id)
-		if err == nil {
-			return findDuplicate(ctx, tx, id)
-		} else if err != pgx.ErrNoRows {
-			return slipway.EnqueueResult{}, err
-		}
-	}
-	var (
-		repoID  int64
-		trusted []string
-	)
-	// The trusted associations are read in this transaction, so the setting
-	// that decides is the one the build is queued under.
-	if err := tx.QueryRow(ctx, sqlRepoUpsert, t.Forge, t.Owner, t.Name, t.CloneURL, image, t.DefaultBranch).Scan(&repoID, &image, &t.CloneURL, &trusted); err != nil {
-		return slipway.EnqueueResult{}, fmt.Errorf("registering repository: %w", err)
-	}
-	var (
-		buildID int64
-		pr      = t.PullRequest
-		prNum   *int
-	)
+// enqueueBatch sends the statements of EnqueueTrigger as one batch and
+// returns the new build; see EnqueueTrigger.
+func enqueueBatch(ctx context.Context, pool *pgxpool.Pool, t slipway.Trigger, image string) (*slipway.Build, error) {
+	pr, suffix := t.PullRequest, ""
+	var prNum *int
 	if pr == nil {
 		pr = &slipway.PullRequest{}
 	} else {
@@ -231,46 +219,43 @@ func enqueueTrigger(ctx context.Context, tx pgx.Tx, t slipway.Trigger, image str
 	if pr.Fork {
 		// Untrusted code never lands beside release images, nor does a
 		// trusted author's fork: its head branch may take pushes from others.
-		image += slipway.ForkImageSuffix
+		suffix = slipway.ForkImageSuffix
 	}
-	if err := tx.QueryRow(ctx, sqlBuildInsert, repoID, t.Ref, t.Commit, t.Message, t.Sender, t.DeliveryID, t.CloneURL, image,
-		prNum, pr.Title, pr.Author, pr.URL, pr.Fork, pr.Base, t.VerifyRef && t.Commit != "",
-		pr.AuthorAssociation).Scan(&buildID); err != nil {
-		return slipway.EnqueueResult{}, fmt.Errorf("inserting build: %w", err)
-	}
+	batch := &pgx.Batch{}
+	batch.Queue(sqlRepoUpsert, t.Forge, t.Owner, t.Name, t.CloneURL, image, t.DefaultBranch)
+	batch.Queue(sqlBuildInsert, t.Forge, t.Owner, t.Name, t.Ref, t.Commit, t.Message, t.Sender, t.DeliveryID,
+		prNum, pr.Title, pr.Author, pr.URL, pr.Fork, pr.Base, t.VerifyRef && t.Commit != "", pr.AuthorAssociation, suffix)
 	if t.DeliveryID != "" {
-		var got int64
-		err := tx.QueryRow(ctx, sqlDeliveryInsert, t.Forge, t.DeliveryID, t.Event, buildID).Scan(&got)
-		if err == pgx.ErrNoRows {
-			// A concurrent delivery of the same id committed first: undo ours.
-			var first int64
-			if err := tx.QueryRow(ctx, sqlDeliveryFind, t.Forge, t.DeliveryID).Scan(&first); err != nil {
-				return slipway.EnqueueResult{}, fmt.Errorf("reading first delivery: %w", err)
-			}
-			return slipway.EnqueueResult{}, errDuplicate{buildID: first}
-		} else if err != nil {
-			return slipway.EnqueueResult{}, fmt.Errorf("recording delivery: %w", err)
+		batch.Queue(sqlDeliveryInsert, t.Forge, t.DeliveryID, t.Event)
+	}
+	batch.Queue(sqlJobInsert, channelJobs, channelCancel, channelBuilds)
+	batch.Queue(sqlNewBuild)
+	br := pool.SendBatch(ctx, batch)
+	defer br.Close()
+	for _, what := range []string{"registering repository", "inserting build", "recording delivery", "queueing job"} {
+		if what == "recording delivery" && t.DeliveryID == "" {
+			continue
+		}
+		tag, err := br.Exec()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		if what == "inserting build" && tag.RowsAffected() != 1 {
+			return nil, fmt.Errorf("inserting build: repository %s/%s not found after its upsert", t.Owner, t.Name)
 		}
 	}
-	// The job, the superseding of older builds and the workers' wake-up (jobs.go).
-	if err := queueJob(ctx, tx, buildID); err != nil {
-		return slipway.EnqueueResult{}, err
-	}
-	switch {
-	case slipway.ForkTrusted(pr, trusted):
-		if _, err := tx.Exec(ctx, sqlTrustFork, buildID); err != nil {
-			return slipway.EnqueueResult{}, fmt.Errorf("marking build trusted: %w", err)
-		}
-	case pr.Fork:
-		if _, err := tx.Exec(ctx, sqlHoldForApproval, buildID); err != nil {
-			return slipway.EnqueueResult{}, fmt.Errorf("holding build for approval: %w", err)
-		}
-	}
-	b, err := findBuildByID(ctx, tx, buildID)
+	rows, err := br.Query()
 	if err != nil {
-		return slipway.EnqueueResult{}, err
+		return nil, fmt.Errorf("reading the new build: %w", err)
 	}
-	return slipway.EnqueueResult{Build: b, Created: true}, nil
+	row, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[buildRow])
+	if err != nil {
+		return nil, fmt.Errorf("reading the new build: %w", err)
+	}
+	if err := br.Close(); err != nil {
+		return nil, err
+	}
+	return row.toBuild()
 }
 
 func findDuplicate(ctx context.Context, q querier, buildID int64) (slipway.EnqueueResult, error) {
@@ -291,10 +276,10 @@ type querier interface {
 func (s *BuildService) FindBuildByID(ctx context.Context, id int64) (*slipway.Build, error) {
 	b, err := findBuildByID(ctx, s.db.pool, id)
 	if err != nil {
-		return nil, fmt.Errorf("finding build %d: %w", id, err)
+		return nil, unavailable(fmt.Errorf("finding build %d: %w", id, err))
 	}
 	if b.Attempts, err = findAttempts(ctx, s.db.pool, id); err != nil {
-		return nil, fmt.Errorf("finding attempts of build %d: %w", id, err)
+		return nil, unavailable(fmt.Errorf("finding attempts of build %d: %w", id, err))
 	}
 	return b, nil
 }
@@ -367,11 +352,11 @@ SELECT %s FROM %s
 WHERE %s ORDER BY b.id DESC LIMIT $%d`, buildColumns, buildFrom, strings.Join(where, " AND "), len(args))
 	rows, err := s.db.pool.Query(ctx, query, args...)
 	if err != nil {
-		return nil, fmt.Errorf("finding builds: %w", err)
+		return nil, unavailable(fmt.Errorf("finding builds: %w", err))
 	}
 	list, err := pgx.CollectRows(rows, pgx.RowToStructByName[buildRow])
 	if err != nil {
-		return nil, fmt.Errorf("finding builds: %w", err)
+		return nil, unavailable(fmt.Errorf("finding builds: %w", err))
 	}
 	builds := make([]*slipway.Build, 0, len(list))
 	for _, r := range list {
@@ -433,7 +418,7 @@ func (s *BuildService) WriteLog(ctx context.Context, buildID int64, w io.Writer)
 	rows, err := s.db.pool.Query(ctx, `-- WriteLog
 SELECT attempt, lines FROM build_log_chunks WHERE build_id = $1 ORDER BY id`, buildID)
 	if err != nil {
-		return fmt.Errorf("reading log of build %d: %w", buildID, err)
+		return unavailable(fmt.Errorf("reading log of build %d: %w", buildID, err))
 	}
 	defer rows.Close()
 	var sb strings.Builder
@@ -445,7 +430,7 @@ SELECT attempt, lines FROM build_log_chunks WHERE build_id = $1 ORDER BY id`, bu
 			lines []logLine
 		)
 		if err := rows.Scan(&a, &data); err != nil {
-			return fmt.Errorf("reading log of build %d: %w", buildID, err)
+			return unavailable(fmt.Errorf("reading log of build %d: %w", buildID, err))
 		}
 		if err := json.Unmarshal(data, &lines); err != nil {
 			return fmt.Errorf("decoding log of build %d: %w", buildID, err)
@@ -472,7 +457,7 @@ SELECT attempt, lines FROM build_log_chunks WHERE build_id = $1 ORDER BY id`, bu
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("reading log of build %d: %w", buildID, err)
+		return unavailable(fmt.Errorf("reading log of build %d: %w", buildID, err))
 	}
 	_, err = io.WriteString(w, sb.String())
 	return err

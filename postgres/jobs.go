@@ -353,15 +353,8 @@ UPDATE jobs SET state = 'completed', claimed_by = NULL, heartbeat_at = NULL, fin
 func finishAttempt(ctx context.Context, tx pgx.Tx, job *slipway.Job, errText string, infra bool) error {
 	_, err := tx.Exec(ctx, `-- JobComplete
 UPDATE build_attempts SET finished_at = now(), error = $3, infra = $4 WHERE build_id = $1 AND attempt = $2`,
-		job.BuildID, job.Attempt, truncate(errText, 4000), infra)
+		job.BuildID, job.Attempt, slipway.Truncate(errText, 4000), infra)
 	return err
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return strings.ToValidUTF8(s[:n], "") + "…"
 }
 
 // JobRetry: an attempt failed for a reason of the infrastructure. attempt minus
@@ -548,13 +541,25 @@ func (q *JobQueue) JobRescueStuck(ctx context.Context, staleAfter time.Duration,
 // learns by NOTIFY or heartbeat. The older job rows are locked in id order (as
 // every other writer locks one job, then its build). One statement, one round
 // trip: webhook intake is bound by round trips to the database.
+// sqlJobInsert queues the job of the build EnqueueTrigger's batch just
+// inserted (newBuildID): claimable at once, or never until approved for a
+// build whose approval is pending. When the repository supersedes, older
+// builds of the same branch or pull request still queued or running are
+// stopped: a queued one ends canceled here, a running one's worker is told
+// on $2 (slipway_cancel, "JOB_ID REASON"). Every stopped build is announced
+// on $3 (slipway_builds), and the workers are woken on $1 (slipway_jobs).
+// The notifications go out at commit.
 const sqlJobInsert = `-- JobInsert
-WITH job AS (
-    INSERT INTO jobs (build_id, repo_id) SELECT id, repo_id FROM builds WHERE id = $1
+WITH nb AS (
+    SELECT ` + newBuildID + ` AS id
+), job AS (
+    INSERT INTO jobs (build_id, repo_id, run_after)
+    SELECT b.id, b.repo_id, CASE WHEN b.approval = 'pending' THEN 'infinity'::timestamptz ELSE now() END
+    FROM builds b JOIN nb ON b.id = nb.id
     RETURNING id
 ), newer AS (
-    SELECT b.id, b.repo_id, b.ref FROM builds b JOIN repos r ON r.id = b.repo_id
-    WHERE b.id = $1 AND r.supersede
+    SELECT b.id, b.repo_id, b.ref FROM builds b JOIN nb ON b.id = nb.id JOIN repos r ON r.id = b.repo_id
+    WHERE r.supersede
       AND (b.ref LIKE 'refs/heads/%' OR b.ref LIKE 'refs/pull/%' OR b.ref LIKE 'refs/merge-requests/%')
 ), older AS (
     SELECT j.id, j.build_id, j.state FROM builds b
@@ -568,50 +573,20 @@ WITH job AS (
     FOR UPDATE OF j
 ), stopped AS (
     UPDATE jobs j
-    SET cancel_reason = $2,
+    SET cancel_reason = 'superseded by build ' || (SELECT id FROM nb),
         state = CASE WHEN older.state = 'available' THEN 'completed' ELSE j.state END,
         finished_at = CASE WHEN older.state = 'available' THEN now() END
     FROM older WHERE j.id = older.id
     RETURNING j.id, j.build_id, older.state
 ), canceled AS (
-    UPDATE builds b SET state = 'canceled', error = $2, finished_at = now()
+    UPDATE builds b SET state = 'canceled', error = 'superseded by build ' || (SELECT id FROM nb), finished_at = now()
     FROM stopped WHERE b.id = stopped.build_id AND stopped.state = 'available'
 )
 SELECT (SELECT count(*) FROM job) AS queued,
-       pg_notify($3, $1::text) IS NULL AS notified,
-       (SELECT coalesce(json_agg(json_build_object('id', id, 'build_id', build_id, 'state', state)), '[]') FROM stopped) AS stopped`
-
-// queueJob runs JobInsert for the new build buildID inside the transaction
-// that inserted it, then tells the workers running superseded builds to stop.
-func queueJob(ctx context.Context, tx pgx.Tx, buildID int64) error {
-	reason := fmt.Sprintf("superseded by build %d", buildID)
-	var (
-		queued   int
-		notified bool
-		stopped  []struct {
-			ID      int64  `json:"id"`
-			BuildID int64  `json:"build_id"`
-			State   string `json:"state"`
-		}
-	)
-	if err := tx.QueryRow(ctx, sqlJobInsert, buildID, reason, channelJobs).Scan(&queued, &notified, &stopped); err != nil {
-		return fmt.Errorf("queueing job: %w", err)
-	}
-	if queued != 1 {
-		return fmt.Errorf("queueing job: build %d not found", buildID)
-	}
-	for _, s := range stopped {
-		if s.State == "running" {
-			if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, channelCancel, fmt.Sprintf("%d %s", s.ID, reason)); err != nil {
-				return fmt.Errorf("notifying workers of a cancel: %w", err)
-			}
-		}
-		if err := notifyBuild(ctx, tx, s.BuildID); err != nil {
-			return err
-		}
-	}
-	return nil
-}
+       pg_notify($1, (SELECT id FROM nb)::text) IS NULL AS notified,
+       (SELECT count(pg_notify($2, stopped.id || ' superseded by build ' || nb.id)) FROM stopped, nb
+        WHERE stopped.state = 'running') AS canceling,
+       (SELECT count(pg_notify($3, build_id::text)) FROM stopped) AS announced`
 
 // findAttempts returns a build's attempts, first first.
 func findAttempts(ctx context.Context, q querier, buildID int64) ([]slipway.BuildAttempt, error) {

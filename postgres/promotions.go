@@ -55,7 +55,7 @@ func (s *PromotionService) CreatePromotions(ctx context.Context, ps []*slipway.P
 		values = append(values, fmt.Sprintf("($%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d)",
 			n+1, n+2, n+3, n+4, n+5, n+6, n+7, n+8, n+9, n+10, n+11))
 		args = append(args, p.BuildID, p.Actor, p.Digest, p.Source, p.Target, p.TargetRepo, p.Tag,
-			p.PreviousDigest, p.Forced, string(p.Outcome), clip(p.Reason, 4096))
+			p.PreviousDigest, p.Forced, string(p.Outcome), slipway.Truncate(p.Reason, 4096))
 	}
 	rows, err := s.db.pool.Query(ctx, `-- CreatePromotions
 INSERT INTO promotions (build_id, actor, digest, source, target, target_repo, tag, previous_digest, forced, outcome, reason)
@@ -117,10 +117,35 @@ SELECT %s FROM promotions WHERE %s ORDER BY id DESC LIMIT $%d`, promotionColumns
 	return out, nil
 }
 
-// clip cuts s to at most n bytes, the length a column allows.
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
+// LockTarget implements slipway.PromotionService with a PostgreSQL session
+// advisory lock (pg_advisory_lock) keyed by a 64-bit hash of repo, held on
+// one connection of the pool until unlock is called, so promotions to one
+// repository are serialized across every server and worker process. Waiting
+// ends with ctx (the error wraps ctx.Err()). unlock never fails: when the
+// unlock statement does not go through, the connection is closed, which ends
+// the lock too. Two repositories whose hashes collide merely wait for each
+// other.
+func (s *PromotionService) LockTarget(ctx context.Context, repo string) (unlock func(), err error) {
+	conn, err := s.db.pool.Acquire(ctx)
+	if err != nil {
+		return nil, unavailable(fmt.Errorf("locking promotions to %s: %w", repo, err))
 	}
-	return s[:n]
+	key := "slipway.promote:" + repo
+	if _, err := conn.Exec(ctx, `-- LockTarget
+		SELECT pg_advisory_lock(hashtextextended($1, 0))`, key); err != nil {
+		// The wait may have been cut short mid-statement: do not hand the
+		// connection back in an unknown state.
+		_ = conn.Conn().Close(context.WithoutCancel(ctx))
+		conn.Release()
+		return nil, unavailable(fmt.Errorf("locking promotions to %s: %w", repo, err))
+	}
+	return func() {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if _, err := conn.Exec(uctx, `-- UnlockTarget
+			SELECT pg_advisory_unlock(hashtextextended($1, 0))`, key); err != nil {
+			_ = conn.Conn().Close(uctx)
+		}
+		conn.Release()
+	}, nil
 }

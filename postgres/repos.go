@@ -36,6 +36,8 @@ type repoRow struct {
 	CloneURL         string    `db:"clone_url"`
 	Image            string    `db:"image"`
 	WebhookSecretEnc []byte    `db:"webhook_secret_enc"`
+	HasCloneToken    bool      `db:"has_clone_token"`
+	DeployKeyFP      string    `db:"deploy_key_fingerprint"`
 	Platforms        []string  `db:"platforms"`
 	AllowedBranches  []string  `db:"allowed_branches"`
 	PromotionTargets []string  `db:"promotion_targets"`
@@ -47,7 +49,8 @@ type repoRow struct {
 	UpdatedAt        time.Time `db:"updated_at"`
 }
 
-const repoColumns = `id, forge, owner, name, clone_url, image, webhook_secret_enc, platforms,
+const repoColumns = `id, forge, owner, name, clone_url, image, webhook_secret_enc,
+	clone_token_enc IS NOT NULL AS has_clone_token, deploy_key_fingerprint, platforms,
 	allowed_branches, promotion_targets, trusted_associations, max_running, supersede, default_branch, created_at, updated_at`
 
 func (r repoRow) toRepo() *slipway.Repo {
@@ -59,7 +62,8 @@ func (r repoRow) toRepo() *slipway.Repo {
 	}
 	return &slipway.Repo{
 		ID: r.ID, Forge: r.Forge, Owner: r.Owner, Name: r.Name, CloneURL: r.CloneURL, Image: r.Image,
-		HasWebhookSecret: r.WebhookSecretEnc != nil, Platforms: nonNil(r.Platforms),
+		HasWebhookSecret: r.WebhookSecretEnc != nil, HasCloneToken: r.HasCloneToken,
+		HasDeployKey: r.DeployKeyFP != "", DeployKeyFingerprint: r.DeployKeyFP, Platforms: nonNil(r.Platforms),
 		AllowedBranches: nonNil(r.AllowedBranches), PromotionTargets: nonNil(r.PromotionTargets),
 		TrustedAssociations: nonNil(r.TrustedAssoc), MaxRunning: r.MaxRunning, Supersede: r.Supersede,
 		DefaultBranch: r.DefaultBranch, CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC(),

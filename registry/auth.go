@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/slipway-ci/slipway"
 )
 
 // DockerConfigSetting and CABundleSetting are the settings errors point
@@ -138,7 +139,7 @@ func explainTLS(err error) string {
 	case errors.As(err, &unknown), errors.As(err, &verify) && strings.Contains(verify.Error(), "unknown authority"):
 		return host + " presents a certificate signed by an unknown authority: put the CA that signs it in the PEM file " + CABundleSetting + " names"
 	case errors.As(err, &hostErr), errors.As(err, &invalid):
-		return host + " presents a certificate that is not valid for it (" + oneLine(err.Error()) + ")"
+		return host + " presents a certificate that is not valid for it (" + slipway.OneLine(err.Error()) + ")"
 	}
 	return ""
 }

@@ -78,9 +78,5 @@ func interpretError(what string, err error) error {
 	if code == slipway.EFORBIDDEN && terr.Request != nil && terr.Request.URL != nil {
 		detail += "; check the credentials for " + terr.Request.URL.Host + " in the Docker config " + DockerConfigSetting + " names"
 	}
-	return &regError{msg: what + ": " + oneLine(detail), code: code, cause: err}
-}
-
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
+	return &regError{msg: what + ": " + slipway.OneLine(detail), code: code, cause: err}
 }

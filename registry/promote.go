@@ -16,7 +16,7 @@ import (
 	"github.com/slipway-ci/slipway"
 )
 
-// PromoteSpec says what Promote copies where.
+// PromoteSpec says what a promotion (Resolve, then Retag) copies where.
 type PromoteSpec struct {
 	// Source is the repository the build pushed to, such as
 	// "registry:5000/acme/app", and Digest the index (or manifest) in it.
@@ -29,14 +29,81 @@ type PromoteSpec struct {
 	Tags []string
 }
 
-// PromotePlan is what Promote found before it wrote anything: the digest each
-// tag pointed at ("" for a tag that did not exist), in the order of the tags.
-type PromotePlan struct {
+// Resolved is what Resolve read of a promotion before anything is written:
+// the digest each tag of Spec points at now, and the source manifest.
+type Resolved struct {
+	Spec PromoteSpec
+	// Previous is the digest each tag of Spec.Tags points at now, in order;
+	// "" for a tag that does not exist.
 	Previous []string
+
+	src  name.Digest
+	tags []name.Tag
+	desc *remote.Descriptor
 }
 
-// Promote points every tag of spec in spec.Target at spec.Source@spec.Digest
-// without changing the digest:
+// Resolve reads what a promotion of spec would change, writing nothing: the
+// digest each tag points at in spec.Target and the source index
+// spec.Source@spec.Digest (checked to hash to spec.Digest). The reads run at
+// once, so a promotion costs about one round trip more than a plain retag.
+// A missing tag is no error; a missing source or a registry error is, with
+// the registry host named (see interpretError). The result stays valid for
+// Retag as long as ctx does.
+func (c *Client) Resolve(ctx context.Context, spec PromoteSpec) (*Resolved, error) {
+	src, err := name.NewDigest(spec.Source+"@"+spec.Digest, c.nameOptions()...)
+	if err != nil {
+		return nil, errorf(slipway.EINVALID, "promoting %s@%s: %v", spec.Source, spec.Digest, err)
+	}
+	dst, err := name.NewRepository(spec.Target, c.nameOptions()...)
+	if err != nil {
+		return nil, errorf(slipway.EINVALID, "promoting to %s: %v", spec.Target, err)
+	}
+	r := &Resolved{Spec: spec, src: src, tags: make([]name.Tag, len(spec.Tags)), Previous: make([]string, len(spec.Tags))}
+	for i, t := range spec.Tags {
+		if !slipway.ValidTag(t) {
+			return nil, errorf(slipway.EINVALID, "promoting to %s: invalid tag %q", spec.Target, t)
+		}
+		r.tags[i] = dst.Tag(t)
+	}
+	puller, _, err := c.remotes.get(c)
+	if err != nil {
+		return nil, fmt.Errorf("promoting %s: %w", src, err)
+	}
+	// Not errgroup.WithContext: desc keeps the context for the children it
+	// fetches later, so it must outlive Wait.
+	var g errgroup.Group
+	for i, tag := range r.tags {
+		g.Go(func() error {
+			d, err := puller.Head(ctx, tag)
+			if err != nil {
+				var terr *transport.Error
+				if errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound {
+					return nil // a new tag
+				}
+				return interpretError(fmt.Sprintf("reading tag %s", tag), err)
+			}
+			r.Previous[i] = d.Digest.String()
+			return nil
+		})
+	}
+	g.Go(func() error {
+		// Get checks that the bytes hash to the digest asked for.
+		d, err := puller.Get(ctx, src)
+		if err != nil {
+			return interpretError(fmt.Sprintf("fetching %s", src), err)
+		}
+		r.desc = d
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Retag points every tag of r.Spec in r.Spec.Target at the source r.Spec
+// describes, without changing the digest; tags whose Previous digest is
+// r.Spec.Digest already are skipped. How:
 //
 //   - same repository: a manifest PUT of the exact bytes fetched by digest
 //     under each tag; no blob is read or uploaded.
@@ -47,78 +114,21 @@ type PromotePlan struct {
 //   - another registry: the same walk, with every missing blob streamed from
 //     the source to the target.
 //
-// Blobs and manifests the target already holds are not written again.
-//
-// Before writing, check is called with the digest each tag points at now
-// ("" when it does not exist); when it returns an error nothing is written and
-// Promote returns that error with the plan. Tags whose previous digest is
-// spec.Digest are skipped. On a registry error the tags written so far stay.
-func (c *Client) Promote(ctx context.Context, spec PromoteSpec, check func(previous []string) error) (PromotePlan, error) {
-	var plan PromotePlan
-	src, err := name.NewDigest(spec.Source+"@"+spec.Digest, c.nameOptions()...)
-	if err != nil {
-		return plan, errorf(slipway.EINVALID, "promoting %s@%s: %v", spec.Source, spec.Digest, err)
-	}
-	dst, err := name.NewRepository(spec.Target, c.nameOptions()...)
-	if err != nil {
-		return plan, errorf(slipway.EINVALID, "promoting to %s: %v", spec.Target, err)
-	}
-	tags := make([]name.Tag, len(spec.Tags))
-	for i, t := range spec.Tags {
-		if !slipway.ValidTag(t) {
-			return plan, errorf(slipway.EINVALID, "promoting to %s: invalid tag %q", spec.Target, t)
-		}
-		tags[i] = dst.Tag(t)
-	}
-
-	puller, tagger, err := c.remotes.get(c)
-	if err != nil {
-		return plan, fmt.Errorf("promoting %s: %w", src, err)
-	}
-	// The tags' current digests and the source manifest are independent
-	// reads: make them at once, so a promotion costs about one round trip
-	// more than a plain retag.
-	plan.Previous = make([]string, len(tags))
-	var desc *remote.Descriptor
-	// Not errgroup.WithContext: desc keeps the context for the children it
-	// fetches later, so it must outlive Wait.
-	var g errgroup.Group
-	for i, tag := range tags {
-		g.Go(func() error {
-			d, err := puller.Head(ctx, tag)
-			if err != nil {
-				var terr *transport.Error
-				if errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound {
-					return nil // a new tag
-				}
-				return interpretError(fmt.Sprintf("reading tag %s", tag), err)
-			}
-			plan.Previous[i] = d.Digest.String()
-			return nil
-		})
-	}
-	g.Go(func() error {
-		// Get checks that the bytes hash to the digest asked for.
-		d, err := puller.Get(ctx, src)
-		if err != nil {
-			return interpretError(fmt.Sprintf("fetching %s", src), err)
-		}
-		desc = d
+// Blobs and manifests the target already holds are not written again. On a
+// registry error the tags written so far stay. Retag does not re-read the
+// tags: the caller serializes promotions to one target (promote.Service
+// holds a lock across Resolve and Retag).
+func (c *Client) Retag(ctx context.Context, r *Resolved) error {
+	if len(r.tags) == 0 {
 		return nil
-	})
-	if err := g.Wait(); err != nil {
-		return plan, err
 	}
-	if check != nil {
-		if err := check(plan.Previous); err != nil {
-			return plan, err
-		}
+	_, tagger, err := c.remotes.get(c)
+	if err != nil {
+		return fmt.Errorf("promoting %s: %w", r.src, err)
 	}
-
-	sameRepo := dst.Name() == src.Context().Name()
-	copied := sameRepo
-	for i, tag := range tags {
-		if plan.Previous[i] == spec.Digest {
+	copied := r.tags[0].Context().Name() == r.src.Context().Name()
+	for i, tag := range r.tags {
+		if r.Previous[i] == r.Spec.Digest {
 			continue // already there: nothing to write
 		}
 		if !copied {
@@ -128,29 +138,29 @@ func (c *Client) Promote(ctx context.Context, spec PromoteSpec, check func(previ
 			// and skip them even if the registry lost them since.
 			pusher, err := remote.NewPusher(c.remoteOptions(ctx)...)
 			if err != nil {
-				return plan, fmt.Errorf("promoting %s: %w", src, err)
+				return fmt.Errorf("promoting %s: %w", r.src, err)
 			}
-			if err := pusher.Push(ctx, tag, desc); err != nil {
-				return plan, interpretError(fmt.Sprintf("copying %s to %s", src, tag), err)
+			if err := pusher.Push(ctx, tag, r.desc); err != nil {
+				return interpretError(fmt.Sprintf("copying %s to %s", r.src, tag), err)
 			}
 			copied = true
 			continue
 		}
 		// A *remote.Descriptor is Taggable with its raw manifest and media
 		// type, so Put sends the bytes as fetched.
-		if err := tagger.Put(ctx, tag, desc); err != nil {
-			return plan, interpretError(fmt.Sprintf("tagging %s as %s", src, tag), err)
+		if err := tagger.Put(ctx, tag, r.desc); err != nil {
+			return interpretError(fmt.Sprintf("tagging %s as %s", r.src, tag), err)
 		}
 	}
-	return plan, nil
+	return nil
 }
 
-// remoteTTL is how long Promote reuses one Puller and Pusher. Reuse saves the
+// remoteTTL is how long Resolve and Retag reuse one Puller and Pusher. Reuse saves the
 // /v2/ ping and the token exchange of every call (two of a plain retag's four
 // round trips); renewing them now and then picks up rotated credentials.
 const remoteTTL = 5 * time.Minute
 
-// remoteCache holds the Puller and the Pusher that Promote shares between
+// remoteCache holds the Puller and the Pusher that Resolve and Retag share between
 // calls. The Pusher is used for manifest PUTs only (Put): it keeps no state
 // about blobs. The zero value is ready to use.
 type remoteCache struct {

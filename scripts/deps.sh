@@ -7,6 +7,10 @@
 #     emulation), docker-registry, git (checkouts, git daemon), openssl and curl
 #     (the signed test push), chromium (the dashboard's browser tests, run
 #     headless), etcd-server (the store of the chart tests' kube-apiserver),
+#     podman with catatonit (its pause image), netavark and
+#     aardvark-dns (the integration test Pods; slipway gives podman its own
+#     containers.conf through CONTAINERS_CONF, see pod.ContainersConf, so
+#     nothing of the machine's container configuration changes),
 #     PostgreSQL 15 when no initdb is found;
 #   - the arm64 dpkg architecture and the busybox-static .debs for amd64 and
 #     arm64, cached in $SLIPWAY_CACHE_DIR/debs (default .cache/debs): the tests
@@ -15,12 +19,13 @@
 #   - the qemu-aarch64 binfmt_misc handler, registered by hand: without systemd
 #     nothing registers it when the package is installed;
 #   - bin/buildkitd and bin/buildctl, built from the github.com/moby/buildkit
-#     version pinned in go.mod (a `go install ...@version` of it is refused);
+#     version pinned in test/tools/go.mod, equal to the client's in go.mod (a
+#     `go install ...@version` of it is refused);
 #   - bin/gitea, from code.gitea.io/gitea at the version scripts/gitea.sh pins
 #     (about 10 minutes on two cores the first time, then stamped);
 #   - bin/kube-apiserver, from k8s.io/kubernetes at the version
 #     deploy/kube-apiserver/go.mod pins (scripts/kube-apiserver.sh; about
-#     N minutes on two cores the first time, then stamped).
+#     15 minutes on two cores the first time, then stamped).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -31,7 +36,7 @@ CACHE=${SLIPWAY_CACHE_DIR:-$ROOT/.cache}
 DEBS=$CACHE/debs
 command -v go >/dev/null 2>&1 || export PATH=$PATH:/usr/local/go/bin
 
-APT_PACKAGES=(runc qemu-user-static docker-registry git openssl curl chromium etcd-server)
+APT_PACKAGES=(runc qemu-user-static docker-registry git openssl curl chromium podman catatonit netavark aardvark-dns etcd-server)
 BINFMT=/proc/sys/fs/binfmt_misc
 
 log() { echo "deps: $*" >&2; }
@@ -159,14 +164,16 @@ rm -rf "$check"
 # The stamp holds the module version and the Go version the binaries were
 # built with, so a go.sum changed by other dependencies does not cost the
 # ~90 s build, and a new BuildKit pin does rebuild.
-want="$(go list -m -f '{{.Version}}' github.com/moby/buildkit) $(go env GOVERSION)"
+# They come from test/tools, a module of their own, so the daemon's
+# dependencies stay out of slipway's go.mod.
+want="$(go -C test/tools list -m -f '{{.Version}}' github.com/moby/buildkit) $(go env GOVERSION)"
 stamp=bin/.buildkit-version
 if [ -x bin/buildkitd ] && [ -x bin/buildctl ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
 	:
 else
 	log "building bin/buildkitd and bin/buildctl (buildkit $want; about 90 s the first time)"
 	mkdir -p bin
-	go build -o bin/ github.com/moby/buildkit/cmd/buildkitd github.com/moby/buildkit/cmd/buildctl
+	go -C test/tools build -o "$ROOT/bin/" github.com/moby/buildkit/cmd/buildkitd github.com/moby/buildkit/cmd/buildctl
 	echo "$want" >"$stamp"
 fi
 

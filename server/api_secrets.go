@@ -68,20 +68,8 @@ func handleSecretPut(secrets slipway.SecretService) http.HandlerFunc {
 			return
 		}
 		var req request
-		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, slipway.MaxSecretLen*2))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
-			var tooBig *http.MaxBytesError
-			if errors.As(err, &tooBig) {
-				writeError(w, r, slipway.Errorf(slipway.ETOOLARGE, "The body is too large: a secret's value may be at most %d KiB.", slipway.MaxSecretLen>>10))
-				return
-			}
-			// The decoder's message may quote part of the body: keep it out.
-			writeError(w, r, slipway.Errorf(slipway.EINVALID, `The body must be JSON: {"value": "..."}.`))
-			return
-		}
-		if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-			writeError(w, r, slipway.Errorf(slipway.EINVALID, `The body must be one JSON object: {"value": "..."}.`))
+		if err := decodeSecretBody(w, r, slipway.MaxSecretLen*2, &req, `{"value": "..."}`, "a secret's value may be at most 64 KiB"); err != nil {
+			writeError(w, r, err)
 			return
 		}
 		if req.Value == nil {
@@ -111,4 +99,24 @@ func handleSecretDelete(secrets slipway.SecretService) http.HandlerFunc {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	}
+}
+
+// decodeSecretBody decodes a body that carries a credential into v: one
+// JSON object of the given shape, no unknown field, at most limit bytes
+// (ETOOLARGE, with tooLarge as the reason). No error quotes the body: the
+// decoder's own messages may hold part of the secret.
+func decodeSecretBody(w http.ResponseWriter, r *http.Request, limit int64, v any, shape, tooLarge string) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return slipway.Errorf(slipway.ETOOLARGE, "The body is too large: %s.", tooLarge)
+		}
+		return slipway.Errorf(slipway.EINVALID, "The body must be JSON: %s.", shape)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return slipway.Errorf(slipway.EINVALID, "The body must be one JSON object: %s.", shape)
+	}
+	return nil
 }

@@ -85,6 +85,10 @@ func TestTokensAndRoles(t *testing.T) {
 			{http.MethodGet, "/api/v1/tokens", slipway.RoleAdmin},
 			{http.MethodPost, "/api/v1/tokens", slipway.RoleAdmin},
 			{http.MethodDelete, "/api/v1/tokens/999", slipway.RoleAdmin},
+			{http.MethodPut, "/api/v1/repos/acme/app/clone-token", slipway.RoleAdmin},
+			{http.MethodDelete, "/api/v1/repos/acme/app/clone-token", slipway.RoleAdmin},
+			{http.MethodPut, "/api/v1/repos/acme/app/deploy-key", slipway.RoleAdmin},
+			{http.MethodDelete, "/api/v1/repos/acme/app/deploy-key", slipway.RoleAdmin},
 		}
 		for _, rt := range routes {
 			resp, out := p.send(t, rt.method, rt.path, "", nil)

@@ -59,30 +59,34 @@ func newDashboard(cfg Config, auth *authenticator, builds slipway.BuildService, 
 
 // routes adds the dashboard's pages to r.
 func (d *dashboard) routes(r chi.Router) {
-	static, _ := fs.Sub(web.FS, "static")
-	r.Get("/static/*", http.StripPrefix("/static/", staticHandler(static)).ServeHTTP)
-	r.Get("/signin", d.handleSignInForm)
-	r.With(d.csrf).Post("/signin", d.handleSignIn)
-	r.With(d.csrf).Post("/signout", d.handleSignOut)
 	r.Group(func(r chi.Router) {
-		r.Use(d.reader)
-		r.With(timeout(requestTimeout)).Get("/", d.handleNow)
-		r.With(d.streams.limit).Get("/events/now", d.handleNowEvents)
-		r.With(timeout(requestTimeout)).Get("/builds/{id}", d.handleBuild)
-		r.Get("/builds/{id}/log", d.handleBuildLog)
-		r.With(timeout(requestTimeout)).Get("/repos", d.handleRepos)
-		r.With(timeout(requestTimeout)).Get("/repos/*", d.handleRepo)
-		r.With(timeout(requestTimeout)).Get("/builds", d.handleBuilds)
-		r.With(d.csrf, d.need(slipway.RoleDeveloper), timeout(requestTimeout)).Post("/repos/*", d.handleBuildRef)
-		r.With(d.need(slipway.RoleAdmin), timeout(requestTimeout)).Get("/tokens", d.handleTokens)
-		r.With(d.csrf, d.need(slipway.RoleAdmin), timeout(requestTimeout)).Post("/tokens", d.handleTokenCreateForm)
-		r.With(d.csrf, d.need(slipway.RoleAdmin), timeout(requestTimeout)).Post("/tokens/{id}/delete", d.handleTokenDeleteForm)
-		r.With(timeout(requestTimeout)).Get("/promotions", d.handlePromotions)
-		r.With(d.csrf, d.need(slipway.RoleDeveloper), timeout(requestTimeout)).Post("/builds/{id}/cancel", d.handleCancel)
-		r.With(d.csrf, d.need(slipway.RoleDeveloper), timeout(requestTimeout)).Post("/builds/{id}/approve", d.handleApprove)
-		r.With(d.csrf, d.need(slipway.RoleDeveloper), timeout(requestTimeout)).Post("/builds/{id}/retry", d.handleRetry)
-		// Promotion checks the role itself, so a refusal is audited as in the API.
-		r.With(d.csrf, d.need(slipway.RoleViewer), timeout(requestTimeout)).Post("/builds/{id}/promote", d.handlePromote)
+		// Errors on these routes are pages (writeError).
+		r.Use(withErrorPage(d.errorPage))
+		static, _ := fs.Sub(web.FS, "static")
+		r.Get("/static/*", http.StripPrefix("/static/", staticHandler(static)).ServeHTTP)
+		r.Get("/signin", d.handleSignInForm)
+		r.With(d.csrf).Post("/signin", d.handleSignIn)
+		r.With(d.csrf).Post("/signout", d.handleSignOut)
+		r.Group(func(r chi.Router) {
+			r.Use(d.reader)
+			r.With(timeout(requestTimeout)).Get("/", d.handleNow)
+			r.With(d.streams.limit).Get("/events/now", d.handleNowEvents)
+			r.With(timeout(requestTimeout)).Get("/builds/{id}", d.handleBuild)
+			r.Get("/builds/{id}/log", d.handleBuildLog)
+			r.With(timeout(requestTimeout)).Get("/repos", d.handleRepos)
+			r.With(timeout(requestTimeout)).Get("/repos/*", d.handleRepo)
+			r.With(timeout(requestTimeout)).Get("/builds", d.handleBuilds)
+			r.With(d.csrf, d.need(slipway.RoleDeveloper), timeout(requestTimeout)).Post("/repos/*", d.handleBuildRef)
+			r.With(d.need(slipway.RoleAdmin), timeout(requestTimeout)).Get("/tokens", d.handleTokens)
+			r.With(d.csrf, d.need(slipway.RoleAdmin), timeout(requestTimeout)).Post("/tokens", d.handleTokenCreateForm)
+			r.With(d.csrf, d.need(slipway.RoleAdmin), timeout(requestTimeout)).Post("/tokens/{id}/delete", d.handleTokenDeleteForm)
+			r.With(timeout(requestTimeout)).Get("/promotions", d.handlePromotions)
+			r.With(d.csrf, d.need(slipway.RoleDeveloper), timeout(requestTimeout)).Post("/builds/{id}/cancel", d.handleCancel)
+			r.With(d.csrf, d.need(slipway.RoleDeveloper), timeout(requestTimeout)).Post("/builds/{id}/approve", d.handleApprove)
+			r.With(d.csrf, d.need(slipway.RoleDeveloper), timeout(requestTimeout)).Post("/builds/{id}/retry", d.handleRetry)
+			// Promotion checks the role itself, so a refusal is audited as in the API.
+			r.With(d.csrf, d.need(slipway.RoleViewer), timeout(requestTimeout)).Post("/builds/{id}/promote", d.handlePromote)
+		})
 	})
 }
 
@@ -102,7 +106,7 @@ func (d *dashboard) reader(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, err := d.session(r)
 		if err != nil && slipway.ErrorCode(err) != slipway.EUNAUTHORIZED {
-			d.renderError(w, r, err)
+			writeError(w, r, err)
 			return
 		}
 		if err != nil && !d.cfg.DashboardPublic {
@@ -110,7 +114,7 @@ func (d *dashboard) reader(next http.Handler) http.Handler {
 				http.Redirect(w, r, "/signin?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
 				return
 			}
-			d.renderError(w, r, err)
+			writeError(w, r, err)
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(withPrincipal(r.Context(), p)))
@@ -123,11 +127,11 @@ func (d *dashboard) need(role slipway.Role) func(http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			p := principalFrom(r.Context())
 			if p.Name == "" {
-				d.renderError(w, r, slipway.Errorf(slipway.EUNAUTHORIZED, "Sign in with a token that has the %s role.", role))
+				writeError(w, r, slipway.Errorf(slipway.EUNAUTHORIZED, "Sign in with a token that has the %s role.", role))
 				return
 			}
 			if !p.Role.Allows(role) {
-				d.renderError(w, r, slipway.Errorf(slipway.EFORBIDDEN,
+				writeError(w, r, slipway.Errorf(slipway.EFORBIDDEN,
 					"This needs the %s role; token %q has the %s role.", role, p.Name, p.Role))
 				return
 			}
@@ -168,7 +172,7 @@ func (d *dashboard) csrf(next http.Handler) http.Handler {
 		c, err := r.Cookie(csrfCookie)
 		field := r.PostFormValue(csrfField)
 		if err != nil || c.Value == "" || field == "" || subtle.ConstantTimeCompare([]byte(c.Value), []byte(field)) != 1 {
-			d.renderError(w, r, slipway.Errorf(slipway.EFORBIDDEN,
+			writeError(w, r, slipway.Errorf(slipway.EFORBIDDEN,
 				"The form's security token is missing or stale. Reload the page and send the form again."))
 			return
 		}
@@ -223,16 +227,9 @@ func (d *dashboard) render(w http.ResponseWriter, r *http.Request, status int, n
 	_, _ = w.Write(buf.Bytes())
 }
 
-// renderError answers with the error page, in the dashboard's look.
-func (d *dashboard) renderError(w http.ResponseWriter, r *http.Request, err error) {
-	code, msg := slipway.ErrorCode(err), slipway.ErrorMessage(err)
-	if code == slipway.EINTERNAL {
-		hlog.FromRequest(r).Error().Err(err).Msg("Internal error")
-	}
-	status, ok := errorStatus[code]
-	if !ok {
-		status = http.StatusInternalServerError
-	}
+// errorPage renders the error page, in the dashboard's look; writeError
+// calls it on the dashboard's routes.
+func (d *dashboard) errorPage(w http.ResponseWriter, r *http.Request, status int, msg string) {
 	d.render(w, r, status, "error.html", http.StatusText(status), "", struct {
 		Status  int
 		Message string
@@ -251,7 +248,7 @@ func (d *dashboard) handleSignIn(w http.ResponseWriter, r *http.Request) {
 	p, tokenID, err := d.auth.identify(r.Context(), token, slipway.RoleViewer)
 	if token == "" || err != nil {
 		if err != nil && slipway.ErrorCode(err) != slipway.EUNAUTHORIZED {
-			d.renderError(w, r, err)
+			writeError(w, r, err)
 			return
 		}
 		d.render(w, r, http.StatusUnauthorized, "signin.html", "Sign in", "signin",
@@ -259,7 +256,7 @@ func (d *dashboard) handleSignIn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if d.svc.Sessions == nil {
-		d.renderError(w, r, unavailable("Signing in"))
+		writeError(w, r, unavailable("Signing in"))
 		return
 	}
 	// The cookie is a random session id, never the token: signing out ends
@@ -270,7 +267,7 @@ func (d *dashboard) handleSignIn(w http.ResponseWriter, r *http.Request) {
 		adminSum = d.auth.adminSum[:]
 	}
 	if err := d.svc.Sessions.CreateSession(r.Context(), id, tokenID, adminSum, time.Now().Add(sessionMaxAge)); err != nil {
-		d.renderError(w, r, err)
+		writeError(w, r, err)
 		return
 	}
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: id, Path: "/", HttpOnly: true,
@@ -283,7 +280,7 @@ func (d *dashboard) handleSignIn(w http.ResponseWriter, r *http.Request) {
 func (d *dashboard) handleSignOut(w http.ResponseWriter, r *http.Request) {
 	if c, err := r.Cookie(sessionCookie); err == nil && c.Value != "" && d.svc.Sessions != nil {
 		if err := d.svc.Sessions.DeleteSession(r.Context(), c.Value); err != nil {
-			d.renderError(w, r, err)
+			writeError(w, r, err)
 			return
 		}
 	}
@@ -319,7 +316,7 @@ func (d *dashboard) handleCancel(w http.ResponseWriter, r *http.Request) {
 		_, err = d.builds.CancelBuild(r.Context(), id, "canceled from the dashboard by "+principalFrom(r.Context()).Name)
 	}
 	if err != nil {
-		d.renderError(w, r, err)
+		writeError(w, r, err)
 		return
 	}
 	http.Redirect(w, r, fmt.Sprintf("/builds/%d", id), http.StatusSeeOther)
@@ -332,7 +329,7 @@ func (d *dashboard) handleApprove(w http.ResponseWriter, r *http.Request) {
 		_, err = d.builds.ApproveBuild(r.Context(), id, principalFrom(r.Context()).Name)
 	}
 	if err != nil {
-		d.renderError(w, r, err)
+		writeError(w, r, err)
 		return
 	}
 	hlog.FromRequest(r).Info().Int64("build_id", id).Msg("Build approved")
@@ -343,17 +340,17 @@ func (d *dashboard) handleApprove(w http.ResponseWriter, r *http.Request) {
 func (d *dashboard) handleRetry(w http.ResponseWriter, r *http.Request) {
 	b, err := requestBuild(r, d.builds)
 	if err != nil {
-		d.renderError(w, r, err)
+		writeError(w, r, err)
 		return
 	}
 	t, err := retryTrigger(r, d.svc.Repos, b)
 	if err != nil {
-		d.renderError(w, r, err)
+		writeError(w, r, err)
 		return
 	}
 	res, err := d.builds.EnqueueTrigger(r.Context(), t, b.Image)
 	if err != nil {
-		d.renderError(w, r, err)
+		writeError(w, r, err)
 		return
 	}
 	hlog.FromRequest(r).Info().Int64("build_id", res.Build.ID).Str("repo", b.Repo).Msg("Build queued")
@@ -383,7 +380,8 @@ func (d *dashboard) notFound(api http.HandlerFunc) http.HandlerFunc {
 		if p, err := d.session(r); err == nil {
 			r = r.WithContext(withPrincipal(r.Context(), p))
 		}
-		d.renderError(w, r, slipway.Errorf(slipway.ENOTFOUND, "There is no page at %s.", r.URL.Path))
+		writeError(w, r.WithContext(context.WithValue(r.Context(), errorPageKey{}, errorPage(d.errorPage))),
+			slipway.Errorf(slipway.ENOTFOUND, "There is no page at %s.", r.URL.Path))
 	}
 }
 

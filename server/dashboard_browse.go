@@ -58,7 +58,7 @@ func (d *dashboard) handleRepos(w http.ResponseWriter, r *http.Request) {
 	if d.svc.Repos != nil {
 		repos, err := d.svc.Repos.FindRepos(r.Context())
 		if err != nil {
-			d.renderError(w, r, err)
+			writeError(w, r, err)
 			return
 		}
 		for _, rp := range repos {
@@ -69,7 +69,7 @@ func (d *dashboard) handleRepos(w http.ResponseWriter, r *http.Request) {
 			row := repoRow{Name: rp.FullName(), Forge: rp.Forge, Image: rp.Image}
 			latest, err := d.builds.FindBuilds(r.Context(), slipway.BuildFilter{Repo: rp.FullName(), Limit: 1})
 			if err != nil {
-				d.renderError(w, r, err)
+				writeError(w, r, err)
 				return
 			}
 			if len(latest) > 0 {
@@ -102,14 +102,14 @@ type buildsData struct {
 func (d *dashboard) handleBuilds(w http.ResponseWriter, r *http.Request) {
 	f, err := buildFilter(r)
 	if err != nil {
-		d.renderError(w, r, err)
+		writeError(w, r, err)
 		return
 	}
 	f.Repo, f.Ref = strings.TrimSpace(f.Repo), strings.TrimSpace(f.Ref)
 	f.Limit = dashboardPageSize + 1 // one more tells whether an older page exists
 	list, err := d.builds.FindBuilds(r.Context(), f)
 	if err != nil {
-		d.renderError(w, r, err)
+		writeError(w, r, err)
 		return
 	}
 	bd := buildsData{Filter: f, States: slipway.BuildStates, Builds: list,
@@ -156,17 +156,17 @@ func (d *dashboard) handleBuildRef(w http.ResponseWriter, r *http.Request) {
 	full, ok := strings.CutSuffix(chi.URLParam(r, "*"), "/builds")
 	owner, name := slipway.SplitRepo(full)
 	if !ok || owner == "" || name == "" {
-		d.renderError(w, r, slipway.Errorf(slipway.ENOTFOUND, "There is no page at %s.", shortQuote(r.URL.Path)))
+		writeError(w, r, slipway.Errorf(slipway.ENOTFOUND, "There is no page at %s.", shortQuote(r.URL.Path)))
 		return
 	}
 	t, image, err := refTrigger(r, d.builds, d.svc.Repos, owner, name, r.PostFormValue("ref"), r.PostFormValue("commit"))
 	if err != nil {
-		d.renderError(w, r, err)
+		writeError(w, r, err)
 		return
 	}
 	res, err := d.builds.EnqueueTrigger(r.Context(), t, image)
 	if err != nil {
-		d.renderError(w, r, err)
+		writeError(w, r, err)
 		return
 	}
 	hlog.FromRequest(r).Info().Int64("build_id", res.Build.ID).Str("repo", owner+"/"+name).Str("ref", t.Ref).Msg("Build queued")
@@ -200,12 +200,12 @@ func (d *dashboard) handleTokens(w http.ResponseWriter, r *http.Request) {
 
 func (d *dashboard) renderTokens(w http.ResponseWriter, r *http.Request, status int, td tokensData) {
 	if d.svc.Tokens == nil {
-		d.renderError(w, r, unavailable("Token storage"))
+		writeError(w, r, unavailable("Token storage"))
 		return
 	}
 	list, err := d.svc.Tokens.FindTokens(r.Context())
 	if err != nil {
-		d.renderError(w, r, err)
+		writeError(w, r, err)
 		return
 	}
 	td.Tokens, td.Roles = list, tokenRoles
@@ -218,7 +218,7 @@ func (d *dashboard) renderTokens(w http.ResponseWriter, r *http.Request, status 
 // secret once, or the page again with the refusal.
 func (d *dashboard) handleTokenCreateForm(w http.ResponseWriter, r *http.Request) {
 	if d.svc.Tokens == nil {
-		d.renderError(w, r, unavailable("Token storage"))
+		writeError(w, r, unavailable("Token storage"))
 		return
 	}
 	name, role := strings.TrimSpace(r.PostFormValue("name")), slipway.Role(r.PostFormValue("role"))
@@ -227,7 +227,7 @@ func (d *dashboard) handleTokenCreateForm(w http.ResponseWriter, r *http.Request
 	if err != nil {
 		code := slipway.ErrorCode(err)
 		if code != slipway.EINVALID && code != slipway.ECONFLICT {
-			d.renderError(w, r, err)
+			writeError(w, r, err)
 			return
 		}
 		d.renderTokens(w, r, errorStatus[code], tokensData{Name: name, Role: role, Refusal: slipway.ErrorMessage(err)})
@@ -241,17 +241,17 @@ func (d *dashboard) handleTokenCreateForm(w http.ResponseWriter, r *http.Request
 // handleTokenDeleteForm answers POST /tokens/{id}/delete and goes back to the list.
 func (d *dashboard) handleTokenDeleteForm(w http.ResponseWriter, r *http.Request) {
 	if d.svc.Tokens == nil {
-		d.renderError(w, r, unavailable("Token storage"))
+		writeError(w, r, unavailable("Token storage"))
 		return
 	}
 	s := chi.URLParam(r, "id")
 	id, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || id < 1 {
-		d.renderError(w, r, slipway.Errorf(slipway.EINVALID, "%q is not a token id.", s))
+		writeError(w, r, slipway.Errorf(slipway.EINVALID, "%q is not a token id.", s))
 		return
 	}
 	if err := d.svc.Tokens.DeleteToken(r.Context(), id); err != nil {
-		d.renderError(w, r, err)
+		writeError(w, r, err)
 		return
 	}
 	hlog.FromRequest(r).Info().Int64("token_id", id).Str("actor", principalFrom(r.Context()).Name).Msg("Token deleted")

@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog/hlog"
 
 	"github.com/slipway-ci/slipway"
+	"github.com/slipway-ci/slipway/promote"
 )
 
 // dashboardFuncs are the template helpers.
@@ -312,7 +313,7 @@ func estimateQueue(now time.Time, running []runningBuild, queued []*slipway.Buil
 func (d *dashboard) handleNow(w http.ResponseWriter, r *http.Request) {
 	n, err := d.loadNow(r)
 	if err != nil {
-		d.renderError(w, r, err)
+		writeError(w, r, err)
 		return
 	}
 	d.render(w, r, http.StatusOK, "now.html", "Now", "now", n)
@@ -385,7 +386,7 @@ type buildData struct {
 func (d *dashboard) handleBuild(w http.ResponseWriter, r *http.Request) {
 	b, err := requestBuild(r, d.builds)
 	if err != nil {
-		d.renderError(w, r, err)
+		writeError(w, r, err)
 		return
 	}
 	bd := buildData{Build: b, TestsBy: map[string][]slipway.TestResult{}}
@@ -412,7 +413,7 @@ func (d *dashboard) handleBuild(w http.ResponseWriter, r *http.Request) {
 	if d.svc.Promotions != nil {
 		bd.Promotions, err = d.svc.Promotions.FindPromotions(r.Context(), slipway.PromotionFilter{BuildID: b.ID, Limit: 20})
 		if err != nil {
-			d.renderError(w, r, err)
+			writeError(w, r, err)
 			return
 		}
 	}
@@ -437,12 +438,12 @@ func (d *dashboard) handleRepo(w http.ResponseWriter, r *http.Request) {
 	name := chi.URLParam(r, "*")
 	owner, repo := slipway.SplitRepo(name)
 	if owner == "" || repo == "" {
-		d.renderError(w, r, slipway.Errorf(slipway.ENOTFOUND, "No repository %s.", shortQuote(name)))
+		writeError(w, r, slipway.Errorf(slipway.ENOTFOUND, "No repository %s.", shortQuote(name)))
 		return
 	}
 	list, err := d.builds.FindBuilds(r.Context(), slipway.BuildFilter{Repo: name, Limit: 100})
 	if err != nil {
-		d.renderError(w, r, err)
+		writeError(w, r, err)
 		return
 	}
 	if len(list) == 0 && d.svc.Repos != nil {
@@ -457,7 +458,7 @@ func (d *dashboard) handleRepo(w http.ResponseWriter, r *http.Request) {
 				}
 			}
 			if !found {
-				d.renderError(w, r, slipway.Errorf(slipway.ENOTFOUND, "No repository %s: push to it once the webhook points here, or add it with POST /api/v1/repos.", name))
+				writeError(w, r, slipway.Errorf(slipway.ENOTFOUND, "No repository %s: push to it once the webhook points here, or add it with POST /api/v1/repos.", name))
 				return
 			}
 		}
@@ -528,7 +529,7 @@ func durationChart(list []*slipway.Build) template.HTML {
 // handlePromotions answers GET /promotions: the audit trail with filters.
 func (d *dashboard) handlePromotions(w http.ResponseWriter, r *http.Request) {
 	if d.svc.Promotions == nil {
-		d.renderError(w, r, unavailable("The promotion audit trail"))
+		writeError(w, r, unavailable("The promotion audit trail"))
 		return
 	}
 	q := r.URL.Query()
@@ -536,14 +537,14 @@ func (d *dashboard) handlePromotions(w http.ResponseWriter, r *http.Request) {
 	if s := strings.TrimSpace(q.Get("build")); s != "" {
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil || n < 1 {
-			d.renderError(w, r, slipway.Errorf(slipway.EINVALID, "build must be a build id, got %q.", s))
+			writeError(w, r, slipway.Errorf(slipway.EINVALID, "build must be a build id, got %q.", s))
 			return
 		}
 		f.BuildID = n
 	}
 	list, err := d.svc.Promotions.FindPromotions(r.Context(), f)
 	if err != nil {
-		d.renderError(w, r, err)
+		writeError(w, r, err)
 		return
 	}
 	d.render(w, r, http.StatusOK, "promotions.html", "Promotions", "promotions", struct {
@@ -560,7 +561,7 @@ type promoteData struct {
 	TagsText   string
 	Force      bool
 	Changes    []promoteChange
-	Result     *promoteResponse
+	Result     *promote.Result
 	Refusal    string
 }
 
@@ -601,7 +602,7 @@ func (pd promoteData) Overwrites() bool {
 func (d *dashboard) handlePromote(w http.ResponseWriter, r *http.Request) {
 	b, err := requestBuild(r, d.builds)
 	if err != nil {
-		d.renderError(w, r, err)
+		writeError(w, r, err)
 		return
 	}
 	req := promoteRequest{Tags: strings.FieldsFunc(r.PostFormValue("tags"), func(c rune) bool { return c == ',' || c == ' ' || c == '\n' }),
@@ -616,7 +617,7 @@ func (d *dashboard) handlePromote(w http.ResponseWriter, r *http.Request) {
 	} else {
 		// A preview runs the same rules first, so a refusal shows before the
 		// confirmation, without writing an audit row.
-		err = req.validate()
+		err = (&promote.Request{Build: b, Tags: req.Tags, Target: req.Repository}).Validate()
 		if err == nil && !principalFrom(r.Context()).Role.Allows(slipway.RoleReleaseManager) {
 			_, err = promoteBuild(r, b, req, d.cfg, d.svc)
 		}
@@ -642,7 +643,7 @@ func (d *dashboard) handlePromote(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		code := slipway.ErrorCode(err)
 		if code == slipway.EINTERNAL || code == slipway.EUNAVAILABLE {
-			d.renderError(w, r, err)
+			writeError(w, r, err)
 			return
 		}
 		status = errorStatus[code]

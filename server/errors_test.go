@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/rs/zerolog"
@@ -95,4 +96,49 @@ func TestRecoverer(t *testing.T) {
 	require.PanicsWithValue(t, http.ErrAbortHandler, func() {
 		abort.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/", nil))
 	})
+}
+
+// TestOneErrorWriterPicksByAccept: writeError answers the dashboard's routes
+// with the error page unless the client asks for JSON only, and the API's
+// routes with JSON whatever the client accepts.
+func TestOneErrorWriterPicksByAccept(t *testing.T) {
+	t.Parallel()
+	b := setup(t, &setupOpts{config: func(c *Config) { c.DashboardPublic = true }})
+	get := func(path, accept string) (int, string, string) {
+		req, err := http.NewRequest(http.MethodGet, b.srv.URL+path, nil)
+		require.NoError(t, err)
+		if accept != "" {
+			req.Header.Set("Accept", accept)
+		}
+		if strings.HasPrefix(path, "/api/") {
+			req.Header.Set("Authorization", "Bearer "+testToken)
+		}
+		resp, err := b.srv.Client().Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		var buf bytes.Buffer
+		_, _ = buf.ReadFrom(resp.Body)
+		return resp.StatusCode, resp.Header.Get("Content-Type"), buf.String()
+	}
+	browser := "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+	for _, tc := range []struct {
+		path, accept, wantType string
+	}{
+		{"/builds/424242", browser, "text/html"},
+		{"/builds/424242", "", "text/html"},
+		{"/builds/424242", "*/*", "text/html"},
+		{"/builds/424242", "application/json", "application/json"},
+		{"/api/v1/builds/424242", browser, "application/json"},
+		{"/api/v1/builds/424242", "", "application/json"},
+	} {
+		status, ctype, body := get(tc.path, tc.accept)
+		require.Equal(t, http.StatusNotFound, status, "%s Accept %q: %s", tc.path, tc.accept, body)
+		require.Contains(t, ctype, tc.wantType, "%s Accept %q", tc.path, tc.accept)
+		require.Contains(t, body, "Build 424242 not found", "%s Accept %q: the same message either way", tc.path, tc.accept)
+		if tc.wantType == "application/json" {
+			var out errorResponse
+			require.NoError(t, json.Unmarshal([]byte(body), &out), body)
+			require.Equal(t, slipway.ENOTFOUND, out.Error.Code)
+		}
+	}
 }

@@ -83,6 +83,10 @@ func newRouter(logger zerolog.Logger, cfg Config, builds slipway.BuildService, c
 		r.With(admin, timeout(requestTimeout)).Get("/repos/{owner}/{name}/secrets", handleSecretList(cfg.Secrets))
 		r.With(admin, timeout(requestTimeout)).Put("/repos/{owner}/{name}/secrets/{secret}", handleSecretPut(cfg.Secrets))
 		r.With(admin, timeout(requestTimeout)).Delete("/repos/{owner}/{name}/secrets/{secret}", handleSecretDelete(cfg.Secrets))
+		r.With(admin, timeout(requestTimeout)).Put("/repos/{owner}/{name}/clone-token", handleCloneTokenPut(cfg.Secrets, cfg.Credentials))
+		r.With(admin, timeout(requestTimeout)).Delete("/repos/{owner}/{name}/clone-token", handleCloneTokenDelete(cfg.Secrets, cfg.Credentials))
+		r.With(admin, timeout(requestTimeout)).Put("/repos/{owner}/{name}/deploy-key", handleDeployKeyPut(cfg.Secrets, cfg.Credentials))
+		r.With(admin, timeout(requestTimeout)).Delete("/repos/{owner}/{name}/deploy-key", handleDeployKeyDelete(cfg.Secrets, cfg.Credentials))
 	})
 	return r
 }

@@ -14,7 +14,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/rs/zerolog/hlog"
 	"github.com/slipway-ci/slipway"
-	"github.com/slipway-ci/slipway/registry"
+	"github.com/slipway-ci/slipway/promote"
 )
 
 // DefaultMaxWebhookBytes caps a webhook body when Config.MaxWebhookBytes is zero.
@@ -29,6 +29,9 @@ type Config struct {
 	Logs slipway.LogFollower
 	// Secrets stores build secrets for the admin secrets API; nil answers 503.
 	Secrets slipway.SecretService
+	// Credentials stores repositories' own clone tokens and deploy keys for
+	// the admin API (repositories found through Secrets); nil answers 503.
+	Credentials slipway.RepoCredentialService
 	// GitHubWebhookSecret keys the HMAC-SHA256 of GitHub deliveries
 	// (SLIPWAY_GITHUB_WEBHOOK_SECRET). While it is empty only repositories with
 	// a webhook secret of their own receive GitHub deliveries; others get 503.
@@ -151,14 +154,9 @@ type Services struct {
 	Sessions     slipway.SessionService
 	Promotions   slipway.PromotionService
 	Integrations slipway.IntegrationService
-	// Registry promotes images; *registry.Client implements it.
-	Registry Promoter
-}
-
-// Promoter copies a build's index to tags without changing its digest; see
-// registry.Client.Promote for the contract.
-type Promoter interface {
-	Promote(ctx context.Context, spec registry.PromoteSpec, check func(previous []string) error) (registry.PromotePlan, error)
+	// Registry promotes images (see package promote); *registry.Client
+	// implements it.
+	Registry promote.Registry
 }
 
 // New returns slipway's HTTP handler. builds must be safe for concurrent use;
@@ -190,10 +188,12 @@ var errorStatus = map[string]int{
 	slipway.EUNAVAILABLE:  http.StatusServiceUnavailable,
 }
 
-// writeError answers with err as a JSON error. It is the only place that logs
-// internal errors: users see slipway.ErrorMessage(err), the log gets the whole
-// chain. A request whose context ended (the client left, or the route timeout
-// passed) is answered 503 and not logged as an error.
+// writeError answers with err: the JSON error body, or on the dashboard's
+// routes (withErrorPage) the error page in the dashboard's look, unless the
+// client asks for JSON only. It is the only error writer and the only place
+// that logs internal errors: users see slipway.ErrorMessage(err), the log
+// gets the whole chain. A request whose context ended (the client left, or
+// the route timeout passed) is answered 503 and not logged as an error.
 func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	code, msg := slipway.ErrorCode(err), slipway.ErrorMessage(err)
 	if code == slipway.EINTERNAL && r.Context().Err() != nil &&
@@ -209,7 +209,34 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if !ok {
 		status = http.StatusInternalServerError
 	}
+	if page, ok := r.Context().Value(errorPageKey{}).(errorPage); ok && !wantsJSON(r) {
+		page(w, r, status, msg)
+		return
+	}
 	writeJSON(w, r, status, errorResponse{Error: errorBody{Code: code, Message: msg}})
+}
+
+// errorPage renders an error answer as an HTML page: status, and the message
+// a person can act on.
+type errorPage func(w http.ResponseWriter, r *http.Request, status int, msg string)
+
+type errorPageKey struct{}
+
+// withErrorPage makes writeError answer the routes it wraps with page.
+func withErrorPage(page errorPage) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), errorPageKey{}, page)))
+		})
+	}
+}
+
+// wantsJSON tells whether the request's Accept header asks for JSON and not
+// for HTML (a script's "Accept: application/json"); a browser's Accept, a
+// missing one and "*/*" do not.
+func wantsJSON(r *http.Request) bool {
+	accept := r.Header.Get("Accept")
+	return strings.Contains(accept, "application/json") && !strings.Contains(accept, "text/html")
 }
 
 // writeJSON answers with v as JSON.

@@ -25,6 +25,7 @@ import (
 	"github.com/slipway-ci/slipway"
 	"github.com/slipway-ci/slipway/postgres"
 	"github.com/slipway-ci/slipway/postgres/pgtest"
+	"github.com/slipway-ci/slipway/promote"
 )
 
 func TestMain(m *testing.M) {
@@ -55,7 +56,7 @@ type setupOpts struct {
 	// withDB changes the config with the test's database at hand.
 	withDB   func(*postgres.DB, *Config)
 	checks   []Check
-	registry Promoter // nil: promotion answers 503
+	registry promote.Registry // nil: promotion answers 503
 }
 
 // setup starts the handler from New over a fresh, migrated database.

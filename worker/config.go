@@ -53,12 +53,15 @@ type RepoConfig struct {
 	// as a BuildKit secret mount (RUN --mount=type=secret,id=NAME).
 	Secrets []string `yaml:"secrets"`
 	// Tags are templates of the tags added once the tests pass (see RenderTags).
-	Tags       []string      `yaml:"tags"`
-	Cache      string        `yaml:"cache"`
-	Provenance string        `yaml:"provenance"`
-	Tests      []TestSpec    `yaml:"tests"`
-	Branches   []string      `yaml:"branches"`
-	Timeout    time.Duration `yaml:"timeout"`
+	Tags       []string   `yaml:"tags"`
+	Cache      string     `yaml:"cache"`
+	Provenance string     `yaml:"provenance"`
+	Tests      []TestSpec `yaml:"tests"`
+	// Services are the containers tests may run beside their runner, in one
+	// Pod per test and platform (see ServiceSpec, services.go).
+	Services []ServiceSpec `yaml:"services"`
+	Branches []string      `yaml:"branches"`
+	Timeout  time.Duration `yaml:"timeout"`
 	// Integration, when set, asks an external system to test the pushed image
 	// after the tests above passed (see integration.go).
 	Integration *IntegrationSpec `yaml:"integration"`
@@ -77,7 +80,9 @@ type RepoConfig struct {
 // submodules: false.
 func (c *RepoConfig) WantSubmodules() bool { return c.Submodules == nil || *c.Submodules }
 
-// TestSpec is one integration test: a command run inside the pushed image.
+// TestSpec is one integration test: a command run inside the pushed image,
+// or inside another image or a test stage of the Dockerfile, alone through
+// BuildKit or, when it names services, in a Pod beside them.
 type TestSpec struct {
 	Name string `yaml:"name"`
 	// Run is a string (run through /bin/sh -c) or a list (exec'd as is).
@@ -86,8 +91,21 @@ type TestSpec struct {
 	Timeout time.Duration     `yaml:"timeout"`
 	// Platforms limits the test to some of the built platforms; empty: all.
 	Platforms []string `yaml:"platforms"`
-	line      int
+	// Services names services of .slipway.yml that run beside the test, in
+	// one Pod with it; the test then runs through the Pod runtime (Podman).
+	Services []string `yaml:"services"`
+	// Image is the runner's image: AppImage (the default, the tested image)
+	// or an image reference.
+	Image string `yaml:"image"`
+	// Target, instead of Image, is a stage of the Dockerfile (such as test)
+	// built in the same build for the same platforms, pushed by digest only
+	// (never tagged), that the test runs in.
+	Target string `yaml:"target"`
+	line   int
 }
+
+// InPod reports whether the test runs in a Pod: when it has services.
+func (t TestSpec) InPod() bool { return len(t.Services) > 0 }
 
 // RunsOn reports whether the test runs on platform.
 func (t TestSpec) RunsOn(platform string) bool {
@@ -131,7 +149,7 @@ func (t *TestSpec) UnmarshalYAML(n *yaml.Node) error {
 	}
 	*t = TestSpec(p)
 	t.line = n.Line
-	return nil
+	return knownFields(n, TestSpec{})
 }
 
 var (
@@ -246,6 +264,9 @@ func ParseRepoConfig(data []byte) (*RepoConfig, error) {
 	case cfg.Timeout == 0:
 		cfg.Timeout = DefaultBuildTimeout
 	}
+	if err := cfg.validateServices(); err != nil {
+		return nil, err
+	}
 	names := map[string]bool{}
 	for i, t := range cfg.Tests {
 		where := fmt.Sprintf("%s: line %d: tests[%d]", RepoConfigFile, t.line, i)
@@ -264,6 +285,9 @@ func ParseRepoConfig(data []byte) (*RepoConfig, error) {
 		}
 		if t.Timeout == 0 {
 			cfg.Tests[i].Timeout = 10 * time.Minute
+		}
+		if err := cfg.validateTestPod(&cfg.Tests[i], fmt.Sprintf("%s (%s)", where, t.Name)); err != nil {
+			return nil, err
 		}
 		for _, p := range t.Platforms {
 			if !slices.Contains(cfg.Platforms, p) {

@@ -204,7 +204,7 @@ func (w *Worker) integrationResults(res *slipway.IntegrationResult, d time.Durat
 	if len(out) == 0 {
 		r := slipway.TestResult{Name: "integration", Passed: res.Passed, DurationMS: d.Milliseconds()}
 		if !res.Passed {
-			r.ExitCode, r.Error = 1, oneLine(res.Message)
+			r.ExitCode, r.Error = 1, slipway.OneLine(res.Message)
 		}
 		out = append(out, r)
 	}
@@ -219,7 +219,7 @@ func (w *Worker) integrationResults(res *slipway.IntegrationResult, d time.Durat
 		sink.Add(t.Platform, "integration", fmt.Sprintf("Test %q %s", t.Name, verdict))
 	}
 	if !passed {
-		msg := oneLine(res.Message)
+		msg := slipway.OneLine(res.Message)
 		if msg == "" {
 			msg = "the external system reported a failure"
 		}

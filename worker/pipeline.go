@@ -77,7 +77,7 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 			// A timeout reads better than the "context canceled" a step returned.
 			msg = cause.Error()
 		}
-		msg = sink.mask(redactURLs(oneLine(msg)))
+		msg = sink.mask(redactURLs(slipway.OneLine(msg)))
 		return slipway.BuildUpdate{State: &state, Error: &msg}
 	}
 	update := func(u slipway.BuildUpdate) error { return w.jobs.JobUpdateBuild(ctx, job, u) }
@@ -89,7 +89,11 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 	defer os.RemoveAll(dir)
 
 	started := time.Now()
-	authEnv, err := w.cloneAuth(ctx, build, build.CloneURL, sink)
+	rc, err := w.openRepoCredentials(ctx, build, sink)
+	if err != nil {
+		return fail("checkout failed: %v", err)
+	}
+	authEnv, err := w.cloneAuth(ctx, build, rc, build.CloneURL, sink)
 	if err != nil {
 		return fail("checkout failed: %v", err)
 	}
@@ -98,14 +102,15 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 		if errors.As(err, &user) {
 			return fail("%s", user.msg)
 		}
-		return fail("checkout failed: %v%s", err, authHint(build.Forge, err))
+		_, ownToken := repoToken(build, rc, build.CloneURL)
+		return fail("checkout failed: %v%s", err, authHint(build.Forge, err, ownToken))
 	}
 	cfg, err := LoadRepoConfig(dir)
 	if err != nil {
 		return fail("%v", err)
 	}
 	if cfg.WantSubmodules() {
-		auth := func(u string) ([]string, error) { return w.cloneAuth(ctx, build, u, sink) }
+		auth := func(u string) ([]string, error) { return w.cloneAuth(ctx, build, rc, u, sink) }
 		if err := updateSubmodules(ctx, w.cfg.Git, dir, build.CloneURL, w.cfg.SubmoduleHosts, auth, func(s string) { sink.Add("", "checkout", s) }); err != nil {
 			return fail("checkout failed: %v", err)
 		}
@@ -236,7 +241,11 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 		return fail("recording digests: %v", err)
 	}
 
-	results := w.runTests(ctx, build, cfg, platforms, sink)
+	targets, err := w.buildTestTargets(ctx, build, cfg, spec, sink)
+	if err != nil {
+		return fail("%v", err)
+	}
+	results := w.runTests(ctx, build, cfg, platforms, targets, sink)
 	if err := update(slipway.BuildUpdate{Tests: results}); err != nil {
 		return fail("recording test results: %v", err)
 	}
@@ -277,9 +286,12 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 		sink.Add("", "tag", fmt.Sprintf("Tagged %s:%s → %s", build.Image, strings.Join(tags, ", "), index))
 	}
 	if isRelease {
-		// Tested now: released through the same promotion as a tested build.
+		// Tested now (every test passed on every platform): released
+		// through the same promotion as a tested build.
 		build.IndexDigest, build.Platforms = index, platforms
-		if err := w.release(ctx, build, build, releaseTags); err != nil {
+		tested := *build
+		tested.State = slipway.BuildSucceeded
+		if _, err := w.release(ctx, build, &tested, releaseTags); err != nil {
 			return fail("releasing %s failed: %v", slipway.RefName(build.Ref), err)
 		}
 		sink.Add("", "release", fmt.Sprintf("Released %s:%s → %s", build.Image, strings.Join(releaseTags, ", "), index))
@@ -298,7 +310,7 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 
 // runTests runs every test on every platform: platforms side by side, the tests of
 // one platform in file order. Results come back in (test, platform) order.
-func (w *Worker) runTests(ctx context.Context, build *slipway.Build, cfg *RepoConfig, platforms []slipway.PlatformDigest, sink *logSink) []slipway.TestResult {
+func (w *Worker) runTests(ctx context.Context, build *slipway.Build, cfg *RepoConfig, platforms []slipway.PlatformDigest, targets targetDigests, sink *logSink) []slipway.TestResult {
 	results := make([]slipway.TestResult, len(cfg.Tests)*len(platforms))
 	var wg sync.WaitGroup
 	for pi, p := range platforms {
@@ -309,7 +321,7 @@ func (w *Worker) runTests(ctx context.Context, build *slipway.Build, cfg *RepoCo
 				if !t.RunsOn(p.Platform) {
 					continue
 				}
-				results[ti*len(platforms)+pi] = w.runTest(ctx, build, t, p, sink)
+				results[ti*len(platforms)+pi] = w.runTest(ctx, build, cfg, t, p, targets, sink)
 			}
 		}()
 	}
@@ -318,7 +330,7 @@ func (w *Worker) runTests(ctx context.Context, build *slipway.Build, cfg *RepoCo
 	return slices.DeleteFunc(results, func(r slipway.TestResult) bool { return r.Name == "" })
 }
 
-func (w *Worker) runTest(ctx context.Context, build *slipway.Build, t TestSpec, p slipway.PlatformDigest, sink *logSink) slipway.TestResult {
+func (w *Worker) runTest(ctx context.Context, build *slipway.Build, cfg *RepoConfig, t TestSpec, p slipway.PlatformDigest, targets targetDigests, sink *logSink) slipway.TestResult {
 	step := "test:" + t.Name
 	res := slipway.TestResult{Name: t.Name, Platform: p.Platform, ExitCode: -1}
 	env := make([]string, 0, len(t.Env))
@@ -329,19 +341,27 @@ func (w *Worker) runTest(ctx context.Context, build *slipway.Build, t TestSpec, 
 	tctx, cancel := context.WithTimeoutCause(ctx, t.Timeout, fmt.Errorf("timed out after %s", t.Timeout))
 	defer cancel()
 	started := time.Now()
-	code, err := w.builder.RunTest(tctx, buildkit.TestSpec{
-		Image:    build.Image + "@" + p.Digest,
-		Platform: p.Platform,
-		Args:     t.Run.Args,
-		Env:      env,
-		Insecure: w.cfg.InsecureRegistry,
-	}, func(_, text string) { sink.Add(p.Platform, step, text) })
+	code := -1
+	image, err := w.image(tctx, build, t.Image, t.Target, p, targets)
+	switch {
+	case err != nil:
+	case t.InPod():
+		code, err = w.runPodTest(tctx, build, cfg, t, p, image, targets, sink)
+	default:
+		code, err = w.builder.RunTest(tctx, buildkit.TestSpec{
+			Image:    image,
+			Platform: p.Platform,
+			Args:     t.Run.Args,
+			Env:      env,
+			Insecure: w.cfg.InsecureRegistry,
+		}, func(_, text string) { sink.Add(p.Platform, step, text) })
+	}
 	res.DurationMS = time.Since(started).Milliseconds()
 	switch {
 	case tctx.Err() != nil:
 		res.Error = context.Cause(tctx).Error()
 	case err != nil:
-		res.Error = oneLine(err.Error())
+		res.Error = slipway.OneLine(err.Error())
 	case code != 0:
 		res.ExitCode = code
 		res.Error = fmt.Sprintf("exit code %d", code)
@@ -361,6 +381,12 @@ func (w *Worker) runTest(ctx context.Context, build *slipway.Build, t TestSpec, 
 // implements it. A name not stored is an EINVALID error that names it.
 type SecretOpener interface {
 	OpenSecrets(ctx context.Context, repoID int64, names []string) (map[string][]byte, error)
+}
+
+// RepoCredentialOpener opens a repository's own clone credentials;
+// slipway.RepoCredentialService implements it.
+type RepoCredentialOpener interface {
+	OpenRepoCredentials(ctx context.Context, repoID int64) (*slipway.RepoCredentials, error)
 }
 
 var workspacePID = regexp.MustCompile(`^build-[0-9]+-pid([0-9]+)-`)
@@ -392,11 +418,6 @@ func cleanWorkspaces(dir string, logger zerolog.Logger) {
 }
 
 func since(t time.Time) time.Duration { return time.Since(t).Round(10 * time.Millisecond) }
-
-// oneLine squeezes a multi-line message into one line.
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
-}
 
 // queuedFor is how long the build waited for a worker: from its creation to its
 // first start (a retried attempt still counts from the push).

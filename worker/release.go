@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -9,7 +10,7 @@ import (
 	"golang.org/x/mod/semver"
 
 	"github.com/slipway-ci/slipway"
-	"github.com/slipway-ci/slipway/registry"
+	"github.com/slipway-ci/slipway/promote"
 )
 
 // DefaultReleasePattern is the tag pattern of a release when .slipway.yml's
@@ -106,53 +107,21 @@ func (w *Worker) testedBuild(ctx context.Context, build *slipway.Build) (*slipwa
 	return nil, nil
 }
 
-// release points tags of build.Image at source's tested index digest through
-// registry.Client.Promote, the code of a manual promotion, and appends one
-// audit row per tag (actor: the tag push). The version (tags[0]) is
-// immutable: when it points at another image already, nothing is written.
-func (w *Worker) release(ctx context.Context, build, source *slipway.Build, tags []string) error {
+// release points tags of build.Image at source's tested index digest
+// through the promotion service, the code and audit trail of a manual
+// promotion (actor: the tag push). The version (tags[0]) is immutable: when
+// it points at another image already, nothing is written.
+func (w *Worker) release(ctx context.Context, build, source *slipway.Build, tags []string) (*promote.Result, error) {
 	actor := "tag push " + slipway.RefName(build.Ref)
 	if build.Sender != "" {
 		actor += " by " + build.Sender
 	}
-	rows := make([]*slipway.Promotion, len(tags))
-	for i, t := range tags {
-		rows[i] = &slipway.Promotion{BuildID: source.ID, Actor: actor, Digest: source.IndexDigest,
-			Source: source.Image + "@" + source.IndexDigest, Target: build.Image + ":" + t, TargetRepo: build.Image, Tag: t}
+	svc := promote.Service{Registry: w.registry, Store: w.cfg.Promotions}
+	res, err := svc.Promote(ctx, promote.Request{Build: source, Tags: tags, Target: build.Image, Actor: actor, Release: true})
+	if err != nil {
+		return nil, errors.New(slipway.ErrorMessage(err))
 	}
-	var refusal error
-	check := func(previous []string) error {
-		for i, prev := range previous {
-			rows[i].PreviousDigest = prev
-		}
-		if prev := previous[0]; prev != "" && prev != source.IndexDigest {
-			refusal = fmt.Errorf("version tag %s already points at %s; a released version never moves", tags[0], prev)
-			return refusal
-		}
-		return nil
-	}
-	_, err := w.registry.Promote(ctx, registry.PromoteSpec{Source: source.Image, Digest: source.IndexDigest, Target: build.Image, Tags: tags}, check)
-	for _, row := range rows {
-		switch {
-		case refusal != nil:
-			row.Outcome, row.Reason = slipway.PromotionRefused, refusal.Error()
-		case err != nil:
-			row.Outcome, row.Reason = slipway.PromotionFailed, oneLine(err.Error())
-		case row.PreviousDigest == source.IndexDigest:
-			row.Outcome = slipway.PromotionUnchanged
-		default:
-			row.Outcome = slipway.PromotionPromoted
-		}
-	}
-	if w.cfg.Promotions != nil {
-		if aerr := w.cfg.Promotions.CreatePromotions(context.WithoutCancel(ctx), rows); aerr != nil {
-			return fmt.Errorf("recording the release in the audit trail: %w", aerr)
-		}
-	}
-	if refusal != nil {
-		return refusal
-	}
-	return err
+	return res, nil
 }
 
 // releaseTested releases build's commit from its tested build when there is
@@ -177,7 +146,7 @@ func (w *Worker) releaseTested(ctx context.Context, job *slipway.Job, build *sli
 	if err := w.jobs.JobUpdateBuild(ctx, job, slipway.BuildUpdate{ImageRef: &ref, IndexDigest: &source.IndexDigest, Platforms: source.Platforms}); err != nil {
 		return fail("recording the release: %v", err), true
 	}
-	if err := w.release(ctx, build, source, tags); err != nil {
+	if _, err := w.release(ctx, build, source, tags); err != nil {
 		return fail("releasing %s failed: %v", slipway.RefName(build.Ref), err), true
 	}
 	sink.Add("", "release", fmt.Sprintf("Released %s:%s → %s", build.Image, strings.Join(tags, ", "), source.IndexDigest))

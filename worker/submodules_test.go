@@ -69,7 +69,7 @@ func TestAuthHint(t *testing.T) {
 		"git fetch: fatal: unable to access 'https://x/': The requested URL returned error: 403":             "the forge refused the credential",
 		"git fetch: fatal: remote error: upload-pack: not our ref 34121f22baf3d403a0b79a3f4600f37d87151472":  "",
 	} {
-		got := authHint("gitea", errors.New(msg))
+		got := authHint("gitea", errors.New(msg), false)
 		if want == "" {
 			require.Empty(t, got, msg)
 			continue

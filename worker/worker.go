@@ -21,7 +21,8 @@ import (
 	"github.com/slipway-ci/slipway/buildkit"
 	"github.com/slipway-ci/slipway/forge"
 	"github.com/slipway-ci/slipway/metrics"
-	"github.com/slipway-ci/slipway/registry"
+	"github.com/slipway-ci/slipway/pod"
+	"github.com/slipway-ci/slipway/promote"
 )
 
 // Builder is what the worker needs of BuildKit; *buildkit.Builder implements it.
@@ -36,9 +37,9 @@ type Builder interface {
 type Registry interface {
 	VerifyIndex(ctx context.Context, ref string, wanted []string) (indexDigest string, platforms []slipway.PlatformDigest, err error)
 	Tag(ctx context.Context, repo, digest string, tags []string) error
-	// Promote is registry.Client.Promote: a release points its tags at a
-	// tested build's digest through it.
-	Promote(ctx context.Context, spec registry.PromoteSpec, check func(previous []string) error) (registry.PromotePlan, error)
+	// Resolve and Retag: a release points its tags at a tested build's
+	// digest through them (package promote).
+	promote.Registry
 	// PushChart is registry.Client.PushChart: a release's Helm chart.
 	PushChart(ctx context.Context, ref string, metadata any, tgz []byte) (string, error)
 }
@@ -63,6 +64,9 @@ type Config struct {
 	// CloneAuth gives the credential of a private repository's clone (and of
 	// its submodules on the same forge); nil: every clone is anonymous.
 	CloneAuth forge.CloneAuth
+	// RepoCredentials opens a repository's own clone token and deploy key
+	// (slipway.RepoCredentialService); nil: only CloneAuth applies.
+	RepoCredentials RepoCredentialOpener
 	// Git is the clone URL policy and the environment of every git the worker
 	// runs (slipway.GitPolicy): none of the worker's own variables, only the
 	// transports it allows.
@@ -88,7 +92,9 @@ type Config struct {
 	// Secrets opens the build secrets a .slipway.yml names; nil fails builds
 	// that name any.
 	Secrets SecretOpener
-	// Promotions stores the audit rows of releases; nil writes none.
+	// Promotions stores the audit rows of releases and holds the lock per
+	// target repository (see package promote); nil writes none and locks
+	// nothing.
 	Promotions slipway.PromotionService
 	// MaxAttempts bounds the attempts of a build that meets infrastructure
 	// failures (a lost worker among them); default 3. Attempts handed back at
@@ -98,6 +104,15 @@ type Config struct {
 	// one up to RetryMaxBackoff; defaults 10s and 5m.
 	RetryBackoff    time.Duration
 	RetryMaxBackoff time.Duration
+	// Pods runs the tests that have services, one Pod per test and platform
+	// (see package pod); nil fails them, saying PodsMissing. At New, the
+	// Pods that killed workers of this host left behind are removed.
+	Pods pod.Runtime
+	// PodsMissing says why Pods is nil, for the error of such a test.
+	PodsMissing string
+	// PodLimits are the resource limits of each container of a test Pod;
+	// default 2 CPUs and 2Gi.
+	PodLimits pod.Limits
 	// ShutdownGrace is how long running builds may go on once Run's context ends
 	// before they are handed back to the queue; default 30s.
 	ShutdownGrace time.Duration
@@ -135,6 +150,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.RetryMaxBackoff <= 0 {
 		c.RetryMaxBackoff = 5 * time.Minute
+	}
+	if c.PodLimits == (pod.Limits{}) {
+		c.PodLimits = pod.Limits{CPU: "2", Memory: "2Gi"}
+	}
+	if c.Pods == nil && c.PodsMissing == "" {
+		c.PodsMissing = "none configured"
 	}
 	if c.ShutdownGrace <= 0 {
 		c.ShutdownGrace = 30 * time.Second
@@ -175,6 +196,9 @@ func New(logger zerolog.Logger, cfg Config, builds slipway.BuildService, jobs sl
 		return nil, fmt.Errorf("creating workspace dir: %w", err)
 	}
 	cleanWorkspaces(cfg.WorkspaceDir, logger)
+	if cfg.Pods != nil {
+		cleanPods(context.Background(), cfg.Pods, logger)
+	}
 	return &Worker{cfg: cfg, logger: logger.With().Str("worker_id", cfg.ID).Logger(),
 		builds: builds, jobs: jobs, builder: infraBuilder{builder}, registry: infraRegistry{reg}}, nil
 }

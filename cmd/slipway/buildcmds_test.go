@@ -144,7 +144,7 @@ func TestBuildCommands(t *testing.T) {
 	require.Equal(t, exitBuildCanceled, code, errOut)
 
 	// Build 3 fails: wait and logs --follow exit 7.
-	out, errOut, code = cli("retry", "--json", "1")
+	_, errOut, code = cli("retry", "--json", "1")
 	require.Equal(t, 0, code, errOut)
 	claimed, err = jobs.JobClaim(ctx, "w1", 1)
 	require.NoError(t, err)

@@ -37,6 +37,7 @@ import (
 	"github.com/slipway-ci/slipway/buildkit"
 	"github.com/slipway-ci/slipway/forge"
 	"github.com/slipway-ci/slipway/metrics"
+	"github.com/slipway-ci/slipway/pod"
 	"github.com/slipway-ci/slipway/postgres"
 	"github.com/slipway-ci/slipway/registry"
 	"github.com/slipway-ci/slipway/server"
@@ -212,7 +213,18 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 		if err != nil {
 			return err
 		}
+		// Tests with services run in Pods through Podman; a machine without
+		// it still runs every other test (those builds fail saying why).
+		pods, podsMissing := worker.Config{}.Pods, ""
+		if p, err := pod.NewPodman(ctx, pod.PodmanConfig{Insecure: cfg.RegistryInsecure, AuthFile: cfg.DockerConfig}); err != nil {
+			podsMissing = err.Error()
+			logger.Warn().Err(err).Msg("Tests with services cannot run")
+		} else {
+			pods = p
+		}
 		w, err := worker.New(logger, worker.Config{
+			Pods:              pods,
+			PodsMissing:       podsMissing,
 			ID:                cfg.WorkerID,
 			Concurrency:       cfg.WorkerConcurrency,
 			PollInterval:      cfg.PollInterval,
@@ -233,6 +245,7 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 			Outbound:          cfg.Outbound,
 			Integrations:      postgres.NewIntegrationService(db),
 			Secrets:           secrets,
+			RepoCredentials:   secrets,
 			Promotions:        postgres.NewPromotionService(db),
 		}, builds, jobs, bk, reg)
 		if err != nil {
@@ -262,6 +275,7 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 		h := server.New(logger, server.Config{
 			Logs:                logs,
 			Secrets:             secrets,
+			Credentials:         secrets,
 			GitHubWebhookSecret: cfg.GitHubWebhookSecret,
 			GitHubAllowedOwners: cfg.GitHubAllowedOwners,
 			PromotionTargets:    cfg.PromotionTargets,
@@ -390,9 +404,9 @@ func cloneAuth(cfg *config) (forge.CloneAuth, error) {
 		auths = append(auths, app)
 	}
 	tokens := forge.CloneTokens{
-		{Forge: slipway.ForgeGitHub, Origin: githubOrigin(cfg.GitHubAPIURL), Username: "x-access-token", Token: cfg.GitHubToken},
-		{Forge: slipway.ForgeGitLab, Origin: forge.OriginOf(cfg.GitLabAPIURL), Username: "oauth2", Token: cfg.GitLabToken},
-		{Forge: slipway.ForgeGitea, Origin: forge.OriginOf(cfg.GiteaAPIURL), Username: "slipway", Token: cfg.GiteaToken},
+		{Forge: slipway.ForgeGitHub, Origin: githubOrigin(cfg.GitHubAPIURL), Username: forge.DefaultCloneUsername(slipway.ForgeGitHub), Token: cfg.GitHubToken},
+		{Forge: slipway.ForgeGitLab, Origin: forge.OriginOf(cfg.GitLabAPIURL), Username: forge.DefaultCloneUsername(slipway.ForgeGitLab), Token: cfg.GitLabToken},
+		{Forge: slipway.ForgeGitea, Origin: forge.OriginOf(cfg.GiteaAPIURL), Username: forge.DefaultCloneUsername(slipway.ForgeGitea), Token: cfg.GiteaToken},
 	}
 	auths = append(auths, tokens)
 	if app == nil && cfg.GitHubToken == "" && cfg.GitLabToken == "" && cfg.GiteaToken == "" {

@@ -33,8 +33,7 @@ func TestRepoCommands(t *testing.T) {
 	sealer, err := slipway.NewSealer(strings.Repeat("0f", 32))
 	require.NoError(t, err)
 	const global = "the-global-github-secret"
-	var srv *httptest.Server
-	srv = httptest.NewServer(server.New(zerolog.Nop(), server.Config{
+	srv := httptest.NewServer(server.New(zerolog.Nop(), server.Config{
 		AdminToken: "admin-token-for-cli", GitHubWebhookSecret: global, GitHubURL: "https://github.example.com",
 		Registry: "127.0.0.1:1/cli",
 	}, postgres.NewBuildService(db), nil, server.Services{Repos: postgres.NewRepoService(db, sealer), Tokens: postgres.NewTokenService(db)}))

@@ -164,9 +164,10 @@ func TestPrivateRegistries(t *testing.T) {
 	})
 	t.Run("PromotionAcrossTwoAuthenticatedRegistries", func(t *testing.T) {
 		require.NotEmpty(t, digest)
-		_, err := reg.Promote(ctx, registry.PromoteSpec{Source: repo, Digest: digest, Target: dst.Host + "/release/app", Tags: []string{"v1.0.0"}},
-			func([]string) error { return nil })
+		res, err := reg.Resolve(ctx, registry.PromoteSpec{Source: repo, Digest: digest, Target: dst.Host + "/release/app", Tags: []string{"v1.0.0"}})
 		require.NoError(t, err)
+		require.Equal(t, []string{""}, res.Previous, "a new tag")
+		require.NoError(t, reg.Retag(ctx, res))
 		d, got, err := reg.VerifyIndex(ctx, dst.Host+"/release/app:v1.0.0", plats)
 		require.NoError(t, err)
 		require.Equal(t, digest, d, "promotion keeps the digest")

@@ -269,12 +269,12 @@ func TestKilledWorkerBuildStillSucceeds(t *testing.T) {
 	killed := time.Now()
 	s.start("worker", "SLIPWAY_WORKER_ID=rescuer")
 
-	b := s.waitFor(id, 2*time.Minute, "another worker to take the build over", func(b *slipway.Build) bool {
+	s.waitFor(id, 2*time.Minute, "another worker to take the build over", func(b *slipway.Build) bool {
 		return b.Attempt >= 2
 	})
 	t.Logf("MEASURE killed worker's build claimed again after %s", time.Since(killed).Round(time.Millisecond))
 	require.Less(t, time.Since(killed), 60*time.Second, "rescued within a minute")
-	b = s.waitDone(id)
+	b := s.waitDone(id)
 	require.Equal(t, slipway.BuildSucceeded, b.State, "error %s\nlog:\n%s", b.Error, s.logs(id))
 	require.Equal(t, 2, b.Attempt)
 	require.Len(t, b.Tests, 2)

@@ -111,15 +111,12 @@ func NewCountingProxy(tb testing.TB, upstream string) *CountingProxy {
 	tb.Helper()
 	target := &url.URL{Scheme: "http", Host: upstream}
 	p := &CountingProxy{}
-	rp := httputil.NewSingleHostReverseProxy(target)
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	rp.Transport = tr
-	orig := rp.Director
-	rp.Director = func(r *http.Request) {
-		orig(r)
+	rp := &httputil.ReverseProxy{Transport: tr, Rewrite: func(r *httputil.ProxyRequest) {
+		r.SetURL(target)
 		// Location headers the registry sends name the host it was asked for.
-		r.Host = upstream
-	}
+		r.Out.Host = upstream
+	}}
 	rp.ModifyResponse = func(resp *http.Response) error {
 		if loc := resp.Header.Get("Location"); loc != "" {
 			resp.Header.Set("Location", strings.Replace(loc, upstream, p.Host, 1))

@@ -82,7 +82,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	defer db.Close()
 	logger := zerolog.New(io.Discard).Level(zerolog.InfoLevel).With().Timestamp().Logger()
 	builds := postgres.NewBuildService(db)
-	handler := server.New(logger, server.Config{GitHubWebhookSecret: secret, Registry: "127.0.0.1:1/bench", AdminToken: "bench-token", AutoRegister: true}, builds, nil,
+	handler := server.New(logger, server.Config{GitHubWebhookSecret: secret, Registry: "127.0.0.1:1/bench", AdminToken: "bench-token", AutoRegister: true,
+		// The payloads name their clone URLs, as the tests' do.
+		CloneURLFromPayload: true}, builds, nil,
 		server.Services{Repos: postgres.NewRepoService(db, nil)})
 
 	fmt.Fprintf(out, "slipbench: %d deliveries from %d clients; %d pickups with %d workers × %d\n\n", o.deliveries, o.clients, o.pickups, o.workers, o.concurrency)
@@ -334,10 +336,10 @@ func pickup(ctx context.Context, db *postgres.DB, handler http.Handler, logger z
 		if err != nil {
 			return 0, 0, err
 		}
-		_, _ = io.Copy(io.Discard, resp.Body)
+		answer, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusAccepted {
-			return 0, 0, fmt.Errorf("pickup delivery answered %d", resp.StatusCode)
+			return 0, 0, fmt.Errorf("pickup delivery answered %d: %s", resp.StatusCode, answer)
 		}
 		// Idle workers: wait until this build has left the queue before the next.
 		if err := waitStarted(ctx, db, d.id); err != nil {
