@@ -156,9 +156,33 @@ type config struct {
 // role says which settings a subcommand needs.
 type role struct{ server, worker bool }
 
+// literalDefault returns the value a setting takes when it is unset: its
+// Default when that is one `literal` (not a placeholder such as
+// `<hostname>-<pid>` or a sentence), else "". The defaults are written once,
+// in settings.
+func literalDefault(name string) string {
+	for _, s := range settings {
+		if s.Name != name {
+			continue
+		}
+		v, ok := strings.CutPrefix(s.Default, "`")
+		if v, ok2 := strings.CutSuffix(v, "`"); ok && ok2 && v != "" && !strings.ContainsAny(v, "`$<> ") {
+			return v
+		}
+		return ""
+	}
+	return ""
+}
+
 // loadConfig reads the settings a role needs from getenv; an error names the variable.
 func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, error) {
-	get := func(name string) string { return strings.TrimSpace(getenv(name)) }
+	// get returns the setting, or the default its entry in settings gives.
+	get := func(name string) string {
+		if v := strings.TrimSpace(getenv(name)); v != "" {
+			return v
+		}
+		return literalDefault(name)
+	}
 	var errs []string
 	bad := func(name, format string, args ...any) {
 		errs = append(errs, name+": "+fmt.Sprintf(format, args...))
@@ -183,25 +207,18 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 		return v
 	}
 	// quantity is a positive Kubernetes quantity (2, 500m, 2Gi), as given.
-	quantity := func(name, def string) string {
+	quantity := func(name string) string {
 		v := get(name)
-		if v == "" {
-			return def
-		}
 		if q, err := resource.ParseQuantity(v); err != nil || q.Sign() <= 0 {
 			bad(name, "%q is not a positive Kubernetes quantity (such as 2, 500m, 2Gi)", v)
 		}
 		return v
 	}
-	duration := func(name string, def time.Duration) time.Duration {
+	duration := func(name string) time.Duration {
 		v := get(name)
-		if v == "" {
-			return def
-		}
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {
 			bad(name, "%q is not a positive duration such as 30s or 5m", v)
-			return def
 		}
 		return d
 	}
@@ -210,7 +227,6 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 		Addr:         get("SLIPWAY_ADDR"),
 		PublicURL:    strings.TrimRight(get("SLIPWAY_PUBLIC_URL"), "/"),
 		WorkerID:     get("SLIPWAY_WORKER_ID"),
-		WorkerAddr:   "127.0.0.1:8081",
 		WorkspaceDir: get("SLIPWAY_WORKSPACE_DIR"),
 		LogLevel:     strings.ToLower(get("SLIPWAY_LOG_LEVEL")),
 		LogFormat:    strings.ToLower(get("SLIPWAY_LOG_FORMAT")),
@@ -219,16 +235,10 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 	c.GitDevProtocols = boolSetting("SLIPWAY_GIT_DEV_PROTOCOLS")
 	c.SubmoduleHosts = listSetting(get, "SLIPWAY_SUBMODULE_HOSTS")
 	c.SSHKnownHosts = get("SLIPWAY_SSH_KNOWN_HOSTS")
-	if c.LogLevel == "" {
-		c.LogLevel = "info"
-	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
 		bad("SLIPWAY_LOG_LEVEL", "%q is not debug, info, warn or error", c.LogLevel)
-	}
-	if c.LogFormat == "" {
-		c.LogFormat = "auto"
 	}
 	switch c.LogFormat {
 	case "auto", "json", "console":
@@ -237,9 +247,6 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 	}
 
 	if r.server {
-		if c.Addr == "" {
-			c.Addr = "127.0.0.1:8080"
-		}
 		if _, _, err := net.SplitHostPort(c.Addr); err != nil {
 			bad("SLIPWAY_ADDR", "%q is not host:port", c.Addr)
 		}
@@ -298,8 +305,8 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 			}
 			return v
 		}
-		c.GitHubAPIURL = apiURL("SLIPWAY_GITHUB_API_URL", "https://api.github.com")
-		c.GitLabAPIURL = apiURL("SLIPWAY_GITLAB_API_URL", "https://gitlab.com/api/v4")
+		c.GitHubAPIURL = apiURL("SLIPWAY_GITHUB_API_URL", "")
+		c.GitLabAPIURL = apiURL("SLIPWAY_GITLAB_API_URL", "")
 		c.GiteaAPIURL = apiURL("SLIPWAY_GITEA_API_URL", "")
 		c.GitHubToken = get("SLIPWAY_GITHUB_TOKEN")
 		c.GitLabToken = get("SLIPWAY_GITLAB_TOKEN")
@@ -317,7 +324,7 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 			}
 			return v
 		}
-		c.GitHubURL = webURL("SLIPWAY_GITHUB_URL", "https://github.com")
+		c.GitHubURL = webURL("SLIPWAY_GITHUB_URL", "")
 		c.GitLabURL = webURL("SLIPWAY_GITLAB_URL", forge.OriginOf(c.GitLabAPIURL))
 		c.GiteaURL = webURL("SLIPWAY_GITEA_URL", forge.OriginOf(c.GiteaAPIURL))
 		c.CloneURLFromPayload = boolSetting("SLIPWAY_DEV_CLONE_URL_FROM_PAYLOAD")
@@ -401,19 +408,16 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 			}
 			c.WorkerAddr = v
 		}
-		c.PollInterval = duration("SLIPWAY_POLL_INTERVAL", 5*time.Second)
-		c.HeartbeatInterval = duration("SLIPWAY_HEARTBEAT_INTERVAL", 5*time.Second)
-		c.StaleAfter = duration("SLIPWAY_STALE_AFTER", 30*time.Second)
+		c.PollInterval = duration("SLIPWAY_POLL_INTERVAL")
+		c.HeartbeatInterval = duration("SLIPWAY_HEARTBEAT_INTERVAL")
+		c.StaleAfter = duration("SLIPWAY_STALE_AFTER")
 		if c.StaleAfter < 2*c.HeartbeatInterval {
 			bad("SLIPWAY_STALE_AFTER", "%s must be at least twice SLIPWAY_HEARTBEAT_INTERVAL (%s)", c.StaleAfter, c.HeartbeatInterval)
 		}
-		c.BuildTimeout = duration("SLIPWAY_BUILD_TIMEOUT", time.Hour)
+		c.BuildTimeout = duration("SLIPWAY_BUILD_TIMEOUT")
 		c.Podman = get("SLIPWAY_PODMAN")
-		if c.Podman == "" {
-			c.Podman = "podman"
-		}
-		c.PodCPU = quantity("SLIPWAY_POD_CPU", "2")
-		c.PodMemory = quantity("SLIPWAY_POD_MEMORY", "2Gi")
+		c.PodCPU = quantity("SLIPWAY_POD_CPU")
+		c.PodMemory = quantity("SLIPWAY_POD_MEMORY")
 		c.IntegrationSecret = get("SLIPWAY_INTEGRATION_SECRET")
 		if p, err := slipway.ParseOutboundPolicy(get("SLIPWAY_OUTBOUND_ALLOWED_HOSTS")); err != nil {
 			bad("SLIPWAY_OUTBOUND_ALLOWED_HOSTS", "%s", slipway.ErrorMessage(err))
@@ -433,12 +437,12 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 			}
 			c.MaxAttempts = n
 		}
-		c.RetryBackoff = duration("SLIPWAY_RETRY_BACKOFF", 10*time.Second)
-		c.RetryMaxBackoff = duration("SLIPWAY_RETRY_MAX_BACKOFF", 5*time.Minute)
+		c.RetryBackoff = duration("SLIPWAY_RETRY_BACKOFF")
+		c.RetryMaxBackoff = duration("SLIPWAY_RETRY_MAX_BACKOFF")
 		if c.RetryMaxBackoff < c.RetryBackoff {
 			bad("SLIPWAY_RETRY_MAX_BACKOFF", "%s is shorter than SLIPWAY_RETRY_BACKOFF (%s)", c.RetryMaxBackoff, c.RetryBackoff)
 		}
-		c.ShutdownGrace = duration("SLIPWAY_SHUTDOWN_GRACE", 30*time.Second)
+		c.ShutdownGrace = duration("SLIPWAY_SHUTDOWN_GRACE")
 		if c.WorkspaceDir == "" {
 			c.WorkspaceDir = tmpDir + "/slipway-work"
 		}
