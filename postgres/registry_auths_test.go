@@ -15,9 +15,7 @@ func TestRegistryAuths(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	b := setup(t)
-	sealer, err := slipway.NewSealer("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f")
-	require.NoError(t, err)
-	s := postgres.NewSecretService(b.db, sealer)
+	s := sealedSecretService(t, b)
 	res, err := b.builds.EnqueueTrigger(ctx, newTrigger(triggerOpts{Delivery: "ra"}), "reg/acme/app")
 	require.NoError(t, err)
 	repo := res.Build.RepoID
