@@ -276,6 +276,7 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 			Logs:                logs,
 			Secrets:             secrets,
 			Credentials:         secrets,
+			RegistryAuths:       secrets,
 			GitHubWebhookSecret: cfg.GitHubWebhookSecret,
 			GitHubAllowedOwners: cfg.GitHubAllowedOwners,
 			PromotionTargets:    cfg.PromotionTargets,
