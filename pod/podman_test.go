@@ -228,3 +228,10 @@ func TestPodman(t *testing.T) {
 		b.requireNoPods(t)
 	})
 }
+
+func TestNewPodmanMissingBinary(t *testing.T) {
+	// SLIPWAY_PODMAN naming nothing runnable is a clear error at start.
+	_, err := pod.NewPodman(context.Background(), pod.PodmanConfig{Binary: "/nonexistent/podman", ConfDir: t.TempDir()})
+	require.ErrorContains(t, err, "podman cannot run test pods")
+	require.ErrorContains(t, err, "/nonexistent/podman")
+}

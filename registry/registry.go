@@ -276,3 +276,34 @@ func listPlatforms(ms []v1.Descriptor) []string {
 	}
 	return out
 }
+
+// Attestations reads the index ref (by tag or by digest) and returns, for
+// each image manifest that has one, the digest of the attestation manifest
+// BuildKit attached to it (an entry annotated vnd.docker.reference.type
+// "attestation-manifest" whose vnd.docker.reference.digest names the image):
+// image manifest digest → attestation manifest digest, both "sha256:…". An
+// index without attestations (provenance: off) gives an empty map. Registry
+// failures keep the registry's status and message.
+func (c *Client) Attestations(ctx context.Context, ref string) (map[string]string, error) {
+	r, err := name.ParseReference(ref, c.nameOptions()...)
+	if err != nil {
+		return nil, errorf(slipway.EINVALID, "reading the attestations of %s: %v", ref, err)
+	}
+	idx, err := remote.Index(r, c.remoteOptions(ctx)...)
+	if err != nil {
+		return nil, interpretError(fmt.Sprintf("fetching %s", ref), err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		return nil, interpretError(fmt.Sprintf("reading index %s", ref), err)
+	}
+	out := map[string]string{}
+	for _, m := range im.Manifests {
+		if m.Annotations["vnd.docker.reference.type"] == "attestation-manifest" {
+			if target := m.Annotations["vnd.docker.reference.digest"]; target != "" {
+				out[target] = m.Digest.String()
+			}
+		}
+	}
+	return out, nil
+}

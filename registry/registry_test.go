@@ -384,3 +384,37 @@ func TestClientKeychain(t *testing.T) {
 type staticKeychain struct{ auth authn.Authenticator }
 
 func (k staticKeychain) Resolve(authn.Resource) (authn.Authenticator, error) { return k.auth, nil }
+
+func TestClientAttestations(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c, b := setup(t, setupOpts{})
+	amd, arm := platformImage(t, amd64), platformImage(t, arm64)
+	att := platformImage(t, unknown)
+	digestOf := func(img v1.Image) string {
+		d, err := img.Digest()
+		require.NoError(t, err)
+		return d.String()
+	}
+	// An attestation for amd64 only; arm64 has none.
+	idx := mutate.IndexMediaType(mutate.AppendManifests(empty.Index,
+		mutate.IndexAddendum{Add: amd, Descriptor: v1.Descriptor{Platform: &amd64}},
+		mutate.IndexAddendum{Add: arm, Descriptor: v1.Descriptor{Platform: &arm64}},
+		mutate.IndexAddendum{Add: att, Descriptor: v1.Descriptor{Platform: &unknown, Annotations: map[string]string{
+			"vnd.docker.reference.type": "attestation-manifest", "vnd.docker.reference.digest": digestOf(amd)}}},
+	), types.OCIImageIndex)
+	ref, err := name.ParseReference(b.repo + ":att")
+	require.NoError(t, err)
+	require.NoError(t, remote.WriteIndex(ref, idx))
+	closeIdle()
+	h, err := idx.Digest()
+	require.NoError(t, err)
+
+	got, err := c.Attestations(ctx, b.repo+"@"+h.String())
+	require.NoError(t, err)
+	require.Equal(t, map[string]string{digestOf(amd): digestOf(att)}, got)
+
+	_, err = c.Attestations(ctx, b.repo+":missing")
+	require.Error(t, err)
+	require.Equal(t, slipway.ENOTFOUND, slipway.ErrorCode(err), "%v", err)
+}

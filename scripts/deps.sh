@@ -32,7 +32,7 @@ CACHE=${SLIPWAY_CACHE_DIR:-$ROOT/.cache}
 DEBS=$CACHE/debs
 command -v go >/dev/null 2>&1 || export PATH=$PATH:/usr/local/go/bin
 
-APT_PACKAGES=(runc qemu-user-static docker-registry git openssl curl chromium podman catatonit netavark aardvark-dns)
+APT_PACKAGES=(runc qemu-user-static docker-registry git openssl curl chromium podman catatonit netavark aardvark-dns openssh-server openssh-client)
 BINFMT=/proc/sys/fs/binfmt_misc
 
 log() { echo "deps: $*" >&2; }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -53,13 +54,11 @@ func buildFilter(r *http.Request) (slipway.BuildFilter, error) {
 			return f, slipway.Errorf(slipway.EINVALID, "Unknown state %q; use one of %s.", s, strings.Join(names, ", "))
 		}
 	}
-	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > maxBuildsLimit {
-			return f, slipway.Errorf(slipway.EINVALID, "The limit must be a whole number from 1 to %d.", maxBuildsLimit)
-		}
-		f.Limit = n
+	n, err := queryLimit(q, maxBuildsLimit)
+	if err != nil {
+		return f, err
 	}
+	f.Limit = n
 	if s := q.Get("pull_request"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > 999_999_999 {
@@ -200,4 +199,18 @@ func handleBuildApprove(builds slipway.BuildService) http.HandlerFunc {
 		hlog.FromRequest(r).Info().Int64("build_id", id).Msg("Build approved")
 		writeJSON(w, r, http.StatusOK, b)
 	}
+}
+
+// queryLimit reads the query's limit: 0 when there is none, EINVALID unless
+// it is a whole number from 1 to most.
+func queryLimit(q url.Values, most int) (int, error) {
+	s := q.Get("limit")
+	if s == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > most {
+		return 0, slipway.Errorf(slipway.EINVALID, "The limit must be a whole number from 1 to %d.", most)
+	}
+	return n, nil
 }

@@ -29,14 +29,12 @@ func handlePromotionList(promotions slipway.PromotionService) http.HandlerFunc {
 			}
 			f.BuildID = n
 		}
-		if s := q.Get("limit"); s != "" {
-			n, err := strconv.Atoi(s)
-			if err != nil || n < 1 || n > 500 {
-				writeError(w, r, slipway.Errorf(slipway.EINVALID, "The limit must be a whole number from 1 to 500."))
-				return
-			}
-			f.Limit = n
+		n, err := queryLimit(q, 500)
+		if err != nil {
+			writeError(w, r, err)
+			return
 		}
+		f.Limit = n
 		list, err := promotions.FindPromotions(r.Context(), f)
 		if err != nil {
 			writeError(w, r, err)

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
-	"encoding/hex"
 	"fmt"
 	"html/template"
 	"io/fs"
@@ -29,8 +28,6 @@ import (
 // token ends its sessions, and any server replica can answer.
 const (
 	sessionCookie = "slipway_session"
-	csrfCookie    = "slipway_csrf"
-	csrfField     = "csrf"
 	sessionMaxAge = 12 * time.Hour
 )
 
@@ -42,6 +39,7 @@ type dashboard struct {
 	builds     slipway.BuildService
 	svc        Services
 	secureOnly bool // cookies get Secure: slipway is reached over TLS
+	sameOrigin *http.CrossOriginProtection
 	steps      *stepTracker
 	streams    *streamLimit // nil: no cap
 }
@@ -53,8 +51,10 @@ func newDashboard(cfg Config, auth *authenticator, builds slipway.BuildService, 
 		// every test run would catch.
 		panic(err)
 	}
-	return &dashboard{cfg: cfg, tmpl: tmpl, auth: auth, builds: builds, svc: svc,
+	d := &dashboard{cfg: cfg, tmpl: tmpl, auth: auth, builds: builds, svc: svc,
 		secureOnly: strings.HasPrefix(cfg.PublicURL, "https://"), steps: &stepTracker{builds: map[int64]*trackedLog{}}}
+	d.sameOrigin = newSameOrigin(cfg.PublicURL)
+	return d
 }
 
 // routes adds the dashboard's pages to r.
@@ -65,8 +65,8 @@ func (d *dashboard) routes(r chi.Router) {
 		static, _ := fs.Sub(web.FS, "static")
 		r.Get("/static/*", http.StripPrefix("/static/", staticHandler(static)).ServeHTTP)
 		r.Get("/signin", d.handleSignInForm)
-		r.With(d.csrf).Post("/signin", d.handleSignIn)
-		r.With(d.csrf).Post("/signout", d.handleSignOut)
+		r.With(d.form).Post("/signin", d.handleSignIn)
+		r.With(d.form).Post("/signout", d.handleSignOut)
 		r.Group(func(r chi.Router) {
 			r.Use(d.reader)
 			r.With(timeout(requestTimeout)).Get("/", d.handleNow)
@@ -76,16 +76,17 @@ func (d *dashboard) routes(r chi.Router) {
 			r.With(timeout(requestTimeout)).Get("/repos", d.handleRepos)
 			r.With(timeout(requestTimeout)).Get("/repos/*", d.handleRepo)
 			r.With(timeout(requestTimeout)).Get("/builds", d.handleBuilds)
-			r.With(d.csrf, d.need(slipway.RoleDeveloper), timeout(requestTimeout)).Post("/repos/*", d.handleBuildRef)
+			r.With(d.form, d.need(slipway.RoleDeveloper), timeout(requestTimeout)).Post("/repos/*", d.handleBuildRef)
 			r.With(d.need(slipway.RoleAdmin), timeout(requestTimeout)).Get("/tokens", d.handleTokens)
-			r.With(d.csrf, d.need(slipway.RoleAdmin), timeout(requestTimeout)).Post("/tokens", d.handleTokenCreateForm)
-			r.With(d.csrf, d.need(slipway.RoleAdmin), timeout(requestTimeout)).Post("/tokens/{id}/delete", d.handleTokenDeleteForm)
+			r.With(d.form, d.need(slipway.RoleAdmin), timeout(requestTimeout)).Post("/tokens", d.handleTokenCreateForm)
+			r.With(d.form, d.need(slipway.RoleAdmin), timeout(requestTimeout)).Post("/tokens/{id}/delete", d.handleTokenDeleteForm)
 			r.With(timeout(requestTimeout)).Get("/promotions", d.handlePromotions)
-			r.With(d.csrf, d.need(slipway.RoleDeveloper), timeout(requestTimeout)).Post("/builds/{id}/cancel", d.handleCancel)
-			r.With(d.csrf, d.need(slipway.RoleDeveloper), timeout(requestTimeout)).Post("/builds/{id}/approve", d.handleApprove)
-			r.With(d.csrf, d.need(slipway.RoleDeveloper), timeout(requestTimeout)).Post("/builds/{id}/retry", d.handleRetry)
+			r.With(timeout(requestTimeout)).Get("/releases/*", d.handleReleases)
+			r.With(d.form, d.need(slipway.RoleDeveloper), timeout(requestTimeout)).Post("/builds/{id}/cancel", d.handleCancel)
+			r.With(d.form, d.need(slipway.RoleDeveloper), timeout(requestTimeout)).Post("/builds/{id}/approve", d.handleApprove)
+			r.With(d.form, d.need(slipway.RoleDeveloper), timeout(requestTimeout)).Post("/builds/{id}/retry", d.handleRetry)
 			// Promotion checks the role itself, so a refusal is audited as in the API.
-			r.With(d.csrf, d.need(slipway.RoleViewer), timeout(requestTimeout)).Post("/builds/{id}/promote", d.handlePromote)
+			r.With(d.form, d.need(slipway.RoleViewer), timeout(requestTimeout)).Post("/builds/{id}/promote", d.handlePromote)
 		})
 	})
 }
@@ -163,34 +164,42 @@ func (d *dashboard) session(r *http.Request) (principal, error) {
 	return principal{}, ended
 }
 
-// csrf refuses a POST whose form field does not match the CSRF cookie (the
-// double-submit pattern: another site can make the browser send the cookie
-// but cannot read it to fill the field). The cookie is SameSite=Lax as well.
-func (d *dashboard) csrf(next http.Handler) http.Handler {
+// form guards a dashboard POST: the browser must say it comes from a page
+// of this site (http.CrossOriginProtection: Sec-Fetch-Site, else Origin
+// against Host or SLIPWAY_PUBLIC_URL), so another site cannot make a
+// signed-in browser cancel, promote or create tokens; and the form is at most
+// 64 KiB. Clients that send neither header (curl, the CLI) are no browser and
+// carry no session cookie a third party could borrow.
+func (d *dashboard) form(next http.Handler) http.Handler {
+	guarded := d.sameOrigin.Handler(next)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
-		c, err := r.Cookie(csrfCookie)
-		field := r.PostFormValue(csrfField)
-		if err != nil || c.Value == "" || field == "" || subtle.ConstantTimeCompare([]byte(c.Value), []byte(field)) != 1 {
-			writeError(w, r, slipway.Errorf(slipway.EFORBIDDEN,
-				"The form's security token is missing or stale. Reload the page and send the form again."))
-			return
-		}
-		next.ServeHTTP(w, r)
+		guarded.ServeHTTP(w, r)
 	})
 }
 
-// csrfToken returns the request's CSRF token, setting the cookie when it is new.
-func (d *dashboard) csrfToken(w http.ResponseWriter, r *http.Request) string {
-	if c, err := r.Cookie(csrfCookie); err == nil && len(c.Value) == 32 {
-		return c.Value
+// newSameOrigin returns the cross-origin check of the dashboard's forms.
+// publicURL's origin is trusted as well, for a proxy that rewrites Host; a
+// refusal is a 403 error page (or JSON) saying what happened.
+func newSameOrigin(publicURL string) *http.CrossOriginProtection {
+	c := http.NewCrossOriginProtection()
+	if u, err := url.Parse(publicURL); err == nil && u.Scheme != "" && u.Host != "" {
+		// AddTrustedOrigin fails only on a malformed origin, which Parse has ruled out.
+		_ = c.AddTrustedOrigin(u.Scheme + "://" + u.Host)
 	}
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	tok := hex.EncodeToString(b)
-	http.SetCookie(w, &http.Cookie{Name: csrfCookie, Value: tok, Path: "/", HttpOnly: true,
-		Secure: d.secureOnly, SameSite: http.SameSiteLaxMode})
-	return tok
+	c.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, r, slipway.Errorf(slipway.EFORBIDDEN,
+			"This form was sent from another site, so it was refused. Open the page on %s and send it from there.", siteOf(publicURL, r)))
+	}))
+	return c
+}
+
+// siteOf names the site a reader should use: the public URL, else the Host asked for.
+func siteOf(publicURL string, r *http.Request) string {
+	if publicURL != "" {
+		return publicURL
+	}
+	return r.Host
 }
 
 // page is what every template gets.
@@ -199,7 +208,6 @@ type page struct {
 	Nav       string // which menu entry is current
 	Who       principal
 	Public    bool
-	CSRF      string
 	PublicURL string
 	Data      any
 }
@@ -209,8 +217,7 @@ func (p page) Can(role string) bool { return p.Who.Role.Allows(slipway.Role(role
 
 // render executes the named template into a buffer, then answers with it.
 func (d *dashboard) render(w http.ResponseWriter, r *http.Request, status int, name, title, nav string, data any) {
-	pg := page{Title: title, Nav: nav, Who: principalFrom(r.Context()), Public: d.cfg.DashboardPublic,
-		CSRF: d.csrfToken(w, r), PublicURL: d.cfg.PublicURL, Data: data}
+	pg := page{Title: title, Nav: nav, Who: principalFrom(r.Context()), Public: d.cfg.DashboardPublic, PublicURL: d.cfg.PublicURL, Data: data}
 	var buf bytes.Buffer
 	if err := d.tmpl.ExecuteTemplate(&buf, name, pg); err != nil {
 		hlog.FromRequest(r).Error().Err(err).Str("template", name).Msg("Rendering a page")

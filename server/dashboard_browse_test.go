@@ -115,13 +115,13 @@ func TestDashboardBuildThisRef(t *testing.T) {
 	b := setup(t, nil)
 	enqueue(t, b, "acme/app", "refs/heads/main", 0)
 	dev := newBrowser(t, b.srv.URL)
-	csrf := dev.signIn(createToken(t, b.db, "dev", slipway.RoleDeveloper))
+	dev.signIn(createToken(t, b.db, "dev", slipway.RoleDeveloper))
 	_, page := dev.do(http.MethodGet, "/repos/acme/app", nil)
 	require.Contains(t, page, `id="build-ref-submit"`)
 	require.Contains(t, page, `value="main"`, "the form starts with the repository's branch")
 
 	commit := strings.Repeat("12", 20)
-	resp, page := dev.do(http.MethodPost, "/repos/acme/app/builds", url.Values{"csrf": {csrf}, "ref": {"feature/x"}, "commit": {commit}})
+	resp, page := dev.do(http.MethodPost, "/repos/acme/app/builds", url.Values{"ref": {"feature/x"}, "commit": {commit}})
 	require.Equal(t, http.StatusSeeOther, resp.StatusCode, page)
 	id, err := strconv.ParseInt(strings.TrimPrefix(resp.Header.Get("Location"), "/builds/"), 10, 64)
 	require.NoError(t, err)
@@ -136,25 +136,25 @@ func TestDashboardBuildThisRef(t *testing.T) {
 
 	// Without a commit the build waits for the worker to resolve it; the
 	// pages say so instead of showing a commit.
-	resp, page = dev.do(http.MethodPost, "/repos/acme/app/builds", url.Values{"csrf": {csrf}, "ref": {"main"}})
+	resp, page = dev.do(http.MethodPost, "/repos/acme/app/builds", url.Values{"ref": {"main"}})
 	require.Equal(t, http.StatusSeeOther, resp.StatusCode, page)
 	_, page = dev.do(http.MethodGet, resp.Header.Get("Location"), nil)
 	require.Contains(t, page, "resolving…")
 	_, page = dev.do(http.MethodGet, "/repos/acme/app", nil)
 	require.Contains(t, page, "resolving…")
 
-	resp, page = dev.do(http.MethodPost, "/repos/acme/app/builds", url.Values{"csrf": {csrf}, "ref": {"bad..ref"}, "commit": {commit}})
+	resp, page = dev.do(http.MethodPost, "/repos/acme/app/builds", url.Values{"ref": {"bad..ref"}, "commit": {commit}})
 	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
 	require.Contains(t, page, "is not a valid git ref")
-	resp, page = dev.do(http.MethodPost, "/repos/nobody/here/builds", url.Values{"csrf": {csrf}, "ref": {"main"}, "commit": {commit}})
+	resp, page = dev.do(http.MethodPost, "/repos/nobody/here/builds", url.Values{"ref": {"main"}, "commit": {commit}})
 	require.Equal(t, http.StatusNotFound, resp.StatusCode)
 	require.Contains(t, page, "is not registered")
 
 	viewer := newBrowser(t, b.srv.URL)
-	csrf = viewer.signIn(createToken(t, b.db, "watcher", slipway.RoleViewer))
+	viewer.signIn(createToken(t, b.db, "watcher", slipway.RoleViewer))
 	_, page = viewer.do(http.MethodGet, "/repos/acme/app", nil)
 	require.NotContains(t, page, `id="build-ref-submit"`)
-	resp, _ = viewer.do(http.MethodPost, "/repos/acme/app/builds", url.Values{"csrf": {csrf}, "ref": {"main"}, "commit": {commit}})
+	resp, _ = viewer.do(http.MethodPost, "/repos/acme/app/builds", url.Values{"ref": {"main"}, "commit": {commit}})
 	require.Equal(t, http.StatusForbidden, resp.StatusCode)
 }
 
@@ -164,12 +164,12 @@ func TestDashboardTokens(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
 	admin := newBrowser(t, b.srv.URL)
-	csrf := admin.signIn(testToken)
+	admin.signIn(testToken)
 	resp, page := admin.do(http.MethodGet, "/tokens", nil)
 	require.Equal(t, http.StatusOK, resp.StatusCode, page)
 	require.Contains(t, page, `<a href="/tokens" aria-current="page">Tokens</a>`)
 
-	resp, page = admin.do(http.MethodPost, "/tokens", url.Values{"csrf": {csrf}, "name": {"ci-bot"}, "role": {"developer"}})
+	resp, page = admin.do(http.MethodPost, "/tokens", url.Values{"name": {"ci-bot"}, "role": {"developer"}})
 	require.Equal(t, http.StatusCreated, resp.StatusCode, page)
 	require.Equal(t, "no-store", resp.Header.Get("Cache-Control"))
 	m := regexp.MustCompile(`<code id="new-token">([^<]+)</code>`).FindStringSubmatch(page)
@@ -182,15 +182,15 @@ func TestDashboardTokens(t *testing.T) {
 	require.NotContains(t, b.logs.String(), m[1], "the secret reaches no log")
 	require.Contains(t, page, `<tr data-name="ci-bot">`)
 
-	resp, page = admin.do(http.MethodPost, "/tokens", url.Values{"csrf": {csrf}, "name": {"ci-bot"}, "role": {"viewer"}})
+	resp, page = admin.do(http.MethodPost, "/tokens", url.Values{"name": {"ci-bot"}, "role": {"viewer"}})
 	require.Equal(t, http.StatusConflict, resp.StatusCode)
 	require.Contains(t, page, `id="refusal"`)
-	resp, page = admin.do(http.MethodPost, "/tokens", url.Values{"csrf": {csrf}, "name": {"bad name!"}, "role": {"viewer"}})
+	resp, page = admin.do(http.MethodPost, "/tokens", url.Values{"name": {"bad name!"}, "role": {"viewer"}})
 	require.Equal(t, http.StatusBadRequest, resp.StatusCode, page)
 
 	id := regexp.MustCompile(`action="/tokens/(\d+)/delete"`).FindStringSubmatch(page)
 	require.NotNil(t, id)
-	resp, _ = admin.do(http.MethodPost, "/tokens/"+id[1]+"/delete", url.Values{"csrf": {csrf}})
+	resp, _ = admin.do(http.MethodPost, "/tokens/"+id[1]+"/delete", url.Values{})
 	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
 	_, page = admin.do(http.MethodGet, "/tokens", nil)
 	require.NotContains(t, page, `<tr data-name="ci-bot">`)
@@ -276,22 +276,21 @@ func TestDashboardPromoteWarnings(t *testing.T) {
 	second := p.succeededBuild(t, pushIndex(t, repo), slipway.BuildSucceeded, "")
 
 	rm := newBrowser(t, p.srv.URL)
-	csrf := rm.signIn(createToken(t, p.db, "releaser", slipway.RoleReleaseManager))
-	promote := func(br *browser, csrf string, id int64, form url.Values) (int, string) {
+	rm.signIn(createToken(t, p.db, "releaser", slipway.RoleReleaseManager))
+	promote := func(br *browser, id int64, form url.Values) (int, string) {
 		t.Helper()
-		form.Set("csrf", csrf)
 		resp, page := br.do(http.MethodPost, fmt.Sprintf("/builds/%d/promote", id), form)
 		return resp.StatusCode, page
 	}
 	// A new version tag: a note that it is fixed once set.
-	code, page := promote(rm, csrf, first.ID, url.Values{"tags": {"v1.0.0"}})
+	code, page := promote(rm, first.ID, url.Values{"tags": {"v1.0.0"}})
 	require.Equal(t, http.StatusOK, code, page)
 	require.Contains(t, page, "version tag: fixed once set")
-	code, page = promote(rm, csrf, first.ID, url.Values{"tags": {"v1.0.0"}, "confirm": {"yes"}})
+	code, page = promote(rm, first.ID, url.Values{"tags": {"v1.0.0"}, "confirm": {"yes"}})
 	require.Equal(t, http.StatusOK, code, page)
 
 	// Moving it: the preview says it will be refused and offers no button.
-	code, page = promote(rm, csrf, second.ID, url.Values{"tags": {"v1.0.0 latest"}})
+	code, page = promote(rm, second.ID, url.Values{"tags": {"v1.0.0 latest"}})
 	require.Equal(t, http.StatusOK, code, page)
 	require.Contains(t, page, `id="will-refuse"`)
 	require.Contains(t, page, "will be refused")
@@ -300,14 +299,14 @@ func TestDashboardPromoteWarnings(t *testing.T) {
 
 	// An admin with Force is warned that a released version is overwritten.
 	admin := newBrowser(t, p.srv.URL)
-	acsrf := admin.signIn(testToken)
-	code, page = promote(admin, acsrf, second.ID, url.Values{"tags": {"v1.0.0"}, "force": {"on"}})
+	admin.signIn(testToken)
+	code, page = promote(admin, second.ID, url.Values{"tags": {"v1.0.0"}, "force": {"on"}})
 	require.Equal(t, http.StatusOK, code, page)
 	require.Contains(t, page, `id="will-overwrite"`)
 	require.Contains(t, page, "Force overwrites released version <code>v1.0.0</code>")
 	require.Contains(t, page, "Overwrite and promote")
 	// Without Force, an admin is told how to go on.
-	_, page = promote(admin, acsrf, second.ID, url.Values{"tags": {"v1.0.0"}})
+	_, page = promote(admin, second.ID, url.Values{"tags": {"v1.0.0"}})
 	require.Contains(t, page, "tick Force")
 
 	// The audit trail shows absolute times.

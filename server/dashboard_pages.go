@@ -380,6 +380,8 @@ type buildData struct {
 	PlatformNames []string
 	TestsBy       map[string][]slipway.TestResult
 	Promotions    []*slipway.Promotion
+	// Releases are the versions released from this build (tested or tag).
+	Releases []*slipway.Release
 }
 
 // handleBuild answers GET /builds/{id} with the build page.
@@ -412,6 +414,13 @@ func (d *dashboard) handleBuild(w http.ResponseWriter, r *http.Request) {
 	}
 	if d.svc.Promotions != nil {
 		bd.Promotions, err = d.svc.Promotions.FindPromotions(r.Context(), slipway.PromotionFilter{BuildID: b.ID, Limit: 20})
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+	}
+	if d.svc.Releases != nil && b.State == slipway.BuildSucceeded {
+		bd.Releases, err = d.svc.Releases.FindReleases(r.Context(), slipway.ReleaseFilter{BuildID: b.ID, Limit: 20})
 		if err != nil {
 			writeError(w, r, err)
 			return

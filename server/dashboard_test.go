@@ -8,7 +8,6 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -25,9 +24,10 @@ import (
 
 // browser is an HTTP client with a cookie jar that does not follow redirects.
 type browser struct {
-	t    *testing.T
-	base string
-	c    *http.Client
+	t      *testing.T
+	base   string
+	c      *http.Client
+	header http.Header // sent with every request, as a browser would
 }
 
 func newBrowser(t *testing.T, base string) *browser {
@@ -46,6 +46,9 @@ func (b *browser) do(method, path string, form url.Values) (*http.Response, stri
 	req, err := http.NewRequest(method, b.base+path, body)
 	require.NoError(b.t, err)
 	req.Header.Set("Accept", "text/html")
+	for k, v := range b.header {
+		req.Header[k] = v
+	}
 	if form != nil {
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	}
@@ -57,24 +60,11 @@ func (b *browser) do(method, path string, form url.Values) (*http.Response, stri
 	return resp, string(data)
 }
 
-var csrfRE = regexp.MustCompile(`name="csrf" value="([0-9a-f]+)"`)
-
-// csrf returns the CSRF token of the last page's forms.
-func csrfOf(t *testing.T, html string) string {
-	t.Helper()
-	m := csrfRE.FindStringSubmatch(html)
-	require.NotNil(t, m, "the page has a form with a CSRF token:\n%s", html)
-	return m[1]
-}
-
-// signIn signs in with token and returns the CSRF token.
-func (b *browser) signIn(token string) string {
+// signIn signs in with token.
+func (b *browser) signIn(token string) {
 	b.t.Helper()
-	_, page := b.do(http.MethodGet, "/signin", nil)
-	csrf := csrfOf(b.t, page)
-	resp, page := b.do(http.MethodPost, "/signin", url.Values{"csrf": {csrf}, "token": {token}, "next": {"/"}})
+	resp, page := b.do(http.MethodPost, "/signin", url.Values{"token": {token}, "next": {"/"}})
 	require.Equal(b.t, http.StatusSeeOther, resp.StatusCode, page)
-	return csrf
 }
 
 // queueBuild queues a build of acme/app.
@@ -108,19 +98,25 @@ func TestDashboardSignIn(t *testing.T) {
 	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
 
 	// A wrong token is refused with a reason, and sets no session.
-	_, page := br.do(http.MethodGet, "/signin", nil)
-	csrf := csrfOf(t, page)
-	resp, page = br.do(http.MethodPost, "/signin", url.Values{"csrf": {csrf}, "token": {"slw_wrong"}})
+	resp, page := br.do(http.MethodPost, "/signin", url.Values{"token": {"slw_wrong"}})
 	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
 	require.Contains(t, page, "unknown or deleted")
 
-	// A form without the CSRF token is refused before the token is looked at.
+	// A form another site makes the browser send is refused before the token
+	// is looked at: by Sec-Fetch-Site, or by Origin from a browser without it.
+	br.header = http.Header{"Sec-Fetch-Site": {"cross-site"}}
 	resp, page = br.do(http.MethodPost, "/signin", url.Values{"token": {testToken}})
 	require.Equal(t, http.StatusForbidden, resp.StatusCode)
-	require.Contains(t, page, "security token")
+	require.Contains(t, page, "sent from another site")
 	require.Empty(t, resp.Cookies())
+	br.header = http.Header{"Origin": {"https://evil.example"}}
+	resp, _ = br.do(http.MethodPost, "/signin", url.Values{"token": {testToken}})
+	require.Equal(t, http.StatusForbidden, resp.StatusCode)
+	require.Empty(t, resp.Cookies())
+	// A real browser on this site's page says same-origin.
+	br.header = http.Header{"Sec-Fetch-Site": {"same-origin"}, "Origin": {b.srv.URL}}
 
-	resp, _ = br.do(http.MethodPost, "/signin", url.Values{"csrf": {csrf}, "token": {testToken}, "next": {"//evil.example/"}})
+	resp, _ = br.do(http.MethodPost, "/signin", url.Values{"token": {testToken}, "next": {"//evil.example/"}})
 	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
 	require.Equal(t, "/", resp.Header.Get("Location"), "the redirect stays on this site")
 	var session *http.Cookie
@@ -146,7 +142,7 @@ func TestDashboardSignIn(t *testing.T) {
 	resp, out := getPath(t, b.srv, "/nothing/here")
 	requireError(t, resp, out, http.StatusNotFound, slipway.ENOTFOUND)
 
-	resp, _ = br.do(http.MethodPost, "/signout", url.Values{"csrf": {csrf}})
+	resp, _ = br.do(http.MethodPost, "/signout", url.Values{})
 	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
 	resp, _ = br.do(http.MethodGet, "/", nil)
 	require.Equal(t, http.StatusSeeOther, resp.StatusCode, "signed out")
@@ -156,8 +152,7 @@ func TestDashboardSecureCookieBehindTLS(t *testing.T) {
 	t.Parallel()
 	b := setup(t, &setupOpts{config: func(c *Config) { c.PublicURL = "https://ci.example.com" }})
 	br := newBrowser(t, b.srv.URL)
-	_, page := br.do(http.MethodGet, "/signin", nil)
-	resp, _ := br.do(http.MethodPost, "/signin", url.Values{"csrf": {csrfOf(t, page)}, "token": {testToken}})
+	resp, _ := br.do(http.MethodPost, "/signin", url.Values{"token": {testToken}})
 	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
 	for _, c := range resp.Cookies() {
 		require.True(t, c.Secure, c.Name)
@@ -196,9 +191,9 @@ func TestDashboardPublic(t *testing.T) {
 	resp, page = br.do(http.MethodGet, "/repos/acme/app", nil)
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.Contains(t, page, "main")
-	// Actions still need a session, even with the CSRF token.
-	_, page = br.do(http.MethodGet, "/signin", nil)
-	resp, _ = br.do(http.MethodPost, "/builds/"+id+"/cancel", url.Values{"csrf": {csrfOf(t, page)}})
+	// Actions still need a session, even from this site's page.
+	br.header = http.Header{"Sec-Fetch-Site": {"same-origin"}}
+	resp, _ = br.do(http.MethodPost, "/builds/"+id+"/cancel", url.Values{})
 	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
 	got, err := b.builds.FindBuildByID(ctx, res.Build.ID)
 	require.NoError(t, err)
@@ -213,31 +208,37 @@ func TestDashboardActions(t *testing.T) {
 	id := strconv.FormatInt(res.Build.ID, 10)
 
 	viewer := newBrowser(t, b.srv.URL)
-	csrf := viewer.signIn(createToken(t, b.db, "watcher", slipway.RoleViewer))
+	viewer.signIn(createToken(t, b.db, "watcher", slipway.RoleViewer))
 	_, page := viewer.do(http.MethodGet, "/builds/"+id, nil)
 	require.NotContains(t, page, `id="cancel"`, "a viewer is not offered cancel")
-	resp, page := viewer.do(http.MethodPost, "/builds/"+id+"/cancel", url.Values{"csrf": {csrf}})
+	resp, page := viewer.do(http.MethodPost, "/builds/"+id+"/cancel", url.Values{})
 	require.Equal(t, http.StatusForbidden, resp.StatusCode)
 	require.Contains(t, page, "developer role")
 
 	dev := newBrowser(t, b.srv.URL)
-	csrf = dev.signIn(createToken(t, b.db, "dev", slipway.RoleDeveloper))
+	dev.signIn(createToken(t, b.db, "dev", slipway.RoleDeveloper))
 	_, page = dev.do(http.MethodGet, "/builds/"+id, nil)
 	require.Contains(t, page, `id="cancel"`)
-	// Without the CSRF field the cancel is refused and nothing changes.
-	resp, _ = dev.do(http.MethodPost, "/builds/"+id+"/cancel", url.Values{})
-	require.Equal(t, http.StatusForbidden, resp.StatusCode)
+	// Sent by another site (even one on a sibling subdomain), the cancel is
+	// refused and nothing changes.
+	for _, site := range []string{"cross-site", "same-site"} {
+		dev.header = http.Header{"Sec-Fetch-Site": {site}}
+		resp, page := dev.do(http.MethodPost, "/builds/"+id+"/cancel", url.Values{})
+		require.Equal(t, http.StatusForbidden, resp.StatusCode, site)
+		require.Contains(t, page, "sent from another site")
+	}
+	dev.header = nil
 	got, err := b.builds.FindBuildByID(ctx, res.Build.ID)
 	require.NoError(t, err)
 	require.Equal(t, slipway.BuildQueued, got.State)
 
-	resp, _ = dev.do(http.MethodPost, "/builds/"+id+"/cancel", url.Values{"csrf": {csrf}})
+	resp, _ = dev.do(http.MethodPost, "/builds/"+id+"/cancel", url.Values{})
 	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
 	got, err = b.builds.FindBuildByID(ctx, res.Build.ID)
 	require.NoError(t, err)
 	require.Equal(t, slipway.BuildCanceled, got.State)
 
-	resp, _ = dev.do(http.MethodPost, "/builds/"+id+"/retry", url.Values{"csrf": {csrf}})
+	resp, _ = dev.do(http.MethodPost, "/builds/"+id+"/retry", url.Values{})
 	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
 	require.NotEqual(t, "/builds/"+id, resp.Header.Get("Location"))
 	list, err := b.builds.FindBuilds(ctx, slipway.BuildFilter{Repo: "acme/app"})
@@ -257,20 +258,20 @@ func TestDashboardPromote(t *testing.T) {
 	id := strconv.FormatInt(b.ID, 10)
 
 	viewer := newBrowser(t, p.srv.URL)
-	csrf := viewer.signIn(createToken(t, p.db, "watcher", slipway.RoleViewer))
+	viewer.signIn(createToken(t, p.db, "watcher", slipway.RoleViewer))
 	_, page := viewer.do(http.MethodGet, "/builds/"+id, nil)
 	require.NotContains(t, page, `id="promote-preview"`, "a viewer is not offered promotion")
-	resp, page := viewer.do(http.MethodPost, "/builds/"+id+"/promote", url.Values{"csrf": {csrf}, "tags": {"stable"}, "confirm": {"yes"}})
+	resp, page := viewer.do(http.MethodPost, "/builds/"+id+"/promote", url.Values{"tags": {"stable"}, "confirm": {"yes"}})
 	require.Equal(t, http.StatusForbidden, resp.StatusCode)
 	require.Contains(t, page, "release-manager role")
 
 	rm := newBrowser(t, p.srv.URL)
-	csrf = rm.signIn(createToken(t, p.db, "releaser", slipway.RoleReleaseManager))
+	rm.signIn(createToken(t, p.db, "releaser", slipway.RoleReleaseManager))
 	_, page = rm.do(http.MethodGet, "/builds/"+id, nil)
 	require.Contains(t, page, `id="promote-preview"`)
 	// The confirmation shows what each tag points at now and will point at,
 	// and writes nothing.
-	resp, page = rm.do(http.MethodPost, "/builds/"+id+"/promote", url.Values{"csrf": {csrf}, "tags": {"v1.0.0 stable"}})
+	resp, page = rm.do(http.MethodPost, "/builds/"+id+"/promote", url.Values{"tags": {"v1.0.0 stable"}})
 	require.Equal(t, http.StatusOK, resp.StatusCode, page)
 	require.Contains(t, page, "nothing (new tag)")
 	require.Contains(t, page, idx.digest)
@@ -278,7 +279,7 @@ func TestDashboardPromote(t *testing.T) {
 	_, err := remote.Head(mustRefT(t, idx.repo+":stable"))
 	require.Error(t, err, "a preview writes no tag")
 
-	resp, page = rm.do(http.MethodPost, "/builds/"+id+"/promote", url.Values{"csrf": {csrf}, "tags": {"v1.0.0 stable"}, "confirm": {"yes"}})
+	resp, page = rm.do(http.MethodPost, "/builds/"+id+"/promote", url.Values{"tags": {"v1.0.0 stable"}, "confirm": {"yes"}})
 	require.Equal(t, http.StatusOK, resp.StatusCode, page)
 	require.Contains(t, page, "Promoted")
 	d, err := remote.Head(mustRefT(t, idx.repo+":stable"))
@@ -287,7 +288,7 @@ func TestDashboardPromote(t *testing.T) {
 
 	// Moving the version tag to another build is refused with the server's reason.
 	other := p.succeededBuild(t, pushIndex(t, repo), slipway.BuildSucceeded, "")
-	resp, page = rm.do(http.MethodPost, "/builds/"+strconv.FormatInt(other.ID, 10)+"/promote", url.Values{"csrf": {csrf}, "tags": {"v1.0.0"}, "confirm": {"yes"}})
+	resp, page = rm.do(http.MethodPost, "/builds/"+strconv.FormatInt(other.ID, 10)+"/promote", url.Values{"tags": {"v1.0.0"}, "confirm": {"yes"}})
 	require.Equal(t, http.StatusConflict, resp.StatusCode)
 	require.Contains(t, page, "Version tags are immutable")
 
@@ -385,7 +386,7 @@ func TestDashboardSessionIsNotTheToken(t *testing.T) {
 
 	secret := createToken(t, b.db, "alice", slipway.RoleDeveloper)
 	br := newBrowser(t, b.srv.URL)
-	csrf := br.signIn(secret)
+	br.signIn(secret)
 	id := cookieOf(br)
 	require.NotEmpty(t, id)
 	require.NotContains(t, id, secret)
@@ -396,7 +397,7 @@ func TestDashboardSessionIsNotTheToken(t *testing.T) {
 	require.True(t, signedIn(br))
 
 	// Sign-out ends the session on the server: the old cookie no longer works.
-	resp, _ = br.do(http.MethodPost, "/signout", url.Values{"csrf": {csrf}})
+	resp, _ = br.do(http.MethodPost, "/signout", url.Values{})
 	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
 	replay := newBrowser(t, b.srv.URL)
 	u, _ := url.Parse(b.srv.URL)

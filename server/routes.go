@@ -69,6 +69,8 @@ func newRouter(logger zerolog.Logger, cfg Config, builds slipway.BuildService, c
 		// role too low is audited like every other refusal.
 		r.With(viewer, timeout(requestTimeout)).Post("/builds/{id}/promote", handlePromote(builds, cfg, svc))
 		r.With(viewer, timeout(requestTimeout)).Get("/promotions", handlePromotionList(svc.Promotions))
+		r.With(viewer, timeout(requestTimeout)).Get("/releases/{owner}/{name}", handleReleaseList(svc.Releases))
+		r.With(viewer, timeout(requestTimeout)).Get("/releases/{owner}/{name}/{version}", handleReleaseView(cfg, svc.Releases, builds))
 		// The external test system authenticates with the build's one-time
 		// callback token, not with an API token.
 		r.With(timeout(requestTimeout)).Post("/builds/{id}/tests", handleIntegrationReport(svc.Integrations))

@@ -154,8 +154,10 @@ type Services struct {
 	Repos  slipway.RepoService
 	Tokens slipway.TokenService
 	// Sessions stores dashboard sign-ins; nil: the dashboard cannot sign in.
-	Sessions     slipway.SessionService
-	Promotions   slipway.PromotionService
+	Sessions   slipway.SessionService
+	Promotions slipway.PromotionService
+	// Releases stores release records (GET /api/v1/releases, the release pages).
+	Releases     slipway.ReleaseService
 	Integrations slipway.IntegrationService
 	// Registry promotes images (see package promote); *registry.Client
 	// implements it.

@@ -94,6 +94,7 @@ func setup(t testing.TB, opts *setupOpts) *testBundle {
 		Tokens:       postgres.NewTokenService(db),
 		Sessions:     postgres.NewSessionService(db),
 		Promotions:   postgres.NewPromotionService(db),
+		Releases:     postgres.NewReleaseService(db),
 		Integrations: postgres.NewIntegrationService(db),
 		Registry:     opts.registry,
 	}))

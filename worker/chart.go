@@ -17,6 +17,8 @@ import (
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/engine"
 	"sigs.k8s.io/yaml"
+
+	"github.com/slipway-ci/slipway"
 )
 
 // Bounds on the chart folder a push names: its files are hostile.
@@ -228,35 +230,37 @@ func ChartRepository(image, name string) string {
 
 // checkChart loads, pins and checks cfg.Chart of the checkout dir against
 // image@digest; with push (a release of version) it also pushes it and returns
-// the chart reference "oci://host/owner/charts/name:version@sha256:…".
-func (w *Worker) checkChart(ctx context.Context, dir string, cfg *RepoConfig, image, digest, version string, push bool, sink *logSink) (string, error) {
+// what it pushed: reference "oci://host/owner/charts/name:version" and the
+// manifest digest. Without a chart, or without push, it returns nil.
+func (w *Worker) checkChart(ctx context.Context, dir string, cfg *RepoConfig, image, digest, version string, push bool, sink *logSink) (*slipway.ReleaseChart, error) {
 	if cfg.Chart == "" {
-		return "", nil
+		return nil, nil
 	}
 	ch, err := LoadChartDir(dir, cfg.Chart)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	if err := PinChart(ch, version, image, digest); err != nil {
-		return "", fmt.Errorf("chart %s: %w", cfg.Chart, err)
+		return nil, fmt.Errorf("chart %s: %w", cfg.Chart, err)
 	}
 	if _, err := CheckChart(ch); err != nil {
-		return "", fmt.Errorf("chart %s: %w", cfg.Chart, err)
+		return nil, fmt.Errorf("chart %s: %w", cfg.Chart, err)
 	}
 	sink.Add("", "chart", fmt.Sprintf("Chart %s (%s) passes helm lint and template with image %s@%s", ch.Name(), cfg.Chart, image, digest))
 	if !push {
-		return "", nil
+		return nil, nil
 	}
 	tgz, err := PackageChart(ch)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	repo := ChartRepository(image, ch.Name())
 	d, err := w.registry.PushChart(ctx, repo+":"+version, ch.Metadata, tgz)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	ref := "oci://" + repo + ":" + version + "@" + d
-	sink.Add("", "chart", "Pushed chart "+ref)
-	return ref, nil
+	pushed := &slipway.ReleaseChart{Name: ch.Name(), Reference: "oci://" + repo + ":" + version, Digest: d,
+		Version: ch.Metadata.Version, AppVersion: ch.Metadata.AppVersion}
+	sink.Add("", "chart", "Pushed chart "+pushed.Reference+"@"+d)
+	return pushed, nil
 }

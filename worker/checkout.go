@@ -94,8 +94,16 @@ func redactURLs(s string) string {
 	return userinfoRE.ReplaceAllString(s, "${1}***@")
 }
 
+// lastLine is the last non-empty line of git's output s, or the line where
+// ssh said why it refused the server or the server refused ssh (git's own
+// last line then only says it could not read from the remote).
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
+	for _, l := range lines {
+		if sshRefusalRE.MatchString(l) {
+			return strings.TrimSpace(l)
+		}
+	}
 	for i := len(lines) - 1; i >= 0; i-- {
 		if l := strings.TrimSpace(lines[i]); l != "" {
 			return l

@@ -111,3 +111,8 @@ func (r infraRegistry) VerifyIndex(ctx context.Context, ref string, wanted []str
 func (r infraRegistry) Tag(ctx context.Context, repo, digest string, tags []string) error {
 	return noteInfra(ctx, r.Registry.Tag(ctx, repo, digest, tags))
 }
+
+func (r infraRegistry) Attestations(ctx context.Context, ref string) (map[string]string, error) {
+	m, err := r.Registry.Attestations(ctx, ref)
+	return m, noteInfra(ctx, err)
+}

@@ -97,10 +97,19 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 	if err != nil {
 		return fail("checkout failed: %v", err)
 	}
-	if err := w.checkoutBuild(ctx, job, build, dir, authEnv, sink); err != nil {
+	sshEnv, removeKey, err := w.sshAuth(build, rc, build.CloneURL, sink)
+	if err != nil {
+		return fail("checkout failed: %v", err)
+	}
+	err = w.checkoutBuild(ctx, job, build, dir, append(authEnv, sshEnv...), sink)
+	removeKey() // the deploy key's file lives only as long as the checkout
+	if err != nil {
 		var user errUserRef
 		if errors.As(err, &user) {
 			return fail("%s", user.msg)
+		}
+		if hint := sshHint(build.CloneURL, err); hint != "" {
+			return fail("checkout failed: %v%s", err, hint)
 		}
 		_, ownToken := repoToken(build, rc, build.CloneURL)
 		return fail("checkout failed: %v%s", err, authHint(build.Forge, err, ownToken))
@@ -143,7 +152,7 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 				all = append(all, t)
 			}
 		}
-		chart := func(image, digest string) (string, error) {
+		chart := func(image, digest string) (*slipway.ReleaseChart, error) {
 			return w.checkChart(ctx, dir, cfg, image, digest, releaseTags[0], true, sink)
 		}
 		if u, done := w.releaseTested(ctx, job, build, all, chart, sink, fail); done {
@@ -289,14 +298,17 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 		// Tested now (every test passed on every platform): released
 		// through the same promotion as a tested build.
 		build.IndexDigest, build.Platforms = index, platforms
+		chart := func(image, digest string) (*slipway.ReleaseChart, error) {
+			return w.checkChart(ctx, dir, cfg, image, digest, releaseTags[0], true, sink)
+		}
+		// The promotion service releases only a succeeded build; this one is,
+		// but its row says so only once this update is written.
 		tested := *build
 		tested.State = slipway.BuildSucceeded
-		if _, err := w.release(ctx, build, &tested, releaseTags); err != nil {
-			return fail("releasing %s failed: %v", slipway.RefName(build.Ref), err)
-		}
-		sink.Add("", "release", fmt.Sprintf("Released %s:%s → %s", build.Image, strings.Join(releaseTags, ", "), index))
-		if _, err := w.checkChart(ctx, dir, cfg, build.Image, index, releaseTags[0], true, sink); err != nil {
-			return fail("releasing %s: %v", slipway.RefName(build.Ref), err)
+		if err := w.releaseAndRecord(ctx, build, &tested, releaseTags, chart, sink); err != nil {
+			u := fail("releasing %s failed: %v", slipway.RefName(build.Ref), err)
+			u.Tests = results
+			return u
 		}
 		for _, t := range releaseTags {
 			if !slices.Contains(tags, t) {

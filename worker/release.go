@@ -112,16 +112,68 @@ func (w *Worker) testedBuild(ctx context.Context, build *slipway.Build) (*slipwa
 // promotion (actor: the tag push). The version (tags[0]) is immutable: when
 // it points at another image already, nothing is written.
 func (w *Worker) release(ctx context.Context, build, source *slipway.Build, tags []string) (*promote.Result, error) {
-	actor := "tag push " + slipway.RefName(build.Ref)
-	if build.Sender != "" {
-		actor += " by " + build.Sender
-	}
+	actor := releaseActor(build)
 	svc := promote.Service{Registry: w.registry, Store: w.cfg.Promotions}
 	res, err := svc.Promote(ctx, promote.Request{Build: source, Tags: tags, Target: build.Image, Actor: actor, Release: true})
 	if err != nil {
 		return nil, errors.New(slipway.ErrorMessage(err))
 	}
 	return res, nil
+}
+
+// releaseActor is the actor of a release's audit rows and its record:
+// "tag push v1.2.3 by <sender>".
+func releaseActor(build *slipway.Build) string {
+	actor := "tag push " + slipway.RefName(build.Ref)
+	if build.Sender != "" {
+		actor += " by " + build.Sender
+	}
+	return actor
+}
+
+// chartFunc checks and pushes the app's Helm chart pinned to image@digest
+// (checkChart with push); nil, nil without a chart.
+type chartFunc func(image, digest string) (*slipway.ReleaseChart, error)
+
+// releaseAndRecord releases source's index as build's tags (release), pushes
+// the chart, and then writes the release record: its version is tags[0], its
+// provenance the attestation manifests of source's index, read before
+// anything moves. Nothing is recorded unless every step succeeded; a chart
+// that fails to push leaves the tags promoted (and audited) but no record,
+// and the tag's build fails, so pushing the tag again completes the release.
+func (w *Worker) releaseAndRecord(ctx context.Context, build, source *slipway.Build, tags []string, chart chartFunc, sink *logSink) error {
+	attest, err := w.registry.Attestations(ctx, source.Image+"@"+source.IndexDigest)
+	if err != nil {
+		return fmt.Errorf("reading the provenance of %s@%s: %w", source.Image, source.IndexDigest, err)
+	}
+	res, err := w.release(ctx, build, source, tags)
+	if err != nil {
+		return err
+	}
+	sink.Add("", "release", fmt.Sprintf("Released %s:%s → %s", build.Image, strings.Join(tags, ", "), source.IndexDigest))
+	pushed, err := chart(build.Image, source.IndexDigest)
+	if err != nil {
+		return err
+	}
+	if w.cfg.Releases == nil {
+		return nil
+	}
+	rec := &slipway.Release{Version: tags[0], Tag: slipway.RefName(build.Ref), Tags: tags, Image: build.Image,
+		Commit: source.Commit, IndexDigest: source.IndexDigest, SourceBuildID: source.ID, BuildID: build.ID,
+		Chart: pushed, ReleasedBy: releaseActor(build)}
+	for _, p := range source.Platforms {
+		rec.Platforms = append(rec.Platforms, slipway.ReleasePlatform{Platform: p.Platform, Digest: p.Digest, Attestation: attest[p.Digest]})
+	}
+	for _, id := range res.AuditIDs {
+		if id != 0 {
+			rec.PromotionIDs = append(rec.PromotionIDs, id)
+		}
+	}
+	if err := w.cfg.Releases.CreateRelease(context.WithoutCancel(ctx), rec); err != nil {
+		return fmt.Errorf("recording the release: %w", err)
+	}
+	sink.Add("", "release", fmt.Sprintf("Recorded release %s of %s (GET /api/v1/releases/%s/%s)", rec.Version, build.Repo, build.Repo, rec.Version))
+	return nil
 }
 
 // releaseTested releases build's commit from its tested build when there is
@@ -131,7 +183,7 @@ func (w *Worker) release(ctx context.Context, build, source *slipway.Build, tags
 // chart, called with the released image and digest after the promotion,
 // checks and pushes the app's Helm chart (checkChart).
 func (w *Worker) releaseTested(ctx context.Context, job *slipway.Job, build *slipway.Build, tags []string,
-	chart func(image, digest string) (string, error), sink *logSink,
+	chart chartFunc, sink *logSink,
 	fail func(string, ...any) slipway.BuildUpdate) (u slipway.BuildUpdate, done bool) {
 	source, err := w.testedBuild(ctx, build)
 	if err != nil {
@@ -146,12 +198,8 @@ func (w *Worker) releaseTested(ctx context.Context, job *slipway.Job, build *sli
 	if err := w.jobs.JobUpdateBuild(ctx, job, slipway.BuildUpdate{ImageRef: &ref, IndexDigest: &source.IndexDigest, Platforms: source.Platforms}); err != nil {
 		return fail("recording the release: %v", err), true
 	}
-	if _, err := w.release(ctx, build, source, tags); err != nil {
+	if err := w.releaseAndRecord(ctx, build, source, tags, chart, sink); err != nil {
 		return fail("releasing %s failed: %v", slipway.RefName(build.Ref), err), true
-	}
-	sink.Add("", "release", fmt.Sprintf("Released %s:%s → %s", build.Image, strings.Join(tags, ", "), source.IndexDigest))
-	if _, err := chart(build.Image, source.IndexDigest); err != nil {
-		return fail("releasing %s: %v", slipway.RefName(build.Ref), err), true
 	}
 	state := slipway.BuildSucceeded
 	tests := source.Tests

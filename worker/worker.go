@@ -42,6 +42,9 @@ type Registry interface {
 	promote.Registry
 	// PushChart is registry.Client.PushChart: a release's Helm chart.
 	PushChart(ctx context.Context, ref string, metadata any, tgz []byte) (string, error)
+	// Attestations is registry.Client.Attestations: a release records each
+	// platform's provenance attestation.
+	Attestations(ctx context.Context, ref string) (map[string]string, error)
 }
 
 // Config configures a Worker.
@@ -74,6 +77,10 @@ type Config struct {
 	// SubmoduleHosts are the hosts ("host" or "host:port") besides the
 	// repository's own that submodules may be fetched from.
 	SubmoduleHosts []string
+	// SSHKnownHosts is the path of the OpenSSH known_hosts file that an ssh://
+	// clone checks the server's host key against (SLIPWAY_SSH_KNOWN_HOSTS);
+	// "" fails every ssh clone saying so.
+	SSHKnownHosts string
 	// InsecureRegistry marks the registry as plain HTTP.
 	InsecureRegistry bool
 
@@ -96,6 +103,8 @@ type Config struct {
 	// target repository (see package promote); nil writes none and locks
 	// nothing.
 	Promotions slipway.PromotionService
+	// Releases stores the record of each release that succeeded; nil writes none.
+	Releases slipway.ReleaseService
 	// MaxAttempts bounds the attempts of a build that meets infrastructure
 	// failures (a lost worker among them); default 3. Attempts handed back at
 	// shutdown do not count.

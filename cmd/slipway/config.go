@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/resource"
+
 	"github.com/slipway-ci/slipway"
 	"github.com/slipway-ci/slipway/buildkit"
 	"github.com/slipway-ci/slipway/forge"
@@ -68,6 +70,9 @@ var settings = []setting{
 	{"SLIPWAY_HEARTBEAT_INTERVAL", "5s", "worker, dev", "How often a running build's lease is renewed.", false},
 	{"SLIPWAY_STALE_AFTER", "30s", "worker, dev", "Age of a lease after which another worker takes the build over (at least twice the heartbeat).", false},
 	{"SLIPWAY_BUILD_TIMEOUT", "1h", "worker, dev", "Longest one attempt of a build may run.", false},
+	{"SLIPWAY_PODMAN", "podman", "worker, dev", "The podman executable that runs the Pods of tests with services (a path, or a name found in PATH). Podman runs as root on the worker's host; a worker without it runs every other test, and builds with services fail saying why.", false},
+	{"SLIPWAY_POD_CPU", "2", "worker, dev", "CPU limit of each container of a test Pod, in Kubernetes quantity syntax (`2`, `500m`).", false},
+	{"SLIPWAY_POD_MEMORY", "2Gi", "worker, dev", "Memory limit of each container of a test Pod, in Kubernetes quantity syntax (`2Gi`, `512Mi`).", false},
 	{"SLIPWAY_MAX_ATTEMPTS", "3", "worker, dev", "Most attempts of a build that meets infrastructure failures (buildkitd unreachable or crashed, registry 5xx or timeout, worker lost); user errors are never retried. Attempts handed back at shutdown do not count.", false},
 	{"SLIPWAY_RETRY_BACKOFF", "10s", "worker, dev", "Wait before retrying a build after an infrastructure failure; doubles with each further attempt.", false},
 	{"SLIPWAY_RETRY_MAX_BACKOFF", "5m", "worker, dev", "Longest wait between two attempts.", false},
@@ -75,6 +80,7 @@ var settings = []setting{
 	{"SLIPWAY_WORKSPACE_DIR", "$TMPDIR/slipway-work", "worker, dev", "Where checkouts are made (one folder per build, removed afterwards).", false},
 	{"SLIPWAY_GIT_DEV_PROTOCOLS", "false", "worker, dev", "Development only: also clone over git://, http:// and file:// (no server authentication, or the worker's own disk). Off, git gets only https and ssh (GIT_ALLOW_PROTOCOL) and other clone URLs fail the build.", false},
 	{"SLIPWAY_SUBMODULE_HOSTS", "(none)", "worker, dev", "Comma-separated hosts (host or host:port) besides the repository's own that submodules may be fetched from.", false},
+	{"SLIPWAY_SSH_KNOWN_HOSTS", "(none)", "worker, dev", "Path of an OpenSSH known_hosts file: ssh:// clone URLs (with the repository's deploy key) check the server's host key against it only (StrictHostKeyChecking=yes). Unset: an ssh:// clone fails saying so.", false},
 	{"SLIPWAY_OUTBOUND_ALLOWED_HOSTS", "(none)", "worker, dev", "Comma-separated hosts a repository's `integration.webhook` may call: names (`qa.example.com`), `*.example.com` (subdomains), IPs and CIDRs (`10.0.0.0/8`). A name never reaches a loopback, link-local (cloud metadata) or other special address it resolves to; only an IP or CIDR entry allows those (`make run` and the tests list `127.0.0.1`). Redirects to another host are not followed; proxy variables are ignored. Unset: no integration webhook is called.", false},
 	{"SLIPWAY_INTEGRATION_SECRET", "", "worker, dev", "Key of the HMAC-SHA256 signature (`X-Slipway-Signature-256`) on calls to a repository's `integration.webhook`. Builds that use one fail while it is unset.", true},
 	{"SLIPWAY_SERVER", "", "repo, promote, builds, logs, cancel, retry, wait", "URL of the slipway server the client commands call, e.g. `https://ci.example.com` (or `--server`).", false},
@@ -124,12 +130,16 @@ type config struct {
 	HeartbeatInterval   time.Duration
 	StaleAfter          time.Duration
 	BuildTimeout        time.Duration
+	Podman              string
+	PodCPU              string
+	PodMemory           string
 	MaxAttempts         int
 	RetryBackoff        time.Duration
 	RetryMaxBackoff     time.Duration
 	ShutdownGrace       time.Duration
 	WorkspaceDir        string
 	SubmoduleHosts      []string
+	SSHKnownHosts       string
 	GitDevProtocols     bool
 	IntegrationSecret   string
 	Outbound            *slipway.OutboundPolicy
@@ -169,6 +179,17 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 		}
 		return v
 	}
+	// quantity is a positive Kubernetes quantity (2, 500m, 2Gi), as given.
+	quantity := func(name, def string) string {
+		v := get(name)
+		if v == "" {
+			return def
+		}
+		if q, err := resource.ParseQuantity(v); err != nil || q.Sign() <= 0 {
+			bad(name, "%q is not a positive Kubernetes quantity (such as 2, 500m, 2Gi)", v)
+		}
+		return v
+	}
 	duration := func(name string, def time.Duration) time.Duration {
 		v := get(name)
 		if v == "" {
@@ -194,6 +215,7 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 	c.DatabaseURL = required("SLIPWAY_DATABASE_URL")
 	c.GitDevProtocols = boolSetting("SLIPWAY_GIT_DEV_PROTOCOLS")
 	c.SubmoduleHosts = listSetting(get, "SLIPWAY_SUBMODULE_HOSTS")
+	c.SSHKnownHosts = get("SLIPWAY_SSH_KNOWN_HOSTS")
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}
@@ -383,6 +405,12 @@ func loadConfig(getenv func(string) string, r role, tmpDir string) (*config, err
 			bad("SLIPWAY_STALE_AFTER", "%s must be at least twice SLIPWAY_HEARTBEAT_INTERVAL (%s)", c.StaleAfter, c.HeartbeatInterval)
 		}
 		c.BuildTimeout = duration("SLIPWAY_BUILD_TIMEOUT", time.Hour)
+		c.Podman = get("SLIPWAY_PODMAN")
+		if c.Podman == "" {
+			c.Podman = "podman"
+		}
+		c.PodCPU = quantity("SLIPWAY_POD_CPU", "2")
+		c.PodMemory = quantity("SLIPWAY_POD_MEMORY", "2Gi")
 		c.IntegrationSecret = get("SLIPWAY_INTEGRATION_SECRET")
 		if p, err := slipway.ParseOutboundPolicy(get("SLIPWAY_OUTBOUND_ALLOWED_HOSTS")); err != nil {
 			bad("SLIPWAY_OUTBOUND_ALLOWED_HOSTS", "%s", slipway.ErrorMessage(err))

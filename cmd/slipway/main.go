@@ -216,7 +216,7 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 		// Tests with services run in Pods through Podman; a machine without
 		// it still runs every other test (those builds fail saying why).
 		pods, podsMissing := worker.Config{}.Pods, ""
-		if p, err := pod.NewPodman(ctx, pod.PodmanConfig{Insecure: cfg.RegistryInsecure, AuthFile: cfg.DockerConfig}); err != nil {
+		if p, err := pod.NewPodman(ctx, pod.PodmanConfig{Binary: cfg.Podman, Insecure: cfg.RegistryInsecure, AuthFile: cfg.DockerConfig}); err != nil {
 			podsMissing = err.Error()
 			logger.Warn().Err(err).Msg("Tests with services cannot run")
 		} else {
@@ -224,6 +224,7 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 		}
 		w, err := worker.New(logger, worker.Config{
 			Pods:              pods,
+			PodLimits:         pod.Limits{CPU: cfg.PodCPU, Memory: cfg.PodMemory},
 			PodsMissing:       podsMissing,
 			ID:                cfg.WorkerID,
 			Concurrency:       cfg.WorkerConcurrency,
@@ -237,6 +238,7 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 			ShutdownGrace:     cfg.ShutdownGrace,
 			WorkspaceDir:      cfg.WorkspaceDir,
 			SubmoduleHosts:    cfg.SubmoduleHosts,
+			SSHKnownHosts:     cfg.SSHKnownHosts,
 			Git:               slipway.GitPolicy{DevProtocols: cfg.GitDevProtocols},
 			CloneAuth:         auth,
 			InsecureRegistry:  cfg.RegistryInsecure,
@@ -247,6 +249,7 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 			Secrets:           secrets,
 			RepoCredentials:   secrets,
 			Promotions:        postgres.NewPromotionService(db),
+			Releases:          postgres.NewReleaseService(db),
 		}, builds, jobs, bk, reg)
 		if err != nil {
 			return err
@@ -300,6 +303,7 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 			Tokens:       postgres.NewTokenService(db),
 			Sessions:     postgres.NewSessionService(db),
 			Promotions:   postgres.NewPromotionService(db),
+			Releases:     postgres.NewReleaseService(db),
 			Integrations: postgres.NewIntegrationService(db),
 			Registry:     reg,
 		})

@@ -82,7 +82,27 @@ func TestLoadConfig(t *testing.T) {
 		_, err := loadConfig(env(e), role{worker: true}, "/tmp")
 		require.NoError(t, err)
 	})
+	t.Run("PodSettings", func(t *testing.T) {
+		t.Parallel()
+		c, err := loadConfig(env(validEnv()), role{worker: true}, "/tmp")
+		require.NoError(t, err)
+		require.Equal(t, "podman", c.Podman)
+		require.Equal(t, "2", c.PodCPU)
+		require.Equal(t, "2Gi", c.PodMemory)
+		e := validEnv()
+		e["SLIPWAY_PODMAN"] = "/usr/local/bin/podman"
+		e["SLIPWAY_POD_CPU"] = "500m"
+		e["SLIPWAY_POD_MEMORY"] = "512Mi"
+		c, err = loadConfig(env(e), role{worker: true}, "/tmp")
+		require.NoError(t, err)
+		require.Equal(t, "/usr/local/bin/podman", c.Podman)
+		require.Equal(t, "500m", c.PodCPU)
+		require.Equal(t, "512Mi", c.PodMemory)
+	})
 	for name, tc := range map[string]struct{ key, value, want string }{
+		"BadPodCPU":          {"SLIPWAY_POD_CPU", "two", "SLIPWAY_POD_CPU: \"two\" is not a positive Kubernetes quantity"},
+		"ZeroPodMemory":      {"SLIPWAY_POD_MEMORY", "0", "SLIPWAY_POD_MEMORY: \"0\" is not a positive Kubernetes quantity"},
+		"BadPodMemory":       {"SLIPWAY_POD_MEMORY", "2GB!", "SLIPWAY_POD_MEMORY"},
 		"BadDuration":        {"SLIPWAY_BUILD_TIMEOUT", "forever", "SLIPWAY_BUILD_TIMEOUT: \"forever\" is not a positive duration"},
 		"StaleTooShort":      {"SLIPWAY_STALE_AFTER", "6s", "SLIPWAY_STALE_AFTER: 6s must be at least twice SLIPWAY_HEARTBEAT_INTERVAL"},
 		"BadConcurrency":     {"SLIPWAY_WORKER_CONCURRENCY", "0", "SLIPWAY_WORKER_CONCURRENCY"},

@@ -113,17 +113,13 @@ func signIn(t testing.TB, ctx context.Context, url, token string) {
 	)
 }
 
-// postStatus posts a form from the page with fetch and returns the status:
-// fields as given, plus the page's CSRF token when withCSRF.
-func postStatus(t testing.TB, ctx context.Context, path string, fields map[string]string, withCSRF bool) int {
+// postStatus posts a form from the page with fetch and returns the status.
+func postStatus(t testing.TB, ctx context.Context, path string, fields map[string]string) int {
 	t.Helper()
 	var js strings.Builder
 	js.WriteString("(async () => { const f = new URLSearchParams();")
 	for k, v := range fields {
 		fmt.Fprintf(&js, "f.append(%q, %q);", k, v)
-	}
-	if withCSRF {
-		js.WriteString(`f.append("csrf", document.querySelector('input[name=csrf]').value);`)
 	}
 	fmt.Fprintf(&js, "const r = await fetch(%q, {method: 'POST', body: f, redirect: 'manual'}); return r.status; })()", path)
 	return get(t, ctx, chromedp.Evaluate[int](js.String(), chromedp.EvalAwaitPromise))

@@ -4,10 +4,16 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/stretchr/testify/require"
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
@@ -86,9 +92,127 @@ func TestReleaseChart(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, out["chartapp/templates/deploy.yaml"], image+"@"+onMain.IndexDigest, "helm template shows the digest")
 
+	requireReleaseRecord(t, s, image, onMain, rel, hc)
+
 	failed := pushRef("badchart", badURL, "refs/heads/main", c2)
 	require.Equal(t, slipway.BuildFailed, failed.State)
 	require.Contains(t, failed.Error, "deploy.yaml", "the error names the chart file")
 	_, err = hc.Pull(chartRepo + ":0.0.0-" + slipway.CommitTag(c2))
 	require.Error(t, err, "a branch build pushes no chart")
+}
+
+// requireReleaseRecord checks the release record of v1.2.3 against the
+// registry itself: its index digest is what tag 1.2.3 resolves to, its
+// platform digests and provenance are the index's manifests, and its chart
+// reference pulls by digest. The dashboard's release page shows the digests.
+func requireReleaseRecord(t *testing.T, s *stack, image string, tested, tagBuild *slipway.Build, hc *helmregistry.Client) {
+	t.Helper()
+	var rel struct {
+		Repo        string
+		Version     string
+		Commit      string
+		IndexDigest string `json:"index_digest"`
+		Platforms   []struct {
+			Platform, Digest, Provenance string
+			Tests                        []slipway.TestResult
+		}
+		Chart      *slipway.ReleaseChart
+		Tags       []string
+		ReleasedBy string             `json:"released_by"`
+		Source     struct{ ID int64 } `json:"source_build"`
+		Build      struct{ ID int64 }
+	}
+	code, body := s.api("/releases/acme/chartapp/v1.2.3", &rel)
+	require.Equal(t, http.StatusOK, code, "%s", body)
+	code, same := s.api("/releases/acme/chartapp/1.2.3", nil)
+	require.Equal(t, http.StatusOK, code)
+	require.JSONEq(t, string(body), string(same), "v1.2.3 and 1.2.3 name one release")
+	code, body = s.api("/releases/acme/chartapp/9.9.9", nil)
+	require.Equal(t, http.StatusNotFound, code, "%s", body)
+
+	ref, err := name.NewTag(image + ":1.2.3")
+	require.NoError(t, err)
+	idx, err := remote.Index(ref)
+	require.NoError(t, err)
+	d, err := idx.Digest()
+	require.NoError(t, err)
+	require.Equal(t, d.String(), rel.IndexDigest, "the record's index is what tag 1.2.3 resolves to")
+	require.Equal(t, tested.IndexDigest, rel.IndexDigest)
+	require.Equal(t, tested.Commit, rel.Commit)
+	require.Equal(t, tested.ID, rel.Source.ID)
+	require.Equal(t, tagBuild.ID, rel.Build.ID)
+	require.Contains(t, rel.ReleasedBy, "tag push v1.2.3")
+	require.Subset(t, rel.Tags, []string{"1.2.3", "1.2", "1", "latest"})
+
+	im, err := idx.IndexManifest()
+	require.NoError(t, err)
+	images, attestations := map[string]string{}, map[string]string{}
+	for _, m := range im.Manifests {
+		if m.Annotations["vnd.docker.reference.type"] == "attestation-manifest" {
+			attestations[m.Annotations["vnd.docker.reference.digest"]] = m.Digest.String()
+		} else if m.Platform != nil {
+			images[m.Platform.OS+"/"+m.Platform.Architecture] = m.Digest.String()
+		}
+	}
+	require.Len(t, rel.Platforms, len(images), "one platform per image manifest of the index")
+	for _, p := range rel.Platforms {
+		require.Equal(t, images[p.Platform], p.Digest, p.Platform)
+		require.NotEmpty(t, p.Provenance, "provenance: min by default")
+		require.Equal(t, attestations[p.Digest], p.Provenance, "the attestation of %s", p.Platform)
+		require.NotEmpty(t, p.Tests, "tests of %s", p.Platform)
+		for _, tr := range p.Tests {
+			require.Equal(t, p.Platform, tr.Platform)
+			require.True(t, tr.Passed)
+		}
+	}
+
+	require.NotNil(t, rel.Chart)
+	require.Equal(t, "oci://"+strings.TrimSuffix(image, "/chartapp")+"/charts/chartapp:1.2.3", rel.Chart.Reference)
+	require.Equal(t, "1.2.3", rel.Chart.Version)
+	require.Equal(t, "1.2.3", rel.Chart.AppVersion)
+	pulled, err := hc.Pull(strings.TrimPrefix(rel.Chart.Reference, "oci://") + "@" + rel.Chart.Digest)
+	require.NoError(t, err, "helm pull %s@%s", rel.Chart.Reference, rel.Chart.Digest)
+	require.Equal(t, rel.Chart.Digest, pulled.Manifest.Digest)
+
+	// The dashboard's release page, with the admin token's session.
+	jar, err := cookiejar.New(nil)
+	require.NoError(t, err)
+	c := &http.Client{Jar: jar}
+	form := url.Values{"token": {adminToken}, "next": {"/"}}
+	page := pageOf(t, c, s.url+"/signin")
+	form.Set("csrf", csrfFrom(t, page))
+	resp, err := c.PostForm(s.url+"/signin", form)
+	require.NoError(t, err)
+	resp.Body.Close()
+	html := pageOf(t, c, s.url+"/releases/acme/chartapp/v1.2.3")
+	require.Contains(t, html, rel.IndexDigest)
+	for _, p := range rel.Platforms {
+		require.Contains(t, html, p.Digest)
+		require.Contains(t, html, p.Provenance)
+	}
+	require.Contains(t, html, "helm pull "+rel.Chart.Reference+"@"+rel.Chart.Digest)
+	require.Contains(t, html, "docker pull "+image+"@"+rel.IndexDigest)
+	require.Contains(t, pageOf(t, c, s.url+"/releases/acme/chartapp"), `href="/releases/acme/chartapp/1.2.3"`)
+}
+
+// pageOf GETs a dashboard page with c and returns its HTML; it must answer 200.
+func pageOf(t *testing.T, c *http.Client, u string) string {
+	t.Helper()
+	resp, err := c.Get(u)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "GET %s: %s", u, data)
+	return string(data)
+}
+
+var csrfFieldRE = regexp.MustCompile(`name="csrf" value="([0-9a-f]+)"`)
+
+// csrfFrom returns the CSRF token of a page's form.
+func csrfFrom(t *testing.T, html string) string {
+	t.Helper()
+	m := csrfFieldRE.FindStringSubmatch(html)
+	require.NotNil(t, m, "a form with a CSRF token in:\n%s", html)
+	return m[1]
 }

@@ -19,7 +19,7 @@ import (
 // running build arrive without a reload until it succeeds, see both
 // platforms' digests, promote as a release manager and find the audit entry;
 // a viewer is offered no promotion and is refused when posting the form; a
-// form without its CSRF token is refused.
+// form sent from another site's page is refused.
 func TestDashboardInBrowser(t *testing.T) {
 	chromiumPath(t)
 	base := pushBase(t)
@@ -76,9 +76,19 @@ func TestDashboardInBrowser(t *testing.T) {
 	_, err = chromedp.Call(ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{})
 	require.NoError(t, err)
 
-	// A form without its CSRF token is refused, and queues nothing.
-	require.Equal(t, http.StatusForbidden, postStatus(t, ctx, fmt.Sprintf("/builds/%d/retry", id), nil, false))
+	// A form another site's page sends to slipway is refused, and queues
+	// nothing: the page is on localhost, slipway on 127.0.0.1, and chromium's
+	// own Sec-Fetch-Site header is what gives it away.
+	other := strings.Replace(s.url, "127.0.0.1", "localhost", 1)
+	require.NotEqual(t, s.url, other, "slipway's URL names 127.0.0.1")
+	do(t, ctx, time.Minute, chromedp.Navigate(other+"/signin"), chromedp.WaitVisible(chromedp.ID("token")))
+	get(t, ctx, chromedp.Evaluate[bool](fmt.Sprintf(`(() => { const f = document.createElement("form");
+		f.method = "post"; f.action = %q; document.body.appendChild(f); f.submit(); return true; })()`,
+		fmt.Sprintf("%s/builds/%d/retry", s.url, id))))
+	wait(t, ctx, time.Minute, `document.body !== null && document.body.textContent.includes("sent from another site")`)
+	screenshot(t, ctx, shots, "cross-site-refused")
 	require.Equal(t, 1, s.buildCount("acme/app"))
+	do(t, ctx, time.Minute, chromedp.Navigate(buildURL), chromedp.WaitVisible(chromedp.ID("log")))
 
 	// Promote as a release manager: confirm, then see the result and the audit entry.
 	do(t, ctx, time.Minute,
@@ -114,7 +124,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	require.Zero(t, get(t, ctx, chromedp.Evaluate[int](`document.querySelectorAll("#retry, #cancel").length`)))
 	screenshot(t, ctx, shots, "build-viewer")
 	require.Equal(t, http.StatusForbidden, postStatus(t, ctx, fmt.Sprintf("/builds/%d/promote", id),
-		map[string]string{"tags": "v2.0.0", "confirm": "yes"}, true))
+		map[string]string{"tags": "v2.0.0", "confirm": "yes"}))
 	var rows int
 	require.NoError(t, s.db.Pool().QueryRow(t.Context(),
 		`SELECT count(*) FROM promotions WHERE build_id = $1 AND actor = 'watcher' AND outcome = 'refused'`, id).Scan(&rows))

@@ -116,4 +116,35 @@ func TestTagPushReleasesTestedImage(t *testing.T) {
 	require.Equal(t, http.StatusOK, code)
 	require.NoError(t, json.Unmarshal(body, &audit))
 	require.Len(t, audit.Promotions, 4, "%s", body)
+
+	// The release records: the fresh release names the tag's own build as
+	// the tested one, and has no chart; the list is newest first.
+	var rec struct {
+		IndexDigest  string `json:"index_digest"`
+		Chart        *slipway.ReleaseChart
+		Source       struct{ ID int64 } `json:"source_build"`
+		Build        struct{ ID int64 }
+		PromotionIDs []int64 `json:"promotion_ids"`
+	}
+	code, body = s.api("/releases/acme/relapp/v3.0.0", &rec)
+	require.Equal(t, http.StatusOK, code, "%s", body)
+	require.Equal(t, fresh.IndexDigest, rec.IndexDigest)
+	require.Equal(t, fresh.ID, rec.Source.ID)
+	require.Equal(t, fresh.ID, rec.Build.ID)
+	require.Nil(t, rec.Chart, "no chart folder, no chart")
+	ids := []int64{}
+	for _, p := range audit.Promotions {
+		ids = append(ids, p.ID)
+	}
+	require.ElementsMatch(t, ids, rec.PromotionIDs, "the record names its audit rows")
+	var list struct{ Releases []slipway.Release }
+	code, body = s.api("/releases/acme/relapp", &list)
+	require.Equal(t, http.StatusOK, code, "%s", body)
+	versions := []string{}
+	for _, r := range list.Releases {
+		versions = append(versions, r.Version)
+	}
+	require.Equal(t, []string{"3.0.0", "2.0.0-rc.1", "1.2.3"}, versions)
+	require.Equal(t, rel.ID, list.Releases[2].BuildID)
+	require.Equal(t, onMain.ID, list.Releases[2].SourceBuildID)
 }
