@@ -1,6 +1,8 @@
 package registry
 
 import (
+	"context"
+
 	"github.com/google/go-containerregistry/pkg/authn"
 
 	"github.com/slipway-ci/slipway"
@@ -51,4 +53,25 @@ func HasRepoCredential(kc authn.Keychain, registry string) bool {
 // ("index.docker.io" for Docker Hub).
 func repoAuthKey(registry string) string {
 	return slipway.NormalizeRegistryHost(registry)
+}
+
+type repoAuthsKey struct{}
+
+// WithRepoAuths returns ctx carrying a repository's own registry
+// credentials by normalized host (as OpenRegistryAuths returns them): every
+// Client call with it uses RepoKeychain(auths, the Client's keychain), and a
+// 401 or 403 of such a host names RepoCredentialHint. nil or empty auths
+// leave ctx as it is.
+func WithRepoAuths(ctx context.Context, auths map[string]slipway.RegistryAuth) context.Context {
+	if len(auths) == 0 {
+		return ctx
+	}
+	return context.WithValue(ctx, repoAuthsKey{}, auths)
+}
+
+// RepoAuthsFrom returns the credentials WithRepoAuths put in ctx, nil for
+// none.
+func RepoAuthsFrom(ctx context.Context) map[string]slipway.RegistryAuth {
+	m, _ := ctx.Value(repoAuthsKey{}).(map[string]slipway.RegistryAuth)
+	return m
 }

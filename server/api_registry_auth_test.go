@@ -47,6 +47,10 @@ func TestRegistryAuthAPI(t *testing.T) {
 	require.Equal(t, "team-bot", list[0].(map[string]any)["username"])
 	_, hasPassword := list[0].(map[string]any)["password"]
 	require.False(t, hasPassword)
+	resp, out = b.get(t, "/api/v1/repos/acme/app")
+	require.Equal(t, http.StatusOK, resp.StatusCode, out["_raw"])
+	require.Equal(t, []any{"ghcr.io"}, out["registry_auths"], "the repository's JSON lists the hosts only")
+	require.NotContains(t, out["_raw"], "team-bot")
 
 	for _, bad := range []string{
 		`{"registry": "ghcr.io", "username": "x"}`,
@@ -68,6 +72,9 @@ func TestRegistryAuthAPI(t *testing.T) {
 	resp, out = b.get(t, path)
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.Empty(t, out["registry_auths"])
+	resp, out = b.get(t, "/api/v1/repos/acme/app")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, []any{}, out["registry_auths"])
 
 	t.Run("not configured", func(t *testing.T) {
 		plain := setup(t, nil)
