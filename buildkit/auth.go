@@ -121,7 +121,7 @@ func explainRegistry(msg string, repo RepoAuths) string {
 	case registryDenied.MatchString(msg) && hasRepoAuth(repo, host, msg):
 		return msg + " (" + host + " refused the repository's registry credential: check it with GET/PUT /api/v1/repos/{owner}/{name}/registry-auth)"
 	case registryDenied.MatchString(msg):
-		return msg + " (" + host + " refused the credentials: check its entry in the Docker config SLIPWAY_DOCKER_CONFIG names)"
+		return msg + " (" + host + " refused the credentials: check its entry in the Docker config SLIPWAY_DOCKER_CONFIG names, or the repository's own registry credential, PUT /api/v1/repos/{owner}/{name}/registry-auth)"
 	}
 	return msg
 }

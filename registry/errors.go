@@ -84,7 +84,7 @@ func interpretError(ctx context.Context, what string, err error) error {
 		if _, ok := RepoAuthsFrom(ctx)[repoAuthKey(host)]; ok {
 			detail += "; " + host + " refused " + RepoCredentialHint + ": check it with GET/PUT /api/v1/repos/{owner}/{name}/registry-auth"
 		} else {
-			detail += "; check the credentials for " + host + " in the Docker config " + DockerConfigSetting + " names"
+			detail += "; check the credentials for " + host + " in the Docker config " + DockerConfigSetting + " names, or the repository's own registry credential (PUT /api/v1/repos/{owner}/{name}/registry-auth)"
 		}
 	}
 	return &regError{msg: what + ": " + slipway.OneLine(detail), code: code, cause: err}
