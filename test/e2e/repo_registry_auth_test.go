@@ -105,6 +105,15 @@ func TestRepoRegistryAuth(t *testing.T) {
 		require.Equal(t, slipway.EFORBIDDEN, slipway.ErrorCode(err), "a wrong repository credential: %v", err)
 		require.Contains(t, err.Error(), sec.Host+" refused the repository's registry credential")
 		require.NotContains(t, err.Error(), "Not-the-pa55word")
+
+		// The server promotes the build with the same credential.
+		code, out := s.post(fmt.Sprintf("/builds/%d/promote", b.ID), adminToken, map[string]any{"tags": []string{"stable"}})
+		require.Equal(t, http.StatusOK, code, out["_raw"])
+		require.NotContains(t, out["_raw"], pass)
+		index, _, err := reader.VerifyIndex(registry.WithRepoAuths(ctx, map[string]slipway.RegistryAuth{
+			sec.Host: {Username: user, Password: pass}}), s.image("acme", "private")+":stable", plats)
+		require.NoError(t, err)
+		require.Equal(t, b.IndexDigest, index, "stable points at the build's index")
 	})
 	t.Run("NoCredentialFailsClearly", func(t *testing.T) {
 		url := register("nocred", "")
