@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -23,7 +24,9 @@ import (
 // platforms with ONLY its own sealed registry credential (PUT
 // /api/v1/repos/{owner}/{name}/registry-auth; the stack has no
 // SLIPWAY_DOCKER_CONFIG): FROM pull, push, cache, verify, test pulls and
-// tags. The index is readable with that credential. A second repository
+// tags; the server promotes with it too. The index is readable with that
+// credential. A fork's pull request of the same repository never gets it
+// (the registry refuses the anonymous build). A second repository
 // without it fails with the registry named; a third with a wrong password
 // fails at once (one attempt) naming the repository's registry credential.
 // The password is in no log, no process's stderr and no API answer.
@@ -53,14 +56,14 @@ func TestRepoRegistryAuth(t *testing.T) {
 	s.start("worker", "SLIPWAY_WORKER_ID=e2e-repo-registry-auth")
 	r := newRepos(t)
 	plats := []string{"linux/amd64", "linux/arm64"}
-	commits := map[string]string{}
+	commits, urls := map[string]string{}, map[string]string{}
 	register := func(name, password string) string {
 		t.Helper()
 		url, commit := r.add(name, map[string]string{"Dockerfile": dockerfile(base, ""), ".slipway.yml": archTest})
 		code, out := s.post("/repos", adminToken, map[string]any{"forge": "github", "owner": "acme", "name": name,
 			"clone_url": url, "platforms": plats})
 		require.Equal(t, http.StatusCreated, code, out["_raw"])
-		commits[name] = commit
+		commits[name], urls[name] = commit, url
 		if password != "" {
 			code, out = s.sendJSON(http.MethodPut, "/repos/acme/"+name+"/registry-auth", adminToken,
 				map[string]string{"registry": sec.Host, "username": user, "password": password})
@@ -114,6 +117,23 @@ func TestRepoRegistryAuth(t *testing.T) {
 			sec.Host: {Username: user, Password: pass}}), s.image("acme", "private")+":stable", plats)
 		require.NoError(t, err)
 		require.Equal(t, b.IndexDigest, index, "stable points at the build's index")
+	})
+	t.Run("ForkPullRequestGetsNone", func(t *testing.T) {
+		// The same repository, a fork's pull request: approved, it runs
+		// without the repository's credential, so the login registry refuses it.
+		head := pullRef(t, filepath.Join(r.base, "private.git"), 1, dockerfile(base, "LABEL pr=1\n"))
+		body := prPayload(t, "opened", 1, head, "acme", "private", urls["private"], true)
+		code, out := s.webhook("pull_request", "rra-fork", body, testenv.Sign(webhookSecret, body))
+		require.Equal(t, http.StatusAccepted, code, "%v", out)
+		id := int64(out["build_id"].(float64))
+		code, out = s.post(fmt.Sprintf("/builds/%d/approve", id), adminToken, nil)
+		require.Equal(t, http.StatusOK, code, out["_raw"])
+		b := s.waitDone(id)
+		require.True(t, b.PullRequest.Fork)
+		require.Equal(t, slipway.BuildFailed, b.State, "%s", s.logs(id))
+		require.Contains(t, b.Error, sec.Host+" refused the credentials", "anonymous, not the repository's credential")
+		require.NotContains(t, b.Error, "the repository's registry credential")
+		require.Equal(t, 1, b.Attempt)
 	})
 	t.Run("NoCredentialFailsClearly", func(t *testing.T) {
 		url := register("nocred", "")
