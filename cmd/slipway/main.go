@@ -248,6 +248,8 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 			Integrations:      postgres.NewIntegrationService(db),
 			Secrets:           secrets,
 			RepoCredentials:   secrets,
+			RegistryAuths:     secrets,
+			DockerConfig:      cfg.DockerConfig,
 			Promotions:        postgres.NewPromotionService(db),
 			Releases:          postgres.NewReleaseService(db),
 		}, builds, jobs, bk, reg)
@@ -279,6 +281,7 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 			Logs:                logs,
 			Secrets:             secrets,
 			Credentials:         secrets,
+			RegistryAuths:       secrets,
 			GitHubWebhookSecret: cfg.GitHubWebhookSecret,
 			GitHubAllowedOwners: cfg.GitHubAllowedOwners,
 			PromotionTargets:    cfg.PromotionTargets,
