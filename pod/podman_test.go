@@ -122,9 +122,11 @@ func TestPodman(t *testing.T) {
 				p, err := b.spec(t, platform, `echo runner on $(uname -m); /bin/busybox nc 127.0.0.1 $BROKER_PORT </dev/null; exit 0`).Pod()
 				require.NoError(t, err)
 				var out lines
-				code, err := b.rt.Run(ctx, p, out.log)
+				res, err := b.rt.Run(ctx, p, out.log)
 				require.NoError(t, err, out.String())
-				require.Equal(t, 0, code)
+				require.Equal(t, 0, res.ExitCode)
+				require.Nil(t, res.Report)
+				require.NoError(t, res.ReportErr)
 				arch := map[string]string{"linux/amd64": "x86_64", "linux/arm64": "aarch64"}[platform]
 				require.Contains(t, out.String(), "broker: broker listening on 7000 on "+arch)
 				require.Contains(t, out.String(), "runner: runner on "+arch)
@@ -139,10 +141,47 @@ func TestPodman(t *testing.T) {
 		p, err := b.spec(t, "linux/amd64", "echo failing; exit 3").Pod()
 		require.NoError(t, err)
 		var out lines
-		code, err := b.rt.Run(ctx, p, out.log)
+		res, err := b.rt.Run(ctx, p, out.log)
 		require.NoError(t, err)
-		require.Equal(t, 3, code)
+		require.Equal(t, 3, res.ExitCode)
 		require.Contains(t, out.String(), "runner: failing")
+		b.requireNoPods(t)
+	})
+
+	t.Run("the report is copied out of the runner after it fails", func(t *testing.T) {
+		s := b.spec(t, "linux/amd64", `mkdir -p /out && printf '<testsuite name="s"><testcase name="a"/></testsuite>' > /out/junit.xml; exit 1`)
+		s.Report = "/out/junit.xml"
+		p, err := s.Pod()
+		require.NoError(t, err)
+		require.Equal(t, "/out/junit.xml", p.Annotations[pod.ReportAnnotation])
+		var out lines
+		res, err := b.rt.Run(ctx, p, out.log)
+		require.NoError(t, err, out.String())
+		require.Equal(t, 1, res.ExitCode)
+		require.NoError(t, res.ReportErr)
+		require.Equal(t, `<testsuite name="s"><testcase name="a"/></testsuite>`, string(res.Report))
+		b.requireNoPods(t)
+	})
+
+	t.Run("a missing, oversized, folder or host-symlinked report is ReportErr", func(t *testing.T) {
+		for _, c := range []struct{ script, report, want string }{
+			{"exit 0", "/out/none.xml", "report /out/none.xml does not exist in the runner"},
+			{"mkdir -p /out/dir", "/out/dir", "/out/dir is not a regular file"},
+			{"mkdir -p /out && head -c 5000000 /dev/zero > /out/big.xml", "/out/big.xml", "/out/big.xml is larger than 4 MiB"},
+			// A link is never followed: podman cp reads inside the
+			// container, and a link is not the report.
+			{"mkdir -p /out && ln -s /etc/passwd /out/link.xml", "/out/link.xml", "/out/link.xml is not a regular file"},
+		} {
+			s := b.spec(t, "linux/amd64", c.script)
+			s.Report = c.report
+			p, err := s.Pod()
+			require.NoError(t, err)
+			res, err := b.rt.Run(ctx, p, (&lines{}).log)
+			require.NoError(t, err)
+			require.Equal(t, 0, res.ExitCode)
+			require.Nil(t, res.Report, c.report)
+			require.ErrorContains(t, res.ReportErr, c.want)
+		}
 		b.requireNoPods(t)
 	})
 
@@ -187,9 +226,9 @@ func TestPodman(t *testing.T) {
 		p, err := s.Pod()
 		require.NoError(t, err)
 		var out lines
-		code, err := b.rt.Run(ctx, p, out.log)
+		res, err := b.rt.Run(ctx, p, out.log)
 		require.NoError(t, err)
-		require.Equal(t, 0, code, out.String())
+		require.Equal(t, 0, res.ExitCode, out.String())
 		require.Contains(t, out.String(), "runner: hello")
 		b.requireNoPods(t)
 	})
@@ -227,6 +266,14 @@ func TestPodman(t *testing.T) {
 		require.ErrorContains(t, err, "pulling "+s.Services[0].Image)
 		b.requireNoPods(t)
 	})
+}
+
+func TestSpecReportPath(t *testing.T) {
+	for _, bad := range []string{"out/junit.xml", "/", "/out/../junit.xml", "/out//j.xml"} {
+		s := pod.Spec{Name: "p", Runner: pod.Container{Name: "runner", Image: "busybox"}, Report: bad}
+		_, err := s.Pod()
+		require.ErrorContains(t, err, "is not a clean absolute path", bad)
+	}
 }
 
 func TestNewPodmanMissingBinary(t *testing.T) {
