@@ -301,7 +301,6 @@ func readTarFile(r io.Reader, path string, limit int64) ([]byte, error) {
 	return data, nil
 }
 
-
 // startService starts one service container and waits for its startup
 // probe, or until it exits.
 func (p *Podman) startService(ctx context.Context, podName string, c corev1.Container, logs *followers, log LogFunc) error {
