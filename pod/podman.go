@@ -240,8 +240,9 @@ func (p *Podman) run(ctx context.Context, pod *corev1.Pod, log LogFunc) (code in
 
 // copyFile reads the regular file path of container ctr (running or
 // exited) through `podman cp CTR:PATH -`, a tar stream that podman makes
-// from inside the container's root, so a symlink there cannot reach a host
-// file. More than limit bytes, a folder or a link is an error.
+// from inside the container's root: a symlink there is followed within that
+// root and cannot reach a host file. More than limit bytes, or anything but
+// a regular file, is an error.
 func (p *Podman) copyFile(ctx context.Context, ctr, path string, limit int64) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
@@ -256,7 +257,11 @@ func (p *Podman) copyFile(ctx context.Context, ctr, path string, limit int64) ([
 		return nil, fmt.Errorf("copying %s out of the runner: %w", path, err)
 	}
 	data, readErr := readTarFile(out, path, limit)
-	cancel() // stops podman when the file was too big or not one
+	if readErr != nil {
+		cancel() // stops podman when the file was too big or not one
+	}
+	// On success readTarFile read the stream to its end, and podman exits
+	// by itself.
 	waitErr := cmd.Wait()
 	if readErr == nil && waitErr != nil {
 		readErr = fmt.Errorf("copying %s out of the runner: %w", path, waitErr)

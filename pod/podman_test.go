@@ -5,7 +5,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -164,13 +166,15 @@ func TestPodman(t *testing.T) {
 	})
 
 	t.Run("a missing, oversized, folder or host-symlinked report is ReportErr", func(t *testing.T) {
+		hostFile := filepath.Join(t.TempDir(), "host-secret.xml")
+		require.NoError(t, os.WriteFile(hostFile, []byte("<testsuite>host secret</testsuite>"), 0o644))
 		for _, c := range []struct{ script, report, want string }{
 			{"exit 0", "/out/none.xml", "report /out/none.xml does not exist in the runner"},
 			{"mkdir -p /out/dir", "/out/dir", "/out/dir is not a regular file"},
 			{"mkdir -p /out && head -c 5000000 /dev/zero > /out/big.xml", "/out/big.xml", "/out/big.xml is larger than 4 MiB"},
-			// A link is never followed: podman cp reads inside the
-			// container, and a link is not the report.
-			{"mkdir -p /out && ln -s /etc/passwd /out/link.xml", "/out/link.xml", "/out/link.xml is not a regular file"},
+			// A link resolves inside the container (podman cp reads in its
+			// root): a file that exists only on the host does not come out.
+			{"mkdir -p /out && ln -s " + hostFile + " /out/link.xml", "/out/link.xml", "report /out/link.xml does not exist in the runner"},
 		} {
 			s := b.spec(t, "linux/amd64", c.script)
 			s.Report = c.report
@@ -182,6 +186,18 @@ func TestPodman(t *testing.T) {
 			require.Nil(t, res.Report, c.report)
 			require.ErrorContains(t, res.ReportErr, c.want)
 		}
+		b.requireNoPods(t)
+
+		// A link to a file of the container itself is that file: still the
+		// container's own content, never the host's.
+		s := b.spec(t, "linux/amd64", "mkdir -p /out && echo in-container > /out/real.xml && ln -s /out/real.xml /out/link.xml")
+		s.Report = "/out/link.xml"
+		p, err := s.Pod()
+		require.NoError(t, err)
+		res, err := b.rt.Run(ctx, p, (&lines{}).log)
+		require.NoError(t, err)
+		require.NoError(t, res.ReportErr)
+		require.Equal(t, "in-container\n", string(res.Report))
 		b.requireNoPods(t)
 	})
 
