@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/stretchr/testify/require"
 
 	"github.com/slipway-ci/slipway/pod"
@@ -38,15 +36,11 @@ func setup(t *testing.T) *bundle {
 	host := testenv.StartRegistry(t)
 	ref, err := testenv.PushBaseImage(ctx, host)
 	require.NoError(t, err)
-	r, err := name.ParseReference(ref)
-	require.NoError(t, err)
-	idx, err := remote.Index(r)
-	require.NoError(t, err)
-	m, err := idx.IndexManifest()
+	digests, err := testenv.PlatformDigests(ref)
 	require.NoError(t, err)
 	b := &bundle{images: map[string]string{}, runName: randomHex(t)}
-	for _, d := range m.Manifests {
-		b.images[d.Platform.OS+"/"+d.Platform.Architecture] = host + "/" + testenv.BaseImageRepo + "@" + d.Digest.String()
+	for platform, digest := range digests {
+		b.images[platform] = host + "/" + testenv.BaseImageRepo + "@" + digest
 	}
 	require.Len(t, b.images, 2)
 	b.rt, err = pod.NewPodman(ctx, pod.PodmanConfig{Insecure: true, ConfDir: t.TempDir()})

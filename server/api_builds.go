@@ -108,16 +108,12 @@ func handleBuildTestCases(builds slipway.BuildService, cases slipway.TestCaseSer
 			writeError(w, r, unavailable("The test cases"))
 			return
 		}
-		id, err := buildID(r)
+		b, err := requestBuild(r, builds)
 		if err != nil {
 			writeError(w, r, err)
 			return
 		}
-		if _, err := builds.FindBuildByID(r.Context(), id); err != nil {
-			writeError(w, r, err)
-			return
-		}
-		list, err := cases.FindTestCases(r.Context(), id)
+		list, err := cases.FindTestCases(r.Context(), b.ID)
 		if err != nil {
 			writeError(w, r, err)
 			return

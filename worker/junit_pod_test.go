@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
@@ -32,18 +30,9 @@ func TestJUnitReportInPod(t *testing.T) {
 	host := testenv.StartRegistry(t)
 	ref, err := testenv.PushBaseImage(ctx, host)
 	require.NoError(t, err)
-	r, err := name.ParseReference(ref)
+	digests, err := testenv.PlatformDigests(ref)
 	require.NoError(t, err)
-	idx, err := remote.Index(r)
-	require.NoError(t, err)
-	m, err := idx.IndexManifest()
-	require.NoError(t, err)
-	var p slipway.PlatformDigest
-	for _, d := range m.Manifests {
-		if d.Platform.Architecture == "amd64" {
-			p = slipway.PlatformDigest{Platform: "linux/amd64", Digest: d.Digest.String()}
-		}
-	}
+	p := slipway.PlatformDigest{Platform: "linux/amd64", Digest: digests["linux/amd64"]}
 	require.NotEmpty(t, p.Digest)
 
 	builds := postgres.NewBuildService(db)
