@@ -13,7 +13,7 @@ all: build
 help:
 	@sed -n 's/^## //p' $(MAKEFILE_LIST)
 
-## deps: Debian packages, arm64 emulation, busybox debs, bin/buildkitd, bin/buildctl and bin/gitea
+## deps: Debian packages, arm64 emulation, busybox debs, bin/buildkitd, bin/buildctl, bin/gitea and bin/kube-apiserver
 deps:
 	@bash scripts/deps.sh
 

@@ -268,10 +268,14 @@ type Repo struct {
 	HasCloneToken bool `json:"has_clone_token"`
 	// HasDeployKey tells whether the repository has its own SSH deploy key;
 	// DeployKeyFingerprint is its SHA256 fingerprint ("SHA256:…"), "" when none.
-	HasDeployKey         bool     `json:"has_deploy_key"`
-	DeployKeyFingerprint string   `json:"deploy_key_fingerprint"`
-	Platforms            []string `json:"platforms"`
-	AllowedBranches      []string `json:"allowed_branches"`
+	HasDeployKey         bool   `json:"has_deploy_key"`
+	DeployKeyFingerprint string `json:"deploy_key_fingerprint"`
+	// RegistryAuths are the registry hosts the repository has its own
+	// credential for (PUT /api/v1/repos/{owner}/{name}/registry-auth),
+	// sorted; neither usernames nor passwords.
+	RegistryAuths   []string `json:"registry_auths"`
+	Platforms       []string `json:"platforms"`
+	AllowedBranches []string `json:"allowed_branches"`
 	// PromotionTargets are where builds may be promoted besides their own
 	// image (see PromotionTargetAllowed); empty: SLIPWAY_PROMOTION_TARGETS.
 	PromotionTargets []string `json:"promotion_targets"`

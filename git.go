@@ -2,6 +2,7 @@ package slipway
 
 import (
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"unicode"
@@ -61,6 +62,29 @@ func (p GitPolicy) CheckCloneURL(field, s string) error {
 		return Errorf(EINVALID, "%s has no host: %q.", field, Truncate(s, 100))
 	}
 	return nil
+}
+
+// scpLikeRE matches git's scp-like ssh syntax, [user@]host:path, as git
+// tells it from a URL and a local path (git-clone(1), "GIT URLS"): no "/"
+// before the first ":", and a path that does not start with "/" (which
+// would make it host:/abs, still scp-like but not a forge repository).
+var scpLikeRE = regexp.MustCompile(`^(?:([A-Za-z0-9._-]+)@)?([A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):([A-Za-z0-9._~-][A-Za-z0-9._~/-]*)$`)
+
+// SSHCloneURL rewrites a clone URL in git's scp-like syntax, as forges show
+// it (git@github.com:acme/app.git), into the same address as an ssh:// URL
+// (ssh://git@github.com/acme/app.git), which CheckCloneURL and the worker
+// take; any other string is returned as it is. A path with ".." or a host
+// starting with "-" is not rewritten (and so is refused as not a URL).
+func SSHCloneURL(s string) string {
+	m := scpLikeRE.FindStringSubmatch(s)
+	if m == nil || strings.Contains(m[3], "..") {
+		return s
+	}
+	user := ""
+	if m[1] != "" {
+		user = m[1] + "@"
+	}
+	return "ssh://" + user + m[2] + "/" + m[3]
 }
 
 // ForgeCloneURL is the clone URL of owner/name on a forge whose web or git

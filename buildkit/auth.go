@@ -1,6 +1,7 @@
 package buildkit
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"regexp"
@@ -8,8 +9,11 @@ import (
 
 	"github.com/docker/cli/cli/config"
 	"github.com/docker/cli/cli/config/configfile"
+	"github.com/docker/cli/cli/config/types"
 	"github.com/moby/buildkit/session"
 	"github.com/moby/buildkit/session/auth/authprovider"
+
+	"github.com/slipway-ci/slipway"
 )
 
 // Auth says where BuildKit finds registry credentials and which CAs the
@@ -28,11 +32,17 @@ type Auth struct {
 	CABundle string
 }
 
+// RepoAuths are a repository's own registry credentials by normalized
+// host (see slipway.NormalizeRegistryHost): for those hosts the session
+// answers with them instead of the Docker config's entry.
+type RepoAuths map[string]slipway.RegistryAuth
+
 // attachable returns the session's auth provider for a solve that talks to
-// the registries of refs (host[:port]/path references); nil for the zero
-// Auth, which leaves buildkitd anonymous.
-func (a Auth) attachable(refs ...string) (session.Attachable, error) {
-	if a.DockerConfig == "" && a.CABundle == "" {
+// the registries of refs (host[:port]/path references); repo's credentials
+// win over the Docker config for their hosts. nil for the zero Auth
+// without repo, which leaves buildkitd anonymous.
+func (a Auth) attachable(repo RepoAuths, refs ...string) (session.Attachable, error) {
+	if a.DockerConfig == "" && a.CABundle == "" && len(repo) == 0 {
 		return nil, nil
 	}
 	cfg := configfile.New("")
@@ -61,6 +71,9 @@ func (a Auth) attachable(refs ...string) (session.Attachable, error) {
 		for h := range cfg.CredentialHelpers {
 			hosts = append(hosts, h)
 		}
+		for h := range repo {
+			hosts = append(hosts, h)
+		}
 		for _, r := range refs {
 			hosts = append(hosts, strings.SplitN(r, "/", 2)[0])
 		}
@@ -69,8 +82,18 @@ func (a Auth) attachable(refs ...string) (session.Attachable, error) {
 			tlsConfigs[h] = &authprovider.AuthTLSConfig{RootCAs: []string{a.CABundle}}
 		}
 	}
+	provider := authprovider.LoadAuthConfig(cfg)
+	if len(repo) > 0 {
+		fromConfig := provider
+		provider = func(ctx context.Context, host string, scope []string, cacheCheck authprovider.ExpireCachedAuthCheck) (types.AuthConfig, error) {
+			if c, ok := repo[slipway.NormalizeRegistryHost(host)]; ok {
+				return types.AuthConfig{Username: c.Username, Password: c.Password, ServerAddress: host}, nil
+			}
+			return fromConfig(ctx, host, scope, cacheCheck)
+		}
+	}
 	return authprovider.NewDockerAuthProvider(authprovider.DockerAuthProviderConfig{
-		AuthConfigProvider: authprovider.LoadAuthConfig(cfg),
+		AuthConfigProvider: provider,
 		TLSConfigs:         tlsConfigs,
 	}), nil
 }
@@ -84,9 +107,10 @@ var (
 )
 
 // explainRegistry adds to a one-line BuildKit error what a user checks: the
-// credentials of the registry host in SLIPWAY_DOCKER_CONFIG for a 401 or 403,
+// credentials of the registry host in SLIPWAY_DOCKER_CONFIG for a 401 or 403
+// (or the repository's registry credential when repo has one for the host),
 // the CA bundle for an unknown authority. Other messages pass unchanged.
-func explainRegistry(msg string) string {
+func explainRegistry(msg string, repo RepoAuths) string {
 	host := "the registry"
 	if m := registryURL.FindStringSubmatch(msg); m != nil {
 		host = m[1]
@@ -94,8 +118,24 @@ func explainRegistry(msg string) string {
 	switch {
 	case unknownCA.MatchString(msg):
 		return msg + " (" + host + " is signed by a CA slipway does not trust: put it in the PEM file SLIPWAY_CA_BUNDLE names and in buildkitd.toml [registry.\"" + host + "\"] ca)"
+	case registryDenied.MatchString(msg) && hasRepoAuth(repo, host, msg):
+		return msg + " (" + host + " refused the repository's registry credential: check it with GET/PUT /api/v1/repos/{owner}/{name}/registry-auth)"
 	case registryDenied.MatchString(msg):
-		return msg + " (" + host + " refused the credentials: check its entry in the Docker config SLIPWAY_DOCKER_CONFIG names)"
+		return msg + " (" + host + " refused the credentials: check its entry in the Docker config SLIPWAY_DOCKER_CONFIG names, or the repository's own registry credential, PUT /api/v1/repos/{owner}/{name}/registry-auth)"
 	}
 	return msg
+}
+
+// hasRepoAuth reports whether repo has a credential for host, or, when no
+// URL named the host, for a registry msg names.
+func hasRepoAuth(repo RepoAuths, host, msg string) bool {
+	if _, ok := repo[slipway.NormalizeRegistryHost(host)]; ok {
+		return true
+	}
+	for h := range repo {
+		if host == "the registry" && strings.Contains(msg, h+"/") {
+			return true
+		}
+	}
+	return false
 }

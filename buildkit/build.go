@@ -56,6 +56,10 @@ type BuildSpec struct {
 	// Auth gives the solve registry credentials and CAs (see Auth); the
 	// zero Auth is anonymous. A Pool fills it from Pool.Auth when empty.
 	Auth Auth
+	// RepoAuths are the building repository's own registry credentials,
+	// preferred over Auth's Docker config for their hosts (push, FROM
+	// pulls, cache); nil for none.
+	RepoAuths RepoAuths
 	// Provenance is the mode of the SLSA provenance attestation BuildKit attaches
 	// to each platform's image: "min", "max", or "" for none.
 	Provenance string
@@ -159,7 +163,7 @@ func (b *Builder) Build(ctx context.Context, spec BuildSpec, log LogFunc) (index
 	if spec.CacheRepo != "" {
 		authRefs = append(authRefs, spec.CacheRepo)
 	}
-	ap, err := spec.Auth.attachable(authRefs...)
+	ap, err := spec.Auth.attachable(spec.RepoAuths, authRefs...)
 	if err != nil {
 		return "", fmt.Errorf("building %s: %w", spec.Ref, err)
 	}
@@ -190,7 +194,7 @@ func (b *Builder) Build(ctx context.Context, spec BuildSpec, log LogFunc) (index
 		return nil
 	})
 	if err := eg.Wait(); err != nil {
-		return "", solveError(ctx, "building "+spec.Ref, err)
+		return "", solveError(ctx, "building "+spec.Ref, err, spec.RepoAuths)
 	}
 
 	dgst := resp.ExporterResponse["containerimage.digest"]

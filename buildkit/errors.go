@@ -38,9 +38,9 @@ func cleanMessage(s string) string {
 // solveError wraps the error of a solve that did what: after ctx ended it is
 // the cause of that (context.Canceled, a deadline, or the cause a caller gave
 // context.WithCancelCause), so a cancel does not read as a build failure.
-func solveError(ctx context.Context, what string, err error) error {
+func solveError(ctx context.Context, what string, err error, repo RepoAuths) error {
 	if ctx.Err() != nil {
 		return &bkError{msg: what + ": " + context.Cause(ctx).Error(), err: context.Cause(ctx)}
 	}
-	return &bkError{msg: what + ": " + explainRegistry(cleanMessage(err.Error())), err: err}
+	return &bkError{msg: what + ": " + explainRegistry(cleanMessage(err.Error()), repo), err: err}
 }

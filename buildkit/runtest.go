@@ -33,6 +33,9 @@ type TestSpec struct {
 	Insecure bool
 	// Auth gives the pull of Image registry credentials (see Auth).
 	Auth Auth
+	// RepoAuths are the repository's own registry credentials for the pull
+	// (see BuildSpec.RepoAuths).
+	RepoAuths RepoAuths
 }
 
 func (s *TestSpec) validate() error {
@@ -101,7 +104,7 @@ func (b *Builder) RunTest(ctx context.Context, spec TestSpec, log LogFunc) (exit
 	}
 
 	var opt client.SolveOpt
-	ap, err := spec.Auth.attachable(spec.Image)
+	ap, err := spec.Auth.attachable(spec.RepoAuths, spec.Image)
 	if err != nil {
 		return 0, fmt.Errorf("running test in %s: %w", spec.Image, err)
 	}
@@ -128,5 +131,5 @@ func (b *Builder) RunTest(ctx context.Context, spec TestSpec, log LogFunc) (exit
 	if ctx.Err() == nil && errors.As(err, &exit) {
 		return int(exit.ExitCode), nil
 	}
-	return -1, solveError(ctx, what, err)
+	return -1, solveError(ctx, what, err, spec.RepoAuths)
 }

@@ -127,12 +127,24 @@ func lastLine(s string) string {
 	return ""
 }
 
-func (p *Podman) registryFlags() []string {
+func (p *Podman) registryFlags(ctx context.Context) []string {
 	flags := []string{"--tls-verify=" + strconv.FormatBool(!p.cfg.Insecure)}
-	if p.cfg.AuthFile != "" {
+	if f, ok := ctx.Value(authFileKey{}).(string); ok {
+		flags = append(flags, "--authfile", f)
+	} else if p.cfg.AuthFile != "" {
 		flags = append(flags, "--authfile", p.cfg.AuthFile)
 	}
 	return flags
+}
+
+type authFileKey struct{}
+
+// WithAuthFile returns ctx making the pulls of a Run with it read their
+// credentials from the Docker config.json at path instead of
+// PodmanConfig.AuthFile: a build's own file (a repository's registry
+// credentials beside the worker's), which the caller removes after Run.
+func WithAuthFile(ctx context.Context, path string) context.Context {
+	return context.WithValue(ctx, authFileKey{}, path)
 }
 
 // Run implements Runtime.
@@ -175,7 +187,7 @@ func (p *Podman) run(ctx context.Context, pod *corev1.Pod, log LogFunc) (code in
 			continue
 		}
 		pulled[c.Image] = true
-		args := append([]string{"pull", "--quiet"}, p.registryFlags()...)
+		args := append([]string{"pull", "--quiet"}, p.registryFlags(ctx)...)
 		if platform != "" {
 			args = append(args, "--platform", platform)
 		}
@@ -205,7 +217,7 @@ func (p *Podman) run(ctx context.Context, pod *corev1.Pod, log LogFunc) (code in
 		_ = p.Remove(rctx, pod.Name)
 		logs.wait()
 	}()
-	args := append([]string{"kube", "play", "--start=false", "--network", "none"}, p.registryFlags()...)
+	args := append([]string{"kube", "play", "--start=false", "--network", "none"}, p.registryFlags(ctx)...)
 	if _, err := p.podman(ctx, append(args, file.Name())...); err != nil {
 		return -1, nil, nil, fmt.Errorf("creating pod %s: %w", pod.Name, err)
 	}

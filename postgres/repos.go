@@ -38,6 +38,7 @@ type repoRow struct {
 	WebhookSecretEnc []byte    `db:"webhook_secret_enc"`
 	HasCloneToken    bool      `db:"has_clone_token"`
 	DeployKeyFP      string    `db:"deploy_key_fingerprint"`
+	RegistryAuths    []string  `db:"registry_auths"`
 	Platforms        []string  `db:"platforms"`
 	AllowedBranches  []string  `db:"allowed_branches"`
 	PromotionTargets []string  `db:"promotion_targets"`
@@ -50,7 +51,8 @@ type repoRow struct {
 }
 
 const repoColumns = `id, forge, owner, name, clone_url, image, webhook_secret_enc,
-	clone_token_enc IS NOT NULL AS has_clone_token, deploy_key_fingerprint, platforms,
+	clone_token_enc IS NOT NULL AS has_clone_token, deploy_key_fingerprint,
+	ARRAY(SELECT a.registry FROM repo_registry_auths a WHERE a.repo_id = repos.id ORDER BY a.registry) AS registry_auths, platforms,
 	allowed_branches, promotion_targets, trusted_associations, max_running, supersede, default_branch, created_at, updated_at`
 
 func (r repoRow) toRepo() *slipway.Repo {
@@ -63,7 +65,7 @@ func (r repoRow) toRepo() *slipway.Repo {
 	return &slipway.Repo{
 		ID: r.ID, Forge: r.Forge, Owner: r.Owner, Name: r.Name, CloneURL: r.CloneURL, Image: r.Image,
 		HasWebhookSecret: r.WebhookSecretEnc != nil, HasCloneToken: r.HasCloneToken,
-		HasDeployKey: r.DeployKeyFP != "", DeployKeyFingerprint: r.DeployKeyFP, Platforms: nonNil(r.Platforms),
+		HasDeployKey: r.DeployKeyFP != "", DeployKeyFingerprint: r.DeployKeyFP, RegistryAuths: nonNil(r.RegistryAuths), Platforms: nonNil(r.Platforms),
 		AllowedBranches: nonNil(r.AllowedBranches), PromotionTargets: nonNil(r.PromotionTargets),
 		TrustedAssociations: nonNil(r.TrustedAssoc), MaxRunning: r.MaxRunning, Supersede: r.Supersede,
 		DefaultBranch: r.DefaultBranch, CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC(),

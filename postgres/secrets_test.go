@@ -15,9 +15,7 @@ func TestSecretService(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	b := setup(t)
-	sealer, err := slipway.NewSealer("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f")
-	require.NoError(t, err)
-	s := postgres.NewSecretService(b.db, sealer)
+	s := sealedSecretService(t, b)
 	res, err := b.builds.EnqueueTrigger(ctx, newTrigger(triggerOpts{Delivery: "s"}), "reg/acme/app")
 	require.NoError(t, err)
 	repo := res.Build.RepoID
@@ -71,4 +69,13 @@ func TestSecretService(t *testing.T) {
 
 	_, err = postgres.NewSecretService(b.db, nil).SetSecret(ctx, repo, "X_Y", []byte("long enough"))
 	require.Equal(t, slipway.EUNAVAILABLE, slipway.ErrorCode(err))
+}
+
+// sealedSecretService returns a SecretService over b's database with a
+// fixed test key.
+func sealedSecretService(t *testing.T, b *testBundle) *postgres.SecretService {
+	t.Helper()
+	sealer, err := slipway.NewSealer("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f")
+	require.NoError(t, err)
+	return postgres.NewSecretService(b.db, sealer)
 }

@@ -43,7 +43,7 @@ func (c *Client) PushChart(ctx context.Context, ref string, metadata any, tgz []
 	}{{cfg, HelmConfigMediaType}, {tgz, HelmContentMediaType}} {
 		l := static.NewLayer(blob.data, blob.mt)
 		if err := remote.WriteLayer(repo, l, opts...); err != nil {
-			return "", interpretError("pushing the chart "+ref, err)
+			return "", interpretError(ctx, "pushing the chart "+ref, err)
 		}
 		d, _ := l.Digest()
 		descs[i] = v1.Descriptor{MediaType: blob.mt, Digest: d, Size: int64(len(blob.data))}
@@ -58,7 +58,7 @@ func (c *Client) PushChart(ctx context.Context, ref string, metadata any, tgz []
 		return "", fmt.Errorf("encoding the chart manifest: %w", err)
 	}
 	if err := remote.Put(tag, rawManifest(manifest), opts...); err != nil {
-		return "", interpretError("pushing the chart "+ref, err)
+		return "", interpretError(ctx, "pushing the chart "+ref, err)
 	}
 	d, _, err := v1.SHA256(bytesReader(manifest))
 	if err != nil {

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -43,7 +44,10 @@ func errorf(code, format string, args ...any) error {
 // says what was done, the HTTP status and the registry's own message (without
 // the request URL ggcr puts in front). Errors that are not registry answers,
 // such as a canceled context or a refused connection, are wrapped as they are.
-func interpretError(what string, err error) error {
+//
+// A 401 or 403 of a host ctx has the repository's own credential for (see
+// WithRepoAuths) names that credential instead of SLIPWAY_DOCKER_CONFIG.
+func interpretError(ctx context.Context, what string, err error) error {
 	var terr *transport.Error
 	if !errors.As(err, &terr) {
 		if tlsErr := explainTLS(err); tlsErr != "" {
@@ -76,7 +80,12 @@ func interpretError(what string, err error) error {
 		detail = "registry answered " + strings.TrimPrefix(bare.Error(), "unexpected status code ")
 	}
 	if code == slipway.EFORBIDDEN && terr.Request != nil && terr.Request.URL != nil {
-		detail += "; check the credentials for " + terr.Request.URL.Host + " in the Docker config " + DockerConfigSetting + " names"
+		host := terr.Request.URL.Host
+		if _, ok := RepoAuthsFrom(ctx)[repoAuthKey(host)]; ok {
+			detail += "; " + host + " refused " + RepoCredentialHint + ": check it with GET/PUT /api/v1/repos/{owner}/{name}/registry-auth"
+		} else {
+			detail += "; check the credentials for " + host + " in the Docker config " + DockerConfigSetting + " names, or the repository's own registry credential (PUT /api/v1/repos/{owner}/{name}/registry-auth)"
+		}
 	}
 	return &regError{msg: what + ": " + slipway.OneLine(detail), code: code, cause: err}
 }

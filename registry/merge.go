@@ -40,7 +40,7 @@ func (c *Client) MergeIndex(ctx context.Context, ref string, parts []string) (st
 		}
 		desc, err := remote.Get(d, opts...)
 		if err != nil {
-			return "", interpretError(fmt.Sprintf("fetching %s", d), err)
+			return "", interpretError(ctx, fmt.Sprintf("fetching %s", d), err)
 		}
 		var add []v1.Descriptor
 		if desc.MediaType.IsIndex() {
@@ -56,7 +56,7 @@ func (c *Client) MergeIndex(ctx context.Context, ref string, parts []string) (st
 			}
 			cf, err := img.ConfigFile()
 			if err != nil {
-				return "", interpretError(fmt.Sprintf("fetching config of %s", d), err)
+				return "", interpretError(ctx, fmt.Sprintf("fetching config of %s", d), err)
 			}
 			one := desc.Descriptor
 			one.Platform = &v1.Platform{OS: cf.OS, Architecture: cf.Architecture, Variant: cf.Variant}
@@ -83,7 +83,7 @@ func (c *Client) MergeIndex(ctx context.Context, ref string, parts []string) (st
 		return "", err
 	}
 	if err := remote.Put(tag, idx, opts...); err != nil {
-		return "", interpretError(fmt.Sprintf("pushing index %s", ref), err)
+		return "", interpretError(ctx, fmt.Sprintf("pushing index %s", ref), err)
 	}
 	return dgst.String(), nil
 }

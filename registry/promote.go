@@ -65,7 +65,7 @@ func (c *Client) Resolve(ctx context.Context, spec PromoteSpec) (*Resolved, erro
 		}
 		r.tags[i] = dst.Tag(t)
 	}
-	puller, _, err := c.remotes.get(c)
+	puller, _, err := c.remotes.get(ctx, c)
 	if err != nil {
 		return nil, fmt.Errorf("promoting %s: %w", src, err)
 	}
@@ -80,7 +80,7 @@ func (c *Client) Resolve(ctx context.Context, spec PromoteSpec) (*Resolved, erro
 				if errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound {
 					return nil // a new tag
 				}
-				return interpretError(fmt.Sprintf("reading tag %s", tag), err)
+				return interpretError(ctx, fmt.Sprintf("reading tag %s", tag), err)
 			}
 			r.Previous[i] = d.Digest.String()
 			return nil
@@ -90,7 +90,7 @@ func (c *Client) Resolve(ctx context.Context, spec PromoteSpec) (*Resolved, erro
 		// Get checks that the bytes hash to the digest asked for.
 		d, err := puller.Get(ctx, src)
 		if err != nil {
-			return interpretError(fmt.Sprintf("fetching %s", src), err)
+			return interpretError(ctx, fmt.Sprintf("fetching %s", src), err)
 		}
 		r.desc = d
 		return nil
@@ -122,7 +122,7 @@ func (c *Client) Retag(ctx context.Context, r *Resolved) error {
 	if len(r.tags) == 0 {
 		return nil
 	}
-	_, tagger, err := c.remotes.get(c)
+	_, tagger, err := c.remotes.get(ctx, c)
 	if err != nil {
 		return fmt.Errorf("promoting %s: %w", r.src, err)
 	}
@@ -141,7 +141,7 @@ func (c *Client) Retag(ctx context.Context, r *Resolved) error {
 				return fmt.Errorf("promoting %s: %w", r.src, err)
 			}
 			if err := pusher.Push(ctx, tag, r.desc); err != nil {
-				return interpretError(fmt.Sprintf("copying %s to %s", r.src, tag), err)
+				return interpretError(ctx, fmt.Sprintf("copying %s to %s", r.src, tag), err)
 			}
 			copied = true
 			continue
@@ -149,7 +149,7 @@ func (c *Client) Retag(ctx context.Context, r *Resolved) error {
 		// A *remote.Descriptor is Taggable with its raw manifest and media
 		// type, so Put sends the bytes as fetched.
 		if err := tagger.Put(ctx, tag, r.desc); err != nil {
-			return interpretError(fmt.Sprintf("tagging %s as %s", r.src, tag), err)
+			return interpretError(ctx, fmt.Sprintf("tagging %s as %s", r.src, tag), err)
 		}
 	}
 	return nil
@@ -170,7 +170,17 @@ type remoteCache struct {
 	pusher *remote.Pusher
 }
 
-func (rc *remoteCache) get(c *Client) (*remote.Puller, *remote.Pusher, error) {
+func (rc *remoteCache) get(ctx context.Context, c *Client) (*remote.Puller, *remote.Pusher, error) {
+	if RepoAuthsFrom(ctx) != nil {
+		// A repository's own credentials are never shared with other calls.
+		opts := c.remoteOptions(ctx)
+		puller, err := remote.NewPuller(opts...)
+		if err != nil {
+			return nil, nil, err
+		}
+		pusher, err := remote.NewPusher(opts...)
+		return puller, pusher, err
+	}
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	if rc.puller != nil && time.Since(rc.made) < remoteTTL {

@@ -81,7 +81,7 @@ func (c *Client) nameOptions() []name.Option {
 func (c *Client) remoteOptions(ctx context.Context) []remote.Option {
 	return []remote.Option{
 		remote.WithContext(ctx),
-		remote.WithAuthFromKeychain(c.keychain),
+		remote.WithAuthFromKeychain(RepoKeychain(RepoAuthsFrom(ctx), c.keychain)),
 		remote.WithTransport(c.transport),
 		remote.WithUserAgent("slipway"),
 	}
@@ -118,7 +118,7 @@ func (c *Client) VerifyIndex(ctx context.Context, ref string, wanted []string) (
 
 	desc, err := remote.Get(r, c.remoteOptions(ctx)...)
 	if err != nil {
-		return "", nil, interpretError(fmt.Sprintf("fetching %s", ref), err)
+		return "", nil, interpretError(ctx, fmt.Sprintf("fetching %s", ref), err)
 	}
 	if !desc.MediaType.IsIndex() {
 		return "", nil, errorf(slipway.EINVALID,
@@ -131,7 +131,7 @@ func (c *Client) VerifyIndex(ctx context.Context, ref string, wanted []string) (
 	}
 	im, err := idx.IndexManifest()
 	if err != nil {
-		return "", nil, interpretError(fmt.Sprintf("reading index %s", ref), err)
+		return "", nil, interpretError(ctx, fmt.Sprintf("reading index %s", ref), err)
 	}
 
 	found := make([][]v1.Descriptor, len(want))
@@ -166,11 +166,11 @@ func (c *Client) VerifyIndex(ctx context.Context, ref string, wanted []string) (
 		m := f[0]
 		img, err := idx.Image(m.Digest)
 		if err != nil {
-			return "", nil, interpretError(fmt.Sprintf("fetching %s image %s", wanted[i], m.Digest), err)
+			return "", nil, interpretError(ctx, fmt.Sprintf("fetching %s image %s", wanted[i], m.Digest), err)
 		}
 		cf, err := img.ConfigFile()
 		if err != nil {
-			return "", nil, interpretError(fmt.Sprintf("fetching %s config of %s", wanted[i], m.Digest), err)
+			return "", nil, interpretError(ctx, fmt.Sprintf("fetching %s config of %s", wanted[i], m.Digest), err)
 		}
 		got := v1.Platform{OS: cf.OS, Architecture: cf.Architecture, Variant: cf.Variant}
 		if !samePlatform(got, want[i]) {
@@ -209,7 +209,7 @@ func (c *Client) Tag(ctx context.Context, repo string, digest string, tags []str
 	// remote.Get checks that the bytes it got hash to digest.
 	desc, err := remote.Get(src, opts...)
 	if err != nil {
-		return interpretError(fmt.Sprintf("fetching %s", src), err)
+		return interpretError(ctx, fmt.Sprintf("fetching %s", src), err)
 	}
 	pusher, err := remote.NewPusher(opts...)
 	if err != nil {
@@ -219,7 +219,7 @@ func (c *Client) Tag(ctx context.Context, repo string, digest string, tags []str
 		// A *remote.Descriptor is Taggable with its raw manifest and media type,
 		// so Put sends the bytes as fetched.
 		if err := pusher.Put(ctx, tag, desc); err != nil {
-			return interpretError(fmt.Sprintf("tagging %s as %s", src, tag.TagStr()), err)
+			return interpretError(ctx, fmt.Sprintf("tagging %s as %s", src, tag.TagStr()), err)
 		}
 	}
 	return nil
@@ -291,11 +291,11 @@ func (c *Client) Attestations(ctx context.Context, ref string) (map[string]strin
 	}
 	idx, err := remote.Index(r, c.remoteOptions(ctx)...)
 	if err != nil {
-		return nil, interpretError(fmt.Sprintf("fetching %s", ref), err)
+		return nil, interpretError(ctx, fmt.Sprintf("fetching %s", ref), err)
 	}
 	im, err := idx.IndexManifest()
 	if err != nil {
-		return nil, interpretError(fmt.Sprintf("reading index %s", ref), err)
+		return nil, interpretError(ctx, fmt.Sprintf("reading index %s", ref), err)
 	}
 	out := map[string]string{}
 	for _, m := range im.Manifests {

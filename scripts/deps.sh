@@ -6,7 +6,8 @@
 #   - Debian packages: runc (BuildKit's OCI worker), qemu-user-static (arm64
 #     emulation), docker-registry, git (checkouts, git daemon), openssl and curl
 #     (the signed test push), chromium (the dashboard's browser tests, run
-#     headless), podman with catatonit (its pause image), netavark and
+#     headless), etcd-server (the store of the chart tests' kube-apiserver),
+#     podman with catatonit (its pause image), netavark and
 #     aardvark-dns (the integration test Pods; slipway gives podman its own
 #     containers.conf through CONTAINERS_CONF, see pod.ContainersConf, so
 #     nothing of the machine's container configuration changes),
@@ -21,7 +22,10 @@
 #     version pinned in test/tools/go.mod, equal to the client's in go.mod (a
 #     `go install ...@version` of it is refused);
 #   - bin/gitea, from code.gitea.io/gitea at the version scripts/gitea.sh pins
-#     (about 10 minutes on two cores the first time, then stamped).
+#     (about 10 minutes on two cores the first time, then stamped);
+#   - bin/kube-apiserver, from k8s.io/kubernetes at the version
+#     deploy/kube-apiserver/go.mod pins (scripts/kube-apiserver.sh; about
+#     15 minutes on two cores the first time, then stamped).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -32,7 +36,7 @@ CACHE=${SLIPWAY_CACHE_DIR:-$ROOT/.cache}
 DEBS=$CACHE/debs
 command -v go >/dev/null 2>&1 || export PATH=$PATH:/usr/local/go/bin
 
-APT_PACKAGES=(runc qemu-user-static docker-registry git openssl curl chromium podman catatonit netavark aardvark-dns openssh-server openssh-client)
+APT_PACKAGES=(runc qemu-user-static docker-registry git openssl curl chromium podman catatonit netavark aardvark-dns openssh-server openssh-client etcd-server)
 BINFMT=/proc/sys/fs/binfmt_misc
 
 log() { echo "deps: $*" >&2; }
@@ -175,3 +179,7 @@ fi
 
 # bin/gitea, the real forge with its own registry the end-to-end tests run.
 bash "$ROOT/scripts/gitea.sh"
+
+# bin/kube-apiserver, the real API server the Helm chart's tests dry-run every
+# rendered object against (on the etcd from etcd-server).
+bash "$ROOT/scripts/kube-apiserver.sh"

@@ -6,6 +6,7 @@ import (
 
 	"github.com/slipway-ci/slipway"
 	"github.com/slipway-ci/slipway/promote"
+	"github.com/slipway-ci/slipway/registry"
 )
 
 // promoteRequest is the body of POST /api/v1/builds/{id}/promote.
@@ -45,14 +46,38 @@ func promoteBuild(r *http.Request, b *slipway.Build, req promoteRequest, cfg Con
 		return nil, unavailable("Promotion")
 	}
 	who := principalFrom(r.Context())
-	return promoter(cfg, svc).Promote(r.Context(), promote.Request{Build: b, Tags: req.Tags, Target: req.Repository,
+	ctx, err := withRepoRegistryAuths(r.Context(), b, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return promoter(cfg, svc).Promote(ctx, promote.Request{Build: b, Tags: req.Tags, Target: req.Repository,
 		Force: req.Force, Actor: who.Name, Role: who.Role})
 }
 
 // previewPromotion returns the digest each tag of req points at now ("" for
 // a new tag), reading the target repository without writing to it.
 func previewPromotion(ctx context.Context, b *slipway.Build, req promoteRequest, cfg Config, svc Services) ([]string, error) {
+	ctx, err := withRepoRegistryAuths(ctx, b, cfg)
+	if err != nil {
+		return nil, err
+	}
 	return promoter(cfg, svc).Preview(ctx, promote.Request{Build: b, Tags: req.Tags, Target: req.Repository, Force: req.Force})
+}
+
+// withRepoRegistryAuths returns ctx carrying the registry credentials of b's
+// repository (see registry.WithRepoAuths), so a promotion reads and writes
+// with them first and SLIPWAY_DOCKER_CONFIG for other hosts, as the build
+// did. ctx itself when the server has no store for them or the repository
+// none; a store failure is returned as it is.
+func withRepoRegistryAuths(ctx context.Context, b *slipway.Build, cfg Config) (context.Context, error) {
+	if cfg.RegistryAuths == nil {
+		return ctx, nil
+	}
+	auths, err := cfg.RegistryAuths.OpenRegistryAuths(ctx, b.RepoID)
+	if err != nil {
+		return nil, err
+	}
+	return registry.WithRepoAuths(ctx, auths), nil
 }
 
 // promoter is the promotion service over svc.

@@ -113,6 +113,11 @@ func decodeRepoSettings(w http.ResponseWriter, r *http.Request) (repoSettings, e
 	if dec.More() {
 		return s, slipway.Errorf(slipway.EINVALID, "The body must hold one JSON object.")
 	}
+	if s.CloneURL != nil {
+		// git@host:owner/name.git, as forges show it, is stored as ssh://.
+		u := slipway.SSHCloneURL(*s.CloneURL)
+		s.CloneURL = &u
+	}
 	return s, s.validate()
 }
 

@@ -92,6 +92,15 @@ func TestReposAPI(t *testing.T) {
 		require.Equal(t, http.StatusOK, resp.StatusCode)
 		require.Equal(t, "gitea", out["forge"])
 	})
+	t.Run("SCPLikeCloneURL", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, nil)
+		resp, out := b.send(t, http.MethodPost, "/api/v1/repos", `{"forge": "github", "owner": "acme", "name": "app", "clone_url": "git@github.com:acme/app.git"}`)
+		require.Equal(t, http.StatusCreated, resp.StatusCode, out["_raw"])
+		require.Equal(t, "ssh://git@github.com/acme/app.git", out["clone_url"], "stored as the same address in ssh:// form")
+		resp, out = b.send(t, http.MethodPost, "/api/v1/repos", `{"forge": "github", "owner": "acme", "name": "abs", "clone_url": "git@github.com:/srv/abs.git"}`)
+		requireError(t, resp, out, http.StatusBadRequest, slipway.EINVALID)
+	})
 	t.Run("DerivedCloneURLAndGeneratedSecret", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, nil)

@@ -60,13 +60,14 @@ func newDashboard(cfg Config, auth *authenticator, builds slipway.BuildService, 
 // routes adds the dashboard's pages to r.
 func (d *dashboard) routes(r chi.Router) {
 	r.Group(func(r chi.Router) {
-		// Errors on these routes are pages (writeError).
-		r.Use(withErrorPage(d.errorPage))
+		// Errors on these routes are pages (writeError); a POST from another
+		// site is refused before anything else, the session included.
+		r.Use(withErrorPage(d.errorPage), d.form)
 		static, _ := fs.Sub(web.FS, "static")
 		r.Get("/static/*", http.StripPrefix("/static/", staticHandler(static)).ServeHTTP)
 		r.Get("/signin", d.handleSignInForm)
-		r.With(d.form).Post("/signin", d.handleSignIn)
-		r.With(d.form).Post("/signout", d.handleSignOut)
+		r.Post("/signin", d.handleSignIn)
+		r.Post("/signout", d.handleSignOut)
 		r.Group(func(r chi.Router) {
 			r.Use(d.reader)
 			r.With(timeout(requestTimeout)).Get("/", d.handleNow)
@@ -76,17 +77,17 @@ func (d *dashboard) routes(r chi.Router) {
 			r.With(timeout(requestTimeout)).Get("/repos", d.handleRepos)
 			r.With(timeout(requestTimeout)).Get("/repos/*", d.handleRepo)
 			r.With(timeout(requestTimeout)).Get("/builds", d.handleBuilds)
-			r.With(d.form, d.need(slipway.RoleDeveloper), timeout(requestTimeout)).Post("/repos/*", d.handleBuildRef)
+			r.With(d.need(slipway.RoleDeveloper), timeout(requestTimeout)).Post("/repos/*", d.handleBuildRef)
 			r.With(d.need(slipway.RoleAdmin), timeout(requestTimeout)).Get("/tokens", d.handleTokens)
-			r.With(d.form, d.need(slipway.RoleAdmin), timeout(requestTimeout)).Post("/tokens", d.handleTokenCreateForm)
-			r.With(d.form, d.need(slipway.RoleAdmin), timeout(requestTimeout)).Post("/tokens/{id}/delete", d.handleTokenDeleteForm)
+			r.With(d.need(slipway.RoleAdmin), timeout(requestTimeout)).Post("/tokens", d.handleTokenCreateForm)
+			r.With(d.need(slipway.RoleAdmin), timeout(requestTimeout)).Post("/tokens/{id}/delete", d.handleTokenDeleteForm)
 			r.With(timeout(requestTimeout)).Get("/promotions", d.handlePromotions)
 			r.With(timeout(requestTimeout)).Get("/releases/*", d.handleReleases)
-			r.With(d.form, d.need(slipway.RoleDeveloper), timeout(requestTimeout)).Post("/builds/{id}/cancel", d.handleCancel)
-			r.With(d.form, d.need(slipway.RoleDeveloper), timeout(requestTimeout)).Post("/builds/{id}/approve", d.handleApprove)
-			r.With(d.form, d.need(slipway.RoleDeveloper), timeout(requestTimeout)).Post("/builds/{id}/retry", d.handleRetry)
+			r.With(d.need(slipway.RoleDeveloper), timeout(requestTimeout)).Post("/builds/{id}/cancel", d.handleCancel)
+			r.With(d.need(slipway.RoleDeveloper), timeout(requestTimeout)).Post("/builds/{id}/approve", d.handleApprove)
+			r.With(d.need(slipway.RoleDeveloper), timeout(requestTimeout)).Post("/builds/{id}/retry", d.handleRetry)
 			// Promotion checks the role itself, so a refusal is audited as in the API.
-			r.With(d.form, d.need(slipway.RoleViewer), timeout(requestTimeout)).Post("/builds/{id}/promote", d.handlePromote)
+			r.With(d.need(slipway.RoleViewer), timeout(requestTimeout)).Post("/builds/{id}/promote", d.handlePromote)
 		})
 	})
 }
@@ -164,11 +165,11 @@ func (d *dashboard) session(r *http.Request) (principal, error) {
 	return principal{}, ended
 }
 
-// form guards a dashboard POST: the browser must say it comes from a page
-// of this site (http.CrossOriginProtection: Sec-Fetch-Site, else Origin
-// against Host or SLIPWAY_PUBLIC_URL), so another site cannot make a
-// signed-in browser cancel, promote or create tokens; and the form is at most
-// 64 KiB. Clients that send neither header (curl, the CLI) are no browser and
+// form guards every dashboard route's POSTs (GET, HEAD and OPTIONS pass):
+// the browser must say the form comes from a page of this site
+// (http.CrossOriginProtection: Sec-Fetch-Site, else Origin against Host or
+// SLIPWAY_PUBLIC_URL), so another site cannot make a signed-in browser
+// cancel, promote or create tokens; and a body is at most 64 KiB. Clients that send neither header (curl, the CLI) are no browser and
 // carry no session cookie a third party could borrow.
 func (d *dashboard) form(next http.Handler) http.Handler {
 	guarded := d.sameOrigin.Handler(next)

@@ -191,6 +191,12 @@ func TestDashboardPublic(t *testing.T) {
 	resp, page = br.do(http.MethodGet, "/repos/acme/app", nil)
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.Contains(t, page, "main")
+	// From another site, an action is refused as such before the session is
+	// looked at (the browser sends no SameSite=Lax cookie there anyway).
+	br.header = http.Header{"Sec-Fetch-Site": {"cross-site"}}
+	resp, page = br.do(http.MethodPost, "/builds/"+id+"/cancel", url.Values{})
+	require.Equal(t, http.StatusForbidden, resp.StatusCode)
+	require.Contains(t, page, "sent from another site")
 	// Actions still need a session, even from this site's page.
 	br.header = http.Header{"Sec-Fetch-Site": {"same-origin"}}
 	resp, _ = br.do(http.MethodPost, "/builds/"+id+"/cancel", url.Values{})

@@ -90,6 +90,9 @@ func newRouter(logger zerolog.Logger, cfg Config, builds slipway.BuildService, c
 		r.With(admin, timeout(requestTimeout)).Delete("/repos/{owner}/{name}/clone-token", handleCloneTokenDelete(cfg.Secrets, cfg.Credentials))
 		r.With(admin, timeout(requestTimeout)).Put("/repos/{owner}/{name}/deploy-key", handleDeployKeyPut(cfg.Secrets, cfg.Credentials))
 		r.With(admin, timeout(requestTimeout)).Delete("/repos/{owner}/{name}/deploy-key", handleDeployKeyDelete(cfg.Secrets, cfg.Credentials))
+		r.With(admin, timeout(requestTimeout)).Get("/repos/{owner}/{name}/registry-auth", handleRegistryAuthList(cfg.Secrets, cfg.RegistryAuths))
+		r.With(admin, timeout(requestTimeout)).Put("/repos/{owner}/{name}/registry-auth", handleRegistryAuthPut(cfg.Secrets, cfg.RegistryAuths))
+		r.With(admin, timeout(requestTimeout)).Delete("/repos/{owner}/{name}/registry-auth/{registry}", handleRegistryAuthDelete(cfg.Secrets, cfg.RegistryAuths))
 	})
 	return r
 }

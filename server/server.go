@@ -32,6 +32,9 @@ type Config struct {
 	// Credentials stores repositories' own clone tokens and deploy keys for
 	// the admin API (repositories found through Secrets); nil answers 503.
 	Credentials slipway.RepoCredentialService
+	// RegistryAuths stores repositories' own registry credentials for the
+	// admin API (repositories found through Secrets); nil answers 503.
+	RegistryAuths slipway.RegistryAuthService
 	// GitHubWebhookSecret keys the HMAC-SHA256 of GitHub deliveries
 	// (SLIPWAY_GITHUB_WEBHOOK_SECRET). While it is empty only repositories with
 	// a webhook secret of their own receive GitHub deliveries; others get 503.

@@ -19,6 +19,7 @@ import (
 	"github.com/slipway-ci/slipway"
 	"github.com/slipway-ci/slipway/buildkit"
 	"github.com/slipway-ci/slipway/metrics"
+	"github.com/slipway-ci/slipway/registry"
 )
 
 // checkoutBuild checks build's commit out into dir. A build queued without a
@@ -142,6 +143,14 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 	}
 	ctx, cancelTimeout := context.WithTimeoutCause(ctx, cfg.Timeout, fmt.Errorf("timed out after %s", cfg.Timeout))
 	defer cancelTimeout()
+	fork := build.PullRequest != nil && build.PullRequest.Fork
+	regAuths, err := w.openRegistryAuths(ctx, build, fork, sink)
+	if err != nil {
+		return fail("%v", err)
+	}
+	// Every registry call of this build (verify, tags, charts, a release's
+	// promotion, test image lookups) uses them first.
+	ctx = registry.WithRepoAuths(ctx, regAuths)
 	releaseTags, isRelease := cfg.Release.releaseTags(build.Ref)
 	if isRelease {
 		// The tag's own templates ({{tag}} gives v1.2.3) come along, after the release tags.
@@ -165,7 +174,6 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 		sink.Add("", "release", "No tested build of "+build.Commit+" yet: building and testing it before the release")
 	}
 	var secrets map[string][]byte
-	fork := build.PullRequest != nil && build.PullRequest.Fork
 	if fork && (len(cfg.Secrets) > 0 || cfg.Integration != nil) {
 		// Untrusted code gets no build secret and calls no integration webhook.
 		sink.Add("", "checkout", "Pull request from a fork: no build secrets and no integration webhook")
@@ -202,6 +210,7 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 		Target:     cfg.Target,
 		BuildArgs:  cfg.BuildArgs,
 		Secrets:    secrets,
+		RepoAuths:  regAuths,
 	}
 	if cfg.Cache != CacheOff {
 		spec.CacheRepo, spec.CacheMode = build.Image, cfg.Cache
@@ -361,11 +370,12 @@ func (w *Worker) runTest(ctx context.Context, build *slipway.Build, cfg *RepoCon
 		code, res.Cases, err = w.runPodTest(tctx, build, cfg, t, p, image, targets, sink)
 	default:
 		code, err = w.builder.RunTest(tctx, buildkit.TestSpec{
-			Image:    image,
-			Platform: p.Platform,
-			Args:     t.Run.Args,
-			Env:      env,
-			Insecure: w.cfg.InsecureRegistry,
+			Image:     image,
+			Platform:  p.Platform,
+			Args:      t.Run.Args,
+			Env:       env,
+			Insecure:  w.cfg.InsecureRegistry,
+			RepoAuths: registry.RepoAuthsFrom(tctx),
 		}, func(_, text string) { sink.Add(p.Platform, step, text) })
 	}
 	res.DurationMS = time.Since(started).Milliseconds()

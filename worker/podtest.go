@@ -129,6 +129,14 @@ func (w *Worker) runPodTest(ctx context.Context, build *slipway.Build, cfg *Repo
 	}
 	step := "test:" + t.Name
 	sink.Add(p.Platform, step, fmt.Sprintf("Running in pod %s, runner %s", po.Name, runnerImage))
+	authFile, removeAuth, err := podAuthFile(ctx, w.cfg.DockerConfig)
+	if err != nil {
+		return -1, nil, err
+	}
+	defer removeAuth()
+	if authFile != "" {
+		ctx = pod.WithAuthFile(ctx, authFile)
+	}
 	res, err := w.cfg.Pods.Run(ctx, po, func(container, line string) {
 		if container == RunnerName {
 			sink.Add(p.Platform, step, line)

@@ -70,6 +70,15 @@ type Config struct {
 	// RepoCredentials opens a repository's own clone token and deploy key
 	// (slipway.RepoCredentialService); nil: only CloneAuth applies.
 	RepoCredentials RepoCredentialOpener
+	// RegistryAuths opens a repository's own registry credentials
+	// (slipway.RegistryAuthService): a build of a repository with any uses
+	// them before DockerConfig for their hosts in every registry call; nil:
+	// only the worker's credentials apply.
+	RegistryAuths RegistryAuthOpener
+	// DockerConfig is the path of the worker's Docker config.json
+	// (SLIPWAY_DOCKER_CONFIG), which a test Pod's auth file starts from when
+	// the repository has credentials of its own; "" for none.
+	DockerConfig string
 	// Git is the clone URL policy and the environment of every git the worker
 	// runs (slipway.GitPolicy): none of the worker's own variables, only the
 	// transports it allows.

@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -38,6 +39,15 @@ func TestLoadConfig(t *testing.T) {
 		require.Equal(t, "/tmp/slipway-work", c.WorkspaceDir)
 		require.EqualValues(t, 64<<20, c.WebhookMemory)
 		require.Equal(t, 500, c.MaxLogFollowers)
+		require.Equal(t, 5*time.Second, c.PollInterval)
+		require.Equal(t, 30*time.Second, c.StaleAfter)
+		require.Equal(t, time.Hour, c.BuildTimeout)
+		require.Equal(t, 5*time.Minute, c.RetryMaxBackoff)
+		require.Equal(t, "podman", c.Podman)
+		require.Equal(t, "2Gi", c.PodMemory)
+		require.Equal(t, "https://api.github.com", c.GitHubAPIURL)
+		require.Equal(t, "https://github.com", c.GitHubURL)
+		require.Equal(t, "info", c.LogLevel)
 	})
 	t.Run("WebhookMemory", func(t *testing.T) {
 		t.Parallel()
@@ -165,6 +175,32 @@ func TestRun(t *testing.T) {
 		require.NotContains(t, err.Error(), "topsecret")
 		require.NotContains(t, out.String(), "topsecret")
 	})
+}
+
+// TestLiteralDefaults: every default the settings list gives as a literal
+// is one loadConfig takes when the setting is unset, and a value it accepts
+// when set to it (the documented default is a valid setting, the same
+// config either way); placeholders such as `<hostname>-<pid>` are not used.
+func TestLiteralDefaults(t *testing.T) {
+	t.Parallel()
+	unset, err := loadConfig(env(validEnv()), role{server: true, worker: true}, "/tmp")
+	require.NoError(t, err)
+	n := 0
+	for _, s := range settings {
+		v := literalDefault(s.Name)
+		if v == "" {
+			require.False(t, strings.HasPrefix(s.Default, "`") && !strings.ContainsAny(s.Default, "<$ "),
+				"%s: default %s looks literal but is not used", s.Name, s.Default)
+			continue
+		}
+		n++
+		e := validEnv()
+		e[s.Name] = v
+		set, err := loadConfig(env(e), role{server: true, worker: true}, "/tmp")
+		require.NoError(t, err, "%s=%s (its documented default)", s.Name, v)
+		require.Equal(t, unset, set, "%s unset and %s=%s give the same config", s.Name, s.Name, v)
+	}
+	require.Greater(t, n, 15, "literal defaults found")
 }
 
 // TestSettingsDocumented keeps the README's settings table and the code in step.

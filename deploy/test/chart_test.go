@@ -75,6 +75,15 @@ func runHelm(t *testing.T, args ...string) string {
 // valueSets are the value files the chart is rendered with; "" is the defaults.
 var valueSets = []string{"", "external-postgres.yaml", "two-pools.yaml", "ingress.yaml"}
 
+// valueSetName names a value set for subtests: the file without .yaml, or
+// "defaults".
+func valueSetName(vs string) string {
+	if vs == "" {
+		return "defaults"
+	}
+	return strings.TrimSuffix(vs, ".yaml")
+}
+
 // scheme knows every kind the chart may render; a kind it does not know fails.
 func newScheme(t *testing.T) *runtime.Scheme {
 	t.Helper()
@@ -89,22 +98,42 @@ type rendered struct {
 	objects []runtime.Object
 }
 
+// render lints the chart with values (a file in testdata, "" for the
+// defaults), renders it and decodes each object strictly into its API type.
 func render(t *testing.T, values string) *rendered {
 	t.Helper()
-	args := []string{"template", release, chartDir, "--namespace", "slipway"}
 	lint := []string{"lint", chartDir, "--strict"}
 	if values != "" {
-		f := filepath.Join("testdata", values)
-		args = append(args, "-f", f)
-		lint = append(lint, "-f", f)
+		lint = append(lint, "-f", filepath.Join("testdata", values))
 	}
 	runHelm(t, lint...)
-	out := runHelm(t, args...)
 
 	scheme := newScheme(t)
 	strict := kjson.NewSerializerWithOptions(kjson.DefaultMetaFactory, scheme, scheme,
 		kjson.SerializerOptions{Yaml: true, Strict: true})
 	r := &rendered{}
+	for _, doc := range templateDocs(t, values) {
+		obj, gvk, err := strict.Decode(doc, nil, nil)
+		require.NoError(t, err, "decoding strictly:\n%s", doc)
+		_, unstructured := obj.(runtime.Unstructured)
+		require.False(t, unstructured, "%s decoded into no API type", gvk)
+		r.objects = append(r.objects, obj)
+	}
+	require.NotEmpty(t, r.objects)
+	return r
+}
+
+// templateDocs runs `helm template` with values (a file in testdata, "" for
+// the defaults) in the namespace slipway and returns each rendered object as
+// its YAML document; documents holding only comments are left out.
+func templateDocs(t *testing.T, values string) [][]byte {
+	t.Helper()
+	args := []string{"template", release, chartDir, "--namespace", "slipway"}
+	if values != "" {
+		args = append(args, "-f", filepath.Join("testdata", values))
+	}
+	out := runHelm(t, args...)
+	var docs [][]byte
 	reader := utilyaml.NewYAMLReader(bufio.NewReader(strings.NewReader(out)))
 	for {
 		doc, err := reader.Read()
@@ -117,14 +146,10 @@ func render(t *testing.T, values string) *rendered {
 		if len(probe) == 0 {
 			continue // only comments
 		}
-		obj, gvk, err := strict.Decode(doc, nil, nil)
-		require.NoError(t, err, "decoding strictly:\n%s", doc)
-		_, unstructured := obj.(runtime.Unstructured)
-		require.False(t, unstructured, "%s decoded into no API type", gvk)
-		r.objects = append(r.objects, obj)
+		docs = append(docs, doc)
 	}
-	require.NotEmpty(t, r.objects)
-	return r
+	require.NotEmpty(t, docs)
+	return docs
 }
 
 // podSpecs returns every pod template of r by owner name.
@@ -205,11 +230,7 @@ func (r *rendered) envNames(t *testing.T, settings map[string]setting) map[strin
 func TestChart(t *testing.T) {
 	settings := readSettings(t)
 	for _, vs := range valueSets {
-		name := strings.TrimSuffix(vs, ".yaml")
-		if name == "" {
-			name = "defaults"
-		}
-		t.Run(name, func(t *testing.T) {
+		t.Run(valueSetName(vs), func(t *testing.T) {
 			r := render(t, vs)
 			names := r.envNames(t, settings)
 			if vs != "ingress.yaml" { // with existingSecret the secret keys are the user's
