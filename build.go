@@ -120,6 +120,11 @@ type TestResult struct {
 	ExitCode   int    `json:"exit_code"`
 	DurationMS int64  `json:"duration_ms"`
 	Error      string `json:"error,omitempty"`
+	// Cases counts the cases of the JUnit report the test's runner wrote
+	// (.slipway.yml's junit), nil when it names none or the report could
+	// not be read; the cases themselves are at
+	// GET /api/v1/builds/{id}/test-cases.
+	Cases *TestCaseCounts `json:"cases,omitempty"`
 }
 
 // RefName returns the short name of a ref: "main" for refs/heads/main, "v1" for refs/tags/v1.

@@ -15,6 +15,7 @@ package pod
 import (
 	"errors"
 	"fmt"
+	"path"
 	"regexp"
 	"slices"
 	"strings"
@@ -45,6 +46,10 @@ const (
 	LabelWorkerPID  = "slipway.dev/worker-pid"
 	// RunnerAnnotation names the runner container of the Pod.
 	RunnerAnnotation = "slipway.dev/runner"
+	// ReportAnnotation, when set, is the absolute path of a file inside the
+	// runner container (a JUnit XML report) that the Runtime copies out
+	// after the runner exits (see Runtime.Run).
+	ReportAnnotation = "slipway.dev/report"
 )
 
 // Container is one container of a test Pod.
@@ -98,6 +103,9 @@ type Spec struct {
 	Runner Container
 	// Limits apply to every container.
 	Limits Limits
+	// Report is an absolute path inside the runner container of a file to
+	// copy out once the runner exits (ReportAnnotation); "" for none.
+	Report string
 }
 
 var dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
@@ -112,6 +120,9 @@ var dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 func (s Spec) Pod() (*corev1.Pod, error) {
 	if len(s.Name) > 63 || !dnsLabel.MatchString(s.Name) {
 		return nil, fmt.Errorf("pod name %q is not a DNS label", s.Name)
+	}
+	if s.Report != "" && (!path.IsAbs(s.Report) || path.Clean(s.Report) != s.Report || s.Report == "/") {
+		return nil, fmt.Errorf("report %q is not a clean absolute path of a file", s.Report)
 	}
 	limits := corev1.ResourceList{}
 	for _, l := range []struct {
@@ -138,6 +149,9 @@ func (s Spec) Pod() (*corev1.Pod, error) {
 	}
 	for k, v := range s.Labels {
 		p.Labels[k] = Label(v)
+	}
+	if s.Report != "" {
+		p.Annotations[ReportAnnotation] = s.Report
 	}
 	if arch, ok := strings.CutPrefix(s.Platform, "linux/"); ok {
 		// Read by a Kubernetes runtime; Podman ignores it and runs the

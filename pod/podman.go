@@ -1,10 +1,12 @@
 package pod
 
 import (
+	"archive/tar"
 	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -146,7 +148,12 @@ func WithAuthFile(ctx context.Context, path string) context.Context {
 }
 
 // Run implements Runtime.
-func (p *Podman) Run(ctx context.Context, pod *corev1.Pod, log LogFunc) (int, error) {
+func (p *Podman) Run(ctx context.Context, pod *corev1.Pod, log LogFunc) (Result, error) {
+	code, report, reportErr, err := p.run(ctx, pod, log)
+	return Result{ExitCode: code, Report: report, ReportErr: reportErr}, err
+}
+
+func (p *Podman) run(ctx context.Context, pod *corev1.Pod, log LogFunc) (code int, report []byte, reportErr, err error) {
 	runnerName := pod.Annotations[RunnerAnnotation]
 	var runner *corev1.Container
 	for i := range pod.Spec.Containers {
@@ -155,7 +162,7 @@ func (p *Podman) Run(ctx context.Context, pod *corev1.Pod, log LogFunc) (int, er
 		}
 	}
 	if runner == nil {
-		return -1, fmt.Errorf("pod %s: no runner container %q", pod.Name, runnerName)
+		return -1, nil, nil, fmt.Errorf("pod %s: no runner container %q", pod.Name, runnerName)
 	}
 	platform := ""
 	if arch := pod.Spec.NodeSelector["kubernetes.io/arch"]; arch != "" {
@@ -170,7 +177,7 @@ func (p *Podman) Run(ctx context.Context, pod *corev1.Pod, log LogFunc) (int, er
 	}
 	doc, err := YAML(played)
 	if err != nil {
-		return -1, err
+		return -1, nil, nil, err
 	}
 	// Pull first, each image for the Pod's platform: kube play would pull
 	// for the host's platform and say less about a failure.
@@ -185,20 +192,20 @@ func (p *Podman) Run(ctx context.Context, pod *corev1.Pod, log LogFunc) (int, er
 			args = append(args, "--platform", platform)
 		}
 		if _, err := p.podman(ctx, append(args, c.Image)...); err != nil {
-			return -1, fmt.Errorf("pulling %s: %w", c.Image, err)
+			return -1, nil, nil, fmt.Errorf("pulling %s: %w", c.Image, err)
 		}
 	}
 	file, err := os.CreateTemp("", "slipway-pod-*.yaml")
 	if err != nil {
-		return -1, fmt.Errorf("writing the pod YAML: %w", err)
+		return -1, nil, nil, fmt.Errorf("writing the pod YAML: %w", err)
 	}
 	defer os.Remove(file.Name())
 	if _, err := file.Write(doc); err != nil {
 		file.Close()
-		return -1, fmt.Errorf("writing the pod YAML: %w", err)
+		return -1, nil, nil, fmt.Errorf("writing the pod YAML: %w", err)
 	}
 	if err := file.Close(); err != nil {
-		return -1, fmt.Errorf("writing the pod YAML: %w", err)
+		return -1, nil, nil, fmt.Errorf("writing the pod YAML: %w", err)
 	}
 
 	logs := &followers{}
@@ -212,32 +219,103 @@ func (p *Podman) Run(ctx context.Context, pod *corev1.Pod, log LogFunc) (int, er
 	}()
 	args := append([]string{"kube", "play", "--start=false", "--network", "none"}, p.registryFlags(ctx)...)
 	if _, err := p.podman(ctx, append(args, file.Name())...); err != nil {
-		return -1, fmt.Errorf("creating pod %s: %w", pod.Name, err)
+		return -1, nil, nil, fmt.Errorf("creating pod %s: %w", pod.Name, err)
 	}
 	for _, c := range pod.Spec.Containers {
 		if c.Name == runnerName {
 			continue
 		}
 		if err := p.startService(ctx, pod.Name, c, logs, log); err != nil {
-			return -1, err
+			return -1, nil, nil, err
 		}
 	}
 	ctr := pod.Name + "-" + runnerName
 	if _, err := p.podman(ctx, "start", ctr); err != nil {
-		return -1, fmt.Errorf("starting the runner: %w", err)
+		return -1, nil, nil, fmt.Errorf("starting the runner: %w", err)
 	}
 	logs.follow(ctx, p, ctr, runnerName, log)
 	out, err := p.podman(ctx, "wait", ctr)
 	if err != nil {
-		return -1, fmt.Errorf("waiting for the runner: %w", err)
+		return -1, nil, nil, fmt.Errorf("waiting for the runner: %w", err)
 	}
-	code, err := strconv.Atoi(strings.TrimSpace(out))
+	code, err = strconv.Atoi(strings.TrimSpace(out))
 	if err != nil {
-		return -1, fmt.Errorf("reading the runner's exit code %q: %w", out, err)
+		return -1, nil, nil, fmt.Errorf("reading the runner's exit code %q: %w", out, err)
+	}
+	if path := pod.Annotations[ReportAnnotation]; path != "" {
+		report, reportErr = p.copyFile(ctx, ctr, path, MaxReportSize)
 	}
 	// The runner's last lines reach log before Run returns.
 	logs.waitFor(ctr, 10*time.Second)
-	return code, nil
+	return code, report, reportErr, nil
+}
+
+// copyFile reads the regular file path of container ctr (running or
+// exited) through `podman cp CTR:PATH -`, a tar stream that podman makes
+// from inside the container's root: a symlink there is followed within that
+// root and cannot reach a host file. More than limit bytes, or anything but
+// a regular file, is an error.
+func (p *Podman) copyFile(ctx context.Context, ctr, path string, limit int64) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	cmd := p.command(ctx, "cp", ctr+":"+path, "-")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, fmt.Errorf("copying %s out of the runner: %w", path, err)
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("copying %s out of the runner: %w", path, err)
+	}
+	data, readErr := readTarFile(out, path, limit)
+	if readErr != nil {
+		cancel() // stops podman when the file was too big or not one
+	}
+	// On success readTarFile read the stream to its end, and podman exits
+	// by itself.
+	waitErr := cmd.Wait()
+	if readErr == nil && waitErr != nil {
+		readErr = fmt.Errorf("copying %s out of the runner: %w", path, waitErr)
+	}
+	if readErr != nil {
+		msg := lastLine(stderr.String())
+		switch {
+		case strings.Contains(msg, "no such file or directory") || strings.Contains(msg, "could not find"):
+			return nil, fmt.Errorf("report %s does not exist in the runner", path)
+		case errors.Is(readErr, errNotTar) && msg != "":
+			return nil, fmt.Errorf("copying %s out of the runner: %s", path, msg)
+		}
+		return nil, readErr
+	}
+	return data, nil
+}
+
+var errNotTar = errors.New("podman cp wrote no tar stream")
+
+// readTarFile returns the content of the first entry of the tar stream r,
+// which must be a regular file of at most limit bytes.
+func readTarFile(r io.Reader, path string, limit int64) ([]byte, error) {
+	tr := tar.NewReader(r)
+	h, err := tr.Next()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errNotTar, err)
+	}
+	if h.Typeflag != tar.TypeReg {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	if h.Size > limit {
+		return nil, fmt.Errorf("%s is larger than %d MiB (%d bytes)", path, limit>>20, h.Size)
+	}
+	data, err := io.ReadAll(io.LimitReader(tr, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading %s from podman's tar stream: %w", path, err)
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d MiB", path, limit>>20)
+	}
+	_, _ = io.Copy(io.Discard, r)
+	return data, nil
 }
 
 // startService starts one service container and waits for its startup

@@ -5,14 +5,14 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/stretchr/testify/require"
 
 	"github.com/slipway-ci/slipway/pod"
@@ -36,15 +36,11 @@ func setup(t *testing.T) *bundle {
 	host := testenv.StartRegistry(t)
 	ref, err := testenv.PushBaseImage(ctx, host)
 	require.NoError(t, err)
-	r, err := name.ParseReference(ref)
-	require.NoError(t, err)
-	idx, err := remote.Index(r)
-	require.NoError(t, err)
-	m, err := idx.IndexManifest()
+	digests, err := testenv.PlatformDigests(ref)
 	require.NoError(t, err)
 	b := &bundle{images: map[string]string{}, runName: randomHex(t)}
-	for _, d := range m.Manifests {
-		b.images[d.Platform.OS+"/"+d.Platform.Architecture] = host + "/" + testenv.BaseImageRepo + "@" + d.Digest.String()
+	for platform, digest := range digests {
+		b.images[platform] = host + "/" + testenv.BaseImageRepo + "@" + digest
 	}
 	require.Len(t, b.images, 2)
 	b.rt, err = pod.NewPodman(ctx, pod.PodmanConfig{Insecure: true, ConfDir: t.TempDir()})
@@ -122,9 +118,11 @@ func TestPodman(t *testing.T) {
 				p, err := b.spec(t, platform, `echo runner on $(uname -m); /bin/busybox nc 127.0.0.1 $BROKER_PORT </dev/null; exit 0`).Pod()
 				require.NoError(t, err)
 				var out lines
-				code, err := b.rt.Run(ctx, p, out.log)
+				res, err := b.rt.Run(ctx, p, out.log)
 				require.NoError(t, err, out.String())
-				require.Equal(t, 0, code)
+				require.Equal(t, 0, res.ExitCode)
+				require.Nil(t, res.Report)
+				require.NoError(t, res.ReportErr)
 				arch := map[string]string{"linux/amd64": "x86_64", "linux/arm64": "aarch64"}[platform]
 				require.Contains(t, out.String(), "broker: broker listening on 7000 on "+arch)
 				require.Contains(t, out.String(), "runner: runner on "+arch)
@@ -139,10 +137,61 @@ func TestPodman(t *testing.T) {
 		p, err := b.spec(t, "linux/amd64", "echo failing; exit 3").Pod()
 		require.NoError(t, err)
 		var out lines
-		code, err := b.rt.Run(ctx, p, out.log)
+		res, err := b.rt.Run(ctx, p, out.log)
 		require.NoError(t, err)
-		require.Equal(t, 3, code)
+		require.Equal(t, 3, res.ExitCode)
 		require.Contains(t, out.String(), "runner: failing")
+		b.requireNoPods(t)
+	})
+
+	t.Run("the report is copied out of the runner after it fails", func(t *testing.T) {
+		s := b.spec(t, "linux/amd64", `mkdir -p /out && printf '<testsuite name="s"><testcase name="a"/></testsuite>' > /out/junit.xml; exit 1`)
+		s.Report = "/out/junit.xml"
+		p, err := s.Pod()
+		require.NoError(t, err)
+		require.Equal(t, "/out/junit.xml", p.Annotations[pod.ReportAnnotation])
+		var out lines
+		res, err := b.rt.Run(ctx, p, out.log)
+		require.NoError(t, err, out.String())
+		require.Equal(t, 1, res.ExitCode)
+		require.NoError(t, res.ReportErr)
+		require.Equal(t, `<testsuite name="s"><testcase name="a"/></testsuite>`, string(res.Report))
+		b.requireNoPods(t)
+	})
+
+	t.Run("a missing, oversized, folder or host-symlinked report is ReportErr", func(t *testing.T) {
+		hostFile := filepath.Join(t.TempDir(), "host-secret.xml")
+		require.NoError(t, os.WriteFile(hostFile, []byte("<testsuite>host secret</testsuite>"), 0o644))
+		for _, c := range []struct{ script, report, want string }{
+			{"exit 0", "/out/none.xml", "report /out/none.xml does not exist in the runner"},
+			{"mkdir -p /out/dir", "/out/dir", "/out/dir is not a regular file"},
+			{"mkdir -p /out && head -c 5000000 /dev/zero > /out/big.xml", "/out/big.xml", "/out/big.xml is larger than 4 MiB"},
+			// A link resolves inside the container (podman cp reads in its
+			// root): a file that exists only on the host does not come out.
+			{"mkdir -p /out && ln -s " + hostFile + " /out/link.xml", "/out/link.xml", "report /out/link.xml does not exist in the runner"},
+		} {
+			s := b.spec(t, "linux/amd64", c.script)
+			s.Report = c.report
+			p, err := s.Pod()
+			require.NoError(t, err)
+			res, err := b.rt.Run(ctx, p, (&lines{}).log)
+			require.NoError(t, err)
+			require.Equal(t, 0, res.ExitCode)
+			require.Nil(t, res.Report, c.report)
+			require.ErrorContains(t, res.ReportErr, c.want)
+		}
+		b.requireNoPods(t)
+
+		// A link to a file of the container itself is that file: still the
+		// container's own content, never the host's.
+		s := b.spec(t, "linux/amd64", "mkdir -p /out && echo in-container > /out/real.xml && ln -s /out/real.xml /out/link.xml")
+		s.Report = "/out/link.xml"
+		p, err := s.Pod()
+		require.NoError(t, err)
+		res, err := b.rt.Run(ctx, p, (&lines{}).log)
+		require.NoError(t, err)
+		require.NoError(t, res.ReportErr)
+		require.Equal(t, "in-container\n", string(res.Report))
 		b.requireNoPods(t)
 	})
 
@@ -187,9 +236,9 @@ func TestPodman(t *testing.T) {
 		p, err := s.Pod()
 		require.NoError(t, err)
 		var out lines
-		code, err := b.rt.Run(ctx, p, out.log)
+		res, err := b.rt.Run(ctx, p, out.log)
 		require.NoError(t, err)
-		require.Equal(t, 0, code, out.String())
+		require.Equal(t, 0, res.ExitCode, out.String())
 		require.Contains(t, out.String(), "runner: hello")
 		b.requireNoPods(t)
 	})
@@ -227,6 +276,14 @@ func TestPodman(t *testing.T) {
 		require.ErrorContains(t, err, "pulling "+s.Services[0].Image)
 		b.requireNoPods(t)
 	})
+}
+
+func TestSpecReportPath(t *testing.T) {
+	for _, bad := range []string{"out/junit.xml", "/", "/out/../junit.xml", "/out//j.xml"} {
+		s := pod.Spec{Name: "p", Runner: pod.Container{Name: "runner", Image: "busybox"}, Report: bad}
+		_, err := s.Pod()
+		require.ErrorContains(t, err, "is not a clean absolute path", bad)
+	}
 }
 
 func TestNewPodmanMissingBinary(t *testing.T) {

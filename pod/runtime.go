@@ -32,18 +32,41 @@ type Runtime interface {
 	// container's output goes to log while it runs. The Pod is always
 	// removed before Run returns, whatever the outcome.
 	//
+	// When the Pod names a report (ReportAnnotation), Run copies that file
+	// out of the runner container once the runner has exited, whatever its
+	// exit code, before the Pod is removed: Result.Report, at most
+	// MaxReportSize bytes. A report that cannot be read (missing, too big,
+	// not a regular file) is Result.ReportErr, not an error of Run.
+	//
 	// A runner that exits non-zero is not an error. A service whose
 	// readiness never comes, or that exits before it is ready, is a
 	// *NotReadyError. Canceling ctx stops everything and returns an error
 	// matching ctx's cause. Anything else (an image that cannot be pulled,
 	// the runtime gone) is an error with a one-line message.
-	Run(ctx context.Context, pod *corev1.Pod, log LogFunc) (exitCode int, err error)
+	Run(ctx context.Context, pod *corev1.Pod, log LogFunc) (Result, error)
 	// Remove removes the Pod name and its containers, killing them; a Pod
 	// that does not exist is no error.
 	Remove(ctx context.Context, name string) error
 	// List returns the Pods slipway made (LabelManaged) that carry every
 	// label of selector.
 	List(ctx context.Context, selector map[string]string) ([]Info, error)
+}
+
+// MaxReportSize bounds the report file Run copies out of the runner (4 MiB).
+const MaxReportSize = 4 << 20
+
+// Result is how a Pod's runner ended.
+type Result struct {
+	// ExitCode is the runner's exit code.
+	ExitCode int
+	// Report is the content of the file ReportAnnotation names, read from
+	// inside the runner container (a symlink there resolves inside the
+	// container, never to a file of the host); nil when the Pod names none
+	// or it could not be read.
+	Report []byte
+	// ReportErr says why a named report could not be read, in one line
+	// ("… does not exist", "… is larger than 4 MiB").
+	ReportErr error
 }
 
 // NotReadyError is a service that did not become ready: its readiness

@@ -93,6 +93,35 @@ func handleBuildView(builds slipway.BuildService) http.HandlerFunc {
 	}
 }
 
+// handleBuildTestCases answers GET /api/v1/builds/{id}/test-cases: the
+// cases of the JUnit reports the build's tests wrote (.slipway.yml's junit),
+// failed and error cases first, then skipped, then passed, as
+// {"test_cases": [{test, platform, name, classname, time_seconds, status,
+// message}]} (an empty list for a build without reports). The build's JSON
+// carries only their counts (tests[].cases). 404 for no such build.
+func handleBuildTestCases(builds slipway.BuildService, cases slipway.TestCaseService) http.HandlerFunc {
+	type response struct {
+		TestCases []slipway.TestCase `json:"test_cases"`
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		if cases == nil {
+			writeError(w, r, unavailable("The test cases"))
+			return
+		}
+		b, err := requestBuild(r, builds)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		list, err := cases.FindTestCases(r.Context(), b.ID)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		writeJSON(w, r, http.StatusOK, response{TestCases: list})
+	}
+}
+
 // handleBuildLogs answers GET /api/v1/builds/{id}/logs with the build's whole
 // log as plain text, or with ?follow=1 as a live stream (see streamBuildLog),
 // one of at most streams' cap (503 beyond it).

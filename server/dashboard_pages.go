@@ -382,7 +382,17 @@ type buildData struct {
 	Promotions    []*slipway.Promotion
 	// Releases are the versions released from this build (tested or tag).
 	Releases []*slipway.Release
+	// Cases are the counts of the tests' JUnit report cases, in all and per
+	// platform (CasesBy), nil without reports; CaseList the cases, failed
+	// first, at most maxPageCases of them (CasesCut tells the rest).
+	Cases    *slipway.TestCaseCounts
+	CasesBy  map[string]*slipway.TestCaseCounts
+	CaseList []slipway.TestCase
+	CasesCut int
 }
+
+// maxPageCases bounds the test cases the build page lists; the API has all.
+const maxPageCases = 500
 
 // handleBuild answers GET /builds/{id} with the build page.
 func (d *dashboard) handleBuild(w http.ResponseWriter, r *http.Request) {
@@ -411,6 +421,31 @@ func (d *dashboard) handleBuild(w http.ResponseWriter, r *http.Request) {
 	for _, t := range b.Tests {
 		add(t.Platform)
 		bd.TestsBy[t.Platform] = append(bd.TestsBy[t.Platform], t)
+		if c := t.Cases; c != nil {
+			if bd.Cases == nil {
+				bd.Cases, bd.CasesBy = &slipway.TestCaseCounts{}, map[string]*slipway.TestCaseCounts{}
+			}
+			by := bd.CasesBy[t.Platform]
+			if by == nil {
+				by = &slipway.TestCaseCounts{}
+				bd.CasesBy[t.Platform] = by
+			}
+			for _, sum := range []*slipway.TestCaseCounts{bd.Cases, by} {
+				sum.Passed, sum.Failed, sum.Errors, sum.Skipped = sum.Passed+c.Passed, sum.Failed+c.Failed, sum.Errors+c.Errors, sum.Skipped+c.Skipped
+			}
+		}
+	}
+	if bd.Cases != nil && d.svc.TestCases != nil {
+		list, err := d.svc.TestCases.FindTestCases(r.Context(), b.ID)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		if len(list) > maxPageCases {
+			bd.CasesCut = len(list) - maxPageCases
+			list = list[:maxPageCases]
+		}
+		bd.CaseList = list
 	}
 	if d.svc.Promotions != nil {
 		bd.Promotions, err = d.svc.Promotions.FindPromotions(r.Context(), slipway.PromotionFilter{BuildID: b.ID, Limit: 20})

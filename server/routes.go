@@ -60,6 +60,7 @@ func newRouter(logger zerolog.Logger, cfg Config, builds slipway.BuildService, c
 			auth.require(slipway.RoleAdmin)
 		r.With(viewer, timeout(requestTimeout)).Get("/builds", handleBuildList(builds))
 		r.With(viewer, timeout(requestTimeout)).Get("/builds/{id}", handleBuildView(builds))
+		r.With(viewer, timeout(requestTimeout)).Get("/builds/{id}/test-cases", handleBuildTestCases(builds, svc.TestCases))
 		r.With(viewer).Get("/builds/{id}/logs", handleBuildLogs(builds, cfg.Logs, streams))
 		r.With(developer, timeout(requestTimeout)).Post("/repos/{owner}/{name}/builds", handleTrigger(cfg, builds, svc.Repos))
 		r.With(developer, timeout(requestTimeout)).Post("/builds/{id}/retry", handleRetry(cfg, builds, svc.Repos))

@@ -159,6 +159,9 @@ type Services struct {
 	// Releases stores release records (GET /api/v1/releases, the release pages).
 	Releases     slipway.ReleaseService
 	Integrations slipway.IntegrationService
+	// TestCases stores the cases of the tests' JUnit reports
+	// (GET /api/v1/builds/{id}/test-cases, the build page).
+	TestCases slipway.TestCaseService
 	// Registry promotes images (see package promote); *registry.Client
 	// implements it.
 	Registry promote.Registry

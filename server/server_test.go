@@ -96,6 +96,7 @@ func setup(t testing.TB, opts *setupOpts) *testBundle {
 		Promotions:   postgres.NewPromotionService(db),
 		Releases:     postgres.NewReleaseService(db),
 		Integrations: postgres.NewIntegrationService(db),
+		TestCases:    postgres.NewTestCaseService(db),
 		Registry:     opts.registry,
 	}))
 	t.Cleanup(srv.Close)

@@ -101,11 +101,17 @@ type TestSpec struct {
 	// built in the same build for the same platforms, pushed by digest only
 	// (never tagged), that the test runs in.
 	Target string `yaml:"target"`
-	line   int
+	// JUnit is the absolute path of a JUnit XML report the runner writes
+	// inside its container; slipway copies it out after the runner exits
+	// (passed or failed) and stores its test cases. A test with junit runs
+	// in a Pod, with or without services.
+	JUnit string `yaml:"junit"`
+	line  int
 }
 
-// InPod reports whether the test runs in a Pod: when it has services.
-func (t TestSpec) InPod() bool { return len(t.Services) > 0 }
+// InPod reports whether the test runs in a Pod: when it has services or a
+// JUnit report (only the Pod runtime copies a file out of the runner).
+func (t TestSpec) InPod() bool { return len(t.Services) > 0 || t.JUnit != "" }
 
 // RunsOn reports whether the test runs on platform.
 func (t TestSpec) RunsOn(platform string) bool {
@@ -285,6 +291,9 @@ func ParseRepoConfig(data []byte) (*RepoConfig, error) {
 		}
 		if t.Timeout == 0 {
 			cfg.Tests[i].Timeout = 10 * time.Minute
+		}
+		if j := t.JUnit; j != "" && (!path.IsAbs(j) || path.Clean(j) != j || j == "/") {
+			return nil, fmt.Errorf("%s (%s): junit: %q is not an absolute path of a file in the runner, such as /tmp/junit.xml", where, t.Name, j)
 		}
 		if err := cfg.validateTestPod(&cfg.Tests[i], fmt.Sprintf("%s (%s)", where, t.Name)); err != nil {
 			return nil, err

@@ -367,7 +367,7 @@ func (w *Worker) runTest(ctx context.Context, build *slipway.Build, cfg *RepoCon
 	switch {
 	case err != nil:
 	case t.InPod():
-		code, err = w.runPodTest(tctx, build, cfg, t, p, image, targets, sink)
+		code, res.Cases, err = w.runPodTest(tctx, build, cfg, t, p, image, targets, sink)
 	default:
 		code, err = w.builder.RunTest(tctx, buildkit.TestSpec{
 			Image:     image,

@@ -85,10 +85,12 @@ func (w *Worker) image(ctx context.Context, build *slipway.Build, image, target 
 
 // runPodTest runs test t on platform p in a Pod beside its services, the
 // runner from runnerImage. Service output goes to one log step per service
-// (service:NAME) and platform, the runner's to the test's step.
-func (w *Worker) runPodTest(ctx context.Context, build *slipway.Build, cfg *RepoConfig, t TestSpec, p slipway.PlatformDigest, runnerImage string, targets targetDigests, sink *logSink) (int, error) {
+// (service:NAME) and platform, the runner's to the test's step. When the
+// test names a JUnit report, its cases are stored and counted (see
+// storeReport); the counts are nil without one.
+func (w *Worker) runPodTest(ctx context.Context, build *slipway.Build, cfg *RepoConfig, t TestSpec, p slipway.PlatformDigest, runnerImage string, targets targetDigests, sink *logSink) (int, *slipway.TestCaseCounts, error) {
 	if w.cfg.Pods == nil {
-		return -1, fmt.Errorf("test %s has services, but this worker has no pod runtime: %s", t.Name, w.cfg.PodsMissing)
+		return -1, nil, fmt.Errorf("test %s has services, but this worker has no pod runtime: %s", t.Name, w.cfg.PodsMissing)
 	}
 	host, _ := os.Hostname()
 	spec := pod.Spec{
@@ -100,12 +102,13 @@ func (w *Worker) runPodTest(ctx context.Context, build *slipway.Build, cfg *Repo
 		Platform: p.Platform,
 		Runner:   pod.Container{Name: RunnerName, Image: runnerImage, Command: t.Run.Args, Env: t.Env},
 		Limits:   w.cfg.PodLimits,
+		Report:   t.JUnit,
 	}
 	for _, n := range t.Services {
 		s := cfg.Service(n)
 		img, err := w.image(ctx, build, s.Image, "", p, targets)
 		if err != nil {
-			return -1, fmt.Errorf("service %s: %w", n, err)
+			return -1, nil, fmt.Errorf("service %s: %w", n, err)
 		}
 		c := pod.Container{Name: s.Name, Image: img, Args: s.Args, Env: s.Env, Ports: s.Ports}
 		if s.Command != nil {
@@ -122,25 +125,33 @@ func (w *Worker) runPodTest(ctx context.Context, build *slipway.Build, cfg *Repo
 	}
 	po, err := spec.Pod()
 	if err != nil {
-		return -1, err
+		return -1, nil, err
 	}
 	step := "test:" + t.Name
 	sink.Add(p.Platform, step, fmt.Sprintf("Running in pod %s, runner %s", po.Name, runnerImage))
 	authFile, removeAuth, err := podAuthFile(ctx, w.cfg.DockerConfig)
 	if err != nil {
-		return -1, err
+		return -1, nil, err
 	}
 	defer removeAuth()
 	if authFile != "" {
 		ctx = pod.WithAuthFile(ctx, authFile)
 	}
-	return w.cfg.Pods.Run(ctx, po, func(container, line string) {
+	res, err := w.cfg.Pods.Run(ctx, po, func(container, line string) {
 		if container == RunnerName {
 			sink.Add(p.Platform, step, line)
 		} else {
 			sink.Add(p.Platform, "service:"+container, line)
 		}
 	})
+	if err != nil {
+		return -1, nil, err
+	}
+	var counts *slipway.TestCaseCounts
+	if t.JUnit != "" {
+		counts = w.storeReport(ctx, build, t, p.Platform, res, sink)
+	}
+	return res.ExitCode, counts, nil
 }
 
 func randomSuffix() string {

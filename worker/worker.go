@@ -122,6 +122,10 @@ type Config struct {
 	// one up to RetryMaxBackoff; defaults 10s and 5m.
 	RetryBackoff    time.Duration
 	RetryMaxBackoff time.Duration
+	// TestCases stores the cases of the JUnit reports tests name
+	// (.slipway.yml's junit); nil stores none (the counts still reach the
+	// test results).
+	TestCases slipway.TestCaseService
 	// Pods runs the tests that have services, one Pod per test and platform
 	// (see package pod); nil fails them, saying PodsMissing. At New, the
 	// Pods that killed workers of this host left behind are removed.

@@ -252,6 +252,7 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 			DockerConfig:      cfg.DockerConfig,
 			Promotions:        postgres.NewPromotionService(db),
 			Releases:          postgres.NewReleaseService(db),
+			TestCases:         postgres.NewTestCaseService(db),
 		}, builds, jobs, bk, reg)
 		if err != nil {
 			return err
@@ -307,6 +308,7 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 			Promotions:   postgres.NewPromotionService(db),
 			Releases:     postgres.NewReleaseService(db),
 			Integrations: postgres.NewIntegrationService(db),
+			TestCases:    postgres.NewTestCaseService(db),
 			Registry:     reg,
 		})
 		g.Go(func() error { return listenAndServe(ctx, cfg.Addr, h, logger) })
