@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -141,10 +142,12 @@ tests:
 			return strings.Contains(s.logs(cancelID), "SLEEPING-42")
 		})
 		require.NotEmpty(t, podsOf(t, cancelID), "the test's Pod runs while its runner sleeps")
+		asked := time.Now()
 		code, body := s.apiDo(http.MethodPost, fmt.Sprintf("/builds/%d/cancel", cancelID), "")
 		require.Equal(t, http.StatusAccepted, code, body)
 		b := s.waitDone(cancelID)
 		require.Equal(t, slipway.BuildCanceled, b.State, "error: %s", b.Error)
+		t.Logf("MEASURE pod test: cancel to canceled %s", time.Since(asked))
 		require.Empty(t, podsOf(t, cancelID), "a canceled build leaves no Pod")
 	})
 
@@ -165,6 +168,10 @@ tests:
 		require.False(t, results["runner-fails"].Passed)
 		require.Equal(t, 1, results["runner-fails"].ExitCode)
 		require.Equal(t, "exit code 1", results["runner-fails"].Error)
+		// Within its 3s timeout, plus the pulls and the Pod's creation.
+		took := time.Duration(results["never-ready"].DurationMS) * time.Millisecond
+		require.Less(t, took, 45*time.Second)
+		t.Logf("MEASURE pod test: a service never ready (timeout 3s) failed its test in %s", took)
 		require.Contains(t, log, "runner giving up")
 		require.Empty(t, podsOf(t, badID), "failed tests leave no Pod")
 	})
@@ -176,6 +183,7 @@ tests:
 		require.Len(t, b.Tests, 2, "one test on each platform")
 		for _, tr := range b.Tests {
 			require.True(t, tr.Passed, "%+v", tr)
+			t.Logf("MEASURE pod test: integration (broker, app, runner) on %s took %s", tr.Platform, time.Duration(tr.DurationMS)*time.Millisecond)
 		}
 		for _, arch := range []string{"x86_64", "aarch64"} {
 			require.Contains(t, log, "POD-MARKER arch="+arch+" broker=mqtt-hello app=hello-from-app")
@@ -231,4 +239,48 @@ tests:
 		require.NotEmpty(t, testCache)
 		require.NotEqual(t, appCache, testCache, "the test target's solve did not overwrite the image's cache")
 	})
+}
+
+// TestPodTestsWorkerKilled: the Pod of a worker killed with SIGKILL while
+// its runner sleeps outlives it; the next worker starting on the host
+// removes it, and a cancel then leaves no Pod of the build.
+func TestPodTestsWorkerKilled(t *testing.T) {
+	if _, err := exec.LookPath("podman"); err != nil {
+		t.Skip("podman is not installed: run `make deps`")
+	}
+	base := pushBase(t)
+	s := newStack(t)
+	killed := s.start("worker", "SLIPWAY_WORKER_ID=e2e-pods-killed")
+	r := newRepos(t)
+	url, commit := r.add("podkill", map[string]string{
+		"Dockerfile": podAppDockerfile(base),
+		"check.sh":   podCheck,
+		".slipway.yml": "target: app\nplatforms: [linux/amd64]\n" + podServices("app") + `tests:
+  - name: sleeper
+    services: [app]
+    run: 'echo SLEEPING-$((6*7)); exec /bin/busybox sleep 300'
+`,
+	})
+	id := s.send("pod-kill", "acme", "podkill", url, "refs/heads/main", commit)
+	s.waitFor(id, 10*time.Minute, "the runner to sleep", func(*slipway.Build) bool {
+		return strings.Contains(s.logs(id), "SLEEPING-42")
+	})
+	left := podsOf(t, id)
+	require.Len(t, left, 1)
+	require.NoError(t, killed.Process.Kill())
+	_ = killed.Wait() // reaped: a zombie would still look alive
+	require.Equal(t, left, podsOf(t, id), "a SIGKILL gives the worker no chance to remove its Pod")
+
+	s.start("worker", "SLIPWAY_WORKER_ID=e2e-pods-next")
+	deadline := time.Now().Add(time.Minute)
+	for slices.Contains(podsOf(t, id), left[0]) {
+		require.True(t, time.Now().Before(deadline), "the next worker did not remove %s", left[0])
+		time.Sleep(250 * time.Millisecond) // bounded poll of another process
+	}
+	// The build is retried once its lease is stale; cancel it, wherever it is.
+	code, body := s.apiDo(http.MethodPost, fmt.Sprintf("/builds/%d/cancel", id), "")
+	require.Equal(t, http.StatusAccepted, code, body)
+	b := s.waitDone(id)
+	require.Equal(t, slipway.BuildCanceled, b.State, "error: %s", b.Error)
+	require.Empty(t, podsOf(t, id), "no Pod of the build is left")
 }
