@@ -1,10 +1,12 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -17,28 +19,35 @@ import (
 
 	"github.com/slipway-ci/slipway"
 	"github.com/slipway-ci/slipway/pod"
+	"github.com/slipway-ci/slipway/test/testenv"
 )
 
 // podAppDockerfile has an app stage (busybox httpd serving a page on 8080)
 // and a test stage (the app plus a test script); the image is the app stage.
-func podAppDockerfile(base string) string {
+// The page is hello-from-app-NONCE, NONCE new for each call.
+func podAppDockerfile(base string) (dockerfile, page string) {
+	page = fmt.Sprintf("hello-from-app-%d", time.Now().UnixNano())
 	return fmt.Sprintf(`FROM %s AS app
-RUN echo nonce-%d && mkdir -p /www && echo hello-from-app > /www/index.html
+RUN mkdir -p /www && echo %s > /www/index.html
 CMD ["/bin/busybox", "httpd", "-f", "-v", "-p", "8080", "-h", "/www"]
 
 FROM app AS test
 COPY check.sh /check.sh
-`, base, time.Now().UnixNano())
+`, base, page), page
 }
 
+func first(a, _ string) string { return a }
+
 // podCheck reaches the broker and the app over the Pod's localhost, on the
-// ports the test's env gives, and prints the marker.
+// ports the test's env gives, and prints the marker. The page must be the
+// one of its own build (the test stage holds the app's files): a Pod that
+// reached another build's app would fail.
 const podCheck = `set -e
 echo "runner on $(uname -m)"
 broker=$(/bin/busybox nc 127.0.0.1 "$MQTT_PORT" </dev/null)
 test "$broker" = mqtt-hello
 page=$(/bin/busybox wget -q -O - "http://127.0.0.1:$APP_PORT/index.html")
-test "$page" = hello-from-app
+test "$page" = "$(cat /www/index.html)"
 echo "POD-MARKER arch=$(uname -m) broker=$broker app=$page"
 `
 
@@ -58,18 +67,23 @@ func podServices(image string) string {
 `, image)
 }
 
-// podsOf lists the Pods podman holds for build id.
-func podsOf(t *testing.T, id int64) []string {
+// podsOf lists the Pods podman holds for build id made by the worker
+// processes (build ids of other stacks on the machine are the same numbers).
+func podsOf(t *testing.T, id int64, workers ...*exec.Cmd) []string {
 	t.Helper()
-	out, err := exec.Command("podman", "pod", "ps", "--format", "json", "--filter", fmt.Sprintf("label=%s=%d", pod.LabelBuild, id)).Output()
-	require.NoError(t, err)
-	var pods []struct{ Name string }
-	if s := strings.TrimSpace(string(out)); s != "" && s != "null" {
-		require.NoError(t, json.Unmarshal(out, &pods), "%s", out)
-	}
 	names := []string{}
-	for _, p := range pods {
-		names = append(names, p.Name)
+	for _, w := range workers {
+		out, err := exec.Command("podman", "pod", "ps", "--format", "json",
+			"--filter", fmt.Sprintf("label=%s=%d", pod.LabelBuild, id),
+			"--filter", fmt.Sprintf("label=%s=%d", pod.LabelWorkerPID, w.Process.Pid)).Output()
+		require.NoError(t, err)
+		var pods []struct{ Name string }
+		if s := strings.TrimSpace(string(out)); s != "" && s != "null" {
+			require.NoError(t, json.Unmarshal(out, &pods), "%s", out)
+		}
+		for _, p := range pods {
+			names = append(names, p.Name)
+		}
 	}
 	return names
 }
@@ -93,11 +107,12 @@ func TestPodTests(t *testing.T) {
 	brokerImage := baseRef.Context().String() + "@" + head.Digest.String()
 
 	s := newStack(t)
-	s.start("worker", "SLIPWAY_WORKER_CONCURRENCY=3", "SLIPWAY_WORKER_ID=e2e-pods", "SLIPWAY_POD_CPU=1", "SLIPWAY_POD_MEMORY=256Mi")
+	worker := s.start("worker", "SLIPWAY_WORKER_CONCURRENCY=4", "SLIPWAY_WORKER_ID=e2e-pods", "SLIPWAY_POD_CPU=1", "SLIPWAY_POD_MEMORY=256Mi")
 	r := newRepos(t)
 
+	okDockerfile, okPage := podAppDockerfile(base)
 	okURL, okCommit := r.add("podapp", map[string]string{
-		"Dockerfile": podAppDockerfile(base),
+		"Dockerfile": okDockerfile,
 		"check.sh":   podCheck,
 		".slipway.yml": "target: app\n" + podServices(brokerImage) + `tests:
   - name: integration
@@ -108,7 +123,7 @@ func TestPodTests(t *testing.T) {
 `,
 	})
 	badURL, badCommit := r.add("podbad", map[string]string{
-		"Dockerfile": podAppDockerfile(base),
+		"Dockerfile": first(podAppDockerfile(base)),
 		"check.sh":   podCheck,
 		".slipway.yml": "target: app\nplatforms: [linux/amd64]\n" + podServices(brokerImage) + `  - name: never
     image: app
@@ -125,7 +140,7 @@ tests:
 `,
 	})
 	cancelURL, cancelCommit := r.add("podcancel", map[string]string{
-		"Dockerfile": podAppDockerfile(base),
+		"Dockerfile": first(podAppDockerfile(base)),
 		"check.sh":   podCheck,
 		".slipway.yml": "target: app\nplatforms: [linux/amd64]\n" + podServices(brokerImage) + `tests:
   - name: sleeper
@@ -133,7 +148,13 @@ tests:
     run: 'echo SLEEPING-$((6*7)); exec /bin/busybox sleep 300'
 `,
 	})
+	// A second build of the same repository at once, its app serving
+	// another page on the same port in its own Pods.
+	otherDockerfile, otherPage := podAppDockerfile(base)
+	otherCommit, err := testenv.CommitFiles(context.Background(), filepath.Join(r.base, "podapp.git"), map[string]string{"Dockerfile": otherDockerfile}, "another page")
+	require.NoError(t, err)
 	okID := s.send("pod-ok", "acme", "podapp", okURL, "refs/heads/main", okCommit)
+	otherID := s.send("pod-other", "acme", "podapp", okURL, "refs/heads/other", otherCommit)
 	badID := s.send("pod-bad", "acme", "podbad", badURL, "refs/heads/main", badCommit)
 	cancelID := s.send("pod-cancel", "acme", "podcancel", cancelURL, "refs/heads/main", cancelCommit)
 
@@ -141,14 +162,14 @@ tests:
 		s.waitFor(cancelID, 10*time.Minute, "the runner to sleep", func(*slipway.Build) bool {
 			return strings.Contains(s.logs(cancelID), "SLEEPING-42")
 		})
-		require.NotEmpty(t, podsOf(t, cancelID), "the test's Pod runs while its runner sleeps")
+		require.NotEmpty(t, podsOf(t, cancelID, worker), "the test's Pod runs while its runner sleeps")
 		asked := time.Now()
 		code, body := s.apiDo(http.MethodPost, fmt.Sprintf("/builds/%d/cancel", cancelID), "")
 		require.Equal(t, http.StatusAccepted, code, body)
 		b := s.waitDone(cancelID)
 		require.Equal(t, slipway.BuildCanceled, b.State, "error: %s", b.Error)
 		t.Logf("MEASURE pod test: cancel to canceled %s", time.Since(asked))
-		require.Empty(t, podsOf(t, cancelID), "a canceled build leaves no Pod")
+		require.Empty(t, podsOf(t, cancelID, worker), "a canceled build leaves no Pod")
 	})
 
 	t.Run("Failures", func(t *testing.T) {
@@ -173,7 +194,18 @@ tests:
 		require.Less(t, took, 45*time.Second)
 		t.Logf("MEASURE pod test: a service never ready (timeout 3s) failed its test in %s", took)
 		require.Contains(t, log, "runner giving up")
-		require.Empty(t, podsOf(t, badID), "failed tests leave no Pod")
+		require.Empty(t, podsOf(t, badID, worker), "failed tests leave no Pod")
+	})
+
+	t.Run("SecondBuildAtOnce", func(t *testing.T) {
+		b := s.waitDone(otherID)
+		log := s.logs(otherID)
+		require.Equal(t, slipway.BuildSucceeded, b.State, "error %s\nlog:\n%s", b.Error, log)
+		for _, arch := range []string{"x86_64", "aarch64"} {
+			require.Contains(t, log, "POD-MARKER arch="+arch+" broker=mqtt-hello app="+otherPage)
+		}
+		require.NotContains(t, log, okPage)
+		require.Empty(t, podsOf(t, otherID, worker))
 	})
 
 	t.Run("Passes", func(t *testing.T) {
@@ -186,7 +218,7 @@ tests:
 			t.Logf("MEASURE pod test: integration (broker, app, runner) on %s took %s", tr.Platform, time.Duration(tr.DurationMS)*time.Millisecond)
 		}
 		for _, arch := range []string{"x86_64", "aarch64"} {
-			require.Contains(t, log, "POD-MARKER arch="+arch+" broker=mqtt-hello app=hello-from-app")
+			require.Contains(t, log, "POD-MARKER arch="+arch+" broker=mqtt-hello app="+okPage)
 			require.Contains(t, log, "broker up on "+arch, "the broker's own output is in the log")
 		}
 		// Each service's output is its own step per platform, the runner's
@@ -199,23 +231,26 @@ tests:
 		for p, arch := range map[string]string{"linux/amd64": "x86_64", "linux/arm64": "aarch64"} {
 			require.Contains(t, steps[p+" service:broker"], "broker up on "+arch, "the broker's output, in its step")
 			require.NotEmpty(t, steps[p+" service:app"], "a service:app step on %s", p)
-			require.Contains(t, steps[p+" test:integration"], "POD-MARKER arch="+arch+" broker=mqtt-hello app=hello-from-app")
+			require.Contains(t, steps[p+" test:integration"], "POD-MARKER arch="+arch+" broker=mqtt-hello app="+okPage)
 		}
-		require.Empty(t, podsOf(t, okID), "a passed test leaves no Pod")
+		require.Empty(t, podsOf(t, okID, worker), "a passed test leaves no Pod")
 
 		// The test image is pushed by digest only: every tag of the
 		// repository but the caches is the app's index. The test target's
 		// cache is its own: the image's cache stays the image's.
-		m := regexp.MustCompile(`Built and pushed test target test as (\S+)@(sha256:[0-9a-f]{64})`).FindStringSubmatch(log)
-		require.NotNil(t, m, "log:\n%s", log)
 		image := s.image("acme", "podapp")
-		require.Equal(t, image, m[1])
-		testDigest := m[2]
-		require.NotEqual(t, b.IndexDigest, testDigest)
-		testRef, err := name.ParseReference(image + "@" + testDigest)
-		require.NoError(t, err)
-		_, err = remote.Head(testRef)
-		require.NoError(t, err, "the test image is in the registry by digest")
+		indexes := map[string]bool{b.IndexDigest: true, s.build(otherID).IndexDigest: true}
+		require.Len(t, indexes, 2)
+		for _, id := range []int64{okID, otherID} {
+			m := regexp.MustCompile(`Built and pushed test target test as (\S+)@(sha256:[0-9a-f]{64})`).FindStringSubmatch(s.logs(id))
+			require.NotNil(t, m, "build %d pushed its test target", id)
+			require.Equal(t, image, m[1])
+			require.False(t, indexes[m[2]], "the test image is not the app's index")
+			testRef, err := name.ParseReference(image + "@" + m[2])
+			require.NoError(t, err)
+			_, err = remote.Head(testRef)
+			require.NoError(t, err, "the test image is in the registry by digest")
+		}
 		repo, err := name.NewRepository(image)
 		require.NoError(t, err)
 		tags, err := remote.List(repo)
@@ -230,9 +265,9 @@ tests:
 				continue
 			}
 			images++
-			require.Equal(t, b.IndexDigest, d.Digest.String(), "tag %s is the app's index, not the test image", tag)
+			require.True(t, indexes[d.Digest.String()], "tag %s is an app's index, not a test image", tag)
 		}
-		require.NotZero(t, images, "tags: %v", tags)
+		require.GreaterOrEqual(t, images, 2, "tags: %v", tags)
 		appCache, testCache := caches["buildcache-linux-amd64_linux-arm64"], caches["buildcache-linux-amd64_linux-arm64-test"]
 		require.Len(t, caches, 2, "the image's cache and the test target's: %v", caches)
 		require.NotEmpty(t, appCache)
@@ -253,7 +288,7 @@ func TestPodTestsWorkerKilled(t *testing.T) {
 	killed := s.start("worker", "SLIPWAY_WORKER_ID=e2e-pods-killed")
 	r := newRepos(t)
 	url, commit := r.add("podkill", map[string]string{
-		"Dockerfile": podAppDockerfile(base),
+		"Dockerfile": first(podAppDockerfile(base)),
 		"check.sh":   podCheck,
 		".slipway.yml": "target: app\nplatforms: [linux/amd64]\n" + podServices("app") + `tests:
   - name: sleeper
@@ -265,15 +300,15 @@ func TestPodTestsWorkerKilled(t *testing.T) {
 	s.waitFor(id, 10*time.Minute, "the runner to sleep", func(*slipway.Build) bool {
 		return strings.Contains(s.logs(id), "SLEEPING-42")
 	})
-	left := podsOf(t, id)
+	left := podsOf(t, id, killed)
 	require.Len(t, left, 1)
 	require.NoError(t, killed.Process.Kill())
 	_ = killed.Wait() // reaped: a zombie would still look alive
-	require.Equal(t, left, podsOf(t, id), "a SIGKILL gives the worker no chance to remove its Pod")
+	require.Equal(t, left, podsOf(t, id, killed), "a SIGKILL gives the worker no chance to remove its Pod")
 
-	s.start("worker", "SLIPWAY_WORKER_ID=e2e-pods-next")
+	next := s.start("worker", "SLIPWAY_WORKER_ID=e2e-pods-next")
 	deadline := time.Now().Add(time.Minute)
-	for slices.Contains(podsOf(t, id), left[0]) {
+	for slices.Contains(podsOf(t, id, killed), left[0]) {
 		require.True(t, time.Now().Before(deadline), "the next worker did not remove %s", left[0])
 		time.Sleep(250 * time.Millisecond) // bounded poll of another process
 	}
@@ -282,5 +317,5 @@ func TestPodTestsWorkerKilled(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, code, body)
 	b := s.waitDone(id)
 	require.Equal(t, slipway.BuildCanceled, b.State, "error: %s", b.Error)
-	require.Empty(t, podsOf(t, id), "no Pod of the build is left")
+	require.Empty(t, podsOf(t, id, killed, next), "no Pod of the build is left")
 }
