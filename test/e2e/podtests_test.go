@@ -92,8 +92,9 @@ func podsOf(t *testing.T, id int64, workers ...*exec.Cmd) []string {
 // services beside a runner from the Dockerfile's test stage, one Pod per
 // test and platform, passes on both platforms with each service's output in
 // its own log step; the test image is pushed by digest only; no Pod is left.
-// A service never ready and a runner exiting 1 fail the build; a build
-// canceled while its runner sleeps leaves no Pod.
+// A service never ready, a runner exiting 1 and a runner outliving its
+// test's timeout fail the build; a build canceled while its runner sleeps
+// leaves no Pod.
 func TestPodTests(t *testing.T) {
 	if _, err := exec.LookPath("podman"); err != nil {
 		t.Skip("podman is not installed: run `make deps`")
@@ -137,6 +138,10 @@ tests:
   - name: runner-fails
     services: [broker]
     run: 'echo runner giving up; exit 1'
+  - name: times-out
+    services: [broker]
+    run: 'exec /bin/busybox sleep 300'
+    timeout: 5s
 `,
 	})
 	cancelURL, cancelCommit := r.add("podcancel", map[string]string{
@@ -184,11 +189,13 @@ tests:
 		for _, tr := range b.Tests {
 			results[tr.Name] = tr
 		}
-		require.Len(t, results, 2, "%+v", b.Tests)
+		require.Len(t, results, 3, "%+v", b.Tests)
 		require.False(t, results["never-ready"].Passed)
 		require.False(t, results["runner-fails"].Passed)
 		require.Equal(t, 1, results["runner-fails"].ExitCode)
 		require.Equal(t, "exit code 1", results["runner-fails"].Error)
+		require.False(t, results["times-out"].Passed)
+		require.Equal(t, "timed out after 5s", results["times-out"].Error)
 		// Within its 3s timeout, plus the pulls and the Pod's creation.
 		took := time.Duration(results["never-ready"].DurationMS) * time.Millisecond
 		require.Less(t, took, 45*time.Second)
