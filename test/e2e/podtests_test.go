@@ -167,7 +167,17 @@ tests:
 		s.waitFor(cancelID, 10*time.Minute, "the runner to sleep", func(*slipway.Build) bool {
 			return strings.Contains(s.logs(cancelID), "SLEEPING-42")
 		})
-		require.NotEmpty(t, podsOf(t, cancelID, worker), "the test's Pod runs while its runner sleeps")
+		running := podsOf(t, cancelID, worker)
+		require.Len(t, running, 1, "the test's Pod runs while its runner sleeps")
+		// The limits of SLIPWAY_POD_CPU and SLIPWAY_POD_MEMORY, on every container.
+		for _, c := range []string{"broker", "app", "runner"} {
+			out, err := exec.Command("podman", "inspect", "--type", "container", "--format", "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.CpuQuota}}", running[0]+"-"+c).Output()
+			require.NoError(t, err, c)
+			f := strings.Fields(string(out))
+			require.Len(t, f, 3, "%s: %s", c, out)
+			require.Equal(t, "268435456", f[0], "%s: 256Mi of memory", c)
+			require.True(t, f[1] == "1000000000" || f[2] == "100000", "%s: one CPU: %s", c, out)
+		}
 		asked := time.Now()
 		code, body := s.apiDo(http.MethodPost, fmt.Sprintf("/builds/%d/cancel", cancelID), "")
 		require.Equal(t, http.StatusAccepted, code, body)
