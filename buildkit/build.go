@@ -39,6 +39,10 @@ type BuildSpec struct {
 	// solve of several platforms, their names joined by "_") and imports that
 	// and each of its platforms' own.
 	CacheRepo string
+	// CacheScope, with CacheRepo, gives the solve a cache of its own (a test
+	// target's, named by the target): see ScopedCacheRefs. Empty: the
+	// image's cache.
+	CacheScope string
 	// CacheFrom lists more cache references to import (never exported to).
 	CacheFrom []string
 	// CacheMode is "max" (default: every layer, intermediate stages too) or
@@ -223,6 +227,25 @@ func CacheRefs(repo string, plats []string) (export string, more []string) {
 	return export, more
 }
 
+// ScopedCacheRefs is CacheRefs for a solve with a cache of its own, such as
+// a test target built beside the image: it exports to CacheRefs' export
+// with "-"+scope appended (the tag cut to the 128 characters a tag may
+// have), and imports that and what CacheRefs gives (the image's caches), so
+// its layers shared with the image come from the image's cache and the
+// image's cache stays as the image's solve wrote it. An empty scope is
+// CacheRefs.
+func ScopedCacheRefs(repo string, plats []string, scope string) (export string, more []string) {
+	export, more = CacheRefs(repo, plats)
+	if scope == "" {
+		return export, more
+	}
+	own := export + "-" + scope
+	if i := strings.LastIndex(own, ":"); len(own)-i-1 > 128 {
+		own = own[:i+1+128]
+	}
+	return own, append([]string{export}, more...)
+}
+
 // solveOpt is the SolveOpt of spec, without the local mounts.
 func solveOpt(spec BuildSpec, dockerfile string) client.SolveOpt {
 	insecure := strconv.FormatBool(spec.Insecure)
@@ -262,7 +285,7 @@ func solveOpt(spec BuildSpec, dockerfile string) client.SolveOpt {
 		opt.Session = append(opt.Session, secretsprovider.FromMap(spec.Secrets))
 	}
 	if spec.CacheRef == "" && spec.CacheRepo != "" {
-		spec.CacheRef, spec.CacheFrom = CacheRefs(spec.CacheRepo, spec.Platforms)
+		spec.CacheRef, spec.CacheFrom = ScopedCacheRefs(spec.CacheRepo, spec.Platforms, spec.CacheScope)
 	}
 	for _, ref := range append([]string{spec.CacheRef}, spec.CacheFrom...) {
 		if ref != "" {

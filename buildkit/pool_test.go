@@ -2,6 +2,7 @@ package buildkit_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -80,5 +81,15 @@ func TestCacheRepoFor(t *testing.T) {
 	require.Equal(t, []string{"c/acme/app:buildcache-linux-amd64", "c/acme/app:buildcache-linux-arm64"}, more)
 	ref, more = buildkit.CacheRefs("c/acme/app", []string{"linux/arm/v7"})
 	require.Equal(t, "c/acme/app:buildcache-linux-arm-v7", ref)
+	require.Empty(t, more)
+
+	// A test target's cache is its own, and imports the image's.
+	ref, more = buildkit.ScopedCacheRefs("c:5000/acme/app", []string{"linux/amd64", "linux/arm64"}, "test")
+	require.Equal(t, "c:5000/acme/app:buildcache-linux-amd64_linux-arm64-test", ref)
+	require.Equal(t, []string{"c:5000/acme/app:buildcache-linux-amd64_linux-arm64", "c:5000/acme/app:buildcache-linux-amd64", "c:5000/acme/app:buildcache-linux-arm64"}, more)
+	ref, _ = buildkit.ScopedCacheRefs("c:5000/acme/app", []string{"linux/amd64"}, strings.Repeat("t", 200))
+	require.Len(t, strings.TrimPrefix(ref, "c:5000/acme/app:"), 128, "a tag has at most 128 characters")
+	ref, more = buildkit.ScopedCacheRefs("c/acme/app", []string{"linux/amd64"}, "")
+	require.Equal(t, "c/acme/app:buildcache-linux-amd64", ref)
 	require.Empty(t, more)
 }

@@ -37,7 +37,8 @@ func (w *Worker) buildTestTargets(ctx context.Context, build *slipway.Build, cfg
 		sink.Add("", step, fmt.Sprintf("Building the test target %s for %s (pushed by digest only)", target, strings.Join(cfg.Platforms, ", ")))
 		s := spec
 		s.Target, s.Ref, s.PushByDigest = target, build.Image, true
-		s.Provenance = "" // a test image is not released
+		s.CacheScope = target // the image's cache is the image's
+		s.Provenance = ""     // a test image is not released
 		digest, err := w.builder.Build(ctx, s, func(platform, text string) { sink.Add(platform, step, text) })
 		if err != nil {
 			return nil, fmt.Errorf("building test target %s failed: %v", target, err)
