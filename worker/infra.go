@@ -51,7 +51,11 @@ func IsInfra(err error) bool {
 
 var infraText = regexp.MustCompile(`(?i)connection refused|connection reset|broken pipe|transport is closing|` +
 	`error reading from server|i/o timeout|TLS handshake timeout|unexpected status( code)?[^:]*: (5\d\d|429)|` +
-	`(500 Internal Server Error|502 Bad Gateway|503 Service Unavailable|504 Gateway Timeout|429 Too Many Requests)`)
+	`(500 Internal Server Error|502 Bad Gateway|503 Service Unavailable|504 Gateway Timeout|429 Too Many Requests)|` +
+	// A registry whose storage lost or mixed up an upload, as distribution's
+	// filesystem driver does when two pushes of the same blob race: the build
+	// computed the digest itself, so the content is not the author's fault.
+	`failed to push .*(provided digest did not match uploaded content|blob unknown to registry)`)
 
 type infraKey struct{}
 

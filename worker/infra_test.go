@@ -27,6 +27,7 @@ func TestIsInfra(t *testing.T) {
 		{"socket gone", fmt.Errorf("dial: %w", syscall.ECONNREFUSED), true},
 		{"registry 5xx from the registry client", fmt.Errorf("tagging: %w", slipway.Errorf(slipway.EUNAVAILABLE, "registry answered 503")), true},
 		{"registry 5xx through BuildKit", errors.New(`failed to push x: unexpected status from PUT request to http://r/v2/x/manifests/y: 502 Bad Gateway`), true},
+		{"registry upload race through BuildKit", errors.New(`failed to solve: failed to push r/x:sha-1: errors: unknown: provided digest did not match uploaded content unknown: blob unknown to registry - sha256:ab`), true},
 		{"registry timeout", errors.New("failed to do request: Head http://r/v2/: dial tcp: i/o timeout"), true},
 		{"failing RUN step", errors.New(`process "/bin/sh -c exit 3" did not complete successfully: exit code: 3`), false},
 		{"Dockerfile parse error", errors.New("dockerfile parse error on line 2: unknown instruction: FOO"), false},
