@@ -216,7 +216,7 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 		// Tests with services run in Pods through Podman; a machine without
 		// it still runs every other test (those builds fail saying why).
 		pods, podsMissing := worker.Config{}.Pods, ""
-		if p, err := pod.NewPodman(ctx, pod.PodmanConfig{Binary: cfg.Podman, Insecure: cfg.RegistryInsecure, AuthFile: cfg.DockerConfig}); err != nil {
+		if p, err := pod.NewPodman(ctx, pod.PodmanConfig{Binary: cfg.Podman, Insecure: cfg.RegistryInsecure, AuthFile: cfg.DockerConfig, CAFile: cfg.CABundle}); err != nil {
 			podsMissing = err.Error()
 			logger.Warn().Err(err).Msg("Tests with services cannot run")
 		} else {
