@@ -546,9 +546,9 @@ func (q *JobQueue) JobRescueStuck(ctx context.Context, staleAfter time.Duration,
 // build whose approval is pending. When the repository supersedes, older
 // builds of the same branch or pull request still queued or running are
 // stopped: a queued one ends canceled here, a running one's worker is told
-// on $2 (slipway_cancel, "JOB_ID REASON"). Every stopped build is announced
-// on $3 (slipway_builds), and the workers are woken on $1 (slipway_jobs).
-// The notifications go out at commit.
+// on $1 (slipway_cancel, "JOB_ID REASON"). Every stopped build is announced
+// on $2 (slipway_builds). The notifications go out at commit; the workers
+// are woken after it (EnqueueTrigger's sqlJobWake).
 const sqlJobInsert = `-- JobInsert
 WITH nb AS (
     SELECT ` + newBuildID + ` AS id
@@ -558,14 +558,19 @@ WITH nb AS (
     FROM builds b JOIN nb ON b.id = nb.id
     RETURNING id
 ), newer AS (
-    SELECT b.id, b.repo_id, b.ref FROM builds b JOIN nb ON b.id = nb.id JOIN repos r ON r.id = b.repo_id
+    SELECT b.id, b.repo_id, b.ref,
+           CASE WHEN b.ref LIKE 'refs/heads/%' THEN substr(b.ref, 12) END AS short
+    FROM builds b JOIN nb ON b.id = nb.id JOIN repos r ON r.id = b.repo_id
     WHERE r.supersede
       AND (b.ref LIKE 'refs/heads/%' OR b.ref LIKE 'refs/pull/%' OR b.ref LIKE 'refs/merge-requests/%')
 ), older AS (
+    -- An API build not resolved yet may name the branch by its short name.
+    -- The ref is matched with = ANY, not an OR of two conditions, so the scan
+    -- is of builds_active_ref (the repository's active builds of the ref),
+    -- not of every build of the repository.
     SELECT j.id, j.build_id, j.state FROM builds b
     JOIN newer ON b.repo_id = newer.repo_id AND b.id < newer.id
-     -- An API build not resolved yet may name the branch by its short name.
-     AND (b.ref = newer.ref OR (b.commit_sha = '' AND 'refs/heads/' || b.ref = newer.ref))
+     AND b.ref = ANY (ARRAY[newer.ref, newer.short]) AND (b.ref = newer.ref OR b.commit_sha = '')
     JOIN jobs j ON j.build_id = b.id
     WHERE b.state IN ('queued', 'running', 'testing')
       AND j.state IN ('available', 'running') AND j.cancel_reason IS NULL
@@ -583,10 +588,9 @@ WITH nb AS (
     FROM stopped WHERE b.id = stopped.build_id AND stopped.state = 'available'
 )
 SELECT (SELECT count(*) FROM job) AS queued,
-       pg_notify($1, (SELECT id FROM nb)::text) IS NULL AS notified,
-       (SELECT count(pg_notify($2, stopped.id || ' superseded by build ' || nb.id)) FROM stopped, nb
+       (SELECT count(pg_notify($1, stopped.id || ' superseded by build ' || nb.id)) FROM stopped, nb
         WHERE stopped.state = 'running') AS canceling,
-       (SELECT count(pg_notify($3, build_id::text)) FROM stopped) AS announced`
+       (SELECT count(pg_notify($2, build_id::text)) FROM stopped) AS announced`
 
 // findAttempts returns a build's attempts, first first.
 func findAttempts(ctx context.Context, q querier, buildID int64) ([]slipway.BuildAttempt, error) {
