@@ -555,25 +555,34 @@ WITH nb AS (
 ), job AS (
     INSERT INTO jobs (build_id, repo_id, run_after)
     SELECT b.id, b.repo_id, CASE WHEN b.approval = 'pending' THEN 'infinity'::timestamptz ELSE now() END
-    FROM builds b JOIN nb ON b.id = nb.id
+    FROM builds b WHERE b.id = (SELECT id FROM nb)
     RETURNING id
 ), newer AS (
+    -- The new build by its primary key: "b.id = (SELECT …)" rather than a
+    -- join with nb, which a plan cached while the tables were still small
+    -- (a fresh installation) runs as a scan of every build.
     SELECT b.id, b.repo_id, b.ref,
            CASE WHEN b.ref LIKE 'refs/heads/%' THEN substr(b.ref, 12) END AS short
-    FROM builds b JOIN nb ON b.id = nb.id JOIN repos r ON r.id = b.repo_id
-    WHERE r.supersede
+    FROM builds b JOIN repos r ON r.id = b.repo_id
+    WHERE b.id = (SELECT id FROM nb) AND r.supersede
       AND (b.ref LIKE 'refs/heads/%' OR b.ref LIKE 'refs/pull/%' OR b.ref LIKE 'refs/merge-requests/%')
 ), older AS (
-    -- An API build not resolved yet may name the branch by its short name.
-    -- The ref is matched with = ANY, not an OR of two conditions, so the scan
-    -- is of builds_active_ref (the repository's active builds of the ref),
-    -- not of every build of the repository.
-    SELECT j.id, j.build_id, j.state FROM builds b
-    JOIN newer ON b.repo_id = newer.repo_id AND b.id < newer.id
-     AND b.ref = ANY (ARRAY[newer.ref, newer.short]) AND (b.ref = newer.ref OR b.commit_sha = '')
+    -- The older builds are looked up per new build by repository and ref,
+    -- each ref by equality, so the scan is of builds_active_ref (the ref's
+    -- active builds), never of every build the repository ever had. An API
+    -- build not resolved yet may name the branch by its short name.
+    SELECT j.id, j.build_id, j.state FROM newer
+    CROSS JOIN LATERAL (
+        SELECT b.id FROM builds b
+        WHERE b.repo_id = newer.repo_id AND b.ref = newer.ref AND b.id < newer.id
+          AND b.state IN ('queued', 'running', 'testing')
+        UNION ALL
+        SELECT b.id FROM builds b
+        WHERE b.repo_id = newer.repo_id AND b.ref = newer.short AND b.id < newer.id
+          AND b.state IN ('queued', 'running', 'testing') AND b.commit_sha = ''
+    ) b
     JOIN jobs j ON j.build_id = b.id
-    WHERE b.state IN ('queued', 'running', 'testing')
-      AND j.state IN ('available', 'running') AND j.cancel_reason IS NULL
+    WHERE j.state IN ('available', 'running') AND j.cancel_reason IS NULL
     ORDER BY j.id
     FOR UPDATE OF j
 ), stopped AS (
