@@ -26,4 +26,6 @@ throwaway_services bench "${SLIPWAY_PG_OPTIONS:--c max_connections=300}"
 # shellcheck disable=SC2086
 go test -run '^$' -bench . -benchtime ${BENCHTIME:-1x} ${BENCHFLAGS:-} ./... | tee "$SERVICES_STATE/gobench.txt"
 # shellcheck disable=SC2086
+go -C test/e2e test -run '^$' -bench . -benchtime ${BENCHTIME:-1x} ${BENCHFLAGS:-} ./... | tee -a "$SERVICES_STATE/gobench.txt"
+# shellcheck disable=SC2086
 go run ./test/cmd/slipbench -gobench "$SERVICES_STATE/gobench.txt" ${SLIPBENCHFLAGS:-}
