@@ -23,7 +23,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -127,15 +126,14 @@ func (s *stack) failed(msg, logFile string) error {
 	return errors.New(msg)
 }
 
-// runLogged runs cmd with its output appended to logFile.
-func (s *stack) runLogged(cmd *exec.Cmd, logFile string) error {
+// appendTo calls write with logFile opened for appending.
+func (s *stack) appendTo(logFile string, write func(io.Writer) error) error {
 	f, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	cmd.Stdout, cmd.Stderr = f, f
-	return cmd.Run()
+	return write(f)
 }
 
 // Start starts PostgreSQL, the registry and buildkitd under o.State, waits

@@ -242,3 +242,43 @@ func TestStartFailureStopsWhatStarted(t *testing.T) {
 	}
 	require.ErrorIs(t, err, errExited)
 }
+
+// TestClusterRestart: a cluster of a test's own starts, keeps its data over
+// a restart, and is stopped at once.
+func TestClusterRestart(t *testing.T) {
+	if _, err := PostgresBinDir(); err != nil {
+		t.Skip(err)
+	}
+	// Under /var/tmp: the server's user must reach it.
+	dir, err := os.MkdirTemp("/var/tmp", "devstack-pg-")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	c, err := NewCluster(dir)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Stop(true) })
+	var out strings.Builder
+	require.NoError(t, c.Init(&out), out.String())
+	require.NoError(t, c.Init(&out), "a second Init keeps the cluster")
+	port, err := pickPort(0, "postgres", "port")
+	require.NoError(t, err)
+	ctx := context.Background()
+	require.NoError(t, c.Start(ctx, port, "-c fsync=off", time.Minute, &out), out.String())
+	require.True(t, c.Running())
+	conn, err := pgx.Connect(ctx, PostgresURL(port, "postgres"))
+	require.NoError(t, err)
+	_, err = conn.Exec(ctx, "CREATE TABLE kept (n int); INSERT INTO kept VALUES (7)")
+	require.NoError(t, err)
+	require.NoError(t, conn.Close(ctx))
+
+	require.NoError(t, c.Restart(time.Minute))
+	conn, err = pgx.Connect(ctx, PostgresURL(port, "postgres"))
+	require.NoError(t, err, "the restart keeps the port and options")
+	var n int
+	require.NoError(t, conn.QueryRow(ctx, "SELECT n FROM kept").Scan(&n))
+	require.Equal(t, 7, n)
+	require.NoError(t, conn.Close(ctx))
+
+	require.NoError(t, c.Stop(true))
+	require.False(t, c.Running())
+	require.NoError(t, c.Stop(true), "stopping a stopped cluster is nothing to do")
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"os"
 	"os/exec"
 	"os/user"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -40,24 +42,129 @@ func PostgresBinDir() (string, error) {
 	return "", errors.New("no PostgreSQL initdb found: run make deps")
 }
 
-// pgCluster is the stack's PostgreSQL cluster: data/ and postgres.log under
-// root, run as the postgres user when we are root (the server refuses root).
-type pgCluster struct {
+// Cluster is a PostgreSQL cluster of Debian's binaries: its data in
+// Dir/data, its server log in Dir/postgres.log, TCP on 127.0.0.1 only (no
+// unix socket: a socket folder's path may be too long or not ours), user
+// postgres trusted. When we are root it runs as the postgres user (the server
+// refuses root), who must reach Dir.
+type Cluster struct {
+	Dir  string
 	bin  string
-	root string
 	cred *syscall.Credential // nil: as ourselves
 }
 
-func (c *pgCluster) data() string { return filepath.Join(c.root, "data") }
+// NewCluster returns the cluster in dir, making dir (given to the postgres
+// user, made when missing, when we are root). Init and Start run it.
+func NewCluster(dir string) (*Cluster, error) {
+	bin, err := PostgresBinDir()
+	if err != nil {
+		return nil, err
+	}
+	cred, err := postgresUser()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	if cred != nil {
+		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
+			return nil, err
+		}
+	}
+	return &Cluster{Dir: dir, bin: bin, cred: cred}, nil
+}
 
-// command runs a PostgreSQL binary as the cluster's owner.
-func (c *pgCluster) command(name string, args ...string) *exec.Cmd {
+// Data is the cluster's data folder.
+func (c *Cluster) Data() string { return filepath.Join(c.Dir, "data") }
+
+// LogFile is the server's log.
+func (c *Cluster) LogFile() string { return filepath.Join(c.Dir, "postgres.log") }
+
+// Command runs a PostgreSQL binary (initdb, pg_ctl, psql) as the cluster's
+// owner.
+func (c *Cluster) Command(name string, args ...string) *exec.Cmd {
 	cmd := exec.Command(filepath.Join(c.bin, name), args...)
 	if c.cred != nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: c.cred}
 	}
 	return cmd
 }
+
+// Init makes the cluster (initdb: user postgres, trust, UTF8, locale C)
+// unless Data holds one; initdb's output goes to out.
+func (c *Cluster) Init(out io.Writer) error {
+	if _, err := os.Stat(filepath.Join(c.Data(), "PG_VERSION")); err == nil {
+		return nil
+	}
+	cmd := c.Command("initdb", "-D", c.Data(), "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C")
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("initdb: %w", err)
+	}
+	return nil
+}
+
+// Start starts the server on 127.0.0.1:port with the extra server options
+// (e.g. "-c fsync=off") and waits up to timeout until it takes connections.
+// pg_ctl's own output goes to out, the server's to LogFile.
+func (c *Cluster) Start(ctx context.Context, port int, options string, timeout time.Duration, out io.Writer) error {
+	// pg_ctl writes the server log as the server's user.
+	f, err := os.OpenFile(c.LogFile(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	f.Close()
+	if c.cred != nil {
+		if err := os.Chown(c.LogFile(), int(c.cred.Uid), int(c.cred.Gid)); err != nil {
+			return err
+		}
+	}
+	opts := fmt.Sprintf("-c listen_addresses=127.0.0.1 -p %d -k '' %s", port, options)
+	cmd := c.Command("pg_ctl", "-D", c.Data(), "-l", c.LogFile(), "-w", "-t", strconv.Itoa(int(timeout.Seconds())), "-o", opts, "start")
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("postgres did not start: %w", err)
+	}
+	url := PostgresURL(port, "postgres")
+	return waitReady(ctx, "postgres", nil, timeout, func(ctx context.Context) error {
+		conn, err := pgx.Connect(ctx, url)
+		if err == nil {
+			conn.Close(ctx)
+		}
+		return err
+	})
+}
+
+// Restart stops the server fast (in-flight transactions are aborted) and
+// starts it again with the same options, waiting up to timeout.
+func (c *Cluster) Restart(timeout time.Duration) error {
+	out, err := c.Command("pg_ctl", "-D", c.Data(), "-l", c.LogFile(), "-m", "fast", "-w", "-t", strconv.Itoa(int(timeout.Seconds())), "restart").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("restarting postgres: %v: %s", err, out)
+	}
+	return nil
+}
+
+// Stop stops the server if it runs: fast (sessions are ended), or at once
+// (immediate, as a crash would) when that fails or immediate is set.
+func (c *Cluster) Stop(immediate bool) error {
+	if !c.Running() {
+		return nil
+	}
+	if !immediate {
+		if _, err := c.Command("pg_ctl", "-D", c.Data(), "-m", "fast", "-w", "-t", "30", "stop").CombinedOutput(); err == nil {
+			return nil
+		}
+	}
+	if out, err := c.Command("pg_ctl", "-D", c.Data(), "-m", "immediate", "-w", "stop").CombinedOutput(); err != nil {
+		return fmt.Errorf("stopping postgres: %v: %s", err, out)
+	}
+	return nil
+}
+
+// Running tells whether Data's postmaster.pid names a live process.
+func (c *Cluster) Running() bool { return postmasterRuns(c.Data()) }
 
 // postgresUser returns the credential to run the server with: nil when we
 // are not root, else the postgres user's, made (a system user without a
@@ -121,7 +228,7 @@ func (s *stack) pgRoot(cred *syscall.Credential) (string, error) {
 }
 
 // startPostgres makes the cluster when there is none, starts it on port
-// (TCP on 127.0.0.1 only) and makes the databases slipway and slipway_test.
+// and makes the databases slipway and slipway_test.
 func (s *stack) startPostgres(ctx context.Context, port int) error {
 	bin, err := PostgresBinDir()
 	if err != nil {
@@ -135,47 +242,24 @@ func (s *stack) startPostgres(ctx context.Context, port int) error {
 	if err != nil {
 		return err
 	}
-	c := &pgCluster{bin: bin, root: root, cred: cred}
-	if _, err := os.Stat(filepath.Join(c.data(), "PG_VERSION")); err != nil {
-		initLog := filepath.Join(s.logs, "initdb.log")
-		if err := s.runLogged(c.command("initdb", "-D", c.data(), "-U", "postgres", "--auth=trust",
-			"--encoding=UTF8", "--locale=C"), initLog); err != nil {
-			return s.failed("initdb failed: "+err.Error(), initLog)
-		}
-	}
-	// pg_ctl writes the server log as the server's user.
-	pgLog := filepath.Join(root, "postgres.log")
-	f, err := os.OpenFile(pgLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	f.Close()
-	if cred != nil {
-		if err := os.Chown(pgLog, int(cred.Uid), int(cred.Gid)); err != nil {
-			return err
-		}
+	c := &Cluster{Dir: root, bin: bin, cred: cred}
+	initLog := filepath.Join(s.logs, "initdb.log")
+	if err := s.appendTo(initLog, c.Init); err != nil {
+		return s.failed(err.Error(), initLog)
 	}
 	link := filepath.Join(s.logs, "postgres.log")
 	_ = os.Remove(link)
-	if err := os.Symlink(pgLog, link); err != nil {
+	if err := os.Symlink(c.LogFile(), link); err != nil {
 		return err
 	}
-	// TCP only (-k ''): a socket folder's path may be too long or not ours.
-	opts := fmt.Sprintf("-c listen_addresses=127.0.0.1 -p %d -k '' %s", port, s.o.PGOptions)
-	ctlLog := filepath.Join(s.logs, "pg_ctl.log")
-	start := c.command("pg_ctl", "-D", c.data(), "-l", pgLog, "-w", "-t", strconv.Itoa(int(s.o.timeout().Seconds())), "-o", opts, "start")
-	if err := s.runLogged(start, ctlLog); err != nil {
-		return s.failed("postgres did not start: "+err.Error(), link)
-	}
-	url := PostgresURL(port, "postgres")
-	var conn *pgx.Conn
-	err = waitReady(ctx, "postgres", nil, s.o.timeout(), func(ctx context.Context) error {
-		var err error
-		conn, err = pgx.Connect(ctx, url)
-		return err
-	})
-	if err != nil {
+	if err := s.appendTo(filepath.Join(s.logs, "pg_ctl.log"), func(out io.Writer) error {
+		return c.Start(ctx, port, s.o.PGOptions, s.o.timeout(), out)
+	}); err != nil {
 		return s.failed(err.Error(), link)
+	}
+	conn, err := pgx.Connect(ctx, PostgresURL(port, "postgres"))
+	if err != nil {
+		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	for _, db := range []string{"slipway", "slipway_test"} {
@@ -199,14 +283,14 @@ func PostgresURL(port int, db string) string {
 }
 
 // stopPostgres stops the cluster whose folder STATE/run/pgroot names, if it
-// runs: fast (sessions are ended), then immediate.
+// runs (Cluster.Stop), as the owner of its data.
 func (s *stack) stopPostgres() error {
 	b, err := os.ReadFile(filepath.Join(s.run, "pgroot"))
 	if err != nil || len(b) == 0 {
 		return nil
 	}
-	c := &pgCluster{root: strings.TrimSpace(string(b))}
-	if !postmasterRuns(c.data()) {
+	c := &Cluster{Dir: strings.TrimSpace(string(b))}
+	if !c.Running() {
 		return nil
 	}
 	if c.bin, err = PostgresBinDir(); err != nil {
@@ -214,16 +298,13 @@ func (s *stack) stopPostgres() error {
 	}
 	if os.Geteuid() == 0 {
 		var st syscall.Stat_t
-		if err := syscall.Stat(c.data(), &st); err != nil {
+		if err := syscall.Stat(c.Data(), &st); err != nil {
 			return err
 		}
 		c.cred = &syscall.Credential{Uid: st.Uid, Gid: st.Gid}
 	}
-	if out, err := c.command("pg_ctl", "-D", c.data(), "-m", "fast", "-w", "-t", "30", "stop").CombinedOutput(); err != nil {
-		s.logf("postgres did not stop fast (%v: %s); stopping it immediately", err, strings.TrimSpace(string(out)))
-		if out, err := c.command("pg_ctl", "-D", c.data(), "-m", "immediate", "-w", "stop").CombinedOutput(); err != nil {
-			return fmt.Errorf("stopping postgres: %v: %s", err, out)
-		}
+	if err := c.Stop(false); err != nil {
+		return err
 	}
 	s.logf("stopped postgres")
 	return nil
