@@ -131,17 +131,25 @@ WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE 'L
 	t.Run("WatchBuilds", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		n := postgres.NewNotifier(b.db, zerolog.Nop())
-		ids := make(chan int64, 10)
-		stop := n.WatchBuilds(func(id int64) { ids <- id })
-		defer stop()
-		startNotifier(t, n)
-		waitID(t, ids, 0, "a catch-up is build 0")
-		waitID(t, ids, 0, "a catch-up per topic")
+		ids := watchBuilds(t, b)
 		res, err := b.builds.EnqueueTrigger(context.Background(), newTrigger(triggerOpts{Delivery: "w1"}), "reg/acme/app")
 		require.NoError(t, err)
 		waitID(t, ids, res.Build.ID, "a new build")
 	})
+}
+
+// watchBuilds runs a Notifier until the test ends and returns the build ids
+// its WatchBuilds reports, after the catch-ups of its first LISTEN (a
+// catch-up is build 0, one per topic).
+func watchBuilds(t *testing.T, b *testBundle) <-chan int64 {
+	t.Helper()
+	n := postgres.NewNotifier(b.db, zerolog.Nop())
+	ids := make(chan int64, 100)
+	t.Cleanup(n.WatchBuilds(func(id int64) { ids <- id }))
+	startNotifier(t, n)
+	waitID(t, ids, 0, "a catch-up of slipway_builds")
+	waitID(t, ids, 0, "a catch-up of slipway_jobs")
+	return ids
 }
 
 func listeningChannels(t *testing.T, b *testBundle) []string {
@@ -193,13 +201,7 @@ func TestBuildSteps(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	b := setup(t)
-	n := postgres.NewNotifier(b.db, zerolog.Nop())
-	ids := make(chan int64, 100)
-	stop := n.WatchBuilds(func(id int64) { ids <- id })
-	defer stop()
-	startNotifier(t, n)
-	waitID(t, ids, 0, "catch-up")
-	waitID(t, ids, 0, "catch-up")
+	ids := watchBuilds(t, b)
 	res, err := b.builds.EnqueueTrigger(ctx, newTrigger(triggerOpts{Delivery: "s1"}), "reg/acme/app")
 	require.NoError(t, err)
 	id := res.Build.ID
