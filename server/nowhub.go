@@ -20,8 +20,10 @@ const (
 	// nowPoll is the refresh without a BuildWatcher, as before there was one.
 	nowPoll = 2 * time.Second
 	// nowCoalesce is the least time between two renders: a burst of changes
-	// (a build's platforms changing steps together) becomes one render.
-	nowCoalesce = 250 * time.Millisecond
+	// (a build's platforms changing steps together, many builds at once)
+	// becomes one render, so the page costs at most five queries a second
+	// however busy the queue; a lone change is rendered at once.
+	nowCoalesce = time.Second
 )
 
 // nowHub renders the body of the Now page once per change for all of its
