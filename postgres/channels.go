@@ -10,8 +10,8 @@ const (
 	// may be claimable: it wakes idle workers.
 	ChannelJobs = "slipway_jobs"
 	// ChannelBuilds carries "<build id>" whenever a build row changes (state,
-	// result, a platform's current step): it wakes the dashboard's Now page,
-	// the status sender and live log readers.
+	// result, a platform's current step): it wakes the dashboard's Now page
+	// and the status sender (Notifier.WatchBuilds).
 	ChannelBuilds = "slipway_builds"
 	// ChannelCancel carries "<job id> <reason>" when a running job should stop.
 	ChannelCancel = "slipway_cancel"

@@ -297,7 +297,7 @@ func updateBuild(ctx context.Context, tx pgx.Tx, id int64, u slipway.BuildUpdate
 	return notifyBuild(ctx, tx, id)
 }
 
-// notifyBuild tells dashboards and log followers that a build changed.
+// notifyBuild tells the dashboard and the status sender that a build changed.
 func notifyBuild(ctx context.Context, tx pgx.Tx, id int64) error {
 	_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, ChannelBuilds, fmt.Sprint(id))
 	return err

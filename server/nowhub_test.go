@@ -259,3 +259,55 @@ func cpuTime() time.Duration {
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// kickWatcher is a slipway.BuildWatcher the test fires by hand.
+type kickWatcher struct {
+	mu sync.Mutex
+	fn func(int64)
+}
+
+func (k *kickWatcher) WatchBuilds(fn func(int64)) func() {
+	k.mu.Lock()
+	k.fn = fn
+	k.mu.Unlock()
+	return func() { k.mu.Lock(); k.fn = nil; k.mu.Unlock() }
+}
+
+func (k *kickWatcher) fire() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.fn != nil {
+		k.fn(1)
+	}
+}
+
+func TestNowHubSlowViewer(t *testing.T) {
+	t.Parallel()
+	var renders atomic.Int64
+	w := &kickWatcher{}
+	h := newNowHub(func(context.Context) ([]byte, error) {
+		return fmt.Appendf(nil, "body %d", renders.Add(1)), nil
+	}, w, zerolog.Nop())
+	slow, leaveSlow := h.subscribe()
+	defer leaveSlow()
+	fast, leaveFast := h.subscribe()
+	defer leaveFast()
+	require.Equal(t, "body 1", string(<-fast))
+	// The slow viewer reads nothing while the page changes twice: the fast
+	// one is not held up, and the slow one finds only the newest body.
+	for _, want := range []string{"body 2", "body 3"} {
+		w.fire()
+		select {
+		case got := <-fast:
+			require.Equal(t, want, string(got))
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no %s", want)
+		}
+	}
+	require.Equal(t, "body 3", string(<-slow))
+	select {
+	case got := <-slow:
+		t.Fatalf("an old body was kept: %s", got)
+	default:
+	}
+}
