@@ -292,3 +292,18 @@ func TestNewPodmanMissingBinary(t *testing.T) {
 	require.ErrorContains(t, err, "podman cannot run test pods")
 	require.ErrorContains(t, err, "/nonexistent/podman")
 }
+
+func TestNewPodmanCABundle(t *testing.T) {
+	// The CA bundle becomes ca.crt of podman's --cert-dir; a missing file is
+	// a clear error at start.
+	dir := t.TempDir()
+	_, err := pod.NewPodman(context.Background(), pod.PodmanConfig{Binary: "/nonexistent/podman", ConfDir: dir, CAFile: filepath.Join(dir, "nope.pem")})
+	require.ErrorContains(t, err, "reading the CA bundle for podman's pulls")
+	ca := filepath.Join(dir, "ca.pem")
+	require.NoError(t, os.WriteFile(ca, []byte("-----BEGIN CERTIFICATE-----\n"), 0o644))
+	_, err = pod.NewPodman(context.Background(), pod.PodmanConfig{Binary: "/nonexistent/podman", ConfDir: dir, CAFile: ca})
+	require.ErrorContains(t, err, "podman cannot run test pods")
+	got, err := os.ReadFile(filepath.Join(dir, "certs", "ca.crt"))
+	require.NoError(t, err)
+	require.Equal(t, "-----BEGIN CERTIFICATE-----\n", string(got))
+}
