@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/BurntSushi/toml"
 	"github.com/stretchr/testify/require"
 
 	"github.com/slipway-ci/slipway/pod"
@@ -306,4 +307,17 @@ func TestNewPodmanCABundle(t *testing.T) {
 	got, err := os.ReadFile(filepath.Join(dir, "certs", "ca.crt"))
 	require.NoError(t, err)
 	require.Equal(t, "-----BEGIN CERTIFICATE-----\n", string(got))
+}
+
+// TestComposeContainersConf: the containers.conf of the compose workers'
+// image (deploy/compose/containers.conf, for podman run by hand there) holds
+// the settings ContainersConf gives slipway's own podman commands.
+func TestComposeContainersConf(t *testing.T) {
+	var want, got map[string]any
+	_, err := toml.Decode(pod.ContainersConf, &want)
+	require.NoError(t, err)
+	_, err = toml.DecodeFile(filepath.Join("..", "deploy", "compose", "containers.conf"), &got)
+	require.NoError(t, err)
+	require.Equal(t, want, got, "deploy/compose/containers.conf and pod.ContainersConf differ")
+	require.Contains(t, want["containers"], "default_ulimits")
 }

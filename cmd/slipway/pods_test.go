@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -24,4 +25,10 @@ func TestPodsNotConfigured(t *testing.T) {
 	require.Contains(t, msg, "the Helm chart")
 	require.NotContains(t, msg, "scripts/deps.sh")
 	require.Contains(t, podsNotConfigured("", err), "SLIPWAY_PODMAN=podman does not run")
+
+	// Another reason stays whole.
+	dir := t.TempDir()
+	_, err = pod.NewPodman(context.Background(), pod.PodmanConfig{Binary: "no-such-podman", ConfDir: dir, CAFile: filepath.Join(dir, "nope.pem")})
+	require.Error(t, err)
+	require.Contains(t, podsNotConfigured("podman", err), "(reading the CA bundle for podman's pulls: open ")
 }

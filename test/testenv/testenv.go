@@ -51,7 +51,7 @@ func RepoRoot() (string, error) { return devstack.RepoRoot() }
 
 // FixturesDir returns the webhooks samples folder (with github/, gitlab/,
 // gitea/): $SLIPWAY_FIXTURES, or slipway's own samples in
-// server/testdata/webhooks (written after each forge's documented payloads),
+// forge/testdata/webhooks (written after each forge's documented payloads),
 // so a fresh clone needs nothing beside it.
 func FixturesDir() (string, error) {
 	dir := os.Getenv(EnvFixtures)
@@ -60,7 +60,7 @@ func FixturesDir() (string, error) {
 		if err != nil {
 			return "", err
 		}
-		dir = filepath.Join(root, "server", "testdata", "webhooks")
+		dir = filepath.Join(root, "forge", "testdata", "webhooks")
 	}
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 		return "", fmt.Errorf("finding the webhook samples: %s is not a folder (set %s)", dir, EnvFixtures)
