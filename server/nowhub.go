@@ -120,7 +120,11 @@ func (h *nowHub) loop(ctx context.Context, refresh time.Duration) {
 	failing := false
 	for {
 		began := time.Now()
-		body, err := h.render(ctx)
+		// Bounded like a page request, so a stuck database cannot keep the
+		// last viewer's leave waiting for ever.
+		rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		body, err := h.render(rctx)
+		cancel()
 		switch {
 		case ctx.Err() != nil:
 			return
