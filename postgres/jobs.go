@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/rs/zerolog"
 
 	"github.com/slipway-ci/slipway"
@@ -298,9 +297,9 @@ func updateBuild(ctx context.Context, tx pgx.Tx, id int64, u slipway.BuildUpdate
 	return notifyBuild(ctx, tx, id)
 }
 
-// notifyBuild tells dashboards and log followers that a build changed.
+// notifyBuild tells the dashboard and the status sender that a build changed.
 func notifyBuild(ctx context.Context, tx pgx.Tx, id int64) error {
-	_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, channelBuilds, fmt.Sprint(id))
+	_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, ChannelBuilds, fmt.Sprint(id))
 	return err
 }
 
@@ -426,7 +425,7 @@ WHERE id = $1`, job.ID); err != nil {
 		if err := updateBuild(ctx, tx, job.BuildID, slipway.BuildUpdate{State: &queued, Error: &none}); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `SELECT pg_notify($1, 'released')`, channelJobs)
+		_, err := tx.Exec(ctx, `SELECT pg_notify($1, 'released')`, ChannelJobs)
 		return err
 	})
 	if err != nil {
@@ -519,7 +518,7 @@ func (q *JobQueue) JobRescueStuck(ctx context.Context, staleAfter time.Duration,
 			}
 		}
 		if n > 0 {
-			_, err = tx.Exec(ctx, `SELECT pg_notify($1, 'rescued')`, channelJobs)
+			_, err = tx.Exec(ctx, `SELECT pg_notify($1, 'rescued')`, ChannelJobs)
 		}
 		return err
 	})
@@ -679,20 +678,25 @@ func (q *JobQueue) broadcast() {
 	q.mu.Unlock()
 }
 
-// Listen holds a connection that LISTENs for new jobs and cancel requests: it
-// fires JobWorkSignal and tells JobWatchCancel watchers, reconnecting with
-// backoff when the connection fails (see listener). It returns when ctx ends.
+// ListenOn fires JobWorkSignal and tells JobWatchCancel watchers from n's
+// notifications on ChannelJobs and ChannelCancel, until stop. A catch-up
+// fires JobWorkSignal, since work may have arrived while nobody listened.
+func (q *JobQueue) ListenOn(n *Notifier) (stop func()) {
+	jobs := n.Listen(ChannelJobs, func(Notification) { q.broadcast() })
+	cancels := n.Listen(ChannelCancel, func(m Notification) {
+		// A cancel missed meanwhile reaches its worker by the next heartbeat.
+		if !m.CatchUp {
+			q.deliverCancel(m.Payload)
+		}
+	})
+	return func() { jobs.Unlisten(); cancels.Unlisten() }
+}
+
+// Listen listens on a Notifier of its own until ctx ends (see ListenOn),
+// reconnecting with backoff; a process that has a Notifier calls ListenOn
+// instead. It returns nil when ctx ends.
 func (q *JobQueue) Listen(ctx context.Context) error {
-	l := &listener{db: q.db, logger: q.logger, name: "Job listener", channels: []string{channelJobs, channelCancel},
-		onNotify: func(n *pgconn.Notification) {
-			if n.Channel == channelCancel {
-				q.deliverCancel(n.Payload)
-				return
-			}
-			q.broadcast()
-		},
-		// Work may have arrived while we were not listening.
-		onReconnect: q.broadcast,
-	}
-	return l.run(ctx)
+	n := NewNotifier(q.db, q.logger)
+	defer q.ListenOn(n)()
+	return n.Run(ctx)
 }

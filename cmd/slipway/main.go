@@ -193,6 +193,10 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 		{Name: "schema", Func: db.SchemaCurrent},
 	}
 	g, ctx := errgroup.WithContext(ctx)
+	// One listening connection per process, whatever its roles: workers,
+	// live logs, the Now page and the status sender all hear it.
+	notifier := postgres.NewNotifier(db, logger)
+	g.Go(func() error { return notifier.Run(ctx) })
 	if r.worker {
 		reg, err := registryClient(cfg)
 		if err != nil {
@@ -258,7 +262,7 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 		if err != nil {
 			return err
 		}
-		g.Go(func() error { return jobs.Listen(ctx) })
+		defer jobs.ListenOn(notifier)()
 		g.Go(func() error { return w.Run(ctx) })
 		if !r.server && cfg.WorkerAddr != "" {
 			g.Go(func() error {
@@ -272,7 +276,7 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 			return err
 		}
 		logs := postgres.NewLogHub(db, logger)
-		g.Go(func() error { return logs.Run(ctx) })
+		defer logs.ListenOn(notifier)()
 		if err := metrics.RegisterQueue(func(ctx context.Context) (metrics.QueueStats, error) {
 			s, err := db.JobStats(ctx)
 			return metrics.QueueStats{Depth: s.Available, Running: s.Running, Oldest: s.OldestAvailable}, err
@@ -281,6 +285,7 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 		}
 		h := server.New(logger, server.Config{
 			Logs:                logs,
+			Changes:             notifier,
 			Secrets:             secrets,
 			Credentials:         secrets,
 			RegistryAuths:       secrets,
@@ -317,7 +322,7 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 		if err != nil {
 			return err
 		}
-		sender := forge.NewSender(logger, forge.SenderConfig{Clients: clients, PublicURL: cfg.PublicURL}, postgres.NewStatusOutbox(db))
+		sender := forge.NewSender(logger, forge.SenderConfig{Clients: clients, PublicURL: cfg.PublicURL, Changes: notifier}, postgres.NewStatusOutbox(db))
 		g.Go(func() error { return sender.Run(ctx) })
 	}
 	return g.Wait()

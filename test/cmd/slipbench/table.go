@@ -73,6 +73,9 @@ var goFigures = []goFigure{
 	{"BenchmarkBuildVsBuildctl", "ms-webhook-to-vertex", "build, webhook → first BuildKit vertex", " ms", "", "", target{}},
 	{"BenchmarkBuildPage50kLines", "ttfb-ms", "build page, 50k-line log: first byte", " ms", "", "", target{}},
 	{"BenchmarkBuildPage50kLines", "full-load-ms", "build page, 50k-line log: full load", " ms", "", "", target{}},
+	// Issue 11: the Now page's database work per change must not grow with its viewers.
+	{"BenchmarkNowPage", "queries-min-100", "Now page, 100 followers: queries/min", "", "queries-min-1", "1 follower", ratioAtMost(1.1)},
+	{"BenchmarkNowPage", "cpu-s-min-100", "Now page, 100 followers: process CPU", " s/min", "cpu-s-min-1", "1 follower", target{}},
 	{"BenchmarkServerMemoryTenFollowers", "rss-peak-MB", "server RSS, 10 live-log followers: peak", " MB", "rss-before-MB", "before they came", target{}},
 }
 
