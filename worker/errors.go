@@ -137,4 +137,3 @@ var infraText = regexp.MustCompile(`(?i)connection refused|connection reset|brok
 	// filesystem driver does when two pushes of the same blob race: the build
 	// computed the digest itself, so the content is not the author's fault.
 	`failed to push .*(provided digest did not match uploaded content|blob unknown to registry)`)
-
