@@ -7,6 +7,7 @@ type testSignals struct {
 	buildStarted testSignal[int64]      // runJob starts the pipeline of a build (its id)
 	leaseLost    testSignal[int64]      // the heartbeat found a build's lease taken over
 	attemptEnded testSignal[attemptEnd] // runJob ended an attempt of a build
+	graceStarted testSignal[struct{}]   // Run stopped claiming and waits for running builds
 }
 
 // attemptEnd says how runJob ended an attempt of build BuildID.

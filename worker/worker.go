@@ -289,6 +289,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	case <-done:
 	default:
 		w.logger.Info().Dur("grace", w.cfg.ShutdownGrace).Msg("Worker stopping; letting running builds finish")
+		w.testSignals.graceStarted.signal(struct{}{})
 		t := time.NewTimer(w.cfg.ShutdownGrace)
 		defer t.Stop()
 		select {
