@@ -2,6 +2,7 @@ package slipway
 
 import (
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -33,4 +34,23 @@ func Truncate(s string, n int) string {
 		return s[:cut]
 	}
 	return s[:cut] + mark
+}
+
+// Printable trims s, drops its control characters (Postgres refuses NUL in
+// text) and cuts it to at most n bytes on a rune boundary, with no marker: for
+// a value from a payload bound for a column, or quoted in a message.
+func Printable(s string, n int) string {
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return -1
+		}
+		return r
+	}, strings.TrimSpace(s))
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }

@@ -27,3 +27,11 @@ func TestTruncate(t *testing.T) {
 		require.True(t, utf8.ValidString(s), "n=%d: %q", n, s)
 	}
 }
+
+func TestPrintable(t *testing.T) {
+	require.Equal(t, "abc", Printable(" a\x00b\tc ", 10))
+	require.Equal(t, "ab", Printable("abc", 2))
+	// "é" is two bytes: a cut inside it drops it whole.
+	require.Equal(t, "a", Printable("aé", 2))
+	require.Equal(t, "aé", Printable("aé", 3))
+}

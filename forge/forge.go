@@ -1,5 +1,11 @@
-// Package forge sends commit statuses to GitHub, GitLab and Gitea/Forgejo, and
-// runs the Sender that drains the status outbox in the background.
+// Package forge holds each forge whole: GitHub, GitLab and Gitea/Forgejo.
+// Each is one type implementing Forge: as a Hook it parses and verifies the
+// webhook deliveries the forge sends (push, tag push, pull or merge request,
+// ping); as a Client it sets commit statuses on it. The package also holds
+// the clone credentials of the forges and the Sender that drains the status
+// outbox in the background. A new forge, a new forge event or a new forge
+// credential is a change to this package only; package server keeps the
+// HTTP plumbing around it.
 //
 // The clients speak each forge's documented REST API with net/http: one POST
 // each, so a whole SDK per forge (go-github, client-go, the Gitea SDK) would
@@ -96,94 +102,4 @@ func post(ctx context.Context, hc *http.Client, forge, u string, header http.Hea
 // GitHub and Gitea share.
 func repoStatusesURL(base string, s Status) string {
 	return strings.TrimRight(base, "/") + "/repos/" + url.PathEscape(s.Owner) + "/" + url.PathEscape(s.Name) + "/statuses/" + url.PathEscape(s.Commit)
-}
-
-// GitHub sets statuses with "Create a commit status":
-// POST {BaseURL}/repos/{owner}/{repo}/statuses/{sha}
-// (https://docs.github.com/en/rest/commits/statuses#create-a-commit-status).
-type GitHub struct {
-	BaseURL string // https://api.github.com, or https://HOST/api/v3 for GitHub Enterprise Server
-	Token   string
-	// App, when Token is empty, gives an installation token per repository.
-	App  *GitHubApp
-	HTTP *http.Client // nil: a default with a 30 s timeout
-}
-
-// githubStates maps build states to GitHub's: error, failure, pending, success.
-var githubStates = map[slipway.BuildState]string{
-	slipway.BuildQueued: "pending", slipway.BuildRunning: "pending", slipway.BuildTesting: "pending",
-	slipway.BuildSucceeded: "success", slipway.BuildFailed: "failure", slipway.BuildCanceled: "error",
-}
-
-// SetStatus implements Client.
-func (g *GitHub) SetStatus(ctx context.Context, s Status) error {
-	u := repoStatusesURL(g.BaseURL, s)
-	token := g.Token
-	if token == "" && g.App != nil {
-		var err error
-		if token, err = g.App.Token(ctx, s.Owner, s.Name); err != nil {
-			return err
-		}
-	}
-	h := http.Header{}
-	h.Set("Accept", "application/vnd.github+json")
-	h.Set("Authorization", "Bearer "+token)
-	h.Set("X-GitHub-Api-Version", "2022-11-28")
-	return post(ctx, g.HTTP, "GitHub", u, h, map[string]string{
-		"state": githubStates[s.State], "target_url": s.TargetURL,
-		"description": slipway.Truncate(s.Description, 140), "context": StatusContext,
-	})
-}
-
-// GitLab sets statuses with "Set the pipeline status of a commit":
-// POST {BaseURL}/projects/:id/statuses/:sha, :id being the URL-encoded
-// "namespace/project" (https://docs.gitlab.com/api/commits/#set-the-pipeline-status-of-a-commit).
-type GitLab struct {
-	BaseURL string // https://gitlab.com/api/v4, or https://HOST/api/v4
-	Token   string // sent as PRIVATE-TOKEN
-	HTTP    *http.Client
-}
-
-// gitlabStates maps build states to GitLab's: pending, running, success, failed, canceled.
-var gitlabStates = map[slipway.BuildState]string{
-	slipway.BuildQueued: "pending", slipway.BuildRunning: "running", slipway.BuildTesting: "running",
-	slipway.BuildSucceeded: "success", slipway.BuildFailed: "failed", slipway.BuildCanceled: "canceled",
-}
-
-// SetStatus implements Client.
-func (g *GitLab) SetStatus(ctx context.Context, s Status) error {
-	u := strings.TrimRight(g.BaseURL, "/") + "/projects/" + url.PathEscape(s.Owner+"/"+s.Name) + "/statuses/" + url.PathEscape(s.Commit)
-	h := http.Header{}
-	h.Set("PRIVATE-TOKEN", g.Token)
-	return post(ctx, g.HTTP, "GitLab", u, h, map[string]string{
-		"state": gitlabStates[s.State], "ref": slipway.RefName(s.Ref), "name": StatusContext,
-		"target_url": s.TargetURL, "description": slipway.Truncate(s.Description, 255),
-	})
-}
-
-// Gitea sets statuses on Gitea and Forgejo with
-// POST {BaseURL}/repos/{owner}/{repo}/statuses/{sha} (operation repoCreateStatus,
-// body CreateStatusOption).
-type Gitea struct {
-	BaseURL string // https://HOST/api/v1
-	Token   string // sent as "Authorization: token <Token>"
-	HTTP    *http.Client
-}
-
-// giteaStates maps build states to Gitea's: pending, success, error, failure, warning.
-var giteaStates = map[slipway.BuildState]string{
-	slipway.BuildQueued: "pending", slipway.BuildRunning: "pending", slipway.BuildTesting: "pending",
-	slipway.BuildSucceeded: "success", slipway.BuildFailed: "failure", slipway.BuildCanceled: "error",
-}
-
-// SetStatus implements Client.
-func (g *Gitea) SetStatus(ctx context.Context, s Status) error {
-	u := repoStatusesURL(g.BaseURL, s)
-	h := http.Header{}
-	h.Set("Accept", "application/json")
-	h.Set("Authorization", "token "+g.Token)
-	return post(ctx, g.HTTP, "Gitea", u, h, map[string]string{
-		"state": giteaStates[s.State], "target_url": s.TargetURL,
-		"description": slipway.Truncate(s.Description, 255), "context": StatusContext,
-	})
 }

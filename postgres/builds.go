@@ -140,13 +140,14 @@ func utc(t *time.Time) *time.Time {
 
 // EnqueueTrigger implements slipway.BuildService in one round trip: the
 // repository upsert, the build, the delivery, the job (with the superseding
-// of older builds and the workers' wake-up) and the read of the new build go
-// to PostgreSQL as one pipelined batch, which runs as one implicit
-// transaction: all of it commits or none. A delivery id seen before makes the
-// delivery insert fail on its primary key, which rolls the whole batch back
-// (so a redelivery leaves nothing written); the first build is then read and
-// answered with Created false. When another delivery of the same id is still
-// in flight, the insert waits for it, as the unique index makes it.
+// of older builds) and the read of the new build go to PostgreSQL as one
+// pipelined batch inside BEGIN and COMMIT: all of it commits or none. The
+// workers' wake-up follows in the same batch, after the COMMIT (see
+// sqlJobWake). A delivery id seen before makes the delivery insert fail on
+// its primary key, which rolls the whole transaction back (so a redelivery
+// leaves nothing written); the first build is then read and answered with
+// Created false. When another delivery of the same id is still in flight,
+// the insert waits for it, as the unique index makes it.
 func (s *BuildService) EnqueueTrigger(ctx context.Context, t slipway.Trigger, image string) (slipway.EnqueueResult, error) {
 	b, err := enqueueBatch(ctx, s.db.pool, t, image)
 	res := slipway.EnqueueResult{Build: b, Created: true}
@@ -173,12 +174,29 @@ const (
 	// EnqueueTrigger: registers the repository on first sight. A registered
 	// repository's clone URL and image are its settings (only the admin API
 	// changes them) and win over the ones passed in: a delivery never re-points
-	// a repository at other code. On conflict only the default branch is
-	// updated, when the payload names one.
+	// a repository at other code. Of a registered repository only the default
+	// branch is updated, and only when the payload names another one: an
+	// upsert that always updated would lock the repository's row until commit
+	// and so queue every delivery of the repository behind the WAL flush of
+	// the one before (issue 11, Speed). A delivery racing the first one of a
+	// new repository waits on DO NOTHING for it, and its next statements see
+	// the row.
 	sqlRepoUpsert = `-- EnqueueTrigger
-INSERT INTO repos (forge, owner, name, clone_url, image, default_branch) VALUES ($1, $2, $3, $4, $5, $6)
-ON CONFLICT (forge, lower(owner), lower(name)) DO UPDATE SET
-    default_branch = coalesce(nullif(EXCLUDED.default_branch, ''), repos.default_branch)`
+WITH ins AS (
+    INSERT INTO repos (forge, owner, name, clone_url, image, default_branch) VALUES ($1, $2, $3, $4, $5, $6)
+    ON CONFLICT (forge, lower(owner), lower(name)) DO NOTHING
+    RETURNING id
+)
+UPDATE repos SET default_branch = $6
+WHERE forge = $1 AND lower(owner) = lower($2) AND lower(name) = lower($3)
+  AND $6 <> '' AND default_branch <> $6 AND NOT EXISTS (SELECT FROM ins)`
+
+	// EnqueueTrigger: serializes the deliveries of one ref of one repository
+	// until commit, so the later of two concurrent pushes to a branch sees the
+	// earlier build and supersedes it (sqlJobInsert); deliveries of other refs
+	// go on in parallel. $1 is the lock key of the ref, see enqueueLockKey.
+	sqlRefLock = `-- EnqueueTrigger
+SELECT pg_advisory_xact_lock(` + advisoryEnqueue + `, hashtext($1))`
 
 	// EnqueueTrigger: the build takes the repository's clone URL, image and
 	// platforms as its settings are now, so a later change of the settings
@@ -203,6 +221,18 @@ FROM repos r WHERE r.forge = $1 AND lower(r.owner) = lower($2) AND lower(r.name)
 	sqlDeliveryInsert = `-- EnqueueTrigger
 INSERT INTO webhook_deliveries (forge, delivery_id, event, build_id) VALUES ($1, $2, $3, ` + newBuildID + `)`
 
+	// EnqueueTrigger: wakes the workers on $1 (slipway_jobs) once the build
+	// is committed, in a transaction of its own that commits without waiting
+	// for the WAL flush. PostgreSQL serializes the commits of the
+	// transactions that sent a NOTIFY (one lock on the notification queue,
+	// held through the commit's flush), so a NOTIFY in the enqueue
+	// transaction queued every delivery's durable commit behind the one
+	// before (issue 11, Speed). A wake-up lost to a crash is a hint lost:
+	// workers poll too. currval is the session's, so it still names the
+	// build after the COMMIT.
+	sqlJobWake = `-- EnqueueTrigger
+SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, ` + newBuildID + `::text)`
+
 	sqlDeliveryFind = `-- EnqueueTrigger
 SELECT build_id FROM webhook_deliveries WHERE forge = $1 AND delivery_id = $2`
 
@@ -226,17 +256,39 @@ func enqueueBatch(ctx context.Context, pool *pgxpool.Pool, t slipway.Trigger, im
 		suffix = slipway.ForkImageSuffix
 	}
 	batch := &pgx.Batch{}
+	batch.Queue("BEGIN")
 	batch.Queue(sqlRepoUpsert, t.Forge, t.Owner, t.Name, t.CloneURL, image, t.DefaultBranch)
+	batch.Queue(sqlRefLock, enqueueLockKey(t))
 	batch.Queue(sqlBuildInsert, t.Forge, t.Owner, t.Name, t.Ref, t.Commit, t.Message, t.Sender, t.DeliveryID,
 		prNum, pr.Title, pr.Author, pr.URL, pr.Fork, pr.Base, t.VerifyRef && t.Commit != "", pr.AuthorAssociation, suffix)
 	if t.DeliveryID != "" {
 		batch.Queue(sqlDeliveryInsert, t.Forge, t.DeliveryID, t.Event)
 	}
-	batch.Queue(sqlJobInsert, channelJobs, channelCancel, channelBuilds)
+	batch.Queue(sqlJobInsert, channelCancel, channelBuilds)
 	batch.Queue(sqlNewBuild)
-	br := pool.SendBatch(ctx, batch)
+	batch.Queue("COMMIT")
+	batch.Queue(sqlJobWake, channelJobs)
+
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Release()
+	b, err := sendEnqueueBatch(ctx, conn.Conn(), batch, t)
+	if err != nil && conn.Conn().PgConn().TxStatus() == 'E' {
+		// A failed statement leaves the explicit transaction aborted: roll it
+		// back here, or the pool would close the connection.
+		_, _ = conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
+	}
+	return b, err
+}
+
+// sendEnqueueBatch sends the batch of enqueueBatch on conn and reads its
+// results in order.
+func sendEnqueueBatch(ctx context.Context, conn *pgx.Conn, batch *pgx.Batch, t slipway.Trigger) (*slipway.Build, error) {
+	br := conn.SendBatch(ctx, batch)
 	defer br.Close()
-	for _, what := range []string{"registering repository", "inserting build", "recording delivery", "queueing job"} {
+	for _, what := range []string{"beginning", "registering repository", "locking ref", "inserting build", "recording delivery", "queueing job"} {
 		if what == "recording delivery" && t.DeliveryID == "" {
 			continue
 		}
@@ -256,10 +308,27 @@ func enqueueBatch(ctx context.Context, pool *pgxpool.Pool, t slipway.Trigger, im
 	if err != nil {
 		return nil, fmt.Errorf("reading the new build: %w", err)
 	}
-	if err := br.Close(); err != nil {
-		return nil, err
+	if _, err := br.Exec(); err != nil {
+		return nil, fmt.Errorf("committing: %w", err)
 	}
+	// The build is committed: a failed wake-up is only a late pickup (the
+	// workers poll), not a failed delivery.
+	_, _ = br.Exec()
+	_ = br.Close()
 	return row.toBuild()
+}
+
+// advisoryEnqueue is the first key of EnqueueTrigger's advisory locks
+// ("slie"), apart from JobClaim's.
+const advisoryEnqueue = "1936484709"
+
+// enqueueLockKey names the ref of t for sqlRefLock: forge, owner and name in
+// lower case, as the repository's unique index compares them, and the branch
+// by its short name, since a build triggered through the API may name it so
+// (sqlJobInsert supersedes across both spellings).
+func enqueueLockKey(t slipway.Trigger) string {
+	ref, _ := strings.CutPrefix(t.Ref, "refs/heads/")
+	return t.Forge + "/" + strings.ToLower(t.Owner) + "/" + strings.ToLower(t.Name) + " " + ref
 }
 
 func findDuplicate(ctx context.Context, q querier, buildID int64) (slipway.EnqueueResult, error) {

@@ -560,29 +560,43 @@ func (q *JobQueue) JobRescueStuck(ctx context.Context, staleAfter time.Duration,
 // build whose approval is pending. When the repository supersedes, older
 // builds of the same branch or pull request still queued or running are
 // stopped: a queued one ends canceled here, a running one's worker is told
-// on $2 (slipway_cancel, "JOB_ID REASON"). Every stopped build is announced
-// on $3 (slipway_builds), and the workers are woken on $1 (slipway_jobs).
-// The notifications go out at commit.
+// on $1 (slipway_cancel, "JOB_ID REASON"). Every stopped build is announced
+// on $2 (slipway_builds). The notifications go out at commit; the workers
+// are woken after it (EnqueueTrigger's sqlJobWake).
 const sqlJobInsert = `-- JobInsert
 WITH nb AS (
     SELECT ` + newBuildID + ` AS id
 ), job AS (
     INSERT INTO jobs (build_id, repo_id, run_after)
     SELECT b.id, b.repo_id, CASE WHEN b.approval = 'pending' THEN 'infinity'::timestamptz ELSE now() END
-    FROM builds b JOIN nb ON b.id = nb.id
+    FROM builds b WHERE b.id = (SELECT id FROM nb)
     RETURNING id
 ), newer AS (
-    SELECT b.id, b.repo_id, b.ref FROM builds b JOIN nb ON b.id = nb.id JOIN repos r ON r.id = b.repo_id
-    WHERE r.supersede
+    -- The new build by its primary key: "b.id = (SELECT …)" rather than a
+    -- join with nb, which a plan cached while the tables were still small
+    -- (a fresh installation) runs as a scan of every build.
+    SELECT b.id, b.repo_id, b.ref,
+           CASE WHEN b.ref LIKE 'refs/heads/%' THEN substr(b.ref, 12) END AS short
+    FROM builds b JOIN repos r ON r.id = b.repo_id
+    WHERE b.id = (SELECT id FROM nb) AND r.supersede
       AND (b.ref LIKE 'refs/heads/%' OR b.ref LIKE 'refs/pull/%' OR b.ref LIKE 'refs/merge-requests/%')
 ), older AS (
-    SELECT j.id, j.build_id, j.state FROM builds b
-    JOIN newer ON b.repo_id = newer.repo_id AND b.id < newer.id
-     -- An API build not resolved yet may name the branch by its short name.
-     AND (b.ref = newer.ref OR (b.commit_sha = '' AND 'refs/heads/' || b.ref = newer.ref))
+    -- The older builds are looked up per new build by repository and ref,
+    -- each ref by equality, so the scan is of builds_active_ref (the ref's
+    -- active builds), never of every build the repository ever had. An API
+    -- build not resolved yet may name the branch by its short name.
+    SELECT j.id, j.build_id, j.state FROM newer
+    CROSS JOIN LATERAL (
+        SELECT b.id FROM builds b
+        WHERE b.repo_id = newer.repo_id AND b.ref = newer.ref AND b.id < newer.id
+          AND b.state IN ('queued', 'running', 'testing')
+        UNION ALL
+        SELECT b.id FROM builds b
+        WHERE b.repo_id = newer.repo_id AND b.ref = newer.short AND b.id < newer.id
+          AND b.state IN ('queued', 'running', 'testing') AND b.commit_sha = ''
+    ) b
     JOIN jobs j ON j.build_id = b.id
-    WHERE b.state IN ('queued', 'running', 'testing')
-      AND j.state IN ('available', 'running') AND j.cancel_reason IS NULL
+    WHERE j.state IN ('available', 'running') AND j.cancel_reason IS NULL
     ORDER BY j.id
     FOR UPDATE OF j
 ), stopped AS (
@@ -597,10 +611,9 @@ WITH nb AS (
     FROM stopped WHERE b.id = stopped.build_id AND stopped.state = 'available'
 )
 SELECT (SELECT count(*) FROM job) AS queued,
-       pg_notify($1, (SELECT id FROM nb)::text) IS NULL AS notified,
-       (SELECT count(pg_notify($2, stopped.id || ' superseded by build ' || nb.id)) FROM stopped, nb
+       (SELECT count(pg_notify($1, stopped.id || ' superseded by build ' || nb.id)) FROM stopped, nb
         WHERE stopped.state = 'running') AS canceling,
-       (SELECT count(pg_notify($3, build_id::text)) FROM stopped) AS announced`
+       (SELECT count(pg_notify($2, build_id::text)) FROM stopped) AS announced`
 
 // findAttempts returns a build's attempts, first first.
 func findAttempts(ctx context.Context, q querier, buildID int64) ([]slipway.BuildAttempt, error) {

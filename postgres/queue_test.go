@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/slipway-ci/slipway"
@@ -177,6 +178,41 @@ func TestSupersede(t *testing.T) {
 		require.Equal(t, slipway.BuildCanceled, got.State)
 		require.Len(t, got.Attempts, 1)
 		require.Equal(t, reason, got.Attempts[0].Error)
+	})
+
+	// Concurrent pushes of one branch: without a lock held to commit, each
+	// delivery's statements would miss the others' uncommitted builds and
+	// none would be superseded. The repository's row is no longer locked by
+	// every delivery (issue 11, Speed), so the per-ref advisory lock of
+	// EnqueueTrigger is what makes exactly one build stay queued. The first
+	// round registers the repository, racing on its insert.
+	t.Run("ConcurrentPushesOfABranch", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		for round := range 2 {
+			const n = 8
+			ids := make(chan int64, n)
+			var wg sync.WaitGroup
+			start := make(chan struct{})
+			for i := range n {
+				wg.Go(func() {
+					<-start
+					tr := newTrigger(triggerOpts{Delivery: fmt.Sprintf("c-%d-%d", round, i)})
+					res, err := b.builds.EnqueueTrigger(ctx, tr, "reg/acme/app")
+					assert.NoError(t, err)
+					if err == nil {
+						ids <- res.Build.ID
+					}
+				})
+			}
+			close(start)
+			wg.Wait()
+			close(ids)
+			require.Len(t, ids, n)
+			require.Equal(t, 1, count(t, b.db, "repos"), "one repository, registered once")
+			require.Equal(t, 1, count(t, b.db, "builds WHERE state = 'queued'"), "round %d: every build but the newest is superseded", round)
+			require.Equal(t, (round+1)*n-1, count(t, b.db, "builds WHERE state = 'canceled'"))
+		}
 	})
 
 	t.Run("OffPerRepository", func(t *testing.T) {

@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 
 	"github.com/slipway-ci/slipway"
+	"github.com/slipway-ci/slipway/forge"
 )
 
 // maxRepoBodyBytes caps the body of a repository create or update.
@@ -128,14 +129,14 @@ func (s repoSettings) validate() error {
 	if s.Forge != nil && !slices.Contains(slipway.Forges, *s.Forge) {
 		return slipway.Errorf(slipway.EINVALID, "forge must be one of %s.", strings.Join(slipway.Forges, ", "))
 	}
-	if s.Owner != nil && !validRepoPart(*s.Owner) && (s.Forge == nil || *s.Forge != slipway.ForgeGitLab || !validOwner(*s.Forge, *s.Owner)) {
+	if s.Owner != nil && !forge.ValidName(*s.Owner) && (s.Forge == nil || *s.Forge != slipway.ForgeGitLab || !forge.ValidOwner(*s.Forge, *s.Owner)) {
 		return slipway.Errorf(slipway.EINVALID, "owner must be 1 to 100 letters, digits, '.', '_' or '-' (for GitLab, up to 20 such group names separated by '/').")
 	}
-	if s.Name != nil && !validRepoPart(*s.Name) {
+	if s.Name != nil && !forge.ValidName(*s.Name) {
 		return slipway.Errorf(slipway.EINVALID, "name must be 1 to 100 letters, digits, '.', '_' or '-'.")
 	}
 	if s.CloneURL != nil {
-		if err := validateCloneURL("clone_url", *s.CloneURL); err != nil {
+		if err := forge.ValidateCloneURL("clone_url", *s.CloneURL); err != nil {
 			return err
 		}
 	}
@@ -271,7 +272,7 @@ func repoKey(r *http.Request) (slipway.RepoKey, error) {
 	if k.Forge != "" && !slices.Contains(slipway.Forges, k.Forge) {
 		return k, slipway.Errorf(slipway.EINVALID, "forge must be one of %s.", strings.Join(slipway.Forges, ", "))
 	}
-	if !validOwner(slipway.ForgeGitLab, k.Owner) || !validRepoPart(k.Name) {
+	if !forge.ValidOwner(slipway.ForgeGitLab, k.Owner) || !forge.ValidName(k.Name) {
 		return k, slipway.Errorf(slipway.ENOTFOUND, "Repository %s/%s not found.", shortQuote(k.Owner), shortQuote(k.Name))
 	}
 	return k, nil

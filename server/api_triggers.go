@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog/hlog"
 
 	"github.com/slipway-ci/slipway"
+	"github.com/slipway-ci/slipway/forge"
 )
 
 // triggerResponse is the answer of a trigger or a retry.
@@ -60,7 +61,7 @@ func refTrigger(r *http.Request, builds slipway.BuildService, repos slipway.Repo
 	if ref == "" {
 		return slipway.Trigger{}, "", slipway.Errorf(slipway.EINVALID, `ref is required: {"ref": "main"} or {"ref": "refs/tags/v1.2.3", "commit": "<40 hex>"}.`)
 	}
-	if commit != "" && !commitRE.MatchString(commit) {
+	if commit != "" && !forge.ValidCommit(commit) {
 		return slipway.Trigger{}, "", slipway.Errorf(slipway.EINVALID, "commit must be a full 40-digit hex SHA-1, got %q.", commit)
 	}
 	if !validRef(ref) {

@@ -471,6 +471,8 @@ type repoData struct {
 	Refs   []*slipway.Build // latest build of each branch and tag
 	Builds []*slipway.Build
 	Chart  template.HTML
+	// Cases are the builds' test-case counts (caseCounts), by build id.
+	Cases map[int64]*slipway.TestCaseCounts
 	// DefaultRef fills the "Build this ref" form: the default branch, else
 	// the branch of the latest build.
 	DefaultRef string
@@ -507,7 +509,7 @@ func (d *dashboard) handleRepo(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	rd := repoData{Repo: name, Builds: list}
+	rd := repoData{Repo: name, Builds: list, Cases: caseCounts(list)}
 	seen := map[string]bool{}
 	for _, b := range list {
 		rd.Image = b.Image

@@ -46,9 +46,9 @@ func newRouter(logger zerolog.Logger, cfg Config, builds slipway.BuildService, c
 	// the Flusher that streaming routes need.
 	countWebhooks := metrics.CountWebhooks(webhookForge)
 	budget := newBodyBudget(cfg) // one for all forges
-	r.With(countWebhooks, timeout(requestTimeout)).Post("/webhooks/github", handleWebhook(cfg, budget, githubReceiver(cfg), svc.Repos, builds))
-	r.With(countWebhooks, timeout(requestTimeout)).Post("/webhooks/gitlab", handleWebhook(cfg, budget, gitlabReceiver(cfg), svc.Repos, builds))
-	r.With(countWebhooks, timeout(requestTimeout)).Post("/webhooks/gitea", handleWebhook(cfg, budget, giteaReceiver(cfg), svc.Repos, builds))
+	for _, hook := range webhookHooks(cfg) {
+		r.With(countWebhooks, timeout(requestTimeout)).Post("/webhooks/"+hook.Name(), handleWebhook(cfg, budget, hook, svc.Repos, builds))
+	}
 
 	dash.routes(r)
 

@@ -1,6 +1,7 @@
-// Package server is slipway's HTTP side: the forge webhook receivers, the REST
-// API under /api/v1, the probes and the dashboard. It turns requests into calls
-// on the domain services of package slipway and never talks to Postgres itself.
+// Package server is slipway's HTTP plumbing: it routes each request (webhooks,
+// the REST API under /api/v1, probes, the dashboard), checks who sent it, and
+// answers it with calls on the domain services of package slipway and the
+// forges of package forge, never talking to Postgres itself.
 package server
 
 import (

@@ -179,6 +179,11 @@ func signGitHub(secret string, body []byte) string {
 	return "sha256=" + hex.EncodeToString(mac.Sum(nil))
 }
 
+// signHex is the bare hex HMAC-SHA256 that Gitea and Forgejo send.
+func signHex(secret string, body []byte) string {
+	return strings.TrimPrefix(signGitHub(secret, body), "sha256=")
+}
+
 // requireError checks a JSON error answer.
 func requireError(t *testing.T, resp *http.Response, out map[string]any, status int, code string) string {
 	t.Helper()

@@ -25,13 +25,13 @@ func postForge(t *testing.T, b *testBundle, forge, id string, body []byte) (*htt
 		req.Header.Set("X-GitHub-Delivery", id)
 		req.Header.Set("X-Hub-Signature-256", signGitHub(testSecret, body))
 	case "gitlab":
-		req.Header.Set(gitlabEventHeader, "Push Hook")
-		req.Header.Set(gitlabEventUUIDHeader, id)
-		req.Header.Set(gitlabTokenHeader, testSecret)
+		req.Header.Set("X-Gitlab-Event", "Push Hook")
+		req.Header.Set("X-Gitlab-Event-UUID", id)
+		req.Header.Set("X-Gitlab-Token", testSecret)
 	case "gitea":
-		req.Header.Set(giteaEventHeader, "push")
-		req.Header.Set(giteaDeliveryHeader, id)
-		req.Header.Set(giteaSignatureHeader, signHex(testSecret, body))
+		req.Header.Set("X-Gitea-Event", "push")
+		req.Header.Set("X-Gitea-Delivery", id)
+		req.Header.Set("X-Gitea-Signature", signHex(testSecret, body))
 	}
 	return do(t, b.srv.Client(), req)
 }

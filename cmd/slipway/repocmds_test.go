@@ -42,7 +42,7 @@ func TestRepoCommands(t *testing.T) {
 	cli := newCLI(ctx, map[string]string{"SLIPWAY_SERVER": srv.URL, "SLIPWAY_TOKEN": "admin-token-for-cli"})
 	secretRE := regexp.MustCompile(`webhook secret: ([0-9a-f]{64})\n`)
 	push := func(secret, id string) int {
-		body, err := os.ReadFile("../../server/testdata/webhooks/github/push-branch.json")
+		body, err := os.ReadFile("../../forge/testdata/webhooks/github/push-branch.json")
 		require.NoError(t, err)
 		mac := hmac.New(sha256.New, []byte(secret))
 		mac.Write(body)

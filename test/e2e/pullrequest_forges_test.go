@@ -22,13 +22,13 @@ const (
 	giteaSecret = "e2e-gitea-secret"
 )
 
-// sample reads one of slipway's own webhook samples (server/testdata/webhooks)
+// sample reads one of slipway's own webhook samples (forge/testdata/webhooks)
 // as a JSON object.
 func sample(t *testing.T, rel string) map[string]any {
 	t.Helper()
 	root, err := testenv.RepoRoot()
 	require.NoError(t, err)
-	raw, err := os.ReadFile(filepath.Join(root, "server", "testdata", "webhooks", filepath.FromSlash(rel)))
+	raw, err := os.ReadFile(filepath.Join(root, "forge", "testdata", "webhooks", filepath.FromSlash(rel)))
 	require.NoError(t, err)
 	var m map[string]any
 	require.NoError(t, json.Unmarshal(raw, &m))

@@ -20,12 +20,12 @@ import (
 )
 
 // prPayload is a GitHub pull_request delivery made from slipway's own sample
-// (server/testdata/webhooks), pointed at owner/name served from cloneURL.
+// (forge/testdata/webhooks), pointed at owner/name served from cloneURL.
 func prPayload(t *testing.T, action string, number int, head, owner, name, cloneURL string, fork bool) []byte {
 	t.Helper()
 	root, err := testenv.RepoRoot()
 	require.NoError(t, err)
-	raw, err := os.ReadFile(filepath.Join(root, "server", "testdata", "webhooks", "github", "pull_request-synchronize.json"))
+	raw, err := os.ReadFile(filepath.Join(root, "forge", "testdata", "webhooks", "github", "pull_request-synchronize.json"))
 	require.NoError(t, err)
 	var p map[string]any
 	require.NoError(t, json.Unmarshal(raw, &p))

@@ -1,4 +1,4 @@
-package server
+package forge
 
 import (
 	"os"
@@ -19,17 +19,17 @@ func TestParsePullRequestSamples(t *testing.T) {
 	t.Parallel()
 	type want struct {
 		trigger *slipway.Trigger
-		cancel  *refCancel
+		cancel  *RefCancel
 		ignored string
 	}
-	gh := func(event string) func(string, []byte) (webhookEvent, error) {
-		return func(d string, p []byte) (webhookEvent, error) { return parseGitHubEvent(event, d, p) }
+	gh := func(event string) func(string, []byte) (Event, error) {
+		return func(d string, p []byte) (Event, error) { return parseGitHubEvent(event, d, p) }
 	}
-	gl := func(d string, p []byte) (webhookEvent, error) { return parseGitLabEvent("Merge Request Hook", d, p) }
-	gt := func(d string, p []byte) (webhookEvent, error) { return parseGiteaEvent("pull_request", d, p) }
+	gl := func(d string, p []byte) (Event, error) { return parseGitLabEvent("Merge Request Hook", d, p) }
+	gt := func(d string, p []byte) (Event, error) { return parseGiteaEvent("pull_request", d, p) }
 	tests := []struct {
 		file  string
-		parse func(string, []byte) (webhookEvent, error)
+		parse func(string, []byte) (Event, error)
 		want  want
 	}{
 		{"github/pull_request-synchronize.json", gh("pull_request"), want{trigger: &slipway.Trigger{
@@ -45,7 +45,7 @@ func TestParsePullRequestSamples(t *testing.T) {
 			Commit: "3ce2d2b7f02e7e6c4dae4b6c9f1a3d5b7c9e1f3a", Message: "Fix typo", Sender: "mallory", DefaultBranch: "main",
 			PullRequest: &slipway.PullRequest{Number: 8, Title: "Fix typo", Author: "mallory",
 				URL: "https://github.com/acme/app/pull/8", Fork: true, Base: "main", AuthorAssociation: "FIRST_TIME_CONTRIBUTOR"}}}},
-		{"github/pull_request-closed.json", gh("pull_request"), want{cancel: &refCancel{
+		{"github/pull_request-closed.json", gh("pull_request"), want{cancel: &RefCancel{
 			Forge: "github", Owner: "acme", Name: "app", Ref: "refs/pull/7/head", Reason: "pull request 7 was closed"}}},
 		{"github/pull_request-labeled.json", gh("pull_request"), want{ignored: `pull_request action "labeled" does not start builds`}},
 		{"gitlab/merge_request-update.json", gl, want{trigger: &slipway.Trigger{
@@ -61,7 +61,7 @@ func TestParsePullRequestSamples(t *testing.T) {
 			PullRequest: &slipway.PullRequest{Number: 5, Title: "Faster start-up", Author: "ada",
 				URL: "https://gitlab.example.com/acme/app/-/merge_requests/5", Base: "main"}}}},
 		{"gitlab/merge_request-update-title.json", gl, want{ignored: `Merge Request Hook action "update without new commits" does not start builds`}},
-		{"gitlab/merge_request-merge.json", gl, want{cancel: &refCancel{
+		{"gitlab/merge_request-merge.json", gl, want{cancel: &RefCancel{
 			Forge: "gitlab", Owner: "acme", Name: "app", Ref: "refs/merge-requests/5/head", Reason: "pull request 5 was merge"}}},
 		{"gitea/pull_request-synchronized.json", gt, want{trigger: &slipway.Trigger{
 			Forge: "gitea", DeliveryID: "d-1", Event: "pull_request", Owner: "acme", Name: "app",
@@ -69,7 +69,7 @@ func TestParsePullRequestSamples(t *testing.T) {
 			Commit: "5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7081", Message: "Faster start-up", Sender: "ada", DefaultBranch: "main",
 			PullRequest: &slipway.PullRequest{Number: 3, Title: "Faster start-up", Author: "ada",
 				URL: "https://gitea.example.com/acme/app/pulls/3", Base: "main"}}}},
-		{"gitea/pull_request-closed.json", gt, want{cancel: &refCancel{
+		{"gitea/pull_request-closed.json", gt, want{cancel: &RefCancel{
 			Forge: "gitea", Owner: "acme", Name: "app", Ref: "refs/pull/3/head", Reason: "pull request 3 was closed"}}},
 	}
 	for _, tt := range tests {

@@ -1,10 +1,12 @@
-package server
+package forge
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/slipway-ci/slipway"
@@ -21,25 +23,74 @@ const (
 	gitlabEventUUIDHeader   = "X-Gitlab-Event-UUID"
 )
 
-// gitlabReceiver receives GitLab deliveries at POST /webhooks/gitlab.
-func gitlabReceiver(cfg Config) receiver {
-	return receiver{
-		forge:         slipway.ForgeGitLab,
-		title:         "GitLab",
-		secretSetting: "SLIPWAY_GITLAB_WEBHOOK_TOKEN",
-		secret:        cfg.GitLabWebhookToken,
-		headers:       gitlabHeaders,
-		payload:       jsonPayload,
-		locate:        locateGitLab,
-		verify: func(secret []byte, h http.Header, _ []byte) error {
-			return verifyGitLabToken(secret, h.Get(gitlabTokenHeader))
-		},
-		parse:         parseGitLabEvent,
-		allowedOwners: cfg.GitLabAllowedOwners,
-		ownersSetting: "SLIPWAY_GITLAB_ALLOWED_OWNERS",
-	}
+// GitLab is GitLab whole. It receives the deliveries of POST
+// /webhooks/gitlab, which carry the secret token in X-Gitlab-Token, and sets
+// statuses with "Set the pipeline status of a commit":
+// POST {BaseURL}/projects/:id/statuses/:sha, :id being the URL-encoded
+// "namespace/project" (https://docs.gitlab.com/api/commits/#set-the-pipeline-status-of-a-commit).
+// The server fills Webhook, the status sender the rest.
+type GitLab struct {
+	Webhook
+	BaseURL string // https://gitlab.com/api/v4, or https://HOST/api/v4
+	Token   string // sent as PRIVATE-TOKEN
+	HTTP    *http.Client
 }
 
+// gitlabStates maps build states to GitLab's: pending, running, success, failed, canceled.
+var gitlabStates = map[slipway.BuildState]string{
+	slipway.BuildQueued: "pending", slipway.BuildRunning: "running", slipway.BuildTesting: "running",
+	slipway.BuildSucceeded: "success", slipway.BuildFailed: "failed", slipway.BuildCanceled: "canceled",
+}
+
+// SetStatus implements Client.
+func (g *GitLab) SetStatus(ctx context.Context, s Status) error {
+	u := strings.TrimRight(g.BaseURL, "/") + "/projects/" + url.PathEscape(s.Owner+"/"+s.Name) + "/statuses/" + url.PathEscape(s.Commit)
+	h := http.Header{}
+	h.Set("PRIVATE-TOKEN", g.Token)
+	return post(ctx, g.HTTP, "GitLab", u, h, map[string]string{
+		"state": gitlabStates[s.State], "ref": slipway.RefName(s.Ref), "name": StatusContext,
+		"target_url": s.TargetURL, "description": slipway.Truncate(s.Description, 255),
+	})
+}
+
+// Name implements Hook.
+func (g *GitLab) Name() string { return slipway.ForgeGitLab }
+
+// Title implements Hook.
+func (g *GitLab) Title() string { return "GitLab" }
+
+// WebhookSecret implements Hook: the secret token.
+func (g *GitLab) WebhookSecret() (string, string) {
+	return g.Webhook.Secret, "SLIPWAY_GITLAB_WEBHOOK_TOKEN"
+}
+
+// OwnerAllowed implements Hook; an allowed group allows its subgroups.
+func (g *GitLab) OwnerAllowed(owner string) error {
+	return g.ownerAllowed(owner, "SLIPWAY_GITLAB_ALLOWED_OWNERS")
+}
+
+// Delivery implements Hook; see gitlabHeaders.
+func (g *GitLab) Delivery(h http.Header) (string, string, error) { return gitlabHeaders(h) }
+
+// Payload implements Hook: GitLab always sends JSON as the body.
+func (g *GitLab) Payload(h http.Header, body []byte) ([]byte, error) { return jsonPayload(h, body) }
+
+// Locate implements Hook: project.path_with_namespace.
+func (g *GitLab) Locate(payload []byte) (string, string, bool) { return locateGitLab(payload) }
+
+// Verify implements Hook; see verifyGitLabToken.
+func (g *GitLab) Verify(secret []byte, h http.Header, _ []byte) error {
+	return verifyGitLabToken(secret, h.Get(gitlabTokenHeader))
+}
+
+// Parse implements Hook: Push Hook, Tag Push Hook and Merge Request Hook;
+// every other event is ignored once its JSON parses.
+func (g *GitLab) Parse(event, delivery string, payload []byte) (Event, error) {
+	return parseGitLabEvent(event, delivery, payload)
+}
+
+// gitlabHeaders reads X-Gitlab-Event and the delivery id: Idempotency-Key,
+// else X-Gitlab-Event-UUID; a push and a tag push need one.
 func gitlabHeaders(h http.Header) (string, string, error) {
 	event := h.Get(gitlabEventHeader)
 	header, delivery := gitlabIdempotencyHeader, h.Get(gitlabIdempotencyHeader)
@@ -111,12 +162,12 @@ func locateGitLab(payload []byte) (string, string, bool) {
 		return "", "", false
 	}
 	owner, name := splitGitLabPath(p.Project.PathWithNamespace)
-	return owner, name, validOwner(slipway.ForgeGitLab, owner) && validRepoPart(name)
+	return owner, name, ValidOwner(slipway.ForgeGitLab, owner) && ValidName(name)
 }
 
 // parseGitLabEvent reads the payload of a delivery of event (the X-Gitlab-Event
 // header: "Push Hook", "Tag Push Hook", …).
-func parseGitLabEvent(event, delivery string, payload []byte) (webhookEvent, error) {
+func parseGitLabEvent(event, delivery string, payload []byte) (Event, error) {
 	if event == "Merge Request Hook" {
 		return parseGitLabMergeRequest(event, delivery, payload)
 	}
@@ -125,7 +176,7 @@ func parseGitLabEvent(event, delivery string, payload []byte) (webhookEvent, err
 	}
 	var p gitlabPush
 	if err := json.Unmarshal(payload, &p); err != nil {
-		return webhookEvent{}, malformed(err)
+		return Event{}, malformed(err)
 	}
 	// checkout_sha is the commit to build: for an annotated tag, after is the
 	// tag object. It is null for a deletion.
@@ -195,10 +246,10 @@ var gitlabMRActions = map[string]prAction{
 
 // parseGitLabMergeRequest reads a Merge Request Hook payload. The clone URL is
 // the target project's, which serves the head as refs/merge-requests/N/head.
-func parseGitLabMergeRequest(event, delivery string, payload []byte) (webhookEvent, error) {
+func parseGitLabMergeRequest(event, delivery string, payload []byte) (Event, error) {
 	var p gitlabMergeRequest
 	if err := json.Unmarshal(payload, &p); err != nil {
-		return webhookEvent{}, malformed(err)
+		return Event{}, malformed(err)
 	}
 	out := &pullRequest{
 		Forge: slipway.ForgeGitLab, Delivery: delivery, Event: event, HeadField: "object_attributes.last_commit.id",

@@ -1,4 +1,4 @@
-package server
+package forge
 
 import (
 	"crypto/hmac"
@@ -34,7 +34,7 @@ type fixtureCase struct {
 
 // runFixtureTable parses every file of dir matching glob with parse, as
 // delivery; a file without a row, or a row without a file, fails the test.
-func runFixtureTable(t *testing.T, dir, glob, delivery string, parse func(event, delivery string, payload []byte) (webhookEvent, error), tests map[string]fixtureCase) {
+func runFixtureTable(t *testing.T, dir, glob, delivery string, parse func(event, delivery string, payload []byte) (Event, error), tests map[string]fixtureCase) {
 	files, err := filepath.Glob(filepath.Join(dir, glob))
 	require.NoError(t, err)
 	require.NotEmpty(t, files)
@@ -103,7 +103,7 @@ func TestSkipCI(t *testing.T) {
 	t.Parallel()
 	type forgeCase struct {
 		forge, file, event, message string
-		parse                       func(event, delivery string, payload []byte) (webhookEvent, error)
+		parse                       func(event, delivery string, payload []byte) (Event, error)
 	}
 	forges := []forgeCase{
 		{"github", "push-branch.json", "push", `"message": "Add the release notes\n\nLonger body of the commit."`, parseGitHubEvent},
@@ -237,3 +237,6 @@ func signHex(secret string, body []byte) string {
 	mac.Write(body)
 	return hex.EncodeToString(mac.Sum(nil))
 }
+
+// signGitHub is the X-Hub-Signature-256 of body keyed with secret.
+func signGitHub(secret string, body []byte) string { return "sha256=" + signHex(secret, body) }

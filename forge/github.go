@@ -1,7 +1,8 @@
-package server
+package forge
 
 import (
 	"cmp"
+	"context"
 	"encoding/json"
 	"mime"
 	"net/http"
@@ -20,29 +21,90 @@ const (
 	githubSignatureHeader = "X-Hub-Signature-256"
 )
 
-// githubReceiver receives GitHub deliveries at POST /webhooks/github.
-func githubReceiver(cfg Config) receiver {
-	return receiver{
-		forge:         slipway.ForgeGitHub,
-		title:         "GitHub",
-		secretSetting: "SLIPWAY_GITHUB_WEBHOOK_SECRET",
-		secret:        cfg.GitHubWebhookSecret,
-		headers: func(h http.Header) (string, string, error) {
-			event, delivery := h.Get(githubEventHeader), h.Get(githubDeliveryHeader)
-			if event == "" {
-				return event, delivery, slipway.Errorf(slipway.EINVALID, "The %s header is missing.", githubEventHeader)
-			}
-			return event, delivery, checkDelivery(githubDeliveryHeader, delivery, event == "push")
-		},
-		payload: func(h http.Header, body []byte) ([]byte, error) { return formPayload(h.Get("Content-Type"), body) },
-		locate:  locateGitHubStyle,
-		verify: func(secret []byte, h http.Header, body []byte) error {
-			return verifyGitHubSignature(secret, h.Get(githubSignatureHeader), body)
-		},
-		parse:         parseGitHubEvent,
-		allowedOwners: cfg.GitHubAllowedOwners,
-		ownersSetting: "SLIPWAY_GITHUB_ALLOWED_OWNERS",
+// GitHub is GitHub (and GitHub Enterprise Server) whole. It receives the
+// deliveries of POST /webhooks/github, signed with X-Hub-Signature-256, and
+// sets statuses with "Create a commit status":
+// POST {BaseURL}/repos/{owner}/{repo}/statuses/{sha}
+// (https://docs.github.com/en/rest/commits/statuses#create-a-commit-status).
+// The server fills Webhook, the status sender the rest.
+type GitHub struct {
+	Webhook
+	BaseURL string // https://api.github.com, or https://HOST/api/v3 for GitHub Enterprise Server
+	Token   string
+	// App, when Token is empty, gives an installation token per repository.
+	App  *GitHubApp
+	HTTP *http.Client // nil: a default with a 30 s timeout
+}
+
+// githubStates maps build states to GitHub's: error, failure, pending, success.
+var githubStates = map[slipway.BuildState]string{
+	slipway.BuildQueued: "pending", slipway.BuildRunning: "pending", slipway.BuildTesting: "pending",
+	slipway.BuildSucceeded: "success", slipway.BuildFailed: "failure", slipway.BuildCanceled: "error",
+}
+
+// SetStatus implements Client.
+func (g *GitHub) SetStatus(ctx context.Context, s Status) error {
+	u := repoStatusesURL(g.BaseURL, s)
+	token := g.Token
+	if token == "" && g.App != nil {
+		var err error
+		if token, err = g.App.Token(ctx, s.Owner, s.Name); err != nil {
+			return err
+		}
 	}
+	h := http.Header{}
+	h.Set("Accept", "application/vnd.github+json")
+	h.Set("Authorization", "Bearer "+token)
+	h.Set("X-GitHub-Api-Version", "2022-11-28")
+	return post(ctx, g.HTTP, "GitHub", u, h, map[string]string{
+		"state": githubStates[s.State], "target_url": s.TargetURL,
+		"description": slipway.Truncate(s.Description, 140), "context": StatusContext,
+	})
+}
+
+// Name implements Hook.
+func (g *GitHub) Name() string { return slipway.ForgeGitHub }
+
+// Title implements Hook.
+func (g *GitHub) Title() string { return "GitHub" }
+
+// WebhookSecret implements Hook.
+func (g *GitHub) WebhookSecret() (string, string) {
+	return g.Webhook.Secret, "SLIPWAY_GITHUB_WEBHOOK_SECRET"
+}
+
+// OwnerAllowed implements Hook.
+func (g *GitHub) OwnerAllowed(owner string) error {
+	return g.ownerAllowed(owner, "SLIPWAY_GITHUB_ALLOWED_OWNERS")
+}
+
+// Delivery implements Hook: X-GitHub-Event and X-GitHub-Delivery, which a
+// push needs.
+func (g *GitHub) Delivery(h http.Header) (string, string, error) {
+	event, delivery := h.Get(githubEventHeader), h.Get(githubDeliveryHeader)
+	if event == "" {
+		return event, delivery, slipway.Errorf(slipway.EINVALID, "The %s header is missing.", githubEventHeader)
+	}
+	return event, delivery, checkDelivery(githubDeliveryHeader, delivery, event == "push")
+}
+
+// Payload implements Hook; see formPayload.
+func (g *GitHub) Payload(h http.Header, body []byte) ([]byte, error) {
+	return formPayload(h.Get("Content-Type"), body)
+}
+
+// Locate implements Hook: repository.owner.login and repository.name.
+func (g *GitHub) Locate(payload []byte) (string, string, bool) { return locateGitHubStyle(payload) }
+
+// Verify implements Hook; see verifyGitHubSignature.
+func (g *GitHub) Verify(secret []byte, h http.Header, body []byte) error {
+	return verifyGitHubSignature(secret, h.Get(githubSignatureHeader), body)
+}
+
+// Parse implements Hook: ping, push (branches and tags) and pull_request;
+// every other event is ignored once its JSON parses.
+func (g *GitHub) Parse(event, delivery string, payload []byte) (Event, error) {
+	return parseGitHubEvent(event, delivery, payload)
 }
 
 // verifyGitHubSignature checks header, "sha256=" and the hex HMAC-SHA256 of
@@ -112,7 +174,7 @@ func locateGitHubStyle(payload []byte) (string, string, bool) {
 		return "", "", false
 	}
 	owner := p.Repository.owner()
-	return owner, p.Repository.Name, validRepoPart(owner) && validRepoPart(p.Repository.Name)
+	return owner, p.Repository.Name, ValidName(owner) && ValidName(p.Repository.Name)
 }
 
 // githubPush holds the fields of a push payload slipway reads.
@@ -155,20 +217,20 @@ func (p *githubPush) push(forge, delivery string) *push {
 // parseGitHubEvent reads the payload of a delivery of event. It returns EINVALID
 // with the parser's reason for malformed JSON and names the field for a push
 // slipway could not build from.
-func parseGitHubEvent(event, delivery string, payload []byte) (webhookEvent, error) {
+func parseGitHubEvent(event, delivery string, payload []byte) (Event, error) {
 	switch event {
 	case "ping":
 		var p struct {
 			Zen string `json:"zen"`
 		}
 		if err := json.Unmarshal(payload, &p); err != nil {
-			return webhookEvent{}, malformed(err)
+			return Event{}, malformed(err)
 		}
-		return webhookEvent{Ping: true, Zen: p.Zen}, nil
+		return Event{Ping: true, Zen: p.Zen}, nil
 	case "push":
 		var p githubPush
 		if err := json.Unmarshal(payload, &p); err != nil {
-			return webhookEvent{}, malformed(err)
+			return Event{}, malformed(err)
 		}
 		return p.push(slipway.ForgeGitHub, delivery).event()
 	case "pull_request":
@@ -179,12 +241,12 @@ func parseGitHubEvent(event, delivery string, payload []byte) (webhookEvent, err
 }
 
 // otherEvent answers an event that starts no build, once its JSON parses.
-func otherEvent(event string, payload []byte) (webhookEvent, error) {
+func otherEvent(event string, payload []byte) (Event, error) {
 	var v json.RawMessage
 	if err := json.Unmarshal(payload, &v); err != nil {
-		return webhookEvent{}, malformed(err)
+		return Event{}, malformed(err)
 	}
-	return webhookEvent{Ignored: "event " + strconv.Quote(event) + " does not start builds"}, nil
+	return Event{Ignored: "event " + strconv.Quote(event) + " does not start builds"}, nil
 }
 
 // githubPullRequest holds the fields of a pull_request payload slipway reads;
@@ -251,10 +313,10 @@ var githubPRActions = map[string]prAction{
 // parseGitHubStylePullRequest reads a pull_request payload of GitHub, Gitea or
 // Forgejo. The head repository a fork names is never fetched from: the clone
 // URL is the base repository's.
-func parseGitHubStylePullRequest(forge, event, delivery string, payload []byte) (webhookEvent, error) {
+func parseGitHubStylePullRequest(forge, event, delivery string, payload []byte) (Event, error) {
 	var p githubPullRequest
 	if err := json.Unmarshal(payload, &p); err != nil {
-		return webhookEvent{}, malformed(err)
+		return Event{}, malformed(err)
 	}
 	out := &pullRequest{
 		Forge: forge, Delivery: delivery, Event: event, Action: p.Action, Do: githubPRActions[p.Action],

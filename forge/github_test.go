@@ -1,4 +1,4 @@
-package server
+package forge
 
 import (
 	"os"
@@ -255,12 +255,7 @@ func TestVerifyGitHubSignature(t *testing.T) {
 	}
 }
 
-func TestPrintable(t *testing.T) {
+func TestSubject(t *testing.T) {
 	t.Parallel()
-	require.Equal(t, "abc", printable(" a\x00b\tc ", 10))
-	require.Equal(t, "ab", printable("abc", 2))
-	// "é" is two bytes: a cut inside it drops it whole.
-	require.Equal(t, "a", printable("aé", 2))
-	require.Equal(t, "aé", printable("aé", 3))
 	require.Equal(t, "subject", subject("subject\r\nbody"))
 }

@@ -1,4 +1,4 @@
-package server
+package forge
 
 import (
 	"net/http"
@@ -36,7 +36,7 @@ func addFixtureSeeds(f *testing.F, forge string, events ...string) {
 
 // checkParsed holds for whatever a parser returns: a clear EINVALID, or exactly
 // one outcome, and a trigger that the schema and git accept.
-func checkParsed(t *testing.T, forge string, ev webhookEvent, err error) {
+func checkParsed(t *testing.T, forge string, ev Event, err error) {
 	if err != nil {
 		if slipway.ErrorCode(err) != slipway.EINVALID || slipway.ErrorMessage(err) == "" {
 			t.Fatalf("error is not a clear EINVALID: %v", err)
@@ -66,9 +66,9 @@ func checkParsed(t *testing.T, forge string, ev webhookEvent, err error) {
 		t.Fatalf("commit %q", tr.Commit)
 	case !strings.HasPrefix(tr.Ref, "refs/heads/") && !strings.HasPrefix(tr.Ref, "refs/tags/"), len(tr.Ref) > maxRefBytes:
 		t.Fatalf("ref %q", tr.Ref)
-	case !validOwner(forge, tr.Owner) || !validRepoPart(tr.Name):
+	case !ValidOwner(forge, tr.Owner) || !ValidName(tr.Name):
 		t.Fatalf("repository %q/%q", tr.Owner, tr.Name)
-	case validateCloneURL("clone_url", tr.CloneURL) != nil:
+	case ValidateCloneURL("clone_url", tr.CloneURL) != nil:
 		t.Fatalf("clone URL %q", tr.CloneURL)
 	case len(tr.Message) > maxMessageBytes || strings.ContainsFunc(tr.Message+tr.Sender+tr.DefaultBranch, unicode.IsControl):
 		t.Fatalf("message, sender or default branch not printable: %q %q %q", tr.Message, tr.Sender, tr.DefaultBranch)

@@ -1,6 +1,7 @@
-package server
+package forge
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -20,21 +21,72 @@ const (
 	giteaSignatureHeader   = "X-Gitea-Signature"
 )
 
-// giteaReceiver receives Gitea and Forgejo deliveries at POST /webhooks/gitea.
-func giteaReceiver(cfg Config) receiver {
-	return receiver{
-		forge:         slipway.ForgeGitea,
-		title:         "Gitea",
-		secretSetting: "SLIPWAY_GITEA_WEBHOOK_SECRET",
-		secret:        cfg.GiteaWebhookSecret,
-		headers:       giteaHeaders,
-		payload:       jsonPayload,
-		locate:        locateGitHubStyle,
-		verify:        verifyGiteaSignature,
-		parse:         parseGiteaEvent,
-		allowedOwners: cfg.GiteaAllowedOwners,
-		ownersSetting: "SLIPWAY_GITEA_ALLOWED_OWNERS",
-	}
+// Gitea is Gitea and Forgejo whole. It receives the deliveries of POST
+// /webhooks/gitea, signed with X-Gitea-Signature (or Forgejo's or GitHub's
+// header), and sets statuses with
+// POST {BaseURL}/repos/{owner}/{repo}/statuses/{sha} (operation repoCreateStatus,
+// body CreateStatusOption).
+// The server fills Webhook, the status sender the rest.
+type Gitea struct {
+	Webhook
+	BaseURL string // https://HOST/api/v1
+	Token   string // sent as "Authorization: token <Token>"
+	HTTP    *http.Client
+}
+
+// giteaStates maps build states to Gitea's: pending, success, error, failure, warning.
+var giteaStates = map[slipway.BuildState]string{
+	slipway.BuildQueued: "pending", slipway.BuildRunning: "pending", slipway.BuildTesting: "pending",
+	slipway.BuildSucceeded: "success", slipway.BuildFailed: "failure", slipway.BuildCanceled: "error",
+}
+
+// SetStatus implements Client.
+func (g *Gitea) SetStatus(ctx context.Context, s Status) error {
+	u := repoStatusesURL(g.BaseURL, s)
+	h := http.Header{}
+	h.Set("Accept", "application/json")
+	h.Set("Authorization", "token "+g.Token)
+	return post(ctx, g.HTTP, "Gitea", u, h, map[string]string{
+		"state": giteaStates[s.State], "target_url": s.TargetURL,
+		"description": slipway.Truncate(s.Description, 255), "context": StatusContext,
+	})
+}
+
+// Name implements Hook.
+func (g *Gitea) Name() string { return slipway.ForgeGitea }
+
+// Title implements Hook.
+func (g *Gitea) Title() string { return "Gitea" }
+
+// WebhookSecret implements Hook.
+func (g *Gitea) WebhookSecret() (string, string) {
+	return g.Webhook.Secret, "SLIPWAY_GITEA_WEBHOOK_SECRET"
+}
+
+// OwnerAllowed implements Hook.
+func (g *Gitea) OwnerAllowed(owner string) error {
+	return g.ownerAllowed(owner, "SLIPWAY_GITEA_ALLOWED_OWNERS")
+}
+
+// Delivery implements Hook; see giteaHeaders.
+func (g *Gitea) Delivery(h http.Header) (string, string, error) { return giteaHeaders(h) }
+
+// Payload implements Hook: Gitea always sends JSON as the body.
+func (g *Gitea) Payload(h http.Header, body []byte) ([]byte, error) { return jsonPayload(h, body) }
+
+// Locate implements Hook: repository.owner.login and repository.name, as
+// GitHub's.
+func (g *Gitea) Locate(payload []byte) (string, string, bool) { return locateGitHubStyle(payload) }
+
+// Verify implements Hook; see verifyGiteaSignature.
+func (g *Gitea) Verify(secret []byte, h http.Header, body []byte) error {
+	return verifyGiteaSignature(secret, h, body)
+}
+
+// Parse implements Hook: push (branches and tags) and pull_request; every
+// other event is ignored once its JSON parses.
+func (g *Gitea) Parse(event, delivery string, payload []byte) (Event, error) {
+	return parseGiteaEvent(event, delivery, payload)
 }
 
 // firstHeader returns the first of names that h has, and its value.
@@ -47,6 +99,8 @@ func firstHeader(h http.Header, names ...string) (string, string) {
 	return names[0], ""
 }
 
+// giteaHeaders reads the event and delivery headers, Forgejo's names first;
+// a push needs a delivery id.
 func giteaHeaders(h http.Header) (string, string, error) {
 	_, event := firstHeader(h, forgejoEventHeader, giteaEventHeader)
 	header, delivery := firstHeader(h, forgejoDeliveryHeader, giteaDeliveryHeader)
@@ -95,7 +149,7 @@ type giteaPush struct {
 // parseGiteaEvent reads the payload of a delivery of event (X-Gitea-Event).
 // A new tag arrives both as a push of refs/tags/… (built) and as a create
 // event (ignored), so it builds once.
-func parseGiteaEvent(event, delivery string, payload []byte) (webhookEvent, error) {
+func parseGiteaEvent(event, delivery string, payload []byte) (Event, error) {
 	if event == "pull_request" {
 		return parseGitHubStylePullRequest(slipway.ForgeGitea, event, delivery, payload)
 	}
@@ -104,7 +158,7 @@ func parseGiteaEvent(event, delivery string, payload []byte) (webhookEvent, erro
 	}
 	var p giteaPush
 	if err := json.Unmarshal(payload, &p); err != nil {
-		return webhookEvent{}, malformed(err)
+		return Event{}, malformed(err)
 	}
 	out := &push{
 		Forge: slipway.ForgeGitea, Delivery: delivery, Ref: p.Ref, After: p.After,
