@@ -103,10 +103,14 @@ func (b *fakeBuilder) calls() int {
 	return b.n
 }
 
-// fakeRegistry holds every image it is asked about, and records tags.
+// fakeRegistry holds every image it is asked about, and records tags. Call n
+// (from 1) of Tag fails with tagFail(n) when that is not nil.
 type fakeRegistry struct {
-	mu   sync.Mutex
-	tags []string
+	tagFail func(n int) error
+
+	mu    sync.Mutex
+	tags  []string
+	tagsN int
 }
 
 var errFakeRegistry = errors.New("fakeRegistry does not do this")
@@ -123,6 +127,12 @@ func (r *fakeRegistry) VerifyIndex(ctx context.Context, ref string, wanted []str
 func (r *fakeRegistry) Tag(ctx context.Context, repo, digest string, tags []string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.tagsN++
+	if r.tagFail != nil {
+		if err := r.tagFail(r.tagsN); err != nil {
+			return err
+		}
+	}
 	for _, t := range tags {
 		r.tags = append(r.tags, repo+":"+t+"@"+digest)
 	}
@@ -466,5 +476,40 @@ func TestRunInfraRetry(t *testing.T) {
 		require.Len(t, got.Attempts, 1)
 		require.False(t, got.Attempts[0].Infra)
 		require.Equal(t, 1, b.calls())
+	})
+
+	t.Run("RegistryUnavailableRetried", func(t *testing.T) {
+		t.Parallel()
+		e := newRunEnv(t)
+		reg := &fakeRegistry{tagFail: func(n int) error {
+			if n == 1 {
+				return slipway.Errorf(slipway.EUNAVAILABLE, "registry answered 503")
+			}
+			return nil
+		}}
+		w := e.newWorker(t, Config{}, &fakeBuilder{}, reg)
+		start(t, w)
+		id := e.push(t, e.commit)
+		require.Equal(t, endRetried, waitEnd(t, w, id))
+		require.Equal(t, endCompleted, waitEnd(t, w, id))
+		got := e.build(t, id)
+		require.Equal(t, slipway.BuildSucceeded, got.State, got.Error)
+		require.Equal(t, 2, got.Attempt)
+		require.True(t, got.Attempts[0].Infra)
+		require.Equal(t, "tagging main failed: slipway error: code=unavailable message=registry answered 503", got.Attempts[0].Error)
+	})
+
+	t.Run("RegistryRefusalNotRetried", func(t *testing.T) {
+		t.Parallel()
+		e := newRunEnv(t)
+		reg := &fakeRegistry{tagFail: func(int) error { return slipway.Errorf(slipway.EFORBIDDEN, "registry answered 403") }}
+		w := e.newWorker(t, Config{}, &fakeBuilder{}, reg)
+		start(t, w)
+		id := e.push(t, e.commit)
+		require.Equal(t, endCompleted, waitEnd(t, w, id))
+		got := e.build(t, id)
+		require.Equal(t, slipway.BuildFailed, got.State)
+		require.Equal(t, 1, got.Attempt)
+		require.Equal(t, "tagging main failed: slipway error: code=forbidden message=registry answered 403", got.Error)
 	})
 }
