@@ -31,7 +31,10 @@ import (
 //
 // Only an error of the Builder or the Registry can be the infrastructure's (a
 // git, pod or database error is reported as it is): the pipeline marks each as
-// it comes back (serviceError), and a buildFailure keeps those behind it.
+// it comes back (serviceError), and a buildFailure keeps those behind it. The
+// marked calls are Build, RunTest, VerifyIndex, Tag and Attestations; a
+// release's promotion (Resolve, Retag) and chart push fail the build as they
+// always have, without a retry.
 
 // buildFailure is how the pipeline fails: msg is the one line the build
 // shows (masked, without credentials); cause holds the Builder and Registry
