@@ -73,12 +73,16 @@ type buildRow struct {
 	StatusUpdatedAt *time.Time `db:"fs_updated_at"`
 }
 
-const buildColumns = `b.id, b.repo_id, r.forge, r.owner, r.name, b.ref, b.commit_sha, b.message, b.sender,
+const buildColumns = buildOwnColumns + `, fs.state AS fs_state, fs.outcome AS fs_outcome, fs.attempts AS fs_attempts,
+	fs.last_error AS fs_error, fs.updated_at AS fs_updated_at`
+
+// buildOwnColumns are the columns of buildRow but the latest commit status:
+// a build b joined with its repository r.
+const buildOwnColumns = `b.id, b.repo_id, r.forge, r.owner, r.name, b.ref, b.commit_sha, b.message, b.sender,
 	b.delivery_id, b.clone_url, b.state, b.image, b.image_ref, b.index_digest, b.platforms, b.tests,
 	b.tags, b.error, b.attempt, b.created_at, b.started_at, b.finished_at, b.target_platforms,
 	b.pull_request, b.pr_title, b.pr_author, b.pr_url, b.pr_fork, b.pr_base, b.pr_association, b.approval, b.approved_by, b.approved_at,
-	b.skipped_tags, b.verify_ref, fs.state AS fs_state, fs.outcome AS fs_outcome, fs.attempts AS fs_attempts,
-	fs.last_error AS fs_error, fs.updated_at AS fs_updated_at`
+	b.skipped_tags, b.verify_ref`
 
 // buildFrom joins a build with its repository and its latest commit status.
 const buildFrom = `builds b JOIN repos r ON r.id = b.repo_id

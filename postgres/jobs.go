@@ -72,7 +72,8 @@ const advisoryClaim = "1936484720"
 // JobClaim: under the repository's lock, takes its most urgent and oldest
 // available job if the repository is below max_running, marks the build running,
 // and records the attempt. The build's results of an earlier attempt are
-// cleared; started_at keeps the first start.
+// cleared; started_at keeps the first start. It returns the job with its build
+// as the claim left it, so the worker need not read it again.
 const sqlJobClaim = `-- JobClaim
 WITH room AS (
     SELECT r.max_running - (SELECT count(*) FROM jobs WHERE repo_id = r.id AND state = 'running') AS n
@@ -93,11 +94,19 @@ WITH room AS (
     SET state = 'running', attempt = claimed.attempt, started_at = coalesce(b.started_at, now()),
         image_ref = '', index_digest = '', platforms = '[]', tests = '[]', tags = '{}', error = ''
     FROM claimed WHERE b.id = claimed.build_id
+    RETURNING b.*
 ), recorded AS (
     INSERT INTO build_attempts (build_id, attempt, worker)
     SELECT build_id, attempt, $1 FROM claimed
 )
-SELECT id, build_id, repo_id, attempt FROM claimed`
+SELECT c.id AS job_id, ` + buildOwnColumns + `
+FROM claimed c JOIN started b ON b.id = c.build_id JOIN repos r ON r.id = b.repo_id`
+
+// claimRow is a claimed job with its build (buildRow without the commit status).
+type claimRow struct {
+	JobID int64 `db:"job_id"`
+	buildRow
+}
 
 // JobClaim implements slipway.JobQueue.
 func (q *JobQueue) JobClaim(ctx context.Context, workerID string, limit int) ([]*slipway.Job, error) {
@@ -164,14 +173,19 @@ func (q *JobQueue) claimRound(ctx context.Context, tx pgx.Tx, workerID string, l
 		if err != nil {
 			return n, skipped, err
 		}
-		list, err := pgx.CollectRows(rows, pgx.RowToStructByName[jobRow])
+		// Lax: the commit status columns of buildRow are not selected.
+		list, err := pgx.CollectRows(rows, pgx.RowToStructByNameLax[claimRow])
 		if err != nil {
 			return n, skipped, err
 		}
 		for _, r := range list {
-			*jobs = append(*jobs, &slipway.Job{ID: r.ID, BuildID: r.BuildID, RepoID: r.RepoID, Attempt: r.Attempt, WorkerID: workerID})
+			b, err := r.toBuild()
+			if err != nil {
+				return n, skipped, err
+			}
+			*jobs = append(*jobs, &slipway.Job{ID: r.JobID, BuildID: r.ID, RepoID: r.RepoID, Attempt: r.Attempt, WorkerID: workerID, Build: b})
 			n++
-			if err := notifyBuild(ctx, tx, r.BuildID); err != nil {
+			if err := notifyBuild(ctx, tx, r.ID); err != nil {
 				return n, skipped, err
 			}
 		}
