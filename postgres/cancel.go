@@ -16,7 +16,7 @@ import (
 // running one gets cancel_reason, which its worker learns from the NOTIFY (or
 // from its next heartbeat) and ends the build canceled. FOR UPDATE keeps a claim
 // from racing the change.
-const sqlCancelBuild = `-- CancelBuild
+var sqlCancelBuild = `-- CancelBuild
 WITH target AS (
     SELECT j.id, j.state FROM jobs j
     WHERE j.build_id = $1 AND j.state IN ('available', 'running') AND j.cancel_reason IS NULL
@@ -31,7 +31,8 @@ WITH target AS (
 ), canceled AS (
     UPDATE builds b SET state = 'canceled', error = $2, finished_at = now()
     FROM stopped WHERE b.id = $1 AND stopped.state = 'available'
-)
+    RETURNING b.id, b.state
+), ` + statusOutbox("canceled_status", "canceled") + `
 SELECT id, state FROM stopped`
 
 // CancelBuild implements slipway.BuildService.

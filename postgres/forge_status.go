@@ -12,14 +12,43 @@ import (
 )
 
 // StatusOutbox implements slipway.StatusOutbox over the forge_statuses table.
-// Rows are not written here: the trigger builds_forge_status (migration 00004)
-// adds one in every transaction that inserts a build or changes its state, so
-// no code path that changes a build can forget its commit status.
+// Rows are not written here but by every statement that inserts a build or
+// changes its state, through statusOutbox, in that same statement: a state
+// change and its commit status commit together or not at all.
+// TestStateChangesWriteTheOutbox fails for a statement that sets a build's
+// state without it. (Until migration 00024 the trigger builds_forge_status
+// did this, out of sight of the Go code.)
 type StatusOutbox struct {
 	db *DB
 }
 
 var _ slipway.StatusOutbox = (*StatusOutbox)(nil)
+
+// forgeStates are the build states a forge is told about in a commit
+// status. testing is not one of them: the forge still sees "running".
+var forgeStates = []slipway.BuildState{slipway.BuildQueued, slipway.BuildRunning,
+	slipway.BuildSucceeded, slipway.BuildFailed, slipway.BuildCanceled}
+
+// statusOutbox returns the SQL of a data-modifying CTE named name that
+// queues the commit statuses of the builds a statement inserted or changed:
+// src names a CTE (or table expression) of the same statement with columns
+// id and state, the builds' new states (typically the RETURNING id, state of
+// its UPDATE builds). A build gets one forge_statuses row when its new state
+// is one of forgeStates and is not already the newest state in its outbox,
+// so a statement that leaves the state as it was, or moves it between
+// running and testing, queues nothing.
+func statusOutbox(name, src string) string {
+	states := make([]string, len(forgeStates))
+	for i, s := range forgeStates {
+		states[i] = "'" + string(s) + "'"
+	}
+	return name + ` AS (
+    INSERT INTO forge_statuses (build_id, state)
+    SELECT c.id, c.state FROM ` + src + ` c
+    WHERE c.state IN (` + strings.Join(states, ", ") + `)
+      AND c.state IS DISTINCT FROM (SELECT f.state FROM forge_statuses f WHERE f.build_id = c.id ORDER BY f.id DESC LIMIT 1)
+)`
+}
 
 // NewStatusOutbox returns a StatusOutbox over db.
 func NewStatusOutbox(db *DB) *StatusOutbox { return &StatusOutbox{db: db} }

@@ -74,7 +74,7 @@ const advisoryClaim = "1936484720"
 // and records the attempt. The build's results of an earlier attempt are
 // cleared; started_at keeps the first start. It returns the job with its build
 // as the claim left it, so the worker need not read it again.
-const sqlJobClaim = `-- JobClaim
+var sqlJobClaim = `-- JobClaim
 WITH room AS (
     SELECT r.max_running - (SELECT count(*) FROM jobs WHERE repo_id = r.id AND state = 'running') AS n
     FROM repos r WHERE r.id = $2
@@ -95,7 +95,7 @@ WITH room AS (
         image_ref = '', index_digest = '', platforms = '[]', tests = '[]', tags = '{}', error = ''
     FROM claimed WHERE b.id = claimed.build_id
     RETURNING b.*
-), recorded AS (
+), ` + statusOutbox("started_status", "started") + `, recorded AS (
     INSERT INTO build_attempts (build_id, attempt, worker)
     SELECT build_id, attempt, $1 FROM claimed
 )
@@ -259,7 +259,8 @@ func lockLease(ctx context.Context, tx pgx.Tx, job *slipway.Job) error {
 // and commit ($10, $11) land only while the commit is still unresolved (the
 // right-hand sides all read the row as it was), and a commit subject ($12)
 // only over an empty message or the API's old placeholder ($13).
-const sqlBuildUpdate = `-- UpdateBuild
+var sqlBuildUpdate = `-- UpdateBuild
+WITH updated AS (
 UPDATE builds SET
     ref          = CASE WHEN commit_sha = '' THEN coalesce($10, ref) ELSE ref END,
     commit_sha   = CASE WHEN commit_sha = '' THEN coalesce($11, commit_sha) ELSE commit_sha END,
@@ -273,7 +274,10 @@ UPDATE builds SET
     error        = coalesce($8, error),
     skipped_tags = coalesce($9, skipped_tags),
     finished_at  = CASE WHEN coalesce($2, state) IN ('succeeded', 'failed', 'canceled') THEN now() ELSE NULL END
-WHERE id = $1`
+WHERE id = $1
+RETURNING id, state
+), ` + statusOutbox("updated_status", "updated") + `
+SELECT id FROM updated`
 
 func updateBuild(ctx context.Context, tx pgx.Tx, id int64, u slipway.BuildUpdate) error {
 	var platforms, tests []byte
@@ -454,7 +458,7 @@ WHERE id = $1`, job.ID); err != nil {
 // ($5), or is out of attempts, fails its build; any other goes back to the
 // queue after the backoff, its build to queued. The attempt is recorded as an
 // infrastructure failure.
-const sqlJobRescueStuck = `-- JobRescueStuck
+var sqlJobRescueStuck = `-- JobRescueStuck
 WITH stuck AS (
     SELECT id FROM jobs
     WHERE state = 'running' AND heartbeat_at < now() - make_interval(secs => $1)
@@ -484,7 +488,8 @@ WITH stuck AS (
                      ELSE 'attempt ' || rescued.attempt || ': the worker running this build stopped answering; retrying' END,
         finished_at = CASE WHEN rescued.state = 'completed' THEN now() END
     FROM rescued WHERE b.id = rescued.build_id
-), attempts AS (
+    RETURNING b.id, b.state
+), ` + statusOutbox("reset_status", "builds_reset") + `, attempts AS (
     UPDATE build_attempts a SET finished_at = now(), error = 'the worker running this attempt stopped answering', infra = true
     FROM rescued WHERE a.build_id = rescued.build_id AND a.attempt = rescued.attempt
 )
@@ -562,7 +567,7 @@ func (q *JobQueue) JobRescueStuck(ctx context.Context, staleAfter time.Duration,
 // on $1 (slipway_cancel, "JOB_ID REASON"). Every stopped build is announced
 // on $2 (slipway_builds). The notifications go out at commit; the workers
 // are woken after it (EnqueueTrigger's sqlJobWake).
-const sqlJobInsert = `-- JobInsert
+var sqlJobInsert = `-- JobInsert
 WITH nb AS (
     SELECT ` + newBuildID + ` AS id
 ), job AS (
@@ -608,7 +613,10 @@ WITH nb AS (
 ), canceled AS (
     UPDATE builds b SET state = 'canceled', error = 'superseded by build ' || (SELECT id FROM nb), finished_at = now()
     FROM stopped WHERE b.id = stopped.build_id AND stopped.state = 'available'
-)
+    RETURNING b.id, b.state
+), ` + statusOutbox("canceled_status", "canceled") + `, new_build AS (
+    SELECT b.id, b.state FROM builds b WHERE b.id = (SELECT id FROM nb)
+), ` + statusOutbox("new_status", "new_build") + `
 SELECT (SELECT count(*) FROM job) AS queued,
        (SELECT count(pg_notify($1, stopped.id || ' superseded by build ' || nb.id)) FROM stopped, nb
         WHERE stopped.state = 'running') AS canceling,

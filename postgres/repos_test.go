@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -107,9 +108,26 @@ func TestRepoService(t *testing.T) {
 	})
 }
 
-// TestStatusOutboxTrigger checks that every state change writes its status in
-// the same transaction, and a rolled-back change writes none.
-func TestStatusOutboxTrigger(t *testing.T) {
+// outboxStates returns the states queued in build id's commit-status outbox,
+// oldest first.
+func outboxStates(t *testing.T, b *testBundle, id int64) []string {
+	t.Helper()
+	rows, err := b.db.Pool().Query(context.Background(), `SELECT state FROM forge_statuses WHERE build_id = $1 ORDER BY id`, id)
+	require.NoError(t, err)
+	var out []string
+	for rows.Next() {
+		var s string
+		require.NoError(t, rows.Scan(&s))
+		out = append(out, s)
+	}
+	require.NoError(t, rows.Err())
+	return out
+}
+
+// TestStatusOutbox checks that a build's state changes queue the statuses a
+// forge sees, testing not among them. Each is written by the statement that
+// changes the state (statusOutbox), so they commit together or not at all.
+func TestStatusOutbox(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	b := setup(t)
@@ -136,11 +154,49 @@ func TestStatusOutboxTrigger(t *testing.T) {
 	require.NoError(t, b.jobs.JobComplete(ctx, jobs[0], slipway.BuildUpdate{State: &succeeded}))
 	require.Equal(t, []string{"queued", "running", "succeeded"}, states(), "testing is not sent")
 
-	// A rolled-back state change leaves no status behind.
-	tx, err := b.db.Pool().Begin(ctx)
-	require.NoError(t, err)
-	_, err = tx.Exec(ctx, `UPDATE builds SET state = 'canceled' WHERE id = $1`, res.Build.ID)
-	require.NoError(t, err)
-	require.NoError(t, tx.Rollback(ctx))
-	require.Equal(t, []string{"queued", "running", "succeeded"}, states())
+}
+
+// TestStatusOutboxEveryPath: a cancel, a superseding push, a rescued
+// worker's build and a retry each queue the statuses a forge must see.
+func TestStatusOutboxEveryPath(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	t.Run("Cancel", func(t *testing.T) {
+		b := setup(t)
+		res, err := b.builds.EnqueueTrigger(ctx, newTrigger(triggerOpts{Delivery: "c-1"}), "registry.test/acme/app")
+		require.NoError(t, err)
+		_, err = b.builds.CancelBuild(ctx, res.Build.ID, "canceled by mona")
+		require.NoError(t, err)
+		require.Equal(t, []string{"queued", "canceled"}, outboxStates(t, b, res.Build.ID))
+	})
+	t.Run("Superseded", func(t *testing.T) {
+		b := setup(t)
+		first, err := b.builds.EnqueueTrigger(ctx, newTrigger(triggerOpts{Delivery: "s-1"}), "registry.test/acme/app")
+		require.NoError(t, err)
+		second, err := b.builds.EnqueueTrigger(ctx, newTrigger(triggerOpts{Delivery: "s-2"}), "registry.test/acme/app")
+		require.NoError(t, err)
+		require.Equal(t, []string{"queued", "canceled"}, outboxStates(t, b, first.Build.ID))
+		require.Equal(t, []string{"queued"}, outboxStates(t, b, second.Build.ID))
+	})
+	t.Run("RescuedThenRetried", func(t *testing.T) {
+		b := setup(t)
+		res, err := b.builds.EnqueueTrigger(ctx, newTrigger(triggerOpts{Delivery: "r-1"}), "registry.test/acme/app")
+		require.NoError(t, err)
+		_, err = b.jobs.JobClaim(ctx, "w1", 1)
+		require.NoError(t, err)
+		b.exec(t, "UPDATE jobs SET heartbeat_at = now() - interval '1 hour' WHERE state = 'running'")
+		n, err := b.jobs.JobRescueStuck(ctx, time.Minute, slipway.RetryPolicy{MaxAttempts: 3})
+		require.NoError(t, err)
+		require.Equal(t, 1, n)
+		require.Equal(t, []string{"queued", "running", "queued"}, outboxStates(t, b, res.Build.ID))
+		jobs, err := b.jobs.JobClaim(ctx, "w2", 1)
+		require.NoError(t, err)
+		require.Len(t, jobs, 1)
+		// A second UpdateBuild to the same state queues nothing more.
+		running := slipway.BuildRunning
+		require.NoError(t, b.jobs.JobUpdateBuild(ctx, jobs[0], slipway.BuildUpdate{State: &running}))
+		failed := slipway.BuildFailed
+		require.NoError(t, b.jobs.JobComplete(ctx, jobs[0], slipway.BuildUpdate{State: &failed}))
+		require.Equal(t, []string{"queued", "running", "queued", "running", "failed"}, outboxStates(t, b, res.Build.ID))
+	})
 }
