@@ -21,7 +21,7 @@ deps:
 build:
 	$(GO) build -o bin/slipway ./cmd/slipway
 
-## run: services under .slipway-dev, a demo repository, then `slipway dev` on 127.0.0.1:8080
+## run: services under .slipway-dev (scripts/services.sh: test/cmd/devstack), a demo repository, then `slipway dev` on 127.0.0.1:8080
 run: deps build
 	@bash scripts/run.sh
 
@@ -33,7 +33,7 @@ test: deps
 lint:
 	@bash scripts/lint.sh
 
-## bench: the Go benchmarks and slipbench (webhook intake, pickup latency) against real services
+## bench: the Go benchmarks and slipbench (webhook intake, pickup latency) against real services; ends with one table: each figure, its same-run baseline, its target
 bench: deps
 	@bash scripts/bench.sh
 

@@ -232,6 +232,27 @@ type BuildService interface {
 	ReadLog(ctx context.Context, buildID int64, after int64, limit int) ([]LogLine, error)
 	// WriteLog writes a build's whole log as text to w.
 	WriteLog(ctx context.Context, buildID int64, w io.Writer) error
+	// FindBuildSteps returns the step each platform of the builds ids is at
+	// in their current attempt, as the last stored log line of that platform
+	// with a step names it: platforms in order, "" (lines of no platform,
+	// such as checkout) first. A build with no step yet has no entry.
+	FindBuildSteps(ctx context.Context, ids []int64) (map[int64][]PlatformStep, error)
+}
+
+// PlatformStep is the step one platform of a build is at.
+type PlatformStep struct {
+	Platform string // "" for the steps of no platform
+	Step     string
+}
+
+// BuildWatcher tells when builds change. Implementations are safe for
+// concurrent use.
+type BuildWatcher interface {
+	// WatchBuilds calls onChange with a build's id whenever the build changed
+	// (its row, or a platform's step), and with 0 when changes may have been
+	// missed (after a reconnect), until stop. Calls are hints, may come
+	// several to one change, must not block, and come one at a time.
+	WatchBuilds(onChange func(buildID int64)) (stop func())
 }
 
 // LogFollower wakes live log readers. Implementations are safe for concurrent use.

@@ -13,6 +13,10 @@ type Job struct {
 	RepoID   int64
 	Attempt  int
 	WorkerID string
+	// Build is the job's build as JobClaim left it: running, the results of
+	// an earlier attempt cleared. Its Attempts and ForgeStatus are not
+	// filled. Nil on a Job that JobClaim did not return.
+	Build *Build
 }
 
 // HeartbeatResult is what renewing a worker's leases found.

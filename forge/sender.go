@@ -22,7 +22,12 @@ type SenderConfig struct {
 	Clients map[string]Client
 	// PublicURL is SLIPWAY_PUBLIC_URL; a status links to the build under it.
 	PublicURL string
-	// PollInterval is how often the outbox is read; default 1s.
+	// Changes wakes the sender when a build changes (a state change adds its
+	// status to the outbox in the same transaction); nil: it polls only.
+	Changes slipway.BuildWatcher
+	// PollInterval is how often the outbox is read without a wake-up: the
+	// safety net for a missed notification and the clock of retries.
+	// Default 1s, or 5s with Changes.
 	PollInterval time.Duration
 	// MaxAttempts is how often one status is tried before it is given up; default 10.
 	MaxAttempts int
@@ -36,6 +41,9 @@ type SenderConfig struct {
 func (c *SenderConfig) setDefaults() {
 	if c.PollInterval <= 0 {
 		c.PollInterval = time.Second
+		if c.Changes != nil {
+			c.PollInterval = 5 * time.Second
+		}
 	}
 	if c.MaxAttempts <= 0 {
 		c.MaxAttempts = 10
@@ -75,11 +83,21 @@ func BuildURL(publicURL string, buildID int64) string {
 	return publicURL + "/builds/" + strconv.FormatInt(buildID, 10)
 }
 
-// Run sends statuses until ctx ends. Database errors are logged and retried at
+// Run sends statuses until ctx ends: at once when Changes tells of a build
+// change, else every PollInterval. Database errors are logged and retried at
 // the next tick; Run only returns nil, when ctx ends.
 func (s *Sender) Run(ctx context.Context) error {
 	t := time.NewTicker(s.cfg.PollInterval)
 	defer t.Stop()
+	wake := make(chan struct{}, 1)
+	if s.cfg.Changes != nil {
+		defer s.cfg.Changes.WatchBuilds(func(int64) {
+			select {
+			case wake <- struct{}{}:
+			default:
+			}
+		})()
+	}
 	failing := false
 	for {
 		n, err := s.SendDue(ctx)
@@ -99,6 +117,7 @@ func (s *Sender) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-wake:
 		}
 	}
 }

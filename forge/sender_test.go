@@ -2,7 +2,9 @@ package forge
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -152,6 +154,33 @@ func TestSender(t *testing.T) {
 		st := b.sendUntil(t, build.ID, slipway.StatusSkipped)
 		require.Contains(t, st.Error, "SLIPWAY_GITHUB_TOKEN")
 		require.Empty(t, b.forge.recorded())
+	})
+	t.Run("WakesOnNotifier", func(t *testing.T) {
+		t.Parallel()
+		b := setupSender(t, githubClients)
+		logger := zerolog.New(zerolog.NewTestWriter(t))
+		n := postgres.NewNotifier(b.db, logger)
+		// An hour's poll: only a wake-up from the notifier sends in time.
+		b.sender = NewSender(logger, SenderConfig{Clients: githubClients(b.forge), PublicURL: "http://slipway.test",
+			PollInterval: time.Hour, Changes: n}, postgres.NewStatusOutbox(b.db))
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		nDone, sDone := make(chan error, 1), make(chan error, 1)
+		go func() { nDone <- n.Run(ctx) }()
+		go func() { sDone <- b.sender.Run(ctx) }()
+		build := b.enqueue(t, "d-1")
+		b.waitOutcome(t, build.ID, slipway.StatusSent)
+		// A state change (the claim) is sent at once too.
+		jobs, err := b.jobs.JobClaim(context.Background(), "w1", 1)
+		require.NoError(t, err)
+		require.Len(t, jobs, 1)
+		require.Eventually(t, func() bool {
+			rec := b.forge.recorded()
+			return len(rec) == 2 && strings.Contains(fmt.Sprint(rec[1].Body["description"]), "is running")
+		}, 10*time.Second, 10*time.Millisecond, "%+v", b.forge.recorded())
+		cancel()
+		require.NoError(t, <-sDone)
+		require.NoError(t, <-nDone)
 	})
 	t.Run("RunStopsWithContext", func(t *testing.T) {
 		t.Parallel()

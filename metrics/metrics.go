@@ -90,46 +90,21 @@ func WebhookReceived(forge, outcome string) {
 	webhooks.WithLabelValues(forge, outcome).Inc()
 }
 
-type buildKey struct{}
-
-// buildInfo is what BuildStarted learns and BuildFinished needs.
-type buildInfo struct {
-	mu        sync.Mutex
-	platforms []string
-}
-
-// WithBuild returns a context for one attempt of a build: BuildStarted records
-// the build's platforms in it, and BuildFinished reads them back.
-func WithBuild(ctx context.Context) context.Context {
-	return context.WithValue(ctx, buildKey{}, &buildInfo{})
-}
-
 // BuildStarted records how long a build waited in the queue before a worker
-// started it, once per platform it builds, and remembers the platforms in ctx
-// (made by WithBuild) for BuildFinished.
-func BuildStarted(ctx context.Context, platforms []string, waited time.Duration) {
-	if bi, ok := ctx.Value(buildKey{}).(*buildInfo); ok {
-		bi.mu.Lock()
-		bi.platforms = append([]string(nil), platforms...)
-		bi.mu.Unlock()
-	}
+// started it, once per platform it builds.
+func BuildStarted(platforms []string, waited time.Duration) {
 	for _, p := range platforms {
 		pickup.WithLabelValues(p).Observe(max(waited, 0).Seconds())
 	}
 }
 
 // BuildFinished counts a build under its final state and records how long the
-// attempt ran, once per platform BuildStarted recorded in ctx ("unknown" when
+// attempt ran, once per platform of platforms ("unknown" when there are none:
 // the build failed before its platforms were known).
-func BuildFinished(ctx context.Context, state string, ran time.Duration) {
+func BuildFinished(platforms []string, state string, ran time.Duration) {
 	finished.WithLabelValues(state).Inc()
-	platforms := []string{"unknown"}
-	if bi, ok := ctx.Value(buildKey{}).(*buildInfo); ok {
-		bi.mu.Lock()
-		if len(bi.platforms) > 0 {
-			platforms = bi.platforms
-		}
-		bi.mu.Unlock()
+	if len(platforms) == 0 {
+		platforms = []string{"unknown"}
 	}
 	for _, p := range platforms {
 		duration.WithLabelValues(p, state).Observe(ran.Seconds())

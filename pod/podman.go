@@ -31,6 +31,11 @@ type PodmanConfig struct {
 	// the pull credentials from (--authfile); empty: anonymous pulls. The
 	// credentials never reach a container.
 	AuthFile string
+	// CAFile is a PEM bundle of certificate authorities (SLIPWAY_CA_BUNDLE)
+	// that pulls trust beside the system's: NewPodman copies it into a
+	// folder of ConfDir given to podman as --cert-dir (containers/image
+	// reads every *.crt there as a root). Empty: the system's roots only.
+	CAFile string
 	// ConfDir is where the Runtime writes its containers.conf; default a
 	// new temporary folder.
 	ConfDir string
@@ -64,8 +69,9 @@ network_backend = "netavark"
 // has no network but its localhost, so two Pods never see each other's
 // services), an exec probe runs `podman exec`.
 type Podman struct {
-	cfg  PodmanConfig
-	conf string // path of the containers.conf
+	cfg     PodmanConfig
+	conf    string // path of the containers.conf
+	certDir string // --cert-dir holding CAFile as ca.crt; "" without CAFile
 }
 
 // NewPodman returns a Podman Runtime. It writes the containers.conf and
@@ -84,6 +90,19 @@ func NewPodman(ctx context.Context, cfg PodmanConfig) (*Podman, error) {
 	p := &Podman{cfg: cfg, conf: filepath.Join(dir, "containers.conf")}
 	if err := os.WriteFile(p.conf, []byte(ContainersConf), 0o644); err != nil {
 		return nil, fmt.Errorf("writing podman's containers.conf: %w", err)
+	}
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading the CA bundle for podman's pulls: %w", err)
+		}
+		p.certDir = filepath.Join(dir, "certs")
+		if err := os.MkdirAll(p.certDir, 0o755); err != nil {
+			return nil, fmt.Errorf("creating podman's certificate folder: %w", err)
+		}
+		if err := os.WriteFile(filepath.Join(p.certDir, "ca.crt"), pem, 0o644); err != nil {
+			return nil, fmt.Errorf("writing the CA bundle for podman's pulls: %w", err)
+		}
 	}
 	if _, err := p.podman(ctx, "version", "--format", "{{.Client.Version}}"); err != nil {
 		return nil, fmt.Errorf("podman cannot run test pods (install Debian's podman, see scripts/deps.sh): %w", err)
@@ -129,6 +148,9 @@ func lastLine(s string) string {
 
 func (p *Podman) registryFlags(ctx context.Context) []string {
 	flags := []string{"--tls-verify=" + strconv.FormatBool(!p.cfg.Insecure)}
+	if p.certDir != "" {
+		flags = append(flags, "--cert-dir", p.certDir)
+	}
 	if f, ok := ctx.Value(authFileKey{}).(string); ok {
 		flags = append(flags, "--authfile", f)
 	} else if p.cfg.AuthFile != "" {
@@ -192,6 +214,9 @@ func (p *Podman) run(ctx context.Context, pod *corev1.Pod, log LogFunc) (code in
 			args = append(args, "--platform", platform)
 		}
 		if _, err := p.podman(ctx, append(args, c.Image)...); err != nil {
+			if strings.Contains(err.Error(), "x509: certificate signed by unknown authority") {
+				return -1, nil, nil, fmt.Errorf("pulling %s: %w (its registry is signed by a CA slipway does not trust: put the CA in the PEM file SLIPWAY_CA_BUNDLE names)", c.Image, err)
+			}
 			return -1, nil, nil, fmt.Errorf("pulling %s: %w", c.Image, err)
 		}
 	}

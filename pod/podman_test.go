@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/BurntSushi/toml"
 	"github.com/stretchr/testify/require"
 
 	"github.com/slipway-ci/slipway/pod"
@@ -291,4 +292,32 @@ func TestNewPodmanMissingBinary(t *testing.T) {
 	_, err := pod.NewPodman(context.Background(), pod.PodmanConfig{Binary: "/nonexistent/podman", ConfDir: t.TempDir()})
 	require.ErrorContains(t, err, "podman cannot run test pods")
 	require.ErrorContains(t, err, "/nonexistent/podman")
+}
+
+func TestNewPodmanCABundle(t *testing.T) {
+	// The CA bundle becomes ca.crt of podman's --cert-dir; a missing file is
+	// a clear error at start.
+	dir := t.TempDir()
+	_, err := pod.NewPodman(context.Background(), pod.PodmanConfig{Binary: "/nonexistent/podman", ConfDir: dir, CAFile: filepath.Join(dir, "nope.pem")})
+	require.ErrorContains(t, err, "reading the CA bundle for podman's pulls")
+	ca := filepath.Join(dir, "ca.pem")
+	require.NoError(t, os.WriteFile(ca, []byte("-----BEGIN CERTIFICATE-----\n"), 0o644))
+	_, err = pod.NewPodman(context.Background(), pod.PodmanConfig{Binary: "/nonexistent/podman", ConfDir: dir, CAFile: ca})
+	require.ErrorContains(t, err, "podman cannot run test pods")
+	got, err := os.ReadFile(filepath.Join(dir, "certs", "ca.crt"))
+	require.NoError(t, err)
+	require.Equal(t, "-----BEGIN CERTIFICATE-----\n", string(got))
+}
+
+// TestComposeContainersConf: the containers.conf of the compose workers'
+// image (deploy/compose/containers.conf, for podman run by hand there) holds
+// the settings ContainersConf gives slipway's own podman commands.
+func TestComposeContainersConf(t *testing.T) {
+	var want, got map[string]any
+	_, err := toml.Decode(pod.ContainersConf, &want)
+	require.NoError(t, err)
+	_, err = toml.DecodeFile(filepath.Join("..", "deploy", "compose", "containers.conf"), &got)
+	require.NoError(t, err)
+	require.Equal(t, want, got, "deploy/compose/containers.conf and pod.ContainersConf differ")
+	require.Contains(t, want["containers"], "default_ulimits")
 }

@@ -73,12 +73,16 @@ type buildRow struct {
 	StatusUpdatedAt *time.Time `db:"fs_updated_at"`
 }
 
-const buildColumns = `b.id, b.repo_id, r.forge, r.owner, r.name, b.ref, b.commit_sha, b.message, b.sender,
+const buildColumns = buildOwnColumns + `, fs.state AS fs_state, fs.outcome AS fs_outcome, fs.attempts AS fs_attempts,
+	fs.last_error AS fs_error, fs.updated_at AS fs_updated_at`
+
+// buildOwnColumns are the columns of buildRow but the latest commit status:
+// a build b joined with its repository r.
+const buildOwnColumns = `b.id, b.repo_id, r.forge, r.owner, r.name, b.ref, b.commit_sha, b.message, b.sender,
 	b.delivery_id, b.clone_url, b.state, b.image, b.image_ref, b.index_digest, b.platforms, b.tests,
 	b.tags, b.error, b.attempt, b.created_at, b.started_at, b.finished_at, b.target_platforms,
 	b.pull_request, b.pr_title, b.pr_author, b.pr_url, b.pr_fork, b.pr_base, b.pr_association, b.approval, b.approved_by, b.approved_at,
-	b.skipped_tags, b.verify_ref, fs.state AS fs_state, fs.outcome AS fs_outcome, fs.attempts AS fs_attempts,
-	fs.last_error AS fs_error, fs.updated_at AS fs_updated_at`
+	b.skipped_tags, b.verify_ref`
 
 // buildFrom joins a build with its repository and its latest commit status.
 const buildFrom = `builds b JOIN repos r ON r.id = b.repo_id
@@ -276,10 +280,10 @@ func enqueueBatch(ctx context.Context, pool *pgxpool.Pool, t slipway.Trigger, im
 	if t.DeliveryID != "" {
 		batch.Queue(sqlDeliveryInsert, t.Forge, t.DeliveryID, t.Event)
 	}
-	batch.Queue(sqlJobInsert, channelCancel, channelBuilds)
+	batch.Queue(sqlJobInsert, ChannelCancel, ChannelBuilds)
 	batch.Queue(sqlNewBuild)
 	batch.Queue("COMMIT")
-	batch.Queue(sqlJobWake, channelJobs)
+	batch.Queue(sqlJobWake, ChannelJobs)
 
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
@@ -483,23 +487,87 @@ func (s *BuildService) AppendLog(ctx context.Context, buildID int64, lines []sli
 	if err != nil {
 		return fmt.Errorf("encoding log of build %d: %w", buildID, err)
 	}
+	platforms, steps := lastSteps(stored)
 	err = pgx.BeginFunc(ctx, s.db.pool, func(tx pgx.Tx) error {
-		var last int64
+		var (
+			last    int64
+			attempt int
+		)
 		err := tx.QueryRow(ctx, `-- AppendLog
 WITH b AS (UPDATE builds SET log_lines = log_lines + $3 WHERE id = $1 RETURNING id, attempt, log_lines)
 INSERT INTO build_log_chunks (build_id, attempt, lines, first_line, line_count)
-SELECT id, attempt, $2, log_lines - $3 + 1, $3 FROM b RETURNING first_line + line_count - 1`,
-			buildID, data, len(stored)).Scan(&last)
+SELECT id, attempt, $2, log_lines - $3 + 1, $3 FROM b RETURNING first_line + line_count - 1, attempt`,
+			buildID, data, len(stored)).Scan(&last, &attempt)
 		if err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, `SELECT pg_notify($1, $2)`, channelLogs, fmt.Sprintf("%d %d", buildID, last))
+		// Live log readers hear of every chunk; the Now page only of a
+		// platform's step that changed (the upsert returns no row otherwise).
+		_, err = tx.Exec(ctx, `-- AppendLog: steps
+WITH changed AS (
+    INSERT INTO build_steps AS s (build_id, platform, step, attempt)
+    SELECT $1::bigint, u.platform, u.step, $4 FROM unnest($5::text[], $6::text[]) AS u(platform, step)
+    ON CONFLICT (build_id, platform) DO UPDATE SET step = EXCLUDED.step, attempt = EXCLUDED.attempt, updated_at = now()
+    WHERE (s.step, s.attempt) IS DISTINCT FROM (EXCLUDED.step, EXCLUDED.attempt)
+    RETURNING 1)
+SELECT pg_notify($2, $3), CASE WHEN EXISTS (SELECT 1 FROM changed) THEN pg_notify($7, $1::bigint::text) END`,
+			buildID, ChannelLogs, fmt.Sprintf("%d %d", buildID, last), attempt, platforms, steps, ChannelBuilds)
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("appending log of build %d: %w", buildID, interpretError(err))
 	}
 	return nil
+}
+
+// lastSteps returns, for each platform with a step in lines, its last step
+// (cut to what build_steps holds), platforms in their first order.
+func lastSteps(lines []logLine) (platforms, steps []string) {
+	at := map[string]int{}
+	for _, l := range lines {
+		if l.Step == "" {
+			continue
+		}
+		p := slipway.Truncate(l.Platform, 100)
+		i, ok := at[p]
+		if !ok {
+			i = len(platforms)
+			at[p] = i
+			platforms = append(platforms, p)
+			steps = append(steps, "")
+		}
+		steps[i] = slipway.Truncate(l.Step, 200)
+	}
+	return platforms, steps
+}
+
+// FindBuildSteps implements slipway.BuildService.
+func (s *BuildService) FindBuildSteps(ctx context.Context, ids []int64) (map[int64][]slipway.PlatformStep, error) {
+	out := map[int64][]slipway.PlatformStep{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	rows, err := s.db.pool.Query(ctx, `-- FindBuildSteps: the current attempt's steps only
+SELECT s.build_id, s.platform, s.step FROM build_steps s JOIN builds b ON b.id = s.build_id AND b.attempt = s.attempt
+WHERE s.build_id = ANY($1) ORDER BY s.build_id, s.platform`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("finding build steps: %w", unavailable(err))
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			id int64
+			ps slipway.PlatformStep
+		)
+		if err := rows.Scan(&id, &ps.Platform, &ps.Step); err != nil {
+			return nil, fmt.Errorf("finding build steps: %w", unavailable(err))
+		}
+		out[id] = append(out[id], ps)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("finding build steps: %w", unavailable(err))
+	}
+	return out, nil
 }
 
 // WriteLog implements slipway.BuildService. Lines read "15:04:05 [platform] text".

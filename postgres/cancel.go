@@ -56,7 +56,7 @@ func (s *BuildService) CancelBuild(ctx context.Context, buildID int64, reason st
 			return err
 		}
 		if state == "running" {
-			if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, channelCancel, fmt.Sprintf("%d %s", jobID, reason)); err != nil {
+			if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, ChannelCancel, fmt.Sprintf("%d %s", jobID, reason)); err != nil {
 				return err
 			}
 		}
@@ -102,7 +102,7 @@ func (s *BuildService) CancelRefBuilds(ctx context.Context, forge, owner, name, 
 				return err
 			}
 			if state == "running" {
-				if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, channelCancel, fmt.Sprintf("%d %s", jobID, reason)); err != nil {
+				if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, ChannelCancel, fmt.Sprintf("%d %s", jobID, reason)); err != nil {
 					return err
 				}
 			}
@@ -148,7 +148,7 @@ func (s *BuildService) ApproveBuild(ctx context.Context, buildID int64, actor st
 		} else if err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, channelJobs, fmt.Sprint(buildID)); err != nil {
+		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, ChannelJobs, fmt.Sprint(buildID)); err != nil {
 			return err
 		}
 		if err := notifyBuild(ctx, tx, buildID); err != nil {

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/rs/zerolog"
 
 	"github.com/slipway-ci/slipway"
@@ -73,7 +72,8 @@ const advisoryClaim = "1936484720"
 // JobClaim: under the repository's lock, takes its most urgent and oldest
 // available job if the repository is below max_running, marks the build running,
 // and records the attempt. The build's results of an earlier attempt are
-// cleared; started_at keeps the first start.
+// cleared; started_at keeps the first start. It returns the job with its build
+// as the claim left it, so the worker need not read it again.
 const sqlJobClaim = `-- JobClaim
 WITH room AS (
     SELECT r.max_running - (SELECT count(*) FROM jobs WHERE repo_id = r.id AND state = 'running') AS n
@@ -94,11 +94,19 @@ WITH room AS (
     SET state = 'running', attempt = claimed.attempt, started_at = coalesce(b.started_at, now()),
         image_ref = '', index_digest = '', platforms = '[]', tests = '[]', tags = '{}', error = ''
     FROM claimed WHERE b.id = claimed.build_id
+    RETURNING b.*
 ), recorded AS (
     INSERT INTO build_attempts (build_id, attempt, worker)
     SELECT build_id, attempt, $1 FROM claimed
 )
-SELECT id, build_id, repo_id, attempt FROM claimed`
+SELECT c.id AS job_id, ` + buildOwnColumns + `
+FROM claimed c JOIN started b ON b.id = c.build_id JOIN repos r ON r.id = b.repo_id`
+
+// claimRow is a claimed job with its build (buildRow without the commit status).
+type claimRow struct {
+	JobID int64 `db:"job_id"`
+	buildRow
+}
 
 // JobClaim implements slipway.JobQueue.
 func (q *JobQueue) JobClaim(ctx context.Context, workerID string, limit int) ([]*slipway.Job, error) {
@@ -165,14 +173,19 @@ func (q *JobQueue) claimRound(ctx context.Context, tx pgx.Tx, workerID string, l
 		if err != nil {
 			return n, skipped, err
 		}
-		list, err := pgx.CollectRows(rows, pgx.RowToStructByName[jobRow])
+		// Lax: the commit status columns of buildRow are not selected.
+		list, err := pgx.CollectRows(rows, pgx.RowToStructByNameLax[claimRow])
 		if err != nil {
 			return n, skipped, err
 		}
 		for _, r := range list {
-			*jobs = append(*jobs, &slipway.Job{ID: r.ID, BuildID: r.BuildID, RepoID: r.RepoID, Attempt: r.Attempt, WorkerID: workerID})
+			b, err := r.toBuild()
+			if err != nil {
+				return n, skipped, err
+			}
+			*jobs = append(*jobs, &slipway.Job{ID: r.JobID, BuildID: r.ID, RepoID: r.RepoID, Attempt: r.Attempt, WorkerID: workerID, Build: b})
 			n++
-			if err := notifyBuild(ctx, tx, r.BuildID); err != nil {
+			if err := notifyBuild(ctx, tx, r.ID); err != nil {
 				return n, skipped, err
 			}
 		}
@@ -298,9 +311,9 @@ func updateBuild(ctx context.Context, tx pgx.Tx, id int64, u slipway.BuildUpdate
 	return notifyBuild(ctx, tx, id)
 }
 
-// notifyBuild tells dashboards and log followers that a build changed.
+// notifyBuild tells the dashboard and the status sender that a build changed.
 func notifyBuild(ctx context.Context, tx pgx.Tx, id int64) error {
-	_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, channelBuilds, fmt.Sprint(id))
+	_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, ChannelBuilds, fmt.Sprint(id))
 	return err
 }
 
@@ -426,7 +439,7 @@ WHERE id = $1`, job.ID); err != nil {
 		if err := updateBuild(ctx, tx, job.BuildID, slipway.BuildUpdate{State: &queued, Error: &none}); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `SELECT pg_notify($1, 'released')`, channelJobs)
+		_, err := tx.Exec(ctx, `SELECT pg_notify($1, 'released')`, ChannelJobs)
 		return err
 	})
 	if err != nil {
@@ -519,7 +532,7 @@ func (q *JobQueue) JobRescueStuck(ctx context.Context, staleAfter time.Duration,
 			}
 		}
 		if n > 0 {
-			_, err = tx.Exec(ctx, `SELECT pg_notify($1, 'rescued')`, channelJobs)
+			_, err = tx.Exec(ctx, `SELECT pg_notify($1, 'rescued')`, ChannelJobs)
 		}
 		return err
 	})
@@ -681,20 +694,25 @@ func (q *JobQueue) broadcast() {
 	q.mu.Unlock()
 }
 
-// Listen holds a connection that LISTENs for new jobs and cancel requests: it
-// fires JobWorkSignal and tells JobWatchCancel watchers, reconnecting with
-// backoff when the connection fails (see listener). It returns when ctx ends.
+// ListenOn fires JobWorkSignal and tells JobWatchCancel watchers from n's
+// notifications on ChannelJobs and ChannelCancel, until stop. A catch-up
+// fires JobWorkSignal, since work may have arrived while nobody listened.
+func (q *JobQueue) ListenOn(n *Notifier) (stop func()) {
+	jobs := n.Listen(ChannelJobs, func(Notification) { q.broadcast() })
+	cancels := n.Listen(ChannelCancel, func(m Notification) {
+		// A cancel missed meanwhile reaches its worker by the next heartbeat.
+		if !m.CatchUp {
+			q.deliverCancel(m.Payload)
+		}
+	})
+	return func() { jobs.Unlisten(); cancels.Unlisten() }
+}
+
+// Listen listens on a Notifier of its own until ctx ends (see ListenOn),
+// reconnecting with backoff; a process that has a Notifier calls ListenOn
+// instead. It returns nil when ctx ends.
 func (q *JobQueue) Listen(ctx context.Context) error {
-	l := &listener{db: q.db, logger: q.logger, name: "Job listener", channels: []string{channelJobs, channelCancel},
-		onNotify: func(n *pgconn.Notification) {
-			if n.Channel == channelCancel {
-				q.deliverCancel(n.Payload)
-				return
-			}
-			q.broadcast()
-		},
-		// Work may have arrived while we were not listening.
-		onReconnect: q.broadcast,
-	}
-	return l.run(ctx)
+	n := NewNotifier(q.db, q.logger)
+	defer q.ListenOn(n)()
+	return n.Run(ctx)
 }

@@ -8,15 +8,10 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/rs/zerolog"
 
 	"github.com/slipway-ci/slipway"
 )
-
-// channelLogs carries "<build id> <last line>" when log lines are stored and
-// "<build id> end" when a build reaches a final state (a trigger sends that).
-const channelLogs = "build_log"
 
 // ReadLog implements slipway.BuildService.
 func (s *BuildService) ReadLog(ctx context.Context, buildID int64, after int64, limit int) ([]slipway.LogLine, error) {
@@ -112,17 +107,28 @@ func (h *LogHub) wake(buildID int64) {
 	}
 }
 
-// Run listens until ctx ends, reconnecting with backoff. After a reconnect it
-// wakes every reader, since lines may have arrived while nobody listened.
+// ListenOn wakes the readers from n's notifications on ChannelLogs, and
+// every reader on a catch-up (lines may have arrived while nobody listened),
+// until stop.
+func (h *LogHub) ListenOn(n *Notifier) (stop func()) {
+	sub := n.Listen(ChannelLogs, func(m Notification) {
+		if m.CatchUp {
+			h.wake(0)
+			return
+		}
+		idStr, _, _ := strings.Cut(m.Payload, " ")
+		if id, err := strconv.ParseInt(idStr, 10, 64); err == nil {
+			h.wake(id)
+		}
+	})
+	return sub.Unlisten
+}
+
+// Run listens on a Notifier of its own until ctx ends (see ListenOn); a
+// process that has a Notifier calls ListenOn instead, and so keeps to one
+// listening connection.
 func (h *LogHub) Run(ctx context.Context) error {
-	l := &listener{db: h.db, logger: h.logger, name: "Log listener", channels: []string{channelLogs},
-		onNotify: func(n *pgconn.Notification) {
-			idStr, _, _ := strings.Cut(n.Payload, " ")
-			if id, err := strconv.ParseInt(idStr, 10, 64); err == nil {
-				h.wake(id)
-			}
-		},
-		onReconnect: func() { h.wake(0) },
-	}
-	return l.run(ctx)
+	n := NewNotifier(h.db, h.logger)
+	defer h.ListenOn(n)()
+	return n.Run(ctx)
 }

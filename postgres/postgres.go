@@ -21,15 +21,6 @@ import (
 	"github.com/slipway-ci/slipway/migrations"
 )
 
-// Channel names for LISTEN/NOTIFY. Payloads are small ids, far below Postgres's
-// 8,000-byte limit.
-const (
-	channelJobs   = "slipway_jobs"
-	channelBuilds = "slipway_builds"
-	// channelCancel carries "<job id> <reason>" when a running job should stop.
-	channelCancel = "slipway_cancel"
-)
-
 // DB is a pool of connections to slipway's database.
 type DB struct {
 	pool *pgxpool.Pool

@@ -407,3 +407,33 @@ func TestRetryPolicyDelay(t *testing.T) {
 	require.Equal(t, 5*time.Second, p.Delay(4))
 	require.Equal(t, 5*time.Second, p.Delay(10))
 }
+
+// TestJobClaimReturnsBuild: the claim hands the worker its build as a read
+// right after the claim finds it (running, attempt counted, the earlier
+// attempt's results cleared), so the worker need not read it again.
+func TestJobClaimReturnsBuild(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setup(t)
+	id := b.enqueue(t, "app", "refs/heads/main")
+	job := b.claimOne(t, "w1")
+	require.NotNil(t, job)
+	require.NotNil(t, job.Build)
+	// A first attempt that left results, then failed for the infrastructure.
+	image := "reg/acme/app:sha-x"
+	require.NoError(t, b.jobs.JobUpdateBuild(ctx, job, slipway.BuildUpdate{ImageRef: &image}))
+	_, err := b.jobs.JobRetry(ctx, job, "buildkitd unreachable", slipway.RetryPolicy{MaxAttempts: 3})
+	require.NoError(t, err)
+	b.exec(t, "UPDATE jobs SET run_after = now()")
+
+	job = b.claimOne(t, "w2")
+	require.NotNil(t, job)
+	want := b.build(t, id)
+	want.Attempts, want.ForgeStatus = nil, nil // not filled by the claim
+	require.Equal(t, want, job.Build)
+	require.Equal(t, id, job.BuildID)
+	require.Equal(t, slipway.BuildRunning, job.Build.State)
+	require.Equal(t, 2, job.Build.Attempt)
+	require.Empty(t, job.Build.ImageRef, "the earlier attempt's results are cleared")
+	require.NotNil(t, job.Build.StartedAt)
+}

@@ -38,17 +38,6 @@ func (k *repoKeychain) Resolve(target authn.Resource) (authn.Authenticator, erro
 	return k.fallback.Resolve(target)
 }
 
-// HasRepoCredential reports whether kc answers for registry with the
-// repository's own credential (see RepoKeychain), for error messages.
-func HasRepoCredential(kc authn.Keychain, registry string) bool {
-	k, ok := kc.(*repoKeychain)
-	if !ok {
-		return false
-	}
-	_, ok = k.repo[repoAuthKey(registry)]
-	return ok
-}
-
 // repoAuthKey is the stored key for a go-containerregistry registry name
 // ("index.docker.io" for Docker Hub).
 func repoAuthKey(registry string) string {

@@ -24,6 +24,10 @@ throwaway_services test "-c fsync=off -c synchronous_commit=off -c full_page_wri
 # GOTESTFLAGS is split on spaces on purpose.
 # shellcheck disable=SC2086
 go test -count=1 -timeout "${SLIPWAY_TEST_TIMEOUT:-60m}" ${GOTESTFLAGS:-} ./...
+# The end-to-end tests are their own module (test/e2e: chromedp and the other
+# test-only libraries stay out of the graph the binary is built from).
+# shellcheck disable=SC2086
+go -C test/e2e test -count=1 -timeout "${SLIPWAY_TEST_TIMEOUT:-60m}" ${GOTESTFLAGS:-} ./...
 
 # The Helm chart's and docker-compose.yml's tests are their own module
 # (deploy/test: Helm, the Kubernetes API types and compose-go stay out of

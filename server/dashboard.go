@@ -17,6 +17,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/rs/zerolog"
 	"github.com/rs/zerolog/hlog"
 
 	"github.com/slipway-ci/slipway"
@@ -40,11 +41,11 @@ type dashboard struct {
 	svc        Services
 	secureOnly bool // cookies get Secure: slipway is reached over TLS
 	sameOrigin *http.CrossOriginProtection
-	steps      *stepTracker
+	now        *nowHub      // the Now page's live body, one render per change for all viewers
 	streams    *streamLimit // nil: no cap
 }
 
-func newDashboard(cfg Config, auth *authenticator, builds slipway.BuildService, svc Services) *dashboard {
+func newDashboard(logger zerolog.Logger, cfg Config, auth *authenticator, builds slipway.BuildService, svc Services) *dashboard {
 	tmpl, err := web.Templates(dashboardFuncs)
 	if err != nil {
 		// The templates are embedded at build time; a parse error is a bug that
@@ -52,8 +53,9 @@ func newDashboard(cfg Config, auth *authenticator, builds slipway.BuildService, 
 		panic(err)
 	}
 	d := &dashboard{cfg: cfg, tmpl: tmpl, auth: auth, builds: builds, svc: svc,
-		secureOnly: strings.HasPrefix(cfg.PublicURL, "https://"), steps: &stepTracker{builds: map[int64]*trackedLog{}}}
+		secureOnly: strings.HasPrefix(cfg.PublicURL, "https://")}
 	d.sameOrigin = newSameOrigin(cfg.PublicURL)
+	d.now = newNowHub(d.renderNowBody, cfg.Changes, logger)
 	return d
 }
 

@@ -94,6 +94,33 @@ type buildsData struct {
 	First     string // query string of the first page; "" on it
 	Repos     []string
 	Filtering bool
+	// Cases are the builds' test-case counts (caseCounts), by build id.
+	Cases map[int64]*slipway.TestCaseCounts
+}
+
+// caseCounts sums each build's JUnit test-case counts over its tests and
+// platforms, as the build page's summary does; a build whose tests wrote no
+// report has no entry.
+func caseCounts(list []*slipway.Build) map[int64]*slipway.TestCaseCounts {
+	out := map[int64]*slipway.TestCaseCounts{}
+	for _, b := range list {
+		for _, t := range b.Tests {
+			c := t.Cases
+			if c == nil {
+				continue
+			}
+			sum := out[b.ID]
+			if sum == nil {
+				sum = &slipway.TestCaseCounts{}
+				out[b.ID] = sum
+			}
+			sum.Passed += c.Passed
+			sum.Failed += c.Failed
+			sum.Errors += c.Errors
+			sum.Skipped += c.Skipped
+		}
+	}
+	return out
 }
 
 // handleBuilds answers GET /builds: builds newest first, filtered by
@@ -135,6 +162,7 @@ func (d *dashboard) handleBuilds(w http.ResponseWriter, r *http.Request) {
 	if f.Before > 0 {
 		bd.First = "?" + q.Encode()
 	}
+	bd.Cases = caseCounts(bd.Builds)
 	if d.svc.Repos != nil {
 		if repos, err := d.svc.Repos.FindRepos(r.Context()); err == nil {
 			for _, rp := range repos {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -312,4 +313,53 @@ func TestDashboardPromoteWarnings(t *testing.T) {
 	// The audit trail shows absolute times.
 	_, page = rm.do(http.MethodGet, fmt.Sprintf("/promotions?build=%d", first.ID), nil)
 	require.Regexp(t, `<time class="when-abs" datetime="[^"]+" data-ago="[^"]+">\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC</time>`, page)
+}
+
+// TestDashboardBuildListCases: the build list and the repository page's
+// history show each build's JUnit test-case counts, summed over its tests
+// and platforms as the build page's summary is, and a dash for a build
+// without reports.
+func TestDashboardBuildListCases(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setup(t, nil)
+	reported := enqueue(t, b, "acme/cases", "refs/heads/main", 0)
+	plain := enqueue(t, b, "acme/cases", "refs/heads/dev", 0)
+	green := enqueue(t, b, "acme/cases", "refs/heads/green", 0)
+	setTests := func(id int64, tests []slipway.TestResult) {
+		t.Helper()
+		tj, err := json.Marshal(tests)
+		require.NoError(t, err)
+		_, err = b.db.Pool().Exec(ctx, `UPDATE builds SET tests = $2 WHERE id = $1`, id, tj)
+		require.NoError(t, err)
+	}
+	setTests(reported.ID, []slipway.TestResult{
+		{Name: "pytest", Platform: "linux/amd64", ExitCode: 1, Cases: &slipway.TestCaseCounts{Passed: 4, Failed: 1, Skipped: 2}},
+		{Name: "pytest", Platform: "linux/arm64", ExitCode: 1, Cases: &slipway.TestCaseCounts{Passed: 3, Errors: 1, Skipped: 2}},
+		{Name: "smoke", Platform: "linux/arm64", Passed: true},
+	})
+	setTests(plain.ID, []slipway.TestResult{{Name: "smoke", Platform: "linux/amd64", Passed: true}})
+	setTests(green.ID, []slipway.TestResult{{Name: "go", Platform: "linux/amd64", Passed: true, Cases: &slipway.TestCaseCounts{Passed: 12}}})
+
+	br := newBrowser(t, b.srv.URL)
+	br.signIn(testToken)
+	row := func(page string, id int64) string {
+		t.Helper()
+		start := strings.Index(page, fmt.Sprintf(`<tr data-id="%d">`, id))
+		require.GreaterOrEqual(t, start, 0, "no row of build %d", id)
+		end := strings.Index(page[start:], "</tr>")
+		require.Greater(t, end, 0)
+		return page[start : start+end]
+	}
+	for _, path := range []string{"/builds?repo=acme/cases", "/repos/acme/cases"} {
+		resp, page := br.do(http.MethodGet, path, nil)
+		require.Equal(t, http.StatusOK, resp.StatusCode, page)
+		require.Contains(t, page, "<th>Test cases</th>", path)
+		r := row(page, reported.ID)
+		require.Contains(t, r, `<span class="cases bad" title="JUnit test cases: 7 passed, 1 failed, 1 errors, 4 skipped">7 passed, 1 failed, 1 errors, 4 skipped</span>`, path)
+		require.Contains(t, row(page, green.ID), `<span class="cases" title="JUnit test cases: 12 passed, 0 failed, 0 errors, 0 skipped">12 passed, 0 failed, 0 skipped</span>`, path)
+		r = row(page, plain.ID)
+		require.NotContains(t, r, "passed", "%s: a build without reports shows no counts", path)
+		require.Contains(t, r, `<span class="muted">—</span>`, path)
+	}
 }

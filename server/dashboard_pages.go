@@ -10,11 +10,9 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
-	"github.com/rs/zerolog/hlog"
 
 	"github.com/slipway-ci/slipway"
 	"github.com/slipway-ci/slipway/promote"
@@ -108,78 +106,7 @@ type nowData struct {
 
 type runningBuild struct {
 	*slipway.Build
-	Steps []platformStep // current step per platform
-}
-
-// platformStep is the step a platform of a running build is at.
-type platformStep struct{ Platform, Step string }
-
-// stepTracker remembers, per running build, how far its log was read and the
-// last step of each platform, so the Now page reads only new lines.
-type stepTracker struct {
-	mu     sync.Mutex
-	builds map[int64]*trackedLog
-}
-
-type trackedLog struct {
-	after int64
-	steps map[string]string
-}
-
-// current reads the lines of build id stored since the last call and returns
-// the current step of each platform.
-func (st *stepTracker) current(ctx context.Context, builds slipway.BuildService, id int64) ([]platformStep, error) {
-	st.mu.Lock()
-	tl := st.builds[id]
-	if tl == nil {
-		tl = &trackedLog{steps: map[string]string{}}
-		st.builds[id] = tl
-	}
-	st.mu.Unlock()
-	for {
-		st.mu.Lock()
-		after := tl.after
-		st.mu.Unlock()
-		lines, err := builds.ReadLog(ctx, id, after, sseBatch)
-		if err != nil {
-			return nil, err
-		}
-		st.mu.Lock()
-		for _, l := range lines {
-			if l.Step != "" {
-				tl.steps[l.Platform] = l.Step
-			}
-			tl.after = max(tl.after, l.No)
-		}
-		st.mu.Unlock()
-		if len(lines) < sseBatch {
-			break
-		}
-	}
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	var out []platformStep
-	for p, step := range tl.steps {
-		// Lines of no platform (checkout, push) count only until the
-		// platforms start.
-		if p == "" && len(tl.steps) > 1 {
-			continue
-		}
-		out = append(out, platformStep{Platform: p, Step: step})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Platform < out[j].Platform })
-	return out, nil
-}
-
-// forget drops every build not in keep.
-func (st *stepTracker) forget(keep map[int64]bool) {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	for id := range st.builds {
-		if !keep[id] {
-			delete(st.builds, id)
-		}
-	}
+	Steps []slipway.PlatformStep // current step per platform
 }
 
 type queuedBuild struct {
@@ -188,27 +115,30 @@ type queuedBuild struct {
 	StartsIn time.Duration // from now; 0: any moment; below 0: unknown
 }
 
-// loadNow reads the builds of the Now page: running and testing ones, queued
-// ones oldest first with an estimated start, and the last finished ones.
-func (d *dashboard) loadNow(r *http.Request) (*nowData, error) {
-	ctx := r.Context()
+// loadNow reads the builds of the Now page: running and testing ones with
+// each platform's current step, queued ones oldest first with an estimated
+// start, and the last finished ones. Five queries, whatever the number of
+// running builds.
+func (d *dashboard) loadNow(ctx context.Context) (*nowData, error) {
 	var n nowData
-	keep := map[int64]bool{}
+	var ids []int64
 	for _, st := range []slipway.BuildState{slipway.BuildRunning, slipway.BuildTesting} {
 		list, err := d.builds.FindBuilds(ctx, slipway.BuildFilter{State: st, Limit: 100})
 		if err != nil {
 			return nil, err
 		}
 		for _, b := range list {
-			steps, err := d.steps.current(ctx, d.builds, b.ID)
-			if err != nil {
-				return nil, err
-			}
-			keep[b.ID] = true
-			n.Running = append(n.Running, runningBuild{Build: b, Steps: steps})
+			ids = append(ids, b.ID)
+			n.Running = append(n.Running, runningBuild{Build: b})
 		}
 	}
-	d.steps.forget(keep)
+	steps, err := d.builds.FindBuildSteps(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	for i := range n.Running {
+		n.Running[i].Steps = nowSteps(steps[n.Running[i].ID])
+	}
 	sort.Slice(n.Running, func(i, j int) bool { return n.Running[i].ID < n.Running[j].ID })
 	queued, err := d.builds.FindBuilds(ctx, slipway.BuildFilter{State: slipway.BuildQueued, Limit: 100})
 	if err != nil {
@@ -257,6 +187,15 @@ func (d *dashboard) loadNow(r *http.Request) (*nowData, error) {
 	}
 	n.Queued = estimateQueue(time.Now(), n.Running, queued, expected)
 	return &n, nil
+}
+
+// nowSteps is what a running build's card lists: the step of each platform,
+// and the step of no platform (checkout, push) only until a platform has one.
+func nowSteps(steps []slipway.PlatformStep) []slipway.PlatformStep {
+	if len(steps) > 1 && steps[0].Platform == "" {
+		return steps[1:]
+	}
+	return steps
 }
 
 // estimateQueue returns the queued builds (given newest first, as the store
@@ -311,7 +250,7 @@ func estimateQueue(now time.Time, running []runningBuild, queued []*slipway.Buil
 
 // handleNow answers GET / with the Now page.
 func (d *dashboard) handleNow(w http.ResponseWriter, r *http.Request) {
-	n, err := d.loadNow(r)
+	n, err := d.loadNow(r.Context())
 	if err != nil {
 		writeError(w, r, err)
 		return
@@ -319,11 +258,24 @@ func (d *dashboard) handleNow(w http.ResponseWriter, r *http.Request) {
 	d.render(w, r, http.StatusOK, "now.html", "Now", "now", n)
 }
 
-// nowRefresh is how often the Now page's stream looks for changes.
-const nowRefresh = 2 * time.Second
+// renderNowBody loads and renders the body of the Now page, as its live
+// viewers get it. It depends on no viewer (the template "now-body" uses no
+// page.Who), so one render serves them all (see nowHub).
+func (d *dashboard) renderNowBody(ctx context.Context) ([]byte, error) {
+	n, err := d.loadNow(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	if err := d.tmpl.ExecuteTemplate(&buf, "now-body", page{PublicURL: d.cfg.PublicURL, Data: n}); err != nil {
+		return nil, fmt.Errorf("rendering the Now page: %w", err)
+	}
+	return buf.Bytes(), nil
+}
 
 // handleNowEvents answers GET /events/now with Server-Sent Events: a "now"
-// event with the page's body whenever it changes.
+// event with the page's body at once and whenever it changes. The body comes
+// from d.now, rendered once per change for every viewer.
 func (d *dashboard) handleNowEvents(w http.ResponseWriter, r *http.Request) {
 	flusher := http.NewResponseController(w)
 	h := w.Header()
@@ -332,29 +284,16 @@ func (d *dashboard) handleNowEvents(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	_ = flusher.Flush()
-	ticker := time.NewTicker(nowRefresh)
-	defer ticker.Stop()
-	var last []byte
-	pg := page{Who: principalFrom(r.Context()), PublicURL: d.cfg.PublicURL}
+	bodies, leave := d.now.subscribe()
+	defer leave()
 	for {
-		n, err := d.loadNow(r)
-		if err != nil {
-			if r.Context().Err() == nil {
-				hlog.FromRequest(r).Error().Err(err).Msg("Streaming the Now page")
-			}
+		select {
+		case <-r.Context().Done():
 			return
-		}
-		pg.Data = n
-		var buf bytes.Buffer
-		if err := d.tmpl.ExecuteTemplate(&buf, "now-body", pg); err != nil {
-			hlog.FromRequest(r).Error().Err(err).Msg("Rendering the Now page")
-			return
-		}
-		if !bytes.Equal(buf.Bytes(), last) {
-			last = buf.Bytes()
+		case body := <-bodies:
 			var out bytes.Buffer
 			out.WriteString("event: now\n")
-			for _, line := range bytes.Split(last, []byte("\n")) {
+			for _, line := range bytes.Split(body, []byte("\n")) {
 				out.WriteString("data: ")
 				out.Write(line)
 				out.WriteString("\n")
@@ -364,11 +303,6 @@ func (d *dashboard) handleNowEvents(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			_ = flusher.Flush()
-		}
-		select {
-		case <-r.Context().Done():
-			return
-		case <-ticker.C:
 		}
 	}
 }
@@ -471,6 +405,8 @@ type repoData struct {
 	Refs   []*slipway.Build // latest build of each branch and tag
 	Builds []*slipway.Build
 	Chart  template.HTML
+	// Cases are the builds' test-case counts (caseCounts), by build id.
+	Cases map[int64]*slipway.TestCaseCounts
 	// DefaultRef fills the "Build this ref" form: the default branch, else
 	// the branch of the latest build.
 	DefaultRef string
@@ -507,7 +443,7 @@ func (d *dashboard) handleRepo(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	rd := repoData{Repo: name, Builds: list}
+	rd := repoData{Repo: name, Builds: list, Cases: caseCounts(list)}
 	seen := map[string]bool{}
 	for _, b := range list {
 		rd.Image = b.Image

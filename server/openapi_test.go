@@ -33,7 +33,7 @@ func TestOpenAPI(t *testing.T) {
 	// The dashboard's pages are HTML, not API.
 	pages := map[string]bool{}
 	dash := chi.NewRouter()
-	newDashboard(Config{}, newAuthenticator("", nil), nil, Services{}).routes(dash)
+	newDashboard(zerolog.Nop(), Config{}, newAuthenticator("", nil), nil, Services{}).routes(dash)
 	require.NoError(t, chi.Walk(dash, func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
 		pages[method+" "+route] = true
 		return nil

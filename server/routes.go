@@ -33,7 +33,7 @@ func newRouter(logger zerolog.Logger, cfg Config, builds slipway.BuildService, c
 	)
 	auth := newAuthenticator(cfg.AdminToken, svc.Tokens)
 	streams := newStreamLimit(cfg.MaxLogFollowers) // one for the API and the dashboard
-	dash := newDashboard(cfg, auth, builds, svc)
+	dash := newDashboard(logger, cfg, auth, builds, svc)
 	dash.streams = streams
 	r.NotFound(dash.notFound(handleNotFound()))
 	r.MethodNotAllowed(handleMethodNotAllowed(r))

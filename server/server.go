@@ -28,6 +28,10 @@ type Config struct {
 	// Logs wakes live log streams (GET /api/v1/builds/{id}/logs?follow=1); nil
 	// makes them poll only.
 	Logs slipway.LogFollower
+	// Changes tells when builds change (postgres.Notifier): the Now page's
+	// live viewers get a new body once per change, rendered once for all of
+	// them. nil: it is rendered every 2s instead (still once for all).
+	Changes slipway.BuildWatcher
 	// Secrets stores build secrets for the admin secrets API; nil answers 503.
 	Secrets slipway.SecretService
 	// Credentials stores repositories' own clone tokens and deploy keys for

@@ -81,7 +81,8 @@ tests:
 		}
 		return strings.Join(log, "\n")
 	}
-	got := w.runTest(ctx, build, cfg, cfg.Tests[0], p, nil, sink)
+	got, failed := w.runTest(ctx, build, cfg, cfg.Tests[0], p, nil, sink)
+	require.NoError(t, failed, "a failing exit code is no error of the run")
 	require.NotNil(t, got.Cases, readLog())
 	require.False(t, got.Passed)
 	require.Equal(t, 1, got.ExitCode, got.Error)
@@ -92,10 +93,10 @@ tests:
 	require.Equal(t, slipway.TestCase{Test: "pytest", Platform: "linux/amd64", Name: "test_subscribe", Classname: "tests.test_mqtt",
 		TimeSeconds: 0.5, Status: slipway.CaseFailed, Message: "assert 1 == 2"}, stored[0])
 
-	got = w.runTest(ctx, build, cfg, cfg.Tests[1], p, nil, sink)
+	got, _ = w.runTest(ctx, build, cfg, cfg.Tests[1], p, nil, sink)
 	require.True(t, got.Passed, got.Error)
 	require.Nil(t, got.Cases)
-	got = w.runTest(ctx, build, cfg, cfg.Tests[2], p, nil, sink)
+	got, _ = w.runTest(ctx, build, cfg, cfg.Tests[2], p, nil, sink)
 	require.True(t, got.Passed, got.Error)
 	require.Nil(t, got.Cases)
 

@@ -67,62 +67,64 @@ func (w *Worker) checkoutBuild(ctx context.Context, job *slipway.Job, build *sli
 	return nil
 }
 
-// pipeline runs the stations of one build and returns the build's final update.
-// Intermediate states (image ref, testing, digests) are written as they become
-// known, under the job's lease.
-func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.Build, sink *logSink) slipway.BuildUpdate {
-	fail := func(format string, args ...any) slipway.BuildUpdate {
-		state := slipway.BuildFailed
-		msg := fmt.Sprintf(format, args...)
-		if cause := context.Cause(ctx); ctx.Err() != nil && cause != nil {
-			// A timeout reads better than the "context canceled" a step returned.
-			msg = cause.Error()
+// pipeline runs the stations of one build and returns the build's final
+// update, or the *buildFailure that ended it. Intermediate states (image ref,
+// testing, digests) are written as they become known, under the job's lease;
+// the build's platforms go to att once known.
+func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.Build, sink *logSink, att *attempt) (slipway.BuildUpdate, error) {
+	// fail is the failure with the formatted message; the errors among args
+	// that the Builder or the Registry returned stand behind it (newFailure).
+	fail := func(format string, args ...any) *buildFailure {
+		var errs []error
+		for _, a := range args {
+			if err, ok := a.(error); ok {
+				errs = append(errs, err)
+			}
 		}
-		msg = sink.mask(redactURLs(slipway.OneLine(msg)))
-		return slipway.BuildUpdate{State: &state, Error: &msg}
+		return newFailure(ctx, sink, fmt.Sprintf(format, args...), errs...)
 	}
 	update := func(u slipway.BuildUpdate) error { return w.jobs.JobUpdateBuild(ctx, job, u) }
 
 	dir, err := os.MkdirTemp(w.cfg.WorkspaceDir, fmt.Sprintf("build-%d-pid%d-", build.ID, os.Getpid()))
 	if err != nil {
-		return fail("creating workspace: %v", err)
+		return slipway.BuildUpdate{}, fail("creating workspace: %v", err)
 	}
 	defer os.RemoveAll(dir)
 
 	started := time.Now()
 	rc, err := w.openRepoCredentials(ctx, build, sink)
 	if err != nil {
-		return fail("checkout failed: %v", err)
+		return slipway.BuildUpdate{}, fail("checkout failed: %v", err)
 	}
 	authEnv, err := w.cloneAuth(ctx, build, rc, build.CloneURL, sink)
 	if err != nil {
-		return fail("checkout failed: %v", err)
+		return slipway.BuildUpdate{}, fail("checkout failed: %v", err)
 	}
 	sshEnv, removeKey, err := w.sshAuth(build, rc, build.CloneURL, sink)
 	if err != nil {
-		return fail("checkout failed: %v", err)
+		return slipway.BuildUpdate{}, fail("checkout failed: %v", err)
 	}
 	err = w.checkoutBuild(ctx, job, build, dir, append(authEnv, sshEnv...), sink)
 	removeKey() // the deploy key's file lives only as long as the checkout
 	if err != nil {
 		var user errUserRef
 		if errors.As(err, &user) {
-			return fail("%s", user.msg)
+			return slipway.BuildUpdate{}, fail("%s", user.msg)
 		}
 		if hint := sshHint(build.CloneURL, err); hint != "" {
-			return fail("checkout failed: %v%s", err, hint)
+			return slipway.BuildUpdate{}, fail("checkout failed: %v%s", err, hint)
 		}
 		_, ownToken := repoToken(build, rc, build.CloneURL)
-		return fail("checkout failed: %v%s", err, authHint(build.Forge, err, ownToken))
+		return slipway.BuildUpdate{}, fail("checkout failed: %v%s", err, authHint(build.Forge, err, ownToken))
 	}
 	cfg, err := LoadRepoConfig(dir)
 	if err != nil {
-		return fail("%v", err)
+		return slipway.BuildUpdate{}, fail("%v", err)
 	}
 	if cfg.WantSubmodules() {
 		auth := func(u string) ([]string, error) { return w.cloneAuth(ctx, build, rc, u, sink) }
 		if err := updateSubmodules(ctx, w.cfg.Git, dir, build.CloneURL, w.cfg.SubmoduleHosts, auth, func(s string) { sink.Add("", "checkout", s) }); err != nil {
-			return fail("checkout failed: %v", err)
+			return slipway.BuildUpdate{}, fail("checkout failed: %v", err)
 		}
 	}
 	if len(build.TargetPlatforms) > 0 {
@@ -132,21 +134,21 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 		state := slipway.BuildCanceled
 		msg := fmt.Sprintf("skipped: branch %s is not in the branches of %s (%s)", slipway.RefName(build.Ref), RepoConfigFile, strings.Join(cfg.Branches, ", "))
 		sink.Add("", "checkout", msg)
-		return slipway.BuildUpdate{State: &state, Error: &msg}
+		return slipway.BuildUpdate{State: &state, Error: &msg}, nil
 	}
 	// Nothing from the checkout reaches BuildKit before it is checked: a
 	// context or Dockerfile that leads out of the checkout, or a file that is
 	// not a regular one within its cap, fails here as the author's error.
 	contextDir, err := checkBuildFiles(dir, cfg)
 	if err != nil {
-		return fail("%v", err)
+		return slipway.BuildUpdate{}, fail("%v", err)
 	}
 	ctx, cancelTimeout := context.WithTimeoutCause(ctx, cfg.Timeout, fmt.Errorf("timed out after %s", cfg.Timeout))
 	defer cancelTimeout()
 	fork := build.PullRequest != nil && build.PullRequest.Fork
 	regAuths, err := w.openRegistryAuths(ctx, build, fork, sink)
 	if err != nil {
-		return fail("%v", err)
+		return slipway.BuildUpdate{}, fail("%v", err)
 	}
 	// Every registry call of this build (verify, tags, charts, a release's
 	// promotion, test image lookups) uses them first.
@@ -164,11 +166,11 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 		chart := func(image, digest string) (*slipway.ReleaseChart, error) {
 			return w.checkChart(ctx, dir, cfg, image, digest, releaseTags[0], true, sink)
 		}
-		if u, done := w.releaseTested(ctx, job, build, all, chart, sink, fail); done {
-			return u
+		if u, done, err := w.releaseTested(ctx, job, build, all, chart, sink, fail); done {
+			return u, err
 		}
 		if cfg.Release.Untested == UntestedRefuse {
-			return fail("release %s refused: commit %s has no tested build, and %s says release.untested: refuse",
+			return slipway.BuildUpdate{}, fail("release %s refused: commit %s has no tested build, and %s says release.untested: refuse",
 				slipway.RefName(build.Ref), build.Commit, RepoConfigFile)
 		}
 		sink.Add("", "release", "No tested build of "+build.Commit+" yet: building and testing it before the release")
@@ -180,11 +182,11 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 	}
 	if len(cfg.Secrets) > 0 && !fork {
 		if w.cfg.Secrets == nil {
-			return fail("%s names secrets, but this worker has no secret store (set SLIPWAY_SECRET_KEY)", RepoConfigFile)
+			return slipway.BuildUpdate{}, fail("%s names secrets, but this worker has no secret store (set SLIPWAY_SECRET_KEY)", RepoConfigFile)
 		}
 		secrets, err = w.cfg.Secrets.OpenSecrets(ctx, build.RepoID, cfg.Secrets)
 		if err != nil {
-			return fail("opening build secrets: %s", slipway.ErrorMessage(err))
+			return slipway.BuildUpdate{}, fail("opening build secrets: %s", slipway.ErrorMessage(err))
 		}
 		values := make([][]byte, 0, len(secrets))
 		for _, v := range secrets {
@@ -192,12 +194,13 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 		}
 		sink.Mask(values)
 	}
-	metrics.BuildStarted(ctx, cfg.Platforms, queuedFor(build))
+	att.platforms = cfg.Platforms
+	metrics.BuildStarted(cfg.Platforms, queuedFor(build))
 	sink.Add("", "checkout", fmt.Sprintf("Checked out in %s; platforms %s, %d test(s)", since(started), strings.Join(cfg.Platforms, ", "), len(cfg.Tests)))
 
 	ref := build.Image + ":" + slipway.CommitTag(build.Commit)
 	if err := update(slipway.BuildUpdate{ImageRef: &ref}); err != nil {
-		return fail("recording image: %v", err)
+		return slipway.BuildUpdate{}, fail("recording image: %v", err)
 	}
 	started = time.Now()
 	sink.Add("", "build", "Building "+ref+" for "+strings.Join(cfg.Platforms, ", "))
@@ -226,7 +229,7 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 	}
 	digest, err := w.builder.Build(ctx, spec, func(platform, text string) { sink.Add(platform, "build", text) })
 	if err != nil {
-		return fail("build failed: %v", err)
+		return slipway.BuildUpdate{}, fail("build failed: %v", fromService(err))
 	}
 	sink.Add("", "build", fmt.Sprintf("Built and pushed %s@%s in %s", ref, digest, since(started)))
 
@@ -234,10 +237,10 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 	// moved sha-… meanwhile (each build's provenance makes its own index).
 	index, platforms, err := w.registry.VerifyIndex(ctx, build.Image+"@"+digest, cfg.Platforms)
 	if err != nil {
-		return fail("verifying the pushed image failed: %v", err)
+		return slipway.BuildUpdate{}, fail("verifying the pushed image failed: %v", fromService(err))
 	}
 	if index != digest {
-		return fail("verifying the pushed image failed: %s@%s is %s", build.Image, digest, index)
+		return slipway.BuildUpdate{}, fail("verifying the pushed image failed: %s@%s is %s", build.Image, digest, index)
 	}
 	for _, p := range platforms {
 		sink.Add(p.Platform, "verify", "Verified "+p.Platform+" manifest "+p.Digest)
@@ -252,38 +255,38 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 		chartVersion = releaseTags[0]
 	}
 	if _, err := w.checkChart(ctx, dir, cfg, build.Image, index, chartVersion, false, sink); err != nil {
-		return fail("%v", err)
+		return slipway.BuildUpdate{}, fail("%v", err)
 	}
 	testing := slipway.BuildTesting
 	if err := update(slipway.BuildUpdate{State: &testing, IndexDigest: &index, Platforms: platforms}); err != nil {
-		return fail("recording digests: %v", err)
+		return slipway.BuildUpdate{}, fail("recording digests: %v", err)
 	}
 
 	targets, err := w.buildTestTargets(ctx, build, cfg, spec, sink)
 	if err != nil {
-		return fail("%v", err)
+		return slipway.BuildUpdate{}, fail("%v", err)
 	}
-	results := w.runTests(ctx, build, cfg, platforms, targets, sink)
+	results, testErrs := w.runTests(ctx, build, cfg, platforms, targets, sink)
 	if err := update(slipway.BuildUpdate{Tests: results}); err != nil {
-		return fail("recording test results: %v", err)
+		return slipway.BuildUpdate{}, fail("recording test results: %v", err)
 	}
 	for _, r := range results {
 		if !r.Passed {
-			u := fail("test %q failed on %s: %s", r.Name, r.Platform, r.Error)
-			u.Tests = results
-			return u
+			f := newFailure(ctx, sink, fmt.Sprintf("test %q failed on %s: %s", r.Name, r.Platform, r.Error), testErrs...)
+			f.tests = results
+			return slipway.BuildUpdate{}, f
 		}
 	}
 	if cfg.Integration != nil && !fork {
 		ext, err := w.runIntegration(ctx, build, cfg.Integration, index, platforms, sink)
 		results = append(results, ext...)
 		if err != nil {
-			u := fail("%v", err)
-			u.Tests = results
-			return u
+			f := fail("%v", err)
+			f.tests = results
+			return slipway.BuildUpdate{}, f
 		}
 		if err := update(slipway.BuildUpdate{Tests: results}); err != nil {
-			return fail("recording test results: %v", err)
+			return slipway.BuildUpdate{}, fail("recording test results: %v", err)
 		}
 	}
 
@@ -299,7 +302,7 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 	skipped = append(notOwn, skipped...)
 	if len(tags) > 0 {
 		if err := w.registry.Tag(ctx, build.Image, index, tags); err != nil {
-			return fail("tagging %s failed: %v", strings.Join(tags, ", "), err)
+			return slipway.BuildUpdate{}, fail("tagging %s failed: %v", strings.Join(tags, ", "), fromService(err))
 		}
 		sink.Add("", "tag", fmt.Sprintf("Tagged %s:%s → %s", build.Image, strings.Join(tags, ", "), index))
 	}
@@ -315,9 +318,9 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 		tested := *build
 		tested.State = slipway.BuildSucceeded
 		if err := w.releaseAndRecord(ctx, build, &tested, releaseTags, chart, sink); err != nil {
-			u := fail("releasing %s failed: %v", slipway.RefName(build.Ref), err)
-			u.Tests = results
-			return u
+			f := fail("releasing %s failed: %v", slipway.RefName(build.Ref), err)
+			f.tests = results
+			return slipway.BuildUpdate{}, f
 		}
 		for _, t := range releaseTags {
 			if !slices.Contains(tags, t) {
@@ -326,13 +329,15 @@ func (w *Worker) pipeline(ctx context.Context, job *slipway.Job, build *slipway.
 		}
 	}
 	state := slipway.BuildSucceeded
-	return slipway.BuildUpdate{State: &state, Tags: tags, SkippedTags: skipped, Tests: results}
+	return slipway.BuildUpdate{State: &state, Tags: tags, SkippedTags: skipped, Tests: results}, nil
 }
 
 // runTests runs every test on every platform: platforms side by side, the tests of
-// one platform in file order. Results come back in (test, platform) order.
-func (w *Worker) runTests(ctx context.Context, build *slipway.Build, cfg *RepoConfig, platforms []slipway.PlatformDigest, targets targetDigests, sink *logSink) []slipway.TestResult {
+// one platform in file order. Results come back in (test, platform) order,
+// with the errors that made tests fail (see runTest).
+func (w *Worker) runTests(ctx context.Context, build *slipway.Build, cfg *RepoConfig, platforms []slipway.PlatformDigest, targets targetDigests, sink *logSink) ([]slipway.TestResult, []error) {
 	results := make([]slipway.TestResult, len(cfg.Tests)*len(platforms))
+	errs := make([]error, len(results))
 	var wg sync.WaitGroup
 	for pi, p := range platforms {
 		wg.Add(1)
@@ -342,16 +347,20 @@ func (w *Worker) runTests(ctx context.Context, build *slipway.Build, cfg *RepoCo
 				if !t.RunsOn(p.Platform) {
 					continue
 				}
-				results[ti*len(platforms)+pi] = w.runTest(ctx, build, cfg, t, p, targets, sink)
+				i := ti*len(platforms) + pi
+				results[i], errs[i] = w.runTest(ctx, build, cfg, t, p, targets, sink)
 			}
 		}()
 	}
 	wg.Wait()
 	// Tests limited to some platforms left holes for the others.
-	return slices.DeleteFunc(results, func(r slipway.TestResult) bool { return r.Name == "" })
+	return slices.DeleteFunc(results, func(r slipway.TestResult) bool { return r.Name == "" }),
+		slices.DeleteFunc(errs, func(err error) bool { return err == nil })
 }
 
-func (w *Worker) runTest(ctx context.Context, build *slipway.Build, cfg *RepoConfig, t TestSpec, p slipway.PlatformDigest, targets targetDigests, sink *logSink) slipway.TestResult {
+// runTest runs test t on platform p. The error is what made the test fail
+// when it was not its exit code or its own timeout; nil otherwise.
+func (w *Worker) runTest(ctx context.Context, build *slipway.Build, cfg *RepoConfig, t TestSpec, p slipway.PlatformDigest, targets targetDigests, sink *logSink) (slipway.TestResult, error) {
 	step := "test:" + t.Name
 	res := slipway.TestResult{Name: t.Name, Platform: p.Platform, ExitCode: -1}
 	env := make([]string, 0, len(t.Env))
@@ -377,13 +386,16 @@ func (w *Worker) runTest(ctx context.Context, build *slipway.Build, cfg *RepoCon
 			Insecure:  w.cfg.InsecureRegistry,
 			RepoAuths: registry.RepoAuthsFrom(tctx),
 		}, func(_, text string) { sink.Add(p.Platform, step, text) })
+		err = fromService(err)
 	}
 	res.DurationMS = time.Since(started).Milliseconds()
+	var failed error
 	switch {
 	case tctx.Err() != nil:
 		res.Error = context.Cause(tctx).Error()
 	case err != nil:
 		res.Error = slipway.OneLine(err.Error())
+		failed = err
 	case code != 0:
 		res.ExitCode = code
 		res.Error = fmt.Sprintf("exit code %d", code)
@@ -396,7 +408,7 @@ func (w *Worker) runTest(ctx context.Context, build *slipway.Build, cfg *RepoCon
 		verdict = "failed: " + res.Error
 	}
 	sink.Add(p.Platform, step, fmt.Sprintf("Test %q %s (%s)", t.Name, verdict, time.Duration(res.DurationMS)*time.Millisecond))
-	return res
+	return res, failed
 }
 
 // SecretOpener opens the build secrets of a repository; slipway.SecretService

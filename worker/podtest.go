@@ -41,11 +41,11 @@ func (w *Worker) buildTestTargets(ctx context.Context, build *slipway.Build, cfg
 		s.Provenance = ""     // a test image is not released
 		digest, err := w.builder.Build(ctx, s, func(platform, text string) { sink.Add(platform, step, text) })
 		if err != nil {
-			return nil, fmt.Errorf("building test target %s failed: %v", target, err)
+			return nil, fmt.Errorf("building test target %s failed: %w", target, fromService(err))
 		}
 		_, platforms, err := w.registry.VerifyIndex(ctx, build.Image+"@"+digest, cfg.Platforms)
 		if err != nil {
-			return nil, fmt.Errorf("verifying test target %s failed: %v", target, err)
+			return nil, fmt.Errorf("verifying test target %s failed: %w", target, fromService(err))
 		}
 		out[target] = map[string]string{}
 		for _, p := range platforms {
@@ -81,7 +81,7 @@ func (w *Worker) image(ctx context.Context, build *slipway.Build, image, target 
 	if err == nil || strings.Contains(err.Error(), "is a single image") {
 		return image, nil // an image manifest, not an index (registry.VerifyIndex's words)
 	}
-	return "", fmt.Errorf("resolving %s for %s: %v", image, p.Platform, err)
+	return "", fmt.Errorf("resolving %s for %s: %w", image, p.Platform, fromService(err))
 }
 
 // runPodTest runs test t on platform p in a Pod beside its services, the

@@ -144,7 +144,7 @@ type chartFunc func(image, digest string) (*slipway.ReleaseChart, error)
 func (w *Worker) releaseAndRecord(ctx context.Context, build, source *slipway.Build, tags []string, chart chartFunc, sink *logSink) error {
 	attest, err := w.registry.Attestations(ctx, source.Image+"@"+source.IndexDigest)
 	if err != nil {
-		return fmt.Errorf("reading the provenance of %s@%s: %w", source.Image, source.IndexDigest, err)
+		return fmt.Errorf("reading the provenance of %s@%s: %w", source.Image, source.IndexDigest, fromService(err))
 	}
 	res, err := w.release(ctx, build, source, tags)
 	if err != nil {
@@ -178,33 +178,34 @@ func (w *Worker) releaseAndRecord(ctx context.Context, build, source *slipway.Bu
 
 // releaseTested releases build's commit from its tested build when there is
 // one: no BuildKit solve, the build ends succeeded with the tested build's
-// digests and test results. done is false when there is no tested build.
+// digests and test results, or err says why the release failed. done is
+// false when there is no tested build.
 //
 // chart, called with the released image and digest after the promotion,
 // checks and pushes the app's Helm chart (checkChart).
 func (w *Worker) releaseTested(ctx context.Context, job *slipway.Job, build *slipway.Build, tags []string,
 	chart chartFunc, sink *logSink,
-	fail func(string, ...any) slipway.BuildUpdate) (u slipway.BuildUpdate, done bool) {
+	fail func(string, ...any) *buildFailure) (u slipway.BuildUpdate, done bool, _ error) {
 	source, err := w.testedBuild(ctx, build)
 	if err != nil {
-		return fail("%v", err), true
+		return u, true, fail("%v", err)
 	}
 	if source == nil {
-		return slipway.BuildUpdate{}, false
+		return u, false, nil
 	}
 	sink.Add("", "release", fmt.Sprintf("Releasing %s from tested build %d (%s@%s): no rebuild",
 		slipway.RefName(build.Ref), source.ID, source.Image, source.IndexDigest))
 	ref := source.ImageRef
 	if err := w.jobs.JobUpdateBuild(ctx, job, slipway.BuildUpdate{ImageRef: &ref, IndexDigest: &source.IndexDigest, Platforms: source.Platforms}); err != nil {
-		return fail("recording the release: %v", err), true
+		return u, true, fail("recording the release: %v", err)
 	}
 	if err := w.releaseAndRecord(ctx, build, source, tags, chart, sink); err != nil {
-		return fail("releasing %s failed: %v", slipway.RefName(build.Ref), err), true
+		return u, true, fail("releasing %s failed: %v", slipway.RefName(build.Ref), err)
 	}
 	state := slipway.BuildSucceeded
 	tests := source.Tests
 	if tests == nil {
 		tests = []slipway.TestResult{}
 	}
-	return slipway.BuildUpdate{State: &state, Tags: tags, Tests: tests}, true
+	return slipway.BuildUpdate{State: &state, Tags: tags, Tests: tests}, true, nil
 }

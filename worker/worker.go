@@ -206,6 +206,8 @@ type Worker struct {
 
 	outboundOnce sync.Once
 	outbound     *http.Client // see httpClient
+
+	testSignals testSignals
 }
 
 // New returns a Worker. It does not start it: call Run.
@@ -222,7 +224,7 @@ func New(logger zerolog.Logger, cfg Config, builds slipway.BuildService, jobs sl
 		cleanPods(context.Background(), cfg.Pods, logger)
 	}
 	return &Worker{cfg: cfg, logger: logger.With().Str("worker_id", cfg.ID).Logger(),
-		builds: builds, jobs: jobs, builder: infraBuilder{builder}, registry: infraRegistry{reg}}, nil
+		builds: builds, jobs: jobs, builder: builder, registry: reg}, nil
 }
 
 // ID returns the worker's id.
@@ -287,6 +289,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	case <-done:
 	default:
 		w.logger.Info().Dur("grace", w.cfg.ShutdownGrace).Msg("Worker stopping; letting running builds finish")
+		w.testSignals.graceStarted.signal(struct{}{})
 		t := time.NewTimer(w.cfg.ShutdownGrace)
 		defer t.Stop()
 		select {
@@ -342,29 +345,24 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// errLeaseLost is the cancel cause when another worker took the job over.
-var errLeaseLost = errors.New("lease lost: another worker took this build over")
+// attempt is what runJob learns of an attempt besides its result.
+type attempt struct {
+	platforms []string // the platforms of the build, once the pipeline knows them
+}
 
-// errShutdown is the cancel cause when the worker stopped and the shutdown grace
-// period ran out.
-var errShutdown = errors.New("the worker shut down; the build goes back to the queue")
-
-// cancelRequest is the cancel cause when the build was asked to stop, e.g.
-// "superseded by build 7".
-type cancelRequest struct{ reason string }
-
-func (c cancelRequest) Error() string { return c.reason }
-
-// runJob runs one attempt of a build under a heartbeat-renewed lease.
+// runJob runs one attempt of a build under a heartbeat-renewed lease, and ends
+// it as the pipeline's result and the build context's cause say (see
+// buildFailure).
 func (w *Worker) runJob(ctx context.Context, job *slipway.Job) {
-	logger := w.logger.With().Int64("job_id", job.ID).Int64("build_id", job.BuildID).Int("attempt", job.Attempt).Logger()
-	ctx = metrics.WithBuild(logger.WithContext(ctx))
+	build := job.Build
+	logger := w.logger.With().Int64("job_id", job.ID).Int64("build_id", job.BuildID).Int("attempt", job.Attempt).
+		Str("repo", build.Repo).Logger()
+	ctx = logger.WithContext(ctx)
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	ctx, cancelTimeout := context.WithTimeoutCause(ctx, w.cfg.BuildTimeout,
 		fmt.Errorf("the build ran longer than its timeout of %s", w.cfg.BuildTimeout))
 	defer cancelTimeout()
-	ctx, infra := withInfraRecord(ctx)
 
 	// A superseding push reaches us by NOTIFY at once, or by the next heartbeat.
 	cancelReq, unwatch := w.jobs.JobWatchCancel(job)
@@ -376,15 +374,7 @@ func (w *Worker) runJob(ctx context.Context, job *slipway.Job) {
 	}()
 	defer func() { cancel(nil); <-hbDone }()
 
-	build, err := w.builds.FindBuildByID(ctx, job.BuildID)
-	if err != nil {
-		logger.Error().Err(err).Msg("Loading build")
-		return
-	}
-	logger = logger.With().Str("repo", build.Repo).Logger()
-	ctx = logger.WithContext(ctx)
 	logger.Info().Str("ref", build.Ref).Str("commit", build.Commit).Msg("Build started")
-
 	sinkCtx, stopSink := context.WithCancel(context.WithoutCancel(ctx))
 	sink := newLogSink(build.ID, w.builds, logger)
 	sinkDone := make(chan struct{})
@@ -392,17 +382,24 @@ func (w *Worker) runJob(ctx context.Context, job *slipway.Job) {
 	finishLog := func() { stopSink(); <-sinkDone }
 
 	started := time.Now()
-	final := w.pipeline(ctx, job, build, sink)
+	var att attempt
+	w.testSignals.buildStarted.signal(build.ID)
+	final, err := w.pipeline(ctx, job, build, sink, &att)
 
 	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer ccancel()
-	var req cancelRequest
+	var (
+		req     cancelRequest
+		failure *buildFailure
+	)
+	errors.As(err, &failure)
 	cause := context.Cause(ctx)
 	switch {
 	case errors.Is(cause, errLeaseLost):
 		sink.Add("", "", "This worker lost the build's lease; another worker runs it now.")
 		finishLog()
 		logger.Warn().Msg("Build abandoned: lease lost")
+		w.testSignals.attemptEnded.signal(attemptEnd{build.ID, endAbandoned})
 		return
 	case errors.Is(cause, errShutdown):
 		sink.Add("", "", "The worker shut down; the build goes back to the queue and runs again.")
@@ -412,20 +409,33 @@ func (w *Worker) runJob(ctx context.Context, job *slipway.Job) {
 			return
 		}
 		logger.Warn().Msg("Build handed back to the queue: shutdown")
+		w.testSignals.attemptEnded.signal(attemptEnd{build.ID, endReleased})
 		return
-	case errors.As(cause, &req) && *final.State != slipway.BuildSucceeded:
+	case errors.As(cause, &req) && (err != nil || *final.State != slipway.BuildSucceeded):
 		state := slipway.BuildCanceled
 		final = slipway.BuildUpdate{State: &state, Error: &req.reason, Tests: final.Tests}
-	case *final.State == slipway.BuildFailed && infra.get() != nil:
-		sink.Add("", "", "Attempt failed for a reason of the infrastructure: "+*final.Error)
+		if failure != nil {
+			final.Tests = failure.tests
+		}
+	case IsInfra(err):
+		sink.Add("", "", "Attempt failed for a reason of the infrastructure: "+err.Error())
 		finishLog()
-		retried, err := w.jobs.JobRetry(cctx, job, *final.Error, w.cfg.retryPolicy())
-		if err != nil {
-			logger.Error().Err(err).Msg("Retrying job")
+		retried, rerr := w.jobs.JobRetry(cctx, job, err.Error(), w.cfg.retryPolicy())
+		if rerr != nil {
+			logger.Error().Err(rerr).Msg("Retrying job")
 			return
 		}
-		logger.Warn().Str("error", *final.Error).Bool("retried", retried).Msg("Build attempt met an infrastructure failure")
+		logger.Warn().Str("error", err.Error()).Bool("retried", retried).Msg("Build attempt met an infrastructure failure")
+		w.testSignals.attemptEnded.signal(attemptEnd{build.ID, endRetried})
 		return
+	case failure != nil:
+		state, msg := slipway.BuildFailed, failure.msg
+		final = slipway.BuildUpdate{State: &state, Error: &msg, Tests: failure.tests}
+	case err != nil:
+		// The pipeline returns only buildFailures; anything else is a bug
+		// that must still end the build.
+		state, msg := slipway.BuildFailed, sink.mask(redactURLs(slipway.OneLine(err.Error())))
+		final = slipway.BuildUpdate{State: &state, Error: &msg}
 	}
 	switch *final.State {
 	case slipway.BuildFailed:
@@ -440,12 +450,13 @@ func (w *Worker) runJob(ctx context.Context, job *slipway.Job) {
 		logger.Error().Err(err).Msg("Completing job")
 		return
 	}
-	metrics.BuildFinished(ctx, string(*final.State), time.Since(started))
+	metrics.BuildFinished(att.platforms, string(*final.State), time.Since(started))
 	ev := logger.Info()
 	if *final.State != slipway.BuildSucceeded {
 		ev = logger.Warn().Str("error", *final.Error)
 	}
 	ev.Str("state", string(*final.State)).Msg("Build finished")
+	w.testSignals.attemptEnded.signal(attemptEnd{build.ID, endCompleted})
 }
 
 // heartbeat renews the job's lease until ctx ends, and cancels the build when the
@@ -471,6 +482,7 @@ func (w *Worker) heartbeat(ctx context.Context, job *slipway.Job, cancel context
 			continue
 		}
 		if len(res.Lost) > 0 {
+			w.testSignals.leaseLost.signal(job.BuildID)
 			cancel(errLeaseLost)
 			return
 		}

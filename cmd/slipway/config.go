@@ -18,10 +18,11 @@ import (
 )
 
 // setting describes one SLIPWAY_* environment variable. This list is the one
-// place a setting is described: the README's settings table and
+// place a setting is described: the README's settings table,
 // deploy/settings.txt (which the Helm chart's and compose file's tests read)
-// are generated from it (go test ./cmd/slipway -run TestSettingsFile
-// -update-settings), and TestSettingsFile fails while either is stale.
+// and the comments of the chart's values.yaml config and secrets keys are
+// generated from it (go test ./cmd/slipway -run TestSettingsFile
+// -update-settings), and TestSettingsFile fails while any is stale.
 type setting struct {
 	Name    string
 	Default string // as the README shows it (Markdown); "" is shown as —

@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -192,6 +193,10 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 		{Name: "schema", Func: db.SchemaCurrent},
 	}
 	g, ctx := errgroup.WithContext(ctx)
+	// One listening connection per process, whatever its roles: workers,
+	// live logs, the Now page and the status sender all hear it.
+	notifier := postgres.NewNotifier(db, logger)
+	g.Go(func() error { return notifier.Run(ctx) })
 	if r.worker {
 		reg, err := registryClient(cfg)
 		if err != nil {
@@ -216,8 +221,8 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 		// Tests with services run in Pods through Podman; a machine without
 		// it still runs every other test (those builds fail saying why).
 		pods, podsMissing := worker.Config{}.Pods, ""
-		if p, err := pod.NewPodman(ctx, pod.PodmanConfig{Binary: cfg.Podman, Insecure: cfg.RegistryInsecure, AuthFile: cfg.DockerConfig}); err != nil {
-			podsMissing = err.Error()
+		if p, err := pod.NewPodman(ctx, pod.PodmanConfig{Binary: cfg.Podman, Insecure: cfg.RegistryInsecure, AuthFile: cfg.DockerConfig, CAFile: cfg.CABundle}); err != nil {
+			podsMissing = podsNotConfigured(cfg.Podman, err)
 			logger.Warn().Err(err).Msg("Tests with services cannot run")
 		} else {
 			pods = p
@@ -257,7 +262,7 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 		if err != nil {
 			return err
 		}
-		g.Go(func() error { return jobs.Listen(ctx) })
+		defer jobs.ListenOn(notifier)()
 		g.Go(func() error { return w.Run(ctx) })
 		if !r.server && cfg.WorkerAddr != "" {
 			g.Go(func() error {
@@ -271,7 +276,7 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 			return err
 		}
 		logs := postgres.NewLogHub(db, logger)
-		g.Go(func() error { return logs.Run(ctx) })
+		defer logs.ListenOn(notifier)()
 		if err := metrics.RegisterQueue(func(ctx context.Context) (metrics.QueueStats, error) {
 			s, err := db.JobStats(ctx)
 			return metrics.QueueStats{Depth: s.Available, Running: s.Running, Oldest: s.OldestAvailable}, err
@@ -280,6 +285,7 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 		}
 		h := server.New(logger, server.Config{
 			Logs:                logs,
+			Changes:             notifier,
 			Secrets:             secrets,
 			Credentials:         secrets,
 			RegistryAuths:       secrets,
@@ -316,7 +322,7 @@ func serve(ctx context.Context, cfg *config, r role, db *postgres.DB, logger zer
 		if err != nil {
 			return err
 		}
-		sender := forge.NewSender(logger, forge.SenderConfig{Clients: clients, PublicURL: cfg.PublicURL}, postgres.NewStatusOutbox(db))
+		sender := forge.NewSender(logger, forge.SenderConfig{Clients: clients, PublicURL: cfg.PublicURL, Changes: notifier}, postgres.NewStatusOutbox(db))
 		g.Go(func() error { return sender.Run(ctx) })
 	}
 	return g.Wait()
@@ -508,4 +514,23 @@ func versionString() string {
 		}
 	}
 	return "dev"
+}
+
+// podsNotConfigured says why a worker has no Pod runtime, for the error of
+// each test with services it is handed (the worker puts "test NAME has
+// services, but this worker has no pod runtime: " before it). It names
+// SLIPWAY_PODMAN with its value, what podman answered, and where Pod tests
+// do run: a worker of the Helm chart (release image, no podman, not root)
+// gets it for every such test until the Kubernetes runtime exists.
+func podsNotConfigured(podman string, err error) string {
+	if podman == "" {
+		podman = "podman"
+	}
+	// NewPodman's own prefix for a podman that does not run points at
+	// scripts/deps.sh, which is no help on Kubernetes; its other errors (the
+	// CA bundle, the configuration folder) stay whole.
+	cause := strings.TrimPrefix(err.Error(), "podman cannot run test pods (install Debian's podman, see scripts/deps.sh): ")
+	return fmt.Sprintf("Pod tests are not configured here: SLIPWAY_PODMAN=%s does not run (%s). "+
+		"They run on workers where podman runs as root (make run, docker-compose.yml's workers); "+
+		"workers on Kubernetes (the Helm chart) cannot run them yet (README: Integration tests with services)", podman, cause)
 }

@@ -12,8 +12,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"os/user"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,73 +23,48 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"github.com/slipway-ci/slipway/test/devstack"
 	"github.com/slipway-ci/slipway/test/testenv"
 )
 
 // pgCluster is a PostgreSQL cluster of the test's own, which it may restart
 // without disturbing the other tests' database.
 type pgCluster struct {
-	t    *testing.T
-	bin  string
-	data string
-	log  string // the server's log; without it the server would hold pg_ctl's output open
-	port int
-	url  string
+	t   *testing.T
+	c   *devstack.Cluster
+	url string
 }
 
 func startPostgres(t *testing.T) *pgCluster {
 	t.Helper()
-	bins, _ := filepath.Glob("/usr/lib/postgresql/*/bin/pg_ctl")
-	if len(bins) == 0 {
-		t.Skip("no PostgreSQL binaries: run make deps")
+	if _, err := devstack.PostgresBinDir(); err != nil {
+		t.Skip(err)
 	}
 	// Under /var/tmp: the server's user must reach it, which a root-only temp dir forbids.
 	dir, err := os.MkdirTemp("/var/tmp", "slipway-e2e-pg-")
 	require.NoError(t, err)
-	c := &pgCluster{t: t, bin: filepath.Dir(bins[len(bins)-1]), data: filepath.Join(dir, "data"), log: filepath.Join(dir, "postgres.log")}
+	c, err := devstack.NewCluster(dir)
+	require.NoError(t, err)
 	t.Cleanup(func() {
-		_ = c.pgctl("stop", "-m", "immediate", "-w").Run()
+		_ = c.Stop(true)
 		_ = os.RemoveAll(dir)
 	})
-	if os.Geteuid() == 0 {
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			t.Skip("no postgres user to run the cluster as: run make test once (scripts/services.sh makes it)")
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		require.NoError(t, os.Chown(dir, uid, gid))
-	}
-	out, err := c.command("initdb", "-D", c.data, "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C").CombinedOutput()
-	require.NoError(t, err, "initdb: %s", out)
+	var out bytes.Buffer
+	require.NoError(t, c.Init(&out), "%s", out.String())
 	addr := freeAddr(t)
 	_, portText, _ := strings.Cut(addr, ":")
-	c.port, _ = strconv.Atoi(portText)
-	c.url = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", c.port)
-	out, err = c.pgctl("start", "-w", "-t", "60", "-l", c.log, "-o",
-		fmt.Sprintf("-c listen_addresses=127.0.0.1 -p %d -k '' -c fsync=off -c synchronous_commit=off -c max_connections=200", c.port)).CombinedOutput()
-	require.NoError(t, err, "pg_ctl start: %s", out)
-	return c
-}
-
-// command runs a PostgreSQL binary as the cluster's owner: the server refuses root.
-func (c *pgCluster) command(name string, args ...string) *exec.Cmd {
-	path := filepath.Join(c.bin, name)
-	if os.Geteuid() == 0 {
-		return exec.Command("runuser", append([]string{"-u", "postgres", "--", path}, args...)...)
+	port, _ := strconv.Atoi(portText)
+	if err := c.Start(context.Background(), port, "-c fsync=off -c synchronous_commit=off -c max_connections=200", time.Minute, &out); err != nil {
+		log, _ := os.ReadFile(c.LogFile())
+		t.Fatalf("%v\n%s\n%s", err, out.String(), log)
 	}
-	return exec.Command(path, args...)
-}
-
-func (c *pgCluster) pgctl(args ...string) *exec.Cmd {
-	return c.command("pg_ctl", append([]string{"-D", c.data}, args...)...)
+	return &pgCluster{t: t, c: c, url: devstack.PostgresURL(port, "postgres")}
 }
 
 // restart stops the cluster (fast: in-flight transactions are aborted) and starts it again.
 func (c *pgCluster) restart() {
 	c.t.Helper()
-	out, err := c.pgctl("restart", "-m", "fast", "-w", "-t", "60", "-l", c.log).CombinedOutput()
-	require.NoError(c.t, err, "pg_ctl restart: %s", out)
+	require.NoError(c.t, c.c.Restart(time.Minute))
 }
 
 // TestDeliveriesSurvivePostgresRestart sends 2,000 signed deliveries at once, a

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -17,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/slipway-ci/slipway"
+	"github.com/slipway-ci/slipway/test/devstack"
 	"github.com/slipway-ci/slipway/test/testenv"
 )
 
@@ -208,28 +208,28 @@ func TestWorkerShutdown(t *testing.T) {
 // buildkitd is a buildkitd of the test's own, which it may kill.
 type buildkitd struct {
 	t    *testing.T
-	bin  string
+	cfg  devstack.BuildkitdConfig
 	dir  string
 	addr string
-	cmd  *exec.Cmd
+	proc *devstack.Process
 	n    int
 }
 
 func startBuildkitd(t *testing.T) *buildkitd {
 	t.Helper()
-	root, err := testenv.RepoRoot()
+	binDir, err := devstack.BinDir()
 	require.NoError(t, err)
-	bin := filepath.Join(root, "bin", "buildkitd")
+	bin := filepath.Join(binDir, "buildkitd")
 	if _, err := os.Stat(bin); err != nil {
 		t.Skipf("%s missing: run make deps", bin)
 	}
 	// A unix socket path must be short: not under t.TempDir.
 	dir, err := os.MkdirTemp("/tmp", "slipway-bk-e2e-")
 	require.NoError(t, err)
-	cfg := fmt.Sprintf("[worker.oci]\n  enabled = true\n[worker.containerd]\n  enabled = false\n[registry.%q]\n  http = true\n  insecure = true\n",
-		strings.SplitN(requireEnv(t, "TEST_REGISTRY"), "/", 2)[0])
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "buildkitd.toml"), []byte(cfg), 0o644))
-	b := &buildkitd{t: t, bin: bin, dir: dir, addr: "unix://" + dir + "/bk.sock"}
+	b := &buildkitd{t: t, dir: dir, addr: "unix://" + dir + "/bk.sock", cfg: devstack.BuildkitdConfig{
+		Bin: bin, Dir: dir, Addr: "unix://" + dir + "/bk.sock",
+		PlainHTTP: []string{strings.SplitN(requireEnv(t, "TEST_REGISTRY"), "/", 2)[0]},
+	}}
 	t.Cleanup(func() {
 		b.kill()
 		// A killed buildkitd leaves its containers' mounts behind.
@@ -255,26 +255,21 @@ func (b *buildkitd) start() {
 	logf, err := os.Create(filepath.Join(b.dir, fmt.Sprintf("buildkitd-%d.log", b.n)))
 	require.NoError(b.t, err)
 	defer logf.Close()
-	b.cmd = exec.Command(b.bin, "--root", filepath.Join(b.dir, fmt.Sprint("root", b.n)), "--addr", b.addr,
-		"--oci-worker=true", "--containerd-worker=false", "--config", filepath.Join(b.dir, "buildkitd.toml"),
-		"--otel-socket-path", filepath.Join(b.dir, "otel.sock"))
-	b.cmd.Stdout, b.cmd.Stderr = logf, logf
-	b.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	require.NoError(b.t, b.cmd.Start())
-	buildctl := filepath.Join(filepath.Dir(b.bin), "buildctl")
-	waitUntil(b.t, time.Minute, "buildkitd to answer", func() bool {
-		return exec.Command(buildctl, "--addr", b.addr, "debug", "workers").Run() == nil
-	})
+	b.cfg.Root = filepath.Join(b.dir, fmt.Sprint("root", b.n))
+	b.proc, err = devstack.StartBuildkitd(context.Background(), b.cfg, devstack.ProcOptions{Log: logf})
+	if err != nil {
+		log, _ := os.ReadFile(logf.Name())
+		b.t.Fatalf("%v\n%s", err, log)
+	}
 }
 
 // kill ends buildkitd with SIGKILL, as a crash would, and waits for it.
 func (b *buildkitd) kill() {
-	if b.cmd == nil || b.cmd.Process == nil {
+	if b.proc == nil {
 		return
 	}
-	_ = b.cmd.Process.Kill()
-	_ = b.cmd.Wait()
-	b.cmd = nil
+	b.proc.Kill()
+	b.proc = nil
 }
 
 func TestBuildkitdKilledBuildRetried(t *testing.T) {

@@ -43,7 +43,7 @@ func TestRepoRegistryAuth(t *testing.T) {
 	// http = false: buildkitd would speak plain http to a loopback host.
 	bk := testenv.StartBuildkitdConfig(t, fmt.Sprintf("[registry.%q]\n  http = false\n  ca = [%q]\n", sec.Host, sec.CAFile))
 	s := newStack(t, "SLIPWAY_REGISTRY="+sec.Host+"/e2e", "SLIPWAY_BUILDKIT_ADDR="+bk.Addr,
-		"SLIPWAY_CA_BUNDLE="+sec.CAFile, "SLIPWAY_DOCKER_CONFIG=",
+		"SLIPWAY_CA_BUNDLE="+sec.CAFile, "SLIPWAY_DOCKER_CONFIG=", "SLIPWAY_REGISTRY_INSECURE=false",
 		"SLIPWAY_SECRET_KEY=0000000000000000000000000000000000000000000000000000000000000002")
 	s.registry = sec.Host + "/e2e"
 	var mu sync.Mutex
@@ -117,6 +117,35 @@ func TestRepoRegistryAuth(t *testing.T) {
 			sec.Host: {Username: user, Password: pass}}), s.image("acme", "private")+":stable", plats)
 		require.NoError(t, err)
 		require.Equal(t, b.IndexDigest, index, "stable points at the build's index")
+	})
+	t.Run("PodTestPullsWithOwnCredential", func(t *testing.T) {
+		// Pod tests pull the service, the app and the test stage from the
+		// login registry behind the private CA with the repository's
+		// credential (a build's own podman authfile, SLIPWAY_CA_BUNDLE as
+		// --cert-dir): nothing else could read them.
+		if _, err := exec.LookPath("podman"); err != nil {
+			t.Skip("podman is not installed: run `make deps`")
+		}
+		df, _ := podAppDockerfile(base)
+		url, commit := r.add("podpriv", map[string]string{"Dockerfile": df, "check.sh": podCheck,
+			".slipway.yml": "target: app\nplatforms: [linux/amd64]\n" + podServices(base) + `tests:
+  - name: integration
+    services: [broker, app]
+    target: test
+    run: ['/bin/sh', '/check.sh']
+    env: {MQTT_PORT: "1883", APP_PORT: "8080"}
+`})
+		code, out := s.post("/repos", adminToken, map[string]any{"forge": "github", "owner": "acme", "name": "podpriv",
+			"clone_url": url, "platforms": plats})
+		require.Equal(t, http.StatusCreated, code, out["_raw"])
+		code, out = s.sendJSON(http.MethodPut, "/repos/acme/podpriv/registry-auth", adminToken,
+			map[string]string{"registry": sec.Host, "username": user, "password": pass})
+		require.Equal(t, http.StatusOK, code, out["_raw"])
+		b := s.waitDone(s.send("rra-podpriv", "acme", "podpriv", url, "refs/heads/main", commit))
+		log := s.logs(b.ID)
+		require.Equal(t, slipway.BuildSucceeded, b.State, "%s\n%s", b.Error, log)
+		require.Contains(t, log, "POD-MARKER arch=x86_64 broker=mqtt-hello", "the runner reached both services")
+		require.NotContains(t, log, pass)
 	})
 	t.Run("ForkPullRequestGetsNone", func(t *testing.T) {
 		// The same repository, a fork's pull request: approved, it runs

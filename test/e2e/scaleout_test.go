@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/slipway-ci/slipway"
+	"github.com/slipway-ci/slipway/test/devstack"
 	"github.com/slipway-ci/slipway/test/testenv"
 )
 
@@ -267,12 +268,13 @@ func (f *finishLog) byBuild() map[int64][]string {
 
 // startScaleBuildkitd starts a second buildkitd (bin/buildkitd, built by make deps)
 // with its own state and socket, stopped when the test ends, and returns its
-// address. It trusts the test's plain-HTTP registry as scripts/services.sh does.
+// address. It trusts the test's plain-HTTP registry as the stack's buildkitd
+// does (devstack.BuildkitdConfig) and must offer linux/arm64.
 func startScaleBuildkitd(t *testing.T, registryHost string) string {
 	t.Helper()
-	root, err := testenv.RepoRoot()
+	binDir, err := devstack.BinDir()
 	require.NoError(t, err)
-	bin := filepath.Join(root, "bin", "buildkitd")
+	bin := filepath.Join(binDir, "buildkitd")
 	if _, err := os.Stat(bin); err != nil {
 		t.Skipf("no %s: run make deps", bin)
 	}
@@ -283,44 +285,24 @@ func startScaleBuildkitd(t *testing.T, registryHost string) string {
 	dir, err := os.MkdirTemp("/tmp", "slipway-bk2-")
 	require.NoError(t, err)
 	state := t.TempDir()
-	conf := filepath.Join(dir, "buildkitd.toml")
-	require.NoError(t, os.WriteFile(conf, []byte(fmt.Sprintf(
-		"[worker.oci]\n  enabled = true\n[worker.containerd]\n  enabled = false\n[registry.%q]\n  http = true\n  insecure = true\n", registryHost)), 0o644))
-	addr := "unix://" + filepath.Join(dir, "bk.sock")
 	logf, err := os.Create(filepath.Join(state, "buildkitd.log"))
 	require.NoError(t, err)
-	cmd := exec.Command(bin, "--root", filepath.Join(state, "root"), "--addr", addr,
-		"--oci-worker=true", "--containerd-worker=false", "--config", conf,
-		"--otel-socket-path", filepath.Join(dir, "otel.sock"))
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	require.NoError(t, cmd.Start())
-	waited := make(chan error, 1)
-	go func() { waited <- cmd.Wait() }()
+	defer logf.Close() // the process has its own copy
+	addr := "unix://" + filepath.Join(dir, "bk.sock")
+	p, err := devstack.StartBuildkitd(context.Background(), devstack.BuildkitdConfig{
+		Bin: bin, Root: filepath.Join(state, "root"), Dir: dir, Addr: addr,
+		PlainHTTP: []string{registryHost}, Platforms: []string{"linux/arm64"},
+	}, devstack.ProcOptions{Log: logf})
+	if err != nil {
+		log, _ := os.ReadFile(logf.Name())
+		_ = os.RemoveAll(dir)
+		t.Fatalf("second buildkitd: %v\nlog:\n%s", err, log)
+	}
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-waited:
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-waited
-		}
-		logf.Close()
+		p.Stop(30 * time.Second)
 		// buildkitd leaves its state's mounts behind only when killed; the
 		// state folder is the test's and goes with it.
 		os.RemoveAll(dir)
 	})
-	buildctl := filepath.Join(root, "bin", "buildctl")
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		out, err := exec.Command(buildctl, "--addr", addr, "debug", "workers", "-v").CombinedOutput()
-		if err == nil && strings.Contains(string(out), "linux/arm64") {
-			return addr
-		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(logf.Name())
-			t.Fatalf("second buildkitd not ready after 60s: %v\n%s\nlog:\n%s", err, out, log)
-		}
-		time.Sleep(200 * time.Millisecond) // bounded poll of another process
-	}
+	return addr
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/slipway-ci/slipway"
 	"github.com/slipway-ci/slipway/postgres"
 	"github.com/slipway-ci/slipway/postgres/pgtest"
+	"github.com/slipway-ci/slipway/test/testenv"
 )
 
 const (
@@ -46,7 +47,15 @@ func slipwayBinary(t testing.TB) string {
 			return
 		}
 		binPath = filepath.Join(dir, "slipway")
-		cmd := exec.Command("go", "build", "-o", binPath, "github.com/slipway-ci/slipway/cmd/slipway")
+		root, err := testenv.RepoRoot()
+		if err != nil {
+			binErr = err
+			return
+		}
+		// Built in the main module, with the versions the shipped binary
+		// has (this module's graph holds more).
+		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/slipway")
+		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			binErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}

@@ -3,21 +3,18 @@ package testenv
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/moby/buildkit/client"
+	"github.com/slipway-ci/slipway/test/devstack"
 )
 
-// Buildkitd is a buildkitd a test started for itself, as scripts/services.sh
-// starts the shared one: bin/buildkitd, OCI worker on runc, its own root and
-// socket, plain http to the given registries.
+// Buildkitd is a buildkitd a test started for itself, configured as the
+// stack's shared one (devstack.BuildkitdConfig): bin/buildkitd, OCI worker on
+// runc, its own root and socket, plain http to the given registries.
 type Buildkitd struct {
 	Addr string // unix:///…/buildkitd.sock
 	Root string
@@ -39,11 +36,11 @@ func StartBuildkitd(t testing.TB, registries ...string) *Buildkitd {
 // buildkitd.toml, such as `[registry."host"] ca = ["/path/ca.crt"]`.
 func StartBuildkitdConfig(t testing.TB, extraTOML string, registries ...string) *Buildkitd {
 	t.Helper()
-	root, err := RepoRoot()
+	binDir, err := devstack.BinDir()
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(root, "bin", "buildkitd")
+	bin := filepath.Join(binDir, "buildkitd")
 	if _, err := os.Stat(bin); err != nil || os.Geteuid() != 0 {
 		t.Skip("a private buildkitd needs bin/buildkitd (make deps) and root")
 	}
@@ -53,60 +50,19 @@ func StartBuildkitdConfig(t testing.TB, extraTOML string, registries ...string) 
 		t.Fatal(err)
 	}
 	b := &Buildkitd{Addr: "unix://" + filepath.Join(dir, "buildkitd.sock"), Root: filepath.Join(dir, "root")}
-	var cfg bytes.Buffer
-	cfg.WriteString("[worker.oci]\n  enabled = true\n[worker.containerd]\n  enabled = false\n")
-	for _, r := range registries {
-		fmt.Fprintf(&cfg, "[registry.%q]\n  http = true\n  insecure = true\n", r)
+	p, err := devstack.StartBuildkitd(context.Background(), devstack.BuildkitdConfig{
+		Bin: bin, Root: b.Root, Dir: dir, Addr: b.Addr, PlainHTTP: registries, ExtraTOML: extraTOML,
+	}, devstack.ProcOptions{Log: b})
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		t.Fatalf("%v\n%s", err, b.Log())
 	}
-	cfg.WriteString(extraTOML)
-	if err := os.WriteFile(filepath.Join(dir, "buildkitd.toml"), cfg.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "--root", b.Root, "--addr", b.Addr,
-		"--oci-worker=true", "--containerd-worker=false", "--config", filepath.Join(dir, "buildkitd.toml"),
-		"--otel-socket-path", filepath.Join(dir, "otel-grpc.sock"))
-	cmd.Stdout, cmd.Stderr = b, b
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
+		p.Stop(30 * time.Second)
 		// runc leaves read-only bits behind that RemoveAll handles as root.
 		_ = os.RemoveAll(dir)
 	})
-	c, err := client.New(context.Background(), b.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		ws, err := c.ListWorkers(ctx)
-		cancel()
-		if err == nil && len(ws) > 0 {
-			return b
-		}
-		select {
-		case <-exited:
-			t.Fatalf("buildkitd exited at start:\n%s", b.Log())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("buildkitd did not answer within 60s: %v\n%s", err, b.Log())
-		}
-		// Bounded polling of another process, not synchronisation within ours.
-		time.Sleep(100 * time.Millisecond)
-	}
+	return b
 }
 
 // Write collects buildkitd's output.

@@ -1,94 +1,50 @@
 package testenv
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/slipway-ci/slipway/test/devstack"
 )
 
-// StartRegistry starts another distribution registry (`docker-registry serve`,
-// as scripts/services.sh does) on a free loopback port with its storage in a
-// temporary folder, stops it when the test ends, and returns its host:port.
-// The test is skipped when docker-registry is not installed.
+// StartRegistry starts another distribution registry, configured as the
+// stack's (devstack.RegistryConfig), on a free loopback port with its storage
+// in a temporary folder, stops it when the test ends, and returns its
+// host:port. The test is skipped when docker-registry is not installed.
 func StartRegistry(tb testing.TB) string {
 	tb.Helper()
-	bin, err := exec.LookPath("docker-registry")
-	if err != nil {
-		tb.Skip("docker-registry is not installed: run `make deps`")
-	}
 	port, err := freePort()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	dir := tb.TempDir()
-	cfg := fmt.Sprintf(`version: 0.1
-log:
-  level: warn
-storage:
-  filesystem:
-    rootdirectory: %s
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:%d
-  secret: slipway-test-only
-`, filepath.Join(dir, "data"), port)
-	cfgPath := filepath.Join(dir, "config.yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		tb.Fatal(err)
-	}
+	host := fmt.Sprintf("127.0.0.1:%d", port)
 	log := &SyncBuffer{}
-	cmd := exec.Command(bin, "serve", cfgPath)
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		tb.Fatalf("starting docker-registry: %v", err)
+	p, err := devstack.StartRegistry(context.Background(), devstack.RegistryConfig{Addr: host, Dir: tb.TempDir(), LogLevel: "warn"},
+		devstack.ProcOptions{Log: log, Timeout: 30 * time.Second})
+	if errors.Is(err, devstack.ErrNoRegistry) {
+		tb.Skip(err)
 	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
+	if err != nil {
+		tb.Fatalf("%v\n%s", err, log.String())
+	}
 	tb.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
+		p.Stop(10 * time.Second)
 		if tb.Failed() {
 			tb.Logf("second registry log:\n%s", log.String())
 		}
 	})
-	host := fmt.Sprintf("127.0.0.1:%d", port)
-	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: time.Second}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := client.Get("http://" + host + "/v2/")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return host
-			}
-		}
-		select {
-		case <-exited:
-			tb.Fatalf("docker-registry exited at start:\n%s", log.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("docker-registry on %s not ready after 30s: %v\n%s", host, err, log.String())
-		}
-		time.Sleep(50 * time.Millisecond) // bounded poll of another process
-	}
+	return host
 }
 
 // CountingProxy is a reverse proxy in front of a registry that counts what it

@@ -2,10 +2,10 @@ package testenv
 
 import (
 	"bufio"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"math/big"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +22,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/slipway-ci/slipway/test/devstack"
 )
 
 // SecureRegistry is a distribution registry that needs a login (htpasswd,
@@ -45,9 +46,8 @@ type SecureRegistry struct {
 // installed.
 func StartSecureRegistry(tb testing.TB, user, password string) *SecureRegistry {
 	tb.Helper()
-	bin, err := exec.LookPath("docker-registry")
-	if err != nil {
-		tb.Skip("docker-registry is not installed: run `make deps`")
+	if _, err := exec.LookPath("docker-registry"); err != nil {
+		tb.Skip(devstack.ErrNoRegistry)
 	}
 	dir := tb.TempDir()
 	ip := net.ParseIP("127.0.0.2")
@@ -70,77 +70,21 @@ func StartSecureRegistry(tb testing.TB, user, password string) *SecureRegistry {
 	if err := os.WriteFile(htpasswd, []byte(user+":"+string(hash)+"\n"), 0o600); err != nil {
 		tb.Fatal(err)
 	}
-	cfg := fmt.Sprintf(`version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: false
-storage:
-  filesystem:
-    rootdirectory: %s
-  delete:
-    enabled: true
-auth:
-  htpasswd:
-    realm: slipway-test
-    path: %s
-http:
-  addr: 127.0.0.2:%d
-  secret: slipway-test-only
-  tls:
-    certificate: %s
-    key: %s
-`, filepath.Join(dir, "data"), htpasswd, port, certFile, keyFile)
-	cfgPath := filepath.Join(dir, "config.yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		tb.Fatal(err)
-	}
 	r := &SecureRegistry{Host: fmt.Sprintf("127.0.0.2:%d", port), User: user, Password: password, CAFile: caFile, log: &SyncBuffer{}}
-	cmd := exec.Command(bin, "serve", cfgPath)
-	cmd.Stdout, cmd.Stderr = r.log, r.log
-	if err := cmd.Start(); err != nil {
-		tb.Fatalf("starting docker-registry: %v", err)
+	p, err := devstack.StartRegistry(context.Background(), devstack.RegistryConfig{
+		Addr: r.Host, Dir: dir, LogLevel: "warn", Htpasswd: htpasswd, Realm: "slipway-test",
+		CertFile: certFile, KeyFile: keyFile, CAFile: caFile,
+	}, devstack.ProcOptions{Log: r.log, Timeout: 30 * time.Second})
+	if err != nil {
+		tb.Fatalf("%v\n%s", err, r.log.String())
 	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
 	tb.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
+		p.Stop(10 * time.Second)
 		if tb.Failed() {
 			tb.Logf("secure registry log:\n%s", r.log.String())
 		}
 	})
-	caPEM, err := os.ReadFile(caFile)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
-	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true, TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := client.Get("https://" + r.Host + "/v2/")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusUnauthorized {
-				return r
-			}
-		}
-		select {
-		case <-exited:
-			tb.Fatalf("docker-registry exited at start:\n%s", r.log.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("secure docker-registry on %s not ready after 30s: %v\n%s", r.Host, err, r.log.String())
-		}
-		time.Sleep(50 * time.Millisecond) // bounded poll of another process
-	}
+	return r
 }
 
 // DockerConfig writes a Docker config.json into dir with an `auths` entry

@@ -3,27 +3,25 @@
 // Debian's busybox-static packages, git repositories served by git daemon,
 // and signed webhook payloads made from real forge fixtures.
 //
-// It starts no PostgreSQL, registry or buildkitd: `make test` starts those
-// (scripts/services.sh) and exports TEST_DATABASE_URL, TEST_REGISTRY and
-// BUILDKIT_HOST. Tests read them with [Getenv], which skips a test when its
-// variable is unset.
+// The shared PostgreSQL, registry and buildkitd are started by `make test`
+// (scripts/services.sh, package test/devstack), which exports
+// TEST_DATABASE_URL, TEST_REGISTRY and BUILDKIT_HOST. Tests read them with
+// [Getenv], which skips a test when its variable is unset. The extra
+// registries and buildkitds a test starts for itself ([StartRegistry],
+// [StartSecureRegistry], [StartBuildkitd]) are configured by devstack too.
 package testenv
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
-	"strings"
 	"testing"
+
+	"github.com/slipway-ci/slipway/test/devstack"
 )
 
-// modulePath names the module whose root RepoRoot looks for.
-const modulePath = "github.com/slipway-ci/slipway"
-
-// Environment variables that `make test` exports (scripts/services.sh).
+// Environment variables that `make test` exports (devstack.Env).
 const (
 	// EnvDatabaseURL is a PostgreSQL URL for tests; the role is a superuser.
 	EnvDatabaseURL = "TEST_DATABASE_URL"
@@ -48,46 +46,8 @@ func Getenv(tb testing.TB, key string) string {
 	return v
 }
 
-// RepoRoot returns the root folder of the slipway module: the first folder
-// upwards from the working directory (then from this source file) whose
-// go.mod declares the module.
-func RepoRoot() (string, error) {
-	var starts []string
-	if wd, err := os.Getwd(); err == nil {
-		starts = append(starts, wd)
-	}
-	if _, file, _, ok := runtime.Caller(0); ok {
-		starts = append(starts, filepath.Dir(file))
-	}
-	for _, dir := range starts {
-		for {
-			if isModuleRoot(dir) {
-				return dir, nil
-			}
-			parent := filepath.Dir(dir)
-			if parent == dir {
-				break
-			}
-			dir = parent
-		}
-	}
-	return "", fmt.Errorf("finding the root of module %s: no go.mod above %s", modulePath, strings.Join(starts, " or "))
-}
-
-func isModuleRoot(dir string) bool {
-	f, err := os.Open(filepath.Join(dir, "go.mod"))
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		if fields := strings.Fields(s.Text()); len(fields) == 2 && fields[0] == "module" {
-			return strings.Trim(fields[1], `"`) == modulePath
-		}
-	}
-	return false
-}
+// RepoRoot returns the root folder of the slipway module (devstack.RepoRoot).
+func RepoRoot() (string, error) { return devstack.RepoRoot() }
 
 // FixturesDir returns the webhooks samples folder (with github/, gitlab/,
 // gitea/): $SLIPWAY_FIXTURES, or slipway's own samples in

@@ -7,6 +7,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -38,18 +39,31 @@ func TestIsInfra(t *testing.T) {
 	}
 }
 
-func TestNoteInfra(t *testing.T) {
+// TestBuildFailure: a pipeline failure is the infrastructure's only when a
+// Builder or Registry error that is stands behind it, and never once the
+// build's own context has ended; its message is one line and masked.
+func TestBuildFailure(t *testing.T) {
 	t.Parallel()
-	ctx, rec := withInfraRecord(context.Background())
-	require.NoError(t, noteInfra(ctx, nil))
-	noteInfra(ctx, errors.New("exit code: 1"))
-	require.Nil(t, rec.get(), "a user error is not recorded")
-	canceled, cancel := context.WithCancel(ctx)
-	cancel()
-	noteInfra(canceled, status.Error(codes.Unavailable, "x"))
-	require.Nil(t, rec.get(), "errors after the job's own cancel are not the infrastructure's")
-	first := status.Error(codes.Unavailable, "first")
-	noteInfra(ctx, first)
-	noteInfra(ctx, status.Error(codes.Unavailable, "second"))
-	require.Equal(t, first, rec.get())
+	ctx := context.Background()
+	sink := newLogSink(1, nil, zerolog.Nop())
+	sink.Mask([][]byte{[]byte("hunter2-secret")})
+	unavailable := status.Error(codes.Unavailable, "connection error")
+
+	f := newFailure(ctx, sink, "build failed: x\nhunter2-secret", fmt.Errorf("building: %w", fromService(unavailable)))
+	require.True(t, IsInfra(f))
+	require.Equal(t, "build failed: x *** ", f.Error()+" ")
+	require.ErrorIs(t, f, unavailable)
+
+	// The same text from git, not from the Builder or the Registry.
+	require.False(t, IsInfra(newFailure(ctx, sink, "checkout failed: connection refused", errors.New("connection refused"))))
+	require.False(t, IsInfra(newFailure(ctx, sink, "build failed", fromService(errors.New("exit code: 3")))), "a user error of the builder")
+	require.False(t, IsInfra(newFailure(ctx, sink, "no cause")))
+	require.True(t, IsInfra(newFailure(ctx, sink, "test failed", fromService(errors.New("exit code: 1")), fromService(unavailable))),
+		"one of the errors behind a failure is enough")
+
+	canceled, cancel := context.WithCancelCause(ctx)
+	cancel(errors.New("timed out after 1s"))
+	f = newFailure(canceled, sink, "build failed: transport is closing", fromService(unavailable))
+	require.False(t, IsInfra(f), "errors after the build's own context ended are not the infrastructure's")
+	require.Equal(t, "timed out after 1s", f.Error())
 }
