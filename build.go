@@ -338,6 +338,11 @@ type Trigger struct {
 	// PullRequest is set for a pull-request event; Ref is then its
 	// pull-request ref and Commit its head commit.
 	PullRequest *PullRequest
+	// RepoID is the registered repository the caller already found (whose
+	// settings and webhook secret it used); EnqueueTrigger then neither
+	// looks it up by name nor registers it, and answers ECONFLICT if it is
+	// gone. 0 registers Forge/Owner/Name on first sight.
+	RepoID int64
 }
 
 // SkippedTag is a tag a build did not move, and why: "written by build 7 of

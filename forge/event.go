@@ -214,7 +214,8 @@ func ValidOwner(forge, s string) bool {
 
 // ValidateCloneURL accepts the URL kinds git fetches over the network or from a
 // local path (file:// serves tests). A URL starting with "-" could pass for an
-// option of git. field names where the URL came from.
+// option of git. It returns EINVALID naming field, where the URL came from,
+// for an empty, malformed or unsupported URL.
 func ValidateCloneURL(field, s string) error {
 	if s == "" {
 		return slipway.Errorf(slipway.EINVALID, "The push payload has no %s.", field)

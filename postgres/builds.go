@@ -216,6 +216,13 @@ SELECT r.id, $4, $5, $6, $7, $8, r.clone_url, r.image || $17, r.platforms,
          ELSE 'pending' END
 FROM repos r WHERE r.forge = $1 AND lower(r.owner) = lower($2) AND lower(r.name) = lower($3)`
 
+	// EnqueueTrigger of a repository the caller found (Trigger.RepoID, $18):
+	// the repository is not looked up by name again nor upserted, only its
+	// default branch updated when the payload names another one.
+	sqlRepoBranch = `-- EnqueueTrigger
+UPDATE repos SET default_branch = $2 WHERE id = $1 AND $2 <> '' AND default_branch <> $2`
+	sqlBuildInsertByID = sqlBuildInsert + ` AND r.id = $18`
+
 	// EnqueueTrigger: claims the delivery id; a second delivery of the same
 	// id fails here on the primary key and the batch rolls back.
 	sqlDeliveryInsert = `-- EnqueueTrigger
@@ -256,11 +263,20 @@ func enqueueBatch(ctx context.Context, pool *pgxpool.Pool, t slipway.Trigger, im
 		suffix = slipway.ForkImageSuffix
 	}
 	batch := &pgx.Batch{}
+	args := []any{t.Forge, t.Owner, t.Name, t.Ref, t.Commit, t.Message, t.Sender, t.DeliveryID,
+		prNum, pr.Title, pr.Author, pr.URL, pr.Fork, pr.Base, t.VerifyRef && t.Commit != "", pr.AuthorAssociation, suffix}
 	batch.Queue("BEGIN")
-	batch.Queue(sqlRepoUpsert, t.Forge, t.Owner, t.Name, t.CloneURL, image, t.DefaultBranch)
+	if t.RepoID != 0 {
+		batch.Queue(sqlRepoBranch, t.RepoID, t.DefaultBranch)
+	} else {
+		batch.Queue(sqlRepoUpsert, t.Forge, t.Owner, t.Name, t.CloneURL, image, t.DefaultBranch)
+	}
 	batch.Queue(sqlRefLock, enqueueLockKey(t))
-	batch.Queue(sqlBuildInsert, t.Forge, t.Owner, t.Name, t.Ref, t.Commit, t.Message, t.Sender, t.DeliveryID,
-		prNum, pr.Title, pr.Author, pr.URL, pr.Fork, pr.Base, t.VerifyRef && t.Commit != "", pr.AuthorAssociation, suffix)
+	if t.RepoID != 0 {
+		batch.Queue(sqlBuildInsertByID, append(args, t.RepoID)...)
+	} else {
+		batch.Queue(sqlBuildInsert, args...)
+	}
 	if t.DeliveryID != "" {
 		batch.Queue(sqlDeliveryInsert, t.Forge, t.DeliveryID, t.Event)
 	}
@@ -297,6 +313,10 @@ func sendEnqueueBatch(ctx context.Context, conn *pgx.Conn, batch *pgx.Batch, t s
 			return nil, fmt.Errorf("%s: %w", what, err)
 		}
 		if what == "inserting build" && tag.RowsAffected() != 1 {
+			if t.RepoID != 0 {
+				// Deleted (or renamed) since the caller found it.
+				return nil, slipway.Errorf(slipway.ECONFLICT, "Repository %s/%s changed while the delivery was received; redeliver it.", t.Owner, t.Name)
+			}
 			return nil, fmt.Errorf("inserting build: repository %s/%s not found after its upsert", t.Owner, t.Name)
 		}
 	}

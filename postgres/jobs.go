@@ -587,16 +587,18 @@ WITH nb AS (
 ), older AS (
     -- The older builds are looked up per new build by repository and ref,
     -- each ref by equality, so the scan is of builds_active_ref (the ref's
-    -- active builds), never of every build the repository ever had. An API
-    -- build not resolved yet may name the branch by its short name.
+    -- active builds), never of every build the repository ever had. "+ 0"
+    -- keeps "id <" from making builds_repo_id look as good to a plan cached
+    -- while the tables were small (a fresh installation, the benchmark). An
+    -- API build not resolved yet may name the branch by its short name.
     SELECT j.id, j.build_id, j.state FROM newer
     CROSS JOIN LATERAL (
         SELECT b.id FROM builds b
-        WHERE b.repo_id = newer.repo_id AND b.ref = newer.ref AND b.id < newer.id
+        WHERE b.repo_id = newer.repo_id AND b.ref = newer.ref AND b.id + 0 < newer.id
           AND b.state IN ('queued', 'running', 'testing')
         UNION ALL
         SELECT b.id FROM builds b
-        WHERE b.repo_id = newer.repo_id AND b.ref = newer.short AND b.id < newer.id
+        WHERE b.repo_id = newer.repo_id AND b.ref = newer.short AND b.id + 0 < newer.id
           AND b.state IN ('queued', 'running', 'testing') AND b.commit_sha = ''
     ) b
     JOIN jobs j ON j.build_id = b.id

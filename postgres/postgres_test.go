@@ -81,6 +81,32 @@ func TestEnqueueTrigger(t *testing.T) {
 		require.Equal(t, "reg/acme/app", res2.Build.Image, "the image is fixed at registration")
 	})
 
+	// A caller that found the repository (the webhook, for its secret) passes
+	// its id: the build is queued under it without a second lookup by name,
+	// the default branch still follows the payload, and a repository deleted
+	// in between is ECONFLICT with nothing written (it is not re-registered).
+	t.Run("KnownRepository", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		first, err := b.builds.EnqueueTrigger(ctx, newTrigger(triggerOpts{Delivery: "k1"}), "reg/acme/app")
+		require.NoError(t, err)
+		tr := newTrigger(triggerOpts{Delivery: "k2", Owner: "acme"})
+		tr.RepoID, tr.DefaultBranch = first.Build.RepoID, "trunk"
+		res, err := b.builds.EnqueueTrigger(ctx, tr, "reg/other")
+		require.NoError(t, err)
+		require.True(t, res.Created)
+		require.Equal(t, first.Build.RepoID, res.Build.RepoID)
+		require.Equal(t, "reg/acme/app", res.Build.Image)
+		require.Equal(t, 1, count(t, b.db, "repos WHERE default_branch = 'trunk'"))
+
+		b.exec(t, "DELETE FROM repos")
+		tr.DeliveryID = "k3"
+		_, err = b.builds.EnqueueTrigger(ctx, tr, "reg/acme/app")
+		require.Equal(t, slipway.ECONFLICT, slipway.ErrorCode(err), "%v", err)
+		require.Equal(t, 0, count(t, b.db, "repos"))
+		require.Equal(t, 0, count(t, b.db, "webhook_deliveries"))
+	})
+
 	t.Run("RedeliveryReturnsFirstBuild", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)

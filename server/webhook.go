@@ -155,6 +155,9 @@ func handleWebhook(cfg Config, budget *bodyBudget, hook forge.Hook, repos slipwa
 			return
 		}
 
+		if repo != nil {
+			t.RepoID = repo.ID // looked up once, for its secret and settings
+		}
 		res, err := builds.EnqueueTrigger(r.Context(), t, image)
 		if err != nil {
 			writeError(w, r, err)
