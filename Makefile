@@ -41,10 +41,12 @@ bench: deps
 ## which runs only their seeds and the corpus in testdata/fuzz). Minimizing is kept
 ## short: the seeds are whole webhook payloads, slow to shrink.
 FUZZTIME ?= 30s
-FUZZPKGS ?= ./server
+FUZZPKGS ?= ./forge
 fuzz:
 	@set -e; for pkg in $(FUZZPKGS); do \
-		for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+		targets=$$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); \
+		if [ -z "$$targets" ]; then echo "fuzz: $$pkg has no fuzz targets (FUZZPKGS names the packages that do)" >&2; exit 1; fi; \
+		for t in $$targets; do \
 			echo "fuzz: $$pkg $$t for $(FUZZTIME)"; \
 			$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 2s $$pkg; \
 		done; \
