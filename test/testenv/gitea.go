@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/slipway-ci/slipway/test/devstack"
 )
 
 // Gitea is a real Gitea (bin/gitea, built by `make deps` from
@@ -35,12 +37,12 @@ type Gitea struct {
 // ends. It fails the test, naming `make deps`, when bin/gitea is missing.
 func StartGitea(t testing.TB) *Gitea {
 	t.Helper()
-	root, err := RepoRoot()
+	binDir, err := devstack.BinDir()
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(root, "bin", "gitea")
-	stamp, err := os.ReadFile(filepath.Join(root, "bin", ".gitea-version"))
+	bin := filepath.Join(binDir, "gitea")
+	stamp, err := os.ReadFile(filepath.Join(binDir, ".gitea-version"))
 	if _, statErr := os.Stat(bin); statErr != nil || err != nil {
 		t.Fatalf("bin/gitea is missing: run `make deps` (it builds Gitea from its Go module)")
 	}
