@@ -221,6 +221,18 @@ func TestMakeRun(t *testing.T) {
 	require.Equal(t, commit, b["commit"])
 	require.Equal(t, "Say hello", b["message"])
 
+	// send-push.sh sends main as it is now, after that push, not the commit
+	// main was at when make run started.
+	send := exec.CommandContext(ctx, filepath.Join(state, "send-push.sh"))
+	sendOut, err := send.CombinedOutput()
+	require.NoError(t, err, "%s", sendOut)
+	m = regexp.MustCompile(`"build_id":(\d+)`).FindStringSubmatch(string(sendOut))
+	require.NotNil(t, m, "send-push.sh must report the queued build:\n%s", sendOut)
+	sentID, _ := strconv.Atoi(m[1])
+	sb := waitSucceeded(sentID)
+	require.Equal(t, commit, sb["commit"], "send-push.sh sends main as it is")
+	require.Equal(t, "Say hello", sb["message"])
+
 	// The development secret key makes repository secrets work.
 	code, body := api("PUT", "/api/v1/repos/demo/hello/secrets/NPM_TOKEN", map[string]string{"value": "s3cr3t"})
 	require.Less(t, code, 300, "setting a repository secret: %v", body)
@@ -246,5 +258,5 @@ func TestMakeRun(t *testing.T) {
 	require.NoError(t, err)
 	logText, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	require.Contains(t, string(logText), fmt.Sprintf("The rebuild produced the same image as build %d", id))
+	require.Contains(t, string(logText), fmt.Sprintf("The rebuild produced the same image as build %d", sentID), "compared with the newest earlier build of the commit")
 }

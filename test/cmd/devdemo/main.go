@@ -140,8 +140,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		return fmt.Errorf("writing the demo payload: %w", err)
 	}
 	send := sendCommand(cfg.WebhookURL, payloadPath, cfg.Secret)
+	// The script sends main as it is when it runs (through the hook, as a
+	// push would), not the commit main was at when make run started:
+	// demo-push.json would roll the main tag back after a push.
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
 	sendScript := filepath.Join(stateDir, "send-push.sh")
-	if err := os.WriteFile(sendScript, []byte("#!/usr/bin/env bash\n# Sends the demo push to slipway, signed. Made by make run.\nset -euo pipefail\n"+send+"\n"), 0o755); err != nil {
+	script := "#!/usr/bin/env bash\n# Sends a signed push of the demo's main, as it is now, to slipway. Made by make run.\n" +
+		"set -euo pipefail\n" +
+		"main=$(git -C " + shellQuote(repoDir) + " rev-parse refs/heads/main)\n" +
+		"echo \"" + zeroSHA + " $main refs/heads/main\" | GIT_DIR=" + shellQuote(repoDir) + " " + shellQuote(exe) + " -hook -state " + shellQuote(stateDir) + "\n"
+	if err := os.WriteFile(sendScript, []byte(script), 0o755); err != nil {
 		return fmt.Errorf("writing %s: %w", sendScript, err)
 	}
 
