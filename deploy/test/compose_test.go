@@ -43,6 +43,7 @@ func TestCompose(t *testing.T) {
 	require.True(t, bk.Privileged, "buildkitd needs privileged mode")
 
 	roles := map[string]int{}
+	secretKeys := map[string]bool{}
 	for _, s := range p.Services {
 		if s.Build == nil && !strings.HasPrefix(s.Image, "slipway") {
 			continue
@@ -60,6 +61,12 @@ func TestCompose(t *testing.T) {
 			}
 		}
 		require.NotEmpty(t, env["SLIPWAY_DATABASE_URL"], s.Name)
+		if role != "migrate" {
+			// slipway repo add and repository secrets need it, the same in
+			// server and workers.
+			require.Regexp(t, `^[0-9a-f]{64}$`, env["SLIPWAY_SECRET_KEY"], "%s needs SLIPWAY_SECRET_KEY", s.Name)
+			secretKeys[env["SLIPWAY_SECRET_KEY"]] = true
+		}
 		switch role {
 		case "server":
 			for _, k := range []string{"SLIPWAY_ADDR", "SLIPWAY_GITHUB_WEBHOOK_SECRET", "SLIPWAY_ADMIN_TOKEN", "SLIPWAY_REGISTRY"} {
@@ -76,6 +83,7 @@ func TestCompose(t *testing.T) {
 		}
 	}
 	require.Equal(t, map[string]int{"migrate": 1, "server": 1, "worker": 2}, roles)
+	require.Len(t, secretKeys, 1, "server and workers share one SLIPWAY_SECRET_KEY")
 }
 
 // podmanPackages are the Debian packages scripts/deps.sh installs for the
