@@ -44,6 +44,11 @@ type Event struct {
 // jsonPayload is the payload of forges that always send JSON as the body.
 func jsonPayload(_ http.Header, body []byte) ([]byte, error) { return body, nil }
 
+// wrongSecretHint says which secret a refused delivery should have been
+// signed or sent with.
+const wrongSecretHint = "set the webhook's secret to the one slipway has for this repository " +
+	"(printed by `slipway repo add` or `slipway repo rotate-secret`; a repository without its own uses the forge's SLIPWAY_*_WEBHOOK_SECRET/TOKEN setting)."
+
 // verifyHexHMAC checks that hexSig is the hex HMAC-SHA256 of body keyed with
 // secret, in constant time; header names the header for the message.
 func verifyHexHMAC(secret []byte, header, hexSig string, body []byte) error {
@@ -54,7 +59,7 @@ func verifyHexHMAC(secret []byte, header, hexSig string, body []byte) error {
 	mac := hmac.New(sha256.New, secret)
 	mac.Write(body)
 	if !hmac.Equal(got, mac.Sum(nil)) {
-		return slipway.Errorf(slipway.EUNAUTHORIZED, "The %s signature does not match the body.", header)
+		return slipway.Errorf(slipway.EUNAUTHORIZED, "The %s signature does not match the body: %s", header, wrongSecretHint)
 	}
 	return nil
 }

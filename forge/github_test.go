@@ -251,6 +251,10 @@ func TestVerifyGitHubSignature(t *testing.T) {
 			}
 			require.Error(t, err)
 			require.Equal(t, slipway.EUNAUTHORIZED, slipway.ErrorCode(err))
+			if tt.name == "wrong secret" {
+				// The answer says which secret to set.
+				require.Contains(t, slipway.ErrorMessage(err), "slipway repo add")
+			}
 		})
 	}
 }

@@ -116,7 +116,7 @@ func verifyGitLabToken(secret []byte, header string) error {
 	}
 	got, want := sha256.Sum256([]byte(header)), sha256.Sum256(secret)
 	if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
-		return slipway.Errorf(slipway.EUNAUTHORIZED, "The %s header does not match the secret token.", gitlabTokenHeader)
+		return slipway.Errorf(slipway.EUNAUTHORIZED, "The %s header does not match the secret token: %s", gitlabTokenHeader, wrongSecretHint)
 	}
 	return nil
 }
