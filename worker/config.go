@@ -207,7 +207,7 @@ func ParseRepoConfig(data []byte) (*RepoConfig, error) {
 			return nil, fmt.Errorf("%s: %s", RepoConfigFile, decodeError(err))
 		}
 	}
-	lines := fieldLines(data)
+	lines := fieldLines(&doc)
 	bad := func(field, format string, args ...any) error {
 		where := RepoConfigFile + ": "
 		if l := lines[field]; l > 0 {
@@ -588,11 +588,10 @@ func checkList(list []string, re *regexp.Regexp, notMatching string) string {
 	return ""
 }
 
-// fieldLines maps each top-level key of a YAML document to its line.
-func fieldLines(data []byte) map[string]int {
+// fieldLines maps each top-level key of a parsed YAML document to its line.
+func fieldLines(doc *yaml.Node) map[string]int {
 	out := map[string]int{}
-	var doc yaml.Node
-	if yaml.Unmarshal(data, &doc) != nil || len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+	if len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
 		return out
 	}
 	m := doc.Content[0]
