@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"path"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -155,7 +157,7 @@ func (t *TestSpec) UnmarshalYAML(n *yaml.Node) error {
 	}
 	*t = TestSpec(p)
 	t.line = n.Line
-	return knownFields(n, TestSpec{})
+	return nil
 }
 
 var (
@@ -193,12 +195,19 @@ func ParseRepoConfig(data []byte) (*RepoConfig, error) {
 		return nil, tooBig(RepoConfigFile, int64(len(data)), RepoConfigMaxBytes)
 	}
 	cfg := &RepoConfig{}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+	var doc yaml.Node
+	if err := yaml.NewDecoder(bytes.NewReader(data)).Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("%s: %s", RepoConfigFile, strings.TrimPrefix(err.Error(), "yaml: "))
 	}
-	lines := fieldLines(data)
+	if len(doc.Content) > 0 {
+		if err := checkShape(doc.Content[0], reflect.TypeFor[RepoConfig](), ""); err != nil {
+			return nil, fmt.Errorf("%s: %w", RepoConfigFile, err)
+		}
+		if err := doc.Decode(cfg); err != nil {
+			return nil, fmt.Errorf("%s: %s", RepoConfigFile, decodeError(err))
+		}
+	}
+	lines := fieldLines(&doc)
 	bad := func(field, format string, args ...any) error {
 		where := RepoConfigFile + ": "
 		if l := lines[field]; l > 0 {
@@ -319,6 +328,215 @@ func ParseRepoConfig(data []byte) (*RepoConfig, error) {
 	return cfg, nil
 }
 
+// checkShape refuses a YAML node that does not fit Go type t before it is
+// decoded, so that no error names a Go type: a key that is no field of a
+// struct ("line 1: unknown field "plaforms" (did you mean "platforms"? fields
+// here: …)"), a list or map where a scalar goes or the other way round
+// ("line 3: tests must be a list of tests, not a string"), and a scalar the
+// type cannot hold ("line 2: timeout must be a duration such as 30m, not
+// "soon""). at is the field's path, such as tests[0].env; "" at the top.
+// Types with their own UnmarshalYAML check themselves, except
+// plainUnmarshalers.
+func checkShape(n *yaml.Node, t reflect.Type, at string) error {
+	for n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if n.Tag == "!!null" || (!plainUnmarshalers[t] && reflect.PointerTo(t).Implements(reflect.TypeFor[yaml.Unmarshaler]())) {
+		return nil
+	}
+	want := shapeName(t, at)
+	mismatch := func() error {
+		name := at
+		if name == "" {
+			name = "the file"
+		}
+		return fmt.Errorf("line %d: %s must be %s, not %s", n.Line, name, want, nodeName(n))
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			return mismatch()
+		}
+		fields := map[string]reflect.Type{}
+		for f := range t.Fields() {
+			if tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ","); f.IsExported() && tag != "" && tag != "-" {
+				fields[tag] = f.Type
+			}
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key, val := n.Content[i], n.Content[i+1]
+			if key.Tag == "!!merge" { // <<: *anchor brings the anchor's fields here
+				items := []*yaml.Node{val}
+				if val.Kind == yaml.SequenceNode {
+					items = val.Content
+				}
+				for _, item := range items {
+					if err := checkShape(item, t, at); err != nil {
+						return err
+					}
+				}
+				continue
+			}
+			ft, ok := fields[key.Value]
+			if !ok {
+				return unknownField(key, at, slices.Sorted(maps.Keys(fields)))
+			}
+			if err := checkShape(val, ft, joinPath(at, key.Value)); err != nil {
+				return err
+			}
+		}
+	case reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			return mismatch()
+		}
+		for i, item := range n.Content {
+			if err := checkShape(item, t.Elem(), fmt.Sprintf("%s[%d]", at, i)); err != nil {
+				return err
+			}
+		}
+	case reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			return mismatch()
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if err := checkShape(n.Content[i+1], t.Elem(), joinPath(at, n.Content[i].Value)); err != nil {
+				return err
+			}
+		}
+	default:
+		if n.Kind != yaml.ScalarNode || n.Decode(reflect.New(t).Interface()) != nil {
+			return mismatch()
+		}
+	}
+	return nil
+}
+
+// plainUnmarshalers are the types whose UnmarshalYAML decodes the node as the
+// plain struct (and records its line), so checkShape checks them like one.
+var plainUnmarshalers = map[reflect.Type]bool{
+	reflect.TypeFor[TestSpec]():    true,
+	reflect.TypeFor[ServiceSpec](): true,
+}
+
+func joinPath(at, name string) string {
+	if at == "" {
+		return name
+	}
+	return at + "." + name
+}
+
+// shapeName words what a value of t looks like in YAML, for the field at.
+func shapeName(t reflect.Type, at string) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch {
+	case t == reflect.TypeFor[time.Duration]():
+		return "a duration such as 30m"
+	case t.Kind() == reflect.Struct:
+		return "a map of fields"
+	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Struct:
+		return "a list of " + at[strings.LastIndex(at, ".")+1:] // tests, services
+	case t.Kind() == reflect.Slice:
+		return "a list of " + plural(shapeName(t.Elem(), at))
+	case t.Kind() == reflect.Map:
+		return "a map of names to " + plural(shapeName(t.Elem(), at))
+	case t.Kind() == reflect.Bool:
+		return "true or false"
+	case t.Kind() == reflect.String:
+		return "a string"
+	case t.Kind() >= reflect.Int && t.Kind() <= reflect.Uint64:
+		return "a whole number"
+	case t.Kind() == reflect.Float32 || t.Kind() == reflect.Float64:
+		return "a number"
+	}
+	return "a value of another kind"
+}
+
+func plural(s string) string {
+	if rest, ok := strings.CutPrefix(s, "a "); ok && !strings.Contains(rest, " ") {
+		return rest + "s"
+	}
+	return "values that are each " + s
+}
+
+// nodeName words what the YAML node n is: "a list", "a map", "the string
+// "soon"".
+func nodeName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.MappingNode:
+		return "a map"
+	}
+	switch n.Tag {
+	case "!!int", "!!float":
+		return "the number " + n.Value
+	case "!!bool":
+		return n.Value
+	case "!!str":
+		return fmt.Sprintf("the string %q", n.Value)
+	}
+	return fmt.Sprintf("%q", n.Value)
+}
+
+// unknownField words the error of a key that is none of fields, with the
+// closest field as a suggestion when it is a likely typo.
+func unknownField(key *yaml.Node, at string, fields []string) error {
+	where := fmt.Sprintf("line %d: ", key.Line)
+	if at != "" {
+		where += at + ": "
+	}
+	hint, best := "", 0
+	for _, f := range fields {
+		d := editDistance(strings.ToLower(key.Value), f)
+		if (d <= 1 || d*3 <= len(key.Value)) && (hint == "" || d < best) {
+			hint, best = f, d
+		}
+	}
+	if hint != "" {
+		hint = fmt.Sprintf("did you mean %q? ", hint)
+	}
+	return fmt.Errorf("%sunknown field %q (%sfields here: %s)", where, key.Value, hint, strings.Join(fields, ", "))
+}
+
+// editDistance is the Levenshtein distance of a and b, in bytes.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
+
+// yamlTypeRE matches the Go type at the end of a yaml.v3 type error.
+var yamlTypeRE = regexp.MustCompile(`^(line \d+: )cannot unmarshal !!\w+ (.*) into \S+$`)
+
+// decodeError words an error of decoding a node that passed checkShape
+// (which should leave none) without the Go types yaml.v3 names.
+func decodeError(err error) string {
+	var te *yaml.TypeError
+	if errors.As(err, &te) && len(te.Errors) > 0 {
+		return yamlTypeRE.ReplaceAllString(te.Errors[0], "${1}${2} is not a valid value here")
+	}
+	return strings.TrimPrefix(err.Error(), "yaml: ")
+}
+
 // checkCaps refuses a list or map of cfg over its cap. bad words the error
 // of a top-level field.
 func (c *RepoConfig) checkCaps(bad func(field, format string, args ...any) error) error {
@@ -370,11 +588,10 @@ func checkList(list []string, re *regexp.Regexp, notMatching string) string {
 	return ""
 }
 
-// fieldLines maps each top-level key of a YAML document to its line.
-func fieldLines(data []byte) map[string]int {
+// fieldLines maps each top-level key of a parsed YAML document to its line.
+func fieldLines(doc *yaml.Node) map[string]int {
 	out := map[string]int{}
-	var doc yaml.Node
-	if yaml.Unmarshal(data, &doc) != nil || len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+	if len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
 		return out
 	}
 	m := doc.Content[0]

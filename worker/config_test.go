@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/stretchr/testify/require"
 )
@@ -48,7 +50,7 @@ tests:
 			require.Equal(t, []string{"/bin/app", "--version"}, c.Tests[1].Run.Args)
 			require.Equal(t, 10*time.Minute, c.Tests[1].Timeout, "default timeout")
 		}},
-		{name: "UnknownField", yaml: "platform: [linux/amd64]\n", wantErr: "line 1: field platform not found"},
+		{name: "UnknownField", yaml: "platform: [linux/amd64]\n", wantErr: `line 1: unknown field "platform" (did you mean "platforms"?`},
 		{name: "BadPlatform", yaml: "platforms: [amd64]\n", wantErr: `platforms: "amd64" is not os/arch`},
 		{name: "DuplicatePlatform", yaml: "platforms: [linux/amd64, linux/amd64]\n", wantErr: "listed twice"},
 		{name: "TestWithoutName", yaml: "tests:\n  - run: 'true'\n", wantErr: "line 2: tests[0]: name is required"},
@@ -78,7 +80,7 @@ integration: {webhook: "https://ci.example.com/hook", timeout: 90s}
 		{name: "TestPlatformNotBuilt", yaml: "platforms: [linux/amd64]\ntests:\n  - {name: x, run: 'true', platforms: [linux/arm64]}\n", wantErr: `tests[0] (x): platforms: "linux/arm64" is not built`},
 		{name: "IntegrationWithoutWebhook", yaml: "integration: {timeout: 5m}\n", wantErr: "integration: webhook is required"},
 		{name: "IntegrationBadWebhook", yaml: "integration: {webhook: 'ftp://x/y'}\n", wantErr: `integration: webhook "ftp://x/y" is not an http(s) URL`},
-		{name: "IntegrationUnknownField", yaml: "integration: {url: 'http://x/y'}\n", wantErr: "field url not found"},
+		{name: "IntegrationUnknownField", yaml: "integration: {url: 'http://x/y'}\n", wantErr: `line 1: integration: unknown field "url" (fields here: timeout, webhook)`},
 		{name: "BadCache", yaml: "platforms: [linux/amd64]\ncache: all\n", wantErr: `line 2: cache: "all" is not max, min or off`},
 		{name: "BadProvenance", yaml: "provenance: full\n", wantErr: `line 1: provenance: "full" is not min, max or off`},
 		{name: "BadSecretName", yaml: "\nsecrets: [NPM-TOKEN]\n", wantErr: `line 2: secrets: "NPM-TOKEN" is not a secret name`},
@@ -226,4 +228,79 @@ func TestParseRepoConfigCaps(t *testing.T) {
 		require.Len(t, c.Tests, MaxTests)
 		require.Len(t, c.Tags, MaxTags)
 	})
+}
+
+// TestParseRepoConfigDecodeErrors checks that a file that does not fit the
+// shape of .slipway.yml gets an error naming the file, the line and the field
+// in .slipway.yml's words, never a Go type.
+func TestParseRepoConfigDecodeErrors(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ name, yaml, wantErr string }{
+		{"UnknownTopLevel", "target: app\nplaforms: [linux/amd64]\n",
+			`.slipway.yml: line 2: unknown field "plaforms" (did you mean "platforms"? fields here: branches, build_args, cache, chart, context, dockerfile, integration, platforms, provenance, release, secrets, services, submodules, tags, target, tests, timeout)`},
+		{"UnknownTopLevelNoHint", "colour: blue\n",
+			`.slipway.yml: line 1: unknown field "colour" (fields here: branches, build_args,`},
+		{"UnknownInTest", "tests:\n  - name: x\n    run: 'true'\n    timout: 5s\n",
+			`.slipway.yml: line 4: tests[0]: unknown field "timout" (did you mean "timeout"? fields here: env, image, junit, name, platforms, run, services, target, timeout)`},
+		{"UnknownInSecondTest", "tests:\n  - {name: x, run: 'true'}\n  - {name: y, run: 'true', Env: {A: b}}\n",
+			`.slipway.yml: line 3: tests[1]: unknown field "Env" (did you mean "env"?`},
+		{"UnknownInService", "services:\n  - name: db\n    image: app\n    port: [5432]\n",
+			`.slipway.yml: line 4: services[0]: unknown field "port" (did you mean "ports"? fields here: args, command, env, image, name, ports, readiness)`},
+		{"UnknownInReadiness", "services:\n  - name: db\n    image: app\n    readiness: {tcp: 5432}\n",
+			`.slipway.yml: line 4: services[0].readiness: unknown field "tcp" (fields here: port, run, timeout)`},
+		{"UnknownInMerge", "tests:\n  - <<: {name: x, bad: 1}\n    run: 'true'\n",
+			`.slipway.yml: line 2: tests[0]: unknown field "bad"`},
+		{"ListIsString", "\n\ntests: oops\n", `.slipway.yml: line 3: tests must be a list of tests, not the string "oops"`},
+		{"ListIsMap", "services: {db: postgres}\n", `.slipway.yml: line 1: services must be a list of services, not a map`},
+		{"StringListIsString", "platforms: linux/amd64\n", `.slipway.yml: line 1: platforms must be a list of strings, not the string "linux/amd64"`},
+		{"ListItemIsString", "tests: [oops]\n", `.slipway.yml: line 1: tests[0] must be a map of fields, not the string "oops"`},
+		{"MapIsList", "build_args: [VERSION=1]\n", `.slipway.yml: line 1: build_args must be a map of names to strings, not a list`},
+		{"NestedMapIsList", "tests:\n  - name: x\n    run: 'true'\n    env: [A=b]\n",
+			`.slipway.yml: line 4: tests[0].env must be a map of names to strings, not a list`},
+		{"ScalarIsList", "target: [a, b]\n", `.slipway.yml: line 1: target must be a string, not a list`},
+		{"DurationIsWord", "timeout: soon\n", `.slipway.yml: line 1: timeout must be a duration such as 30m, not the string "soon"`},
+		{"NestedDurationIsWord", "tests:\n  - {name: x, run: 'true', timeout: soon}\n",
+			`.slipway.yml: line 2: tests[0].timeout must be a duration such as 30m, not the string "soon"`},
+		{"BoolIsWord", "submodules: maybe\n", `.slipway.yml: line 1: submodules must be true or false, not the string "maybe"`},
+		{"NestedBoolIsNumber", "release: {enabled: 3}\n", `.slipway.yml: line 1: release.enabled must be true or false, not the number 3`},
+		{"PortIsWord", "services:\n  - name: db\n    image: app\n    ports: [pg]\n",
+			`.slipway.yml: line 4: services[0].ports[0] must be a whole number, not the string "pg"`},
+		{"StructIsString", "integration: https://ci.example.com/hook\n",
+			`.slipway.yml: line 1: integration must be a map of fields, not the string "https://ci.example.com/hook"`},
+		{"FileIsString", "hello\n", `.slipway.yml: line 1: the file must be a map of fields, not the string "hello"`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := ParseRepoConfig([]byte(tt.yaml))
+			require.ErrorContains(t, err, tt.wantErr)
+			require.NotContains(t, err.Error(), "worker.", "no Go type")
+			require.NotContains(t, err.Error(), "unmarshal", "no decoder wording")
+			require.NotContains(t, err.Error(), "!!", "no YAML tag")
+		})
+	}
+
+	t.Run("AnchorsAndMergesStillWork", func(t *testing.T) {
+		t.Parallel()
+		c, err := ParseRepoConfig([]byte("tests:\n  - &base {name: a, run: 'true', timeout: 1m}\n  - <<: *base\n    name: b\n"))
+		require.NoError(t, err)
+		require.Equal(t, "b", c.Tests[1].Name)
+		require.Equal(t, time.Minute, c.Tests[1].Timeout)
+	})
+}
+
+func TestEditDistance(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		a, b string
+		want int
+	}{{"", "", 0}, {"plaforms", "platforms", 1}, {"timout", "timeout", 1}, {"tset", "test", 2}, {"", "abc", 3}, {"kitten", "sitting", 3}} {
+		require.Equal(t, tt.want, editDistance(tt.a, tt.b), "%s/%s", tt.a, tt.b)
+	}
+}
+
+func TestDecodeErrorDropsGoTypes(t *testing.T) {
+	t.Parallel()
+	err := &yaml.TypeError{Errors: []string{"line 3: cannot unmarshal !!str `oops` into []worker.TestSpec", "line 4: other"}}
+	require.Equal(t, "line 3: `oops` is not a valid value here", decodeError(err))
+	require.Equal(t, "line 1: did not find expected node content", decodeError(errors.New("yaml: line 1: did not find expected node content")))
 }

@@ -2,10 +2,8 @@ package worker
 
 import (
 	"fmt"
-	"reflect"
 	"regexp"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -71,38 +69,6 @@ func (s *ServiceSpec) UnmarshalYAML(n *yaml.Node) error {
 	}
 	*s = ServiceSpec(p)
 	s.line = n.Line
-	if err := knownFields(n, ServiceSpec{}); err != nil {
-		return err
-	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if n.Content[i].Value == "readiness" {
-			return knownFields(n.Content[i+1], ReadinessSpec{})
-		}
-	}
-	return nil
-}
-
-// knownFields refuses a key of the mapping n that is no yaml field of v's
-// struct type. Decoding through a node (as the UnmarshalYAML methods do)
-// does not apply the decoder's KnownFields.
-func knownFields(n *yaml.Node, v any) error {
-	if n.Kind != yaml.MappingNode {
-		return nil
-	}
-	t := reflect.TypeOf(v)
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		key := n.Content[i]
-		found := false
-		for f := range t.Fields() {
-			if tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ","); tag == key.Value {
-				found = true
-				break
-			}
-		}
-		if !found {
-			return fmt.Errorf("line %d: field %s not found in %s", key.Line, key.Value, strings.ToLower(strings.TrimSuffix(t.Name(), "Spec")))
-		}
-	}
 	return nil
 }
 

@@ -71,9 +71,9 @@ func TestParseRepoConfigServices(t *testing.T) {
 		{"port and run", "readiness: {port: 1883, timeout: 20s}", "readiness: {port: 1883, run: true}", "readiness: give a port or run, not both"},
 		{"neither", "readiness: {port: 1883, timeout: 20s}", "readiness: {timeout: 20s}", "readiness: give a port"},
 		{"long timeout", "timeout: 20s}", "timeout: 11m}", "readiness: timeout 11m0s is not between 1s and 10m0s"},
-		{"unknown field", "ports: [1883]", "ports: [1883]\n    port: 1", "line 15: field port not found in service"},
-		{"unknown readiness field", "timeout: 20s}", "timeout: 20s, tcp: 1}", "field tcp not found in readiness"},
-		{"unknown test field", "target: test", "target: test\n    service: [mqtt]", "line 6: field service not found in test"},
+		{"unknown field", "ports: [1883]", "ports: [1883]\n    port: 1", `line 15: services[0]: unknown field "port" (did you mean "ports"?`},
+		{"unknown readiness field", "timeout: 20s}", "timeout: 20s, tcp: 1}", `line 15: services[0].readiness: unknown field "tcp" (fields here: port, run, timeout)`},
+		{"unknown test field", "target: test", "target: test\n    service: [mqtt]", `line 6: tests[0]: unknown field "service" (did you mean "services"?`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			y := strings.Replace(servicesYAML, tc.from, tc.to, 1)
