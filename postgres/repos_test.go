@@ -133,18 +133,7 @@ func TestStatusOutbox(t *testing.T) {
 	b := setup(t)
 	res, err := b.builds.EnqueueTrigger(ctx, newTrigger(triggerOpts{Delivery: "d-1"}), "registry.test/acme/app")
 	require.NoError(t, err)
-	states := func() []string {
-		rows, err := b.db.Pool().Query(ctx, `SELECT state FROM forge_statuses WHERE build_id = $1 ORDER BY id`, res.Build.ID)
-		require.NoError(t, err)
-		var out []string
-		for rows.Next() {
-			var s string
-			require.NoError(t, rows.Scan(&s))
-			out = append(out, s)
-		}
-		require.NoError(t, rows.Err())
-		return out
-	}
+	states := func() []string { return outboxStates(t, b, res.Build.ID) }
 	require.Equal(t, []string{"queued"}, states())
 	jobs, err := b.jobs.JobClaim(ctx, "w1", 1)
 	require.NoError(t, err)
