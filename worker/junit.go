@@ -160,5 +160,35 @@ func (w *Worker) storeReport(ctx context.Context, build *slipway.Build, t TestSp
 	}
 	sink.Add(platform, step, fmt.Sprintf("JUnit report %s: %d test cases, %d passed, %d failed, %d errors, %d skipped",
 		t.JUnit, len(cases), counts.Passed, counts.Failed, counts.Errors, counts.Skipped))
+	logFailedCases(sink, platform, step, cases, counts.Failed+counts.Errors)
 	return &counts
+}
+
+// maxLoggedCases bounds the failed cases storeReport names in the log; the
+// build page and GET /api/v1/builds/{id}/test-cases have all of them.
+const maxLoggedCases = 20
+
+// logFailedCases names each failed or erroring case of a report in the log,
+// with the first line of its message, so a reader of the log sees what
+// failed, not only how many.
+func logFailedCases(sink *logSink, platform, step string, cases []slipway.TestCase, failed int) {
+	n := 0
+	for _, c := range cases {
+		if c.Status != slipway.CaseFailed && c.Status != slipway.CaseError {
+			continue
+		}
+		if n++; n > maxLoggedCases {
+			sink.Add(platform, step, fmt.Sprintf("  … and %d more: see the build page's test cases", failed-maxLoggedCases))
+			return
+		}
+		name := c.Name
+		if c.Classname != "" {
+			name = c.Classname + "." + c.Name
+		}
+		line := fmt.Sprintf("  %s: %s", c.Status, name)
+		if msg := slipway.OneLine(c.Message); msg != "" {
+			line += ": " + slipway.Truncate(msg, 200)
+		}
+		sink.Add(platform, step, line)
+	}
 }

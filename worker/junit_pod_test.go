@@ -103,6 +103,7 @@ tests:
 	all := readLog()
 	require.Contains(t, all, "test:pytest wrote the report")
 	require.Contains(t, all, "test:pytest JUnit report /reports/junit.xml: 3 test cases, 1 passed, 1 failed, 0 errors, 1 skipped")
+	require.Contains(t, all, "test:pytest   failed: tests.test_mqtt.test_subscribe: assert 1 == 2", "the log names the failed case")
 	require.Contains(t, all, "test:no-report No JUnit report: report /reports/none.xml does not exist in the runner")
 	require.Contains(t, all, "test:bad-report The JUnit report /tmp/junit.xml was not read: not a JUnit report: the root element is <html>")
 	left, err := rt.List(ctx, map[string]string{pod.LabelBuild: strconv.FormatInt(build.ID, 10)})
