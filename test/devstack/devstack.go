@@ -67,7 +67,6 @@ type Env struct {
 	BuildkitAddr    string // SLIPWAY_BUILDKIT_ADDR and BUILDKIT_HOST: unix:///…/buildkitd.sock
 	Registry        string // SLIPWAY_REGISTRY and TEST_REGISTRY: 127.0.0.1:PORT, plain HTTP
 	BusyboxDebs     string // SLIPWAY_BUSYBOX_DEBS: CacheDir/debs
-	WebhookCorpus   string // SLIPWAY_WEBHOOK_CORPUS, when ../shared/fixtures/webhooks exists
 	State           string // SLIPWAY_SERVICES_STATE
 }
 
@@ -84,9 +83,6 @@ func (e Env) File() string {
 	line("SLIPWAY_REGISTRY", e.Registry)
 	line("TEST_REGISTRY", e.Registry)
 	line("SLIPWAY_BUSYBOX_DEBS", e.BusyboxDebs)
-	if e.WebhookCorpus != "" {
-		line("SLIPWAY_WEBHOOK_CORPUS", e.WebhookCorpus)
-	}
 	line("SLIPWAY_SERVICES_STATE", e.State)
 	return b.String()
 }
@@ -219,11 +215,6 @@ func Start(ctx context.Context, o Options) (env Env, err error) {
 		Registry:        registry,
 		BusyboxDebs:     filepath.Join(s.cacheDir(), "debs"),
 		State:           s.state,
-	}
-	// The third-party webhook corpus, when it is beside the repository, only
-	// feeds the server's conformance tests; nothing needs it.
-	if corpus := filepath.Join(filepath.Dir(o.Root), "shared", "fixtures", "webhooks"); isDir(corpus) {
-		env.WebhookCorpus = corpus
 	}
 	tmp := filepath.Join(s.state, "env.tmp")
 	if err := os.WriteFile(tmp, []byte(env.File()), 0o644); err != nil {

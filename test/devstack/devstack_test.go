@@ -95,9 +95,6 @@ func TestEnvFile(t *testing.T) {
 	} {
 		require.Contains(t, f, line+"\n")
 	}
-	require.NotContains(t, f, "SLIPWAY_WEBHOOK_CORPUS", "no corpus, no variable")
-	e.WebhookCorpus = "/w"
-	require.Contains(t, e.File(), "export SLIPWAY_WEBHOOK_CORPUS='/w'\n")
 }
 
 func TestPickPort(t *testing.T) {
