@@ -191,27 +191,11 @@ func runLogs(ctx context.Context, args []string, getenv func(string) string, std
 	path := fmt.Sprintf("/api/v1/builds/%d/logs", id)
 	if !*follow {
 		return c.stream(ctx, path, "text/plain", func(body io.Reader) error {
-			// The last line gets its newline, so a message on stderr after
-			// it starts a line of its own.
-			var last [1]byte
-			n, err := io.Copy(stdout, io.TeeReader(body, lastByte{&last}))
-			if err == nil && n > 0 && last[0] != '\n' {
-				_, err = io.WriteString(stdout, "\n")
-			}
+			_, err := io.Copy(stdout, body)
 			return err
 		})
 	}
 	return followLog(ctx, c, id, stdout)
-}
-
-// lastByte is a Writer that keeps the last byte written to it.
-type lastByte struct{ b *[1]byte }
-
-func (l lastByte) Write(p []byte) (int, error) {
-	if len(p) > 0 {
-		l.b[0] = p[len(p)-1]
-	}
-	return len(p), nil
 }
 
 // followLog reads the build's Server-Sent Events stream, printing each line
