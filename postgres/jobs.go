@@ -556,8 +556,9 @@ func (q *JobQueue) JobRescueStuck(ctx context.Context, staleAfter time.Duration,
 // when its repository supersedes. Only the same ref is touched, so a tag, another
 // branch or the default branch is never superseded by a different ref. Queued
 // builds end canceled here; running ones get cancel_reason, which their worker
-// learns by NOTIFY or heartbeat. The older job rows are locked in id order (as
-// every other writer locks one job, then its build). One statement, one round
+// learns by NOTIFY or heartbeat. The older job rows are locked oldest build
+// first (as CancelRefBuilds does; every other writer locks one job, then its
+// build). One statement, one round
 // trip: webhook intake is bound by round trips to the database.
 // sqlJobInsert queues the job of the build EnqueueTrigger's batch just
 // inserted (newBuildID): claimable at once, or never until approved for a
@@ -591,6 +592,12 @@ WITH nb AS (
     -- keeps "id <" from making builds_repo_id look as good to a plan cached
     -- while the tables were small (a fresh installation, the benchmark). An
     -- API build not resolved yet may name the branch by its short name.
+    -- Each older build's job is then looked up by its build_id (one job per
+    -- build): LIMIT 1 keeps that lookup a subquery of its own, so no plan
+    -- can turn it into a scan of every active job of the queue (a plain
+    -- join did, in a plan cached while the queue was short, and intake
+    -- slowed with every job waiting). The jobs are locked oldest build
+    -- first, the order CancelRefBuilds locks them in.
     SELECT j.id, j.build_id, j.state FROM newer
     CROSS JOIN LATERAL (
         SELECT b.id FROM builds b
@@ -600,10 +607,13 @@ WITH nb AS (
         SELECT b.id FROM builds b
         WHERE b.repo_id = newer.repo_id AND b.ref = newer.short AND b.id + 0 < newer.id
           AND b.state IN ('queued', 'running', 'testing') AND b.commit_sha = ''
+        ORDER BY 1
     ) b
-    JOIN jobs j ON j.build_id = b.id
-    WHERE j.state IN ('available', 'running') AND j.cancel_reason IS NULL
-    ORDER BY j.id
+    CROSS JOIN LATERAL (
+        SELECT j.id, j.build_id, j.state FROM jobs j
+        WHERE j.build_id = b.id AND j.state IN ('available', 'running') AND j.cancel_reason IS NULL
+        LIMIT 1
+    ) j
     FOR UPDATE OF j
 ), stopped AS (
     UPDATE jobs j

@@ -1,0 +1,4 @@
+package postgres
+
+// SQLJobInsert is sqlJobInsert, for the plan test.
+var SQLJobInsert = sqlJobInsert

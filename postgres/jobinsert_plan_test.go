@@ -1,0 +1,63 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/slipway-ci/slipway/postgres"
+)
+
+// TestJobInsertPlanLooksUpJobsByBuild: the supersede step of webhook intake
+// (sqlJobInsert) finds the older builds of the new build's ref, then each
+// one's job by its build_id. The plan of a plain join, made while the queue
+// was short and kept by the prepared statement, scanned every active job of
+// the queue instead (jobs_repo_active), so each delivery got slower with
+// every build waiting: slipbench's 6,000 deliveries ran at about 500 a
+// second, and at about 1,450 with the lookup per build.
+func TestJobInsertPlanLooksUpJobsByBuild(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	for i := range 3 {
+		b.enqueue(t, "app", fmt.Sprintf("refs/heads/b%d", i))
+	}
+
+	// The generic plan is made while the queue is short, as on a fresh
+	// installation, and kept (a prepared statement keeps it until the
+	// tables are analyzed again) while 2,000 deliveries of other branches
+	// wait.
+	conn, err := b.db.Pool().Acquire(ctx)
+	require.NoError(t, err)
+	defer conn.Release()
+	for _, q := range []string{"SET plan_cache_mode = force_generic_plan",
+		"PREPARE job_insert (text, text) AS " + postgres.SQLJobInsert,
+		"EXPLAIN EXECUTE job_insert ('a', 'b')"} {
+		_, err = conn.Exec(ctx, q)
+		require.NoError(t, err, q)
+	}
+	defer conn.Exec(ctx, "DEALLOCATE job_insert; RESET plan_cache_mode") //nolint:errcheck
+	b.exec(t, `INSERT INTO builds (repo_id, ref, commit_sha, clone_url, image)
+SELECT repo_id, 'refs/heads/burst' || i, commit_sha, clone_url, image FROM builds, generate_series(1, 700) i`)
+	b.exec(t, `INSERT INTO jobs (build_id, repo_id) SELECT b.id, b.repo_id FROM builds b WHERE NOT EXISTS (SELECT FROM jobs j WHERE j.build_id = b.id)`)
+
+	rows, err := conn.Query(ctx, "EXPLAIN EXECUTE job_insert ('a', 'b')")
+	require.NoError(t, err)
+	var plan []string
+	for rows.Next() {
+		var line string
+		require.NoError(t, rows.Scan(&line))
+		plan = append(plan, line)
+	}
+	require.NoError(t, rows.Err())
+	text := strings.Join(plan, "\n")
+	older, _, ok := strings.Cut(text, "CTE stopped")
+	require.True(t, ok, text)
+	_, older, ok = strings.Cut(older, "CTE older")
+	require.True(t, ok, text)
+	require.NotContains(t, older, "jobs_repo_active", "the plan scans the active jobs:\n%s", text)
+	require.Regexp(t, `(?s)Subquery Scan on j\b.*Limit.*on jobs`, older, "each older build's job is a lookup of its own:\n%s", text)
+}
