@@ -58,8 +58,9 @@ func handleWebhook(cfg Config, budget *bodyBudget, hook forge.Hook, repos slipwa
 
 		secret, secretSetting := hook.WebhookSecret()
 		repo := (*slipway.Repo)(nil)
-		if owner, name, ok := hook.Locate(payload); ok && payloadErr == nil && repos != nil {
-			found, own, err := repos.FindRepoWebhookSecret(r.Context(), hook.Name(), owner, name)
+		locOwner, locName, located := hook.Locate(payload)
+		if located && payloadErr == nil && repos != nil {
+			found, own, err := repos.FindRepoWebhookSecret(r.Context(), hook.Name(), locOwner, locName)
 			if err != nil {
 				writeError(w, r, err)
 				return
@@ -93,6 +94,10 @@ func handleWebhook(cfg Config, budget *bodyBudget, hook forge.Hook, repos slipwa
 		}
 		ev, err := hook.Parse(event, delivery, payload)
 		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		if err := sameRepository(ev, located, locOwner, locName); err != nil {
 			writeError(w, r, err)
 			return
 		}
@@ -174,6 +179,31 @@ func handleWebhook(cfg Config, budget *bodyBudget, hook forge.Hook, repos slipwa
 		w.Header().Set("Location", u)
 		writeJSON(w, r, http.StatusAccepted, accepted{BuildID: id, URL: u, Duplicate: !res.Created})
 	}
+}
+
+// sameRepository refuses an event about another repository than the one
+// Locate found in the same payload: the signature was checked with the
+// located repository's secret, so only that repository's builds may be queued
+// or canceled by it. Names compare as the forges do, ignoring case. The
+// forges' Locate and Parse read the same field with the same decoder, so
+// this holds for every payload today; it is checked here so that no change of
+// either can let one repository's secret sign for another.
+func sameRepository(ev forge.Event, located bool, owner, name string) error {
+	var evOwner, evName string
+	switch {
+	case ev.Trigger != nil:
+		evOwner, evName = ev.Trigger.Owner, ev.Trigger.Name
+	case ev.Cancel != nil:
+		evOwner, evName = ev.Cancel.Owner, ev.Cancel.Name
+	default:
+		return nil
+	}
+	if !located || !strings.EqualFold(owner, evOwner) || !strings.EqualFold(name, evName) {
+		return slipway.Errorf(slipway.EINVALID,
+			"The payload names two repositories (%s/%s where its signature was checked, %s/%s in the event); it is refused.",
+			shortQuote(owner), shortQuote(name), shortQuote(evOwner), shortQuote(evName))
+	}
+	return nil
 }
 
 // cancelPullRequest answers a closed pull request: its builds still on their

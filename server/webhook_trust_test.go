@@ -1,8 +1,10 @@
 package server
 
 import (
+	"bytes"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/slipway-ci/slipway"
+	"github.com/slipway-ci/slipway/forge"
 )
 
 // TestForkTrustedAssociation: a fork's pull request (mallory's fixture) runs
@@ -160,4 +163,55 @@ func TestForkTrustedAssociation(t *testing.T) {
 		require.Equal(t, http.StatusOK, resp.StatusCode, out["_raw"])
 		require.Equal(t, []any{}, out["trusted_associations"], "a refused setting changed nothing")
 	})
+}
+
+// lyingLocate is GitHub, except that Locate names another repository than
+// the payload's, as a forge whose Locate and Parse read different fields
+// would.
+type lyingLocate struct {
+	*forge.GitHub
+	owner, name string
+}
+
+func (l lyingLocate) Locate([]byte) (string, string, bool) { return l.owner, l.name, true }
+
+// TestWebhookOneRepositoryPerPayload: a delivery signed with one
+// repository's own secret cannot queue or cancel builds of another, even when
+// the hook locates a different repository than the event it parses: it is
+// refused with 400 naming both, and nothing is written.
+func TestWebhookOneRepositoryPerPayload(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	for _, body := range []string{
+		`{"forge": "github", "owner": "mallory", "name": "tools", "webhook_secret": "mallory-own-secret"}`,
+		`{"forge": "github", "owner": "acme", "name": "app"}`,
+	} {
+		resp, out := b.send(t, http.MethodPost, "/api/v1/repos", body)
+		require.Equal(t, http.StatusCreated, resp.StatusCode, out["_raw"])
+	}
+	cfg := Config{GitHubWebhookSecret: testSecret, Registry: testRegistry, PublicURL: testPublic}.withDefaults()
+	hook := lyingLocate{GitHub: &forge.GitHub{Webhook: forge.Webhook{Secret: testSecret}}, owner: "mallory", name: "tools"}
+	handler := handleWebhook(cfg, newBodyBudget(cfg), hook, b.repos, b.builds)
+
+	for _, c := range []struct{ event, fixture string }{
+		{"push", "push-branch.json"},
+		{"pull_request", "pull_request-closed.json"},
+	} {
+		t.Run(c.event, func(t *testing.T) {
+			body := readFixture(t, c.fixture)
+			req := httptest.NewRequest(http.MethodPost, "/webhooks/github", bytes.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("X-GitHub-Event", c.event)
+			req.Header.Set("X-GitHub-Delivery", "lying-"+c.event)
+			req.Header.Set("X-Hub-Signature-256", signGitHub("mallory-own-secret", body))
+			rec := httptest.NewRecorder()
+			handler(rec, req)
+			require.Equal(t, http.StatusBadRequest, rec.Code, rec.Body.String())
+			require.Contains(t, rec.Body.String(), "names two repositories")
+			require.Contains(t, rec.Body.String(), "mallory/tools")
+		})
+	}
+	var n int
+	require.NoError(t, b.db.Pool().QueryRow(t.Context(), "SELECT count(*) FROM builds").Scan(&n))
+	require.Zero(t, n, "no build was queued")
 }
