@@ -17,7 +17,9 @@ import (
 // was short and kept by the prepared statement, scanned every active job of
 // the queue instead (jobs_repo_active), so each delivery got slower with
 // every build waiting: slipbench's 6,000 deliveries ran at about 500 a
-// second, and at about 1,450 with the lookup per build.
+// second, and at about 1,450 with the lookup per build. Nor may the older
+// builds be found by a scan of the repository's history (builds_repo_id),
+// as the lookup by a branch's short name was.
 func TestJobInsertPlanLooksUpJobsByBuild(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -29,7 +31,7 @@ func TestJobInsertPlanLooksUpJobsByBuild(t *testing.T) {
 	// The generic plan is made while the queue is short, as on a fresh
 	// installation, and kept (a prepared statement keeps it until the
 	// tables are analyzed again) while 2,000 deliveries of other branches
-	// wait.
+	// wait, and the repository's finished builds of main grow.
 	conn, err := b.db.Pool().Acquire(ctx)
 	require.NoError(t, err)
 	defer conn.Release()
@@ -43,6 +45,8 @@ func TestJobInsertPlanLooksUpJobsByBuild(t *testing.T) {
 	b.exec(t, `INSERT INTO builds (repo_id, ref, commit_sha, clone_url, image)
 SELECT repo_id, 'refs/heads/burst' || i, commit_sha, clone_url, image FROM builds, generate_series(1, 700) i`)
 	b.exec(t, `INSERT INTO jobs (build_id, repo_id) SELECT b.id, b.repo_id FROM builds b WHERE NOT EXISTS (SELECT FROM jobs j WHERE j.build_id = b.id)`)
+	b.exec(t, `INSERT INTO builds (repo_id, ref, commit_sha, clone_url, image, state, finished_at)
+SELECT repo_id, 'refs/heads/main', commit_sha, clone_url, image, 'succeeded', now() FROM builds, generate_series(1, 3) i`)
 
 	rows, err := conn.Query(ctx, "EXPLAIN EXECUTE job_insert ('a', 'b')")
 	require.NoError(t, err)
@@ -58,6 +62,7 @@ SELECT repo_id, 'refs/heads/burst' || i, commit_sha, clone_url, image FROM build
 	require.True(t, ok, text)
 	_, older, ok = strings.Cut(older, "CTE older")
 	require.True(t, ok, text)
+	require.NotContains(t, older, "builds_repo_id", "the plan scans the repository's history:\n%s", text)
 	require.NotContains(t, older, "jobs_repo_active", "the plan scans the active jobs:\n%s", text)
 	require.Regexp(t, `(?s)Subquery Scan on j\b.*Limit.*on jobs`, older, "each older build's job is a lookup of its own:\n%s", text)
 }

@@ -587,27 +587,25 @@ WITH nb AS (
       AND (b.ref LIKE 'refs/heads/%' OR b.ref LIKE 'refs/pull/%' OR b.ref LIKE 'refs/merge-requests/%')
 ), older AS (
     -- The older builds are looked up per new build by repository and ref,
-    -- each ref by equality, so the scan is of builds_active_ref (the ref's
-    -- active builds), never of every build the repository ever had. "+ 0"
-    -- keeps "id <" from making builds_repo_id look as good to a plan cached
-    -- while the tables were small (a fresh installation, the benchmark). An
-    -- API build not resolved yet may name the branch by its short name.
-    -- Each older build's job is then looked up by its build_id (one job per
-    -- build): LIMIT 1 keeps that lookup a subquery of its own, so no plan
-    -- can turn it into a scan of every active job of the queue (a plain
-    -- join did, in a plan cached while the queue was short, and intake
-    -- slowed with every job waiting). The jobs are locked oldest build
-    -- first, the order CancelRefBuilds locks them in.
+    -- each by equality, so the scan is of builds_active_ref (the ref's
+    -- active builds), never of every build the repository ever had. An API
+    -- build not resolved yet may name the branch by its short name: both
+    -- names go in one "= ANY" of that index (a second lookup by the short
+    -- name alone was planned as a scan of builds_repo_id, the repository's
+    -- whole history). "+ 0" keeps "id <" from making builds_repo_id look as
+    -- good to a plan cached while the tables were small (a fresh
+    -- installation, the benchmark). Each older build's job is then looked up
+    -- by its build_id (one job per build): LIMIT 1 keeps that lookup a
+    -- subquery of its own, so no plan can turn it into a scan of every active
+    -- job of the queue (a plain join did, in a plan cached while the queue
+    -- was short, and intake slowed with every job waiting). The index gives
+    -- a ref's builds oldest first, so their jobs are locked in the order
+    -- CancelRefBuilds locks them in.
     SELECT j.id, j.build_id, j.state FROM newer
     CROSS JOIN LATERAL (
         SELECT b.id FROM builds b
-        WHERE b.repo_id = newer.repo_id AND b.ref = newer.ref AND b.id + 0 < newer.id
-          AND b.state IN ('queued', 'running', 'testing')
-        UNION ALL
-        SELECT b.id FROM builds b
-        WHERE b.repo_id = newer.repo_id AND b.ref = newer.short AND b.id + 0 < newer.id
-          AND b.state IN ('queued', 'running', 'testing') AND b.commit_sha = ''
-        ORDER BY 1
+        WHERE b.repo_id = newer.repo_id AND b.ref = ANY (ARRAY[newer.ref, newer.short]) AND b.id + 0 < newer.id
+          AND b.state IN ('queued', 'running', 'testing') AND (b.ref = newer.ref OR b.commit_sha = '')
     ) b
     CROSS JOIN LATERAL (
         SELECT j.id, j.build_id, j.state FROM jobs j
