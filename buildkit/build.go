@@ -123,9 +123,10 @@ func (s *BuildSpec) validate() error {
 // spec.Secrets travel only over the session, for RUN --mount=type=secret.
 //
 // Progress goes to log: each step's name when it starts (BuildKit names steps
-// of multi-platform builds like "[linux/arm64 2/2] RUN uname -m > /arch", and
-// log gets that platform), the output of RUN steps line by line, warnings, and
-// the error of a failed step.
+// of multi-platform builds like "[linux/arm64 2/2] RUN uname -m > /arch": log
+// gets that platform, and the name without it, "[2/2] RUN uname -m > /arch"),
+// the output of RUN steps line by line, warnings, and the error of a failed
+// step.
 //
 // A failed build returns an error whose message is BuildKit's, on one line,
 // such as `process "/bin/sh -c exit 3" did not complete successfully: exit

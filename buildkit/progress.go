@@ -15,6 +15,19 @@ import (
 // such as "[2/3]" is not taken for a platform.
 var platformPrefix = regexp.MustCompile(`^\[([a-z][a-z0-9]*/[a-z0-9_]+(?:/[a-z0-9]+)?)[ \]]`)
 
+// withoutPlatform is a vertex name without its platform, which each log line
+// carries already: "[linux/arm64 2/2] RUN …" is "[2/2] RUN …", "[linux/amd64
+// internal] load …" is "[internal] load …" and "[linux/arm64] sh -c …" is
+// "sh -c …", as BuildKit names the vertices of a one-platform build.
+// platform is what platformPrefix matched at the start of name.
+func withoutPlatform(name, platform string) string {
+	rest := name[len("[")+len(platform):]
+	if after, ok := strings.CutPrefix(rest, "]"); ok {
+		return strings.TrimLeft(after, " ")
+	}
+	return "[" + strings.TrimPrefix(rest, " ")
+}
+
 // progress turns BuildKit's status stream into plain lines for a LogFunc:
 // vertex names when they start, the output of RUN steps, warnings and errors.
 // It is used by one goroutine.
@@ -79,6 +92,7 @@ func (p *progress) update(st *client.SolveStatus) {
 			v.name = sv.Name
 			if m := platformPrefix.FindStringSubmatch(sv.Name); m != nil {
 				v.platform = m[1]
+				v.name = withoutPlatform(sv.Name, m[1])
 			}
 		}
 		if sv.Started != nil && !v.started {

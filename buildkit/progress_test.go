@@ -12,21 +12,21 @@ import (
 func TestPlatformPrefix(t *testing.T) {
 	t.Parallel()
 
-	for name, want := range map[string]string{
-		"[linux/arm64 2/2] RUN uname -m > /arch":       "linux/arm64",
-		"[linux/amd64 internal] load metadata for x":   "linux/amd64",
-		"[linux/arm/v7 1/3] FROM busybox":              "linux/arm/v7",
-		"[linux/arm64] sh -c true":                     "linux/arm64",
-		"[2/2] RUN uname -m > /arch":                   "",
-		"[internal] load build definition from Docker": "",
-		"[stage-1 3/4] COPY --from=build /x /y":        "",
-		"exporting to image":                           "",
+	for name, want := range map[string][2]string{
+		"[linux/arm64 2/2] RUN uname -m > /arch":       {"linux/arm64", "[2/2] RUN uname -m > /arch"},
+		"[linux/amd64 internal] load metadata for x":   {"linux/amd64", "[internal] load metadata for x"},
+		"[linux/arm/v7 1/3] FROM busybox":              {"linux/arm/v7", "[1/3] FROM busybox"},
+		"[linux/arm64] sh -c true":                     {"linux/arm64", "sh -c true"},
+		"[2/2] RUN uname -m > /arch":                   {"", ""},
+		"[internal] load build definition from Docker": {"", ""},
+		"[stage-1 3/4] COPY --from=build /x /y":        {"", ""},
+		"exporting to image":                           {"", ""},
 	} {
-		var got string
+		var got, rest string
 		if m := platformPrefix.FindStringSubmatch(name); m != nil {
-			got = m[1]
+			got, rest = m[1], withoutPlatform(name, m[1])
 		}
-		require.Equal(t, want, got, name)
+		require.Equal(t, want, [2]string{got, rest}, name)
 	}
 }
 
@@ -67,8 +67,8 @@ func TestProgress(t *testing.T) {
 	newProgress(func(p, s string) { got = append(got, line{p, s}) }, "").consume(ch)
 
 	require.Equal(t, []line{
-		{"linux/arm64", "CACHED [linux/arm64 1/2] FROM busybox"},
-		{"linux/arm64", "[linux/arm64 2/2] RUN make"},
+		{"linux/arm64", "CACHED [1/2] FROM busybox"},
+		{"linux/arm64", "[2/2] RUN make"},
 		{"linux/arm64", "warn: x"},
 		{"linux/arm64", "compiling and b"},
 		{"linux/arm64", "linking"},
@@ -77,7 +77,7 @@ func TestProgress(t *testing.T) {
 		{"", "importing cache manifest from registry:5000/acme/app:buildcache"},
 		{"", "ERROR importing cache manifest from registry:5000/acme/app:buildcache: unexpected status: 401 Unauthorized"},
 		{"linux/arm64", "no newline"},
-		{"linux/arm64", "ERROR [linux/arm64 2/2] RUN make: process \"/bin/sh -c make\" did not complete successfully: exit code: 2"},
+		{"linux/arm64", "ERROR [2/2] RUN make: process \"/bin/sh -c make\" did not complete successfully: exit code: 2"},
 	}, got)
 }
 
