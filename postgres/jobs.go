@@ -558,8 +558,7 @@ func (q *JobQueue) JobRescueStuck(ctx context.Context, staleAfter time.Duration,
 // builds end canceled here; running ones get cancel_reason, which their worker
 // learns by NOTIFY or heartbeat. The older job rows are locked oldest build
 // first (as CancelRefBuilds does; every other writer locks one job, then its
-// build). One statement, one round
-// trip: webhook intake is bound by round trips to the database.
+// build). One statement, one round trip.
 // sqlJobInsert queues the job of the build EnqueueTrigger's batch just
 // inserted (newBuildID): claimable at once, or never until approved for a
 // build whose approval is pending. When the repository supersedes, older
