@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/slipway-ci/slipway/postgres"
@@ -50,13 +51,8 @@ SELECT repo_id, 'refs/heads/main', commit_sha, clone_url, image, 'succeeded', no
 
 	rows, err := conn.Query(ctx, "EXPLAIN EXECUTE job_insert ('a', 'b')")
 	require.NoError(t, err)
-	var plan []string
-	for rows.Next() {
-		var line string
-		require.NoError(t, rows.Scan(&line))
-		plan = append(plan, line)
-	}
-	require.NoError(t, rows.Err())
+	plan, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
 	text := strings.Join(plan, "\n")
 	older, _, ok := strings.Cut(text, "CTE stopped")
 	require.True(t, ok, text)

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/slipway-ci/slipway"
@@ -114,13 +115,8 @@ func outboxStates(t *testing.T, b *testBundle, id int64) []string {
 	t.Helper()
 	rows, err := b.db.Pool().Query(context.Background(), `SELECT state FROM forge_statuses WHERE build_id = $1 ORDER BY id`, id)
 	require.NoError(t, err)
-	var out []string
-	for rows.Next() {
-		var s string
-		require.NoError(t, rows.Scan(&s))
-		out = append(out, s)
-	}
-	require.NoError(t, rows.Err())
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
 	return out
 }
 
