@@ -167,8 +167,12 @@ func (s *BuildService) EnqueueTrigger(ctx context.Context, t slipway.Trigger, im
 // newBuildID is the id of the build the batch of EnqueueTrigger inserted:
 // the session's last value of the builds' identity sequence. A scalar
 // subquery, so PostgreSQL evaluates currval (volatile) once and can use the
-// primary key, instead of once per row of a scan.
-const newBuildID = `(SELECT currval(pg_get_serial_sequence('builds', 'id')))`
+// primary key, instead of once per row of a scan. The sequence is named
+// (builds_id_seq, PostgreSQL's name for the identity column builds.id, which
+// TestMigrate checks) and resolved once, when the statement is prepared:
+// pg_get_serial_sequence looked it up in the catalog on every call, four
+// times a delivery.
+const newBuildID = `(SELECT currval('builds_id_seq'::regclass))`
 
 const (
 	// EnqueueTrigger: registers the repository on first sight. A registered
@@ -210,9 +214,9 @@ SELECT pg_advisory_xact_lock(` + advisoryEnqueue + `, hashtext($1))`
 INSERT INTO builds (repo_id, ref, commit_sha, message, sender, delivery_id, clone_url, image, target_platforms,
     pull_request, pr_title, pr_author, pr_url, pr_fork, pr_base, verify_ref, pr_association, approval)
 SELECT r.id, $4, $5, $6, $7, $8, r.clone_url, r.image || $17, r.platforms,
-    $9, $10, $11, $12, $13, $14, $15, $16,
+    $9, $10, $11, $12, $13, $14, $15, $16::text,
     CASE WHEN NOT $13 THEN ''
-         WHEN $16 <> '' AND $16 = ANY (r.trusted_associations) THEN 'trusted'
+         WHEN $16::text <> '' AND $16::text = ANY (r.trusted_associations) THEN 'trusted'
          ELSE 'pending' END
 FROM repos r WHERE r.forge = $1 AND lower(r.owner) = lower($2) AND lower(r.name) = lower($3)`
 
@@ -223,10 +227,20 @@ FROM repos r WHERE r.forge = $1 AND lower(r.owner) = lower($2) AND lower(r.name)
 UPDATE repos SET default_branch = $2 WHERE id = $1 AND $2 <> '' AND default_branch <> $2`
 	sqlBuildInsertByID = sqlBuildInsert + ` AND r.id = $18`
 
-	// EnqueueTrigger: claims the delivery id; a second delivery of the same
-	// id fails here on the primary key and the batch rolls back.
-	sqlDeliveryInsert = `-- EnqueueTrigger
-INSERT INTO webhook_deliveries (forge, delivery_id, event, build_id) VALUES ($1, $2, $3, ` + newBuildID + `)`
+	// EnqueueTrigger of a delivery: the build and the claim of its delivery
+	// id ($8, with the event: $18, or $19 after the repository's id) in one
+	// statement. A second delivery of the same id fails on the primary key of
+	// webhook_deliveries, and the batch rolls back.
+	sqlBuildDeliveryInsert = `-- EnqueueTrigger
+WITH b AS (
+` + sqlBuildInsert + ` RETURNING id
+)
+INSERT INTO webhook_deliveries (forge, delivery_id, event, build_id) SELECT $1, $8, $18, id FROM b`
+	sqlBuildDeliveryInsertByID = `-- EnqueueTrigger
+WITH b AS (
+` + sqlBuildInsertByID + ` RETURNING id
+)
+INSERT INTO webhook_deliveries (forge, delivery_id, event, build_id) SELECT $1, $8, $19, id FROM b`
 
 	// EnqueueTrigger: wakes the workers on $1 (slipway_jobs) once the build
 	// is committed, in a transaction of its own that commits without waiting
@@ -272,13 +286,15 @@ func enqueueBatch(ctx context.Context, pool *pgxpool.Pool, t slipway.Trigger, im
 		batch.Queue(sqlRepoUpsert, t.Forge, t.Owner, t.Name, t.CloneURL, image, t.DefaultBranch)
 	}
 	batch.Queue(sqlRefLock, enqueueLockKey(t))
-	if t.RepoID != 0 {
+	switch {
+	case t.RepoID != 0 && t.DeliveryID != "":
+		batch.Queue(sqlBuildDeliveryInsertByID, append(args, t.RepoID, t.Event)...)
+	case t.RepoID != 0:
 		batch.Queue(sqlBuildInsertByID, append(args, t.RepoID)...)
-	} else {
+	case t.DeliveryID != "":
+		batch.Queue(sqlBuildDeliveryInsert, append(args, t.Event)...)
+	default:
 		batch.Queue(sqlBuildInsert, args...)
-	}
-	if t.DeliveryID != "" {
-		batch.Queue(sqlDeliveryInsert, t.Forge, t.DeliveryID, t.Event)
 	}
 	batch.Queue(sqlJobInsert, ChannelCancel, ChannelBuilds)
 	batch.Queue(sqlNewBuild)
@@ -304,10 +320,7 @@ func enqueueBatch(ctx context.Context, pool *pgxpool.Pool, t slipway.Trigger, im
 func sendEnqueueBatch(ctx context.Context, conn *pgx.Conn, batch *pgx.Batch, t slipway.Trigger) (*slipway.Build, error) {
 	br := conn.SendBatch(ctx, batch)
 	defer br.Close()
-	for _, what := range []string{"beginning", "registering repository", "locking ref", "inserting build", "recording delivery", "queueing job"} {
-		if what == "recording delivery" && t.DeliveryID == "" {
-			continue
-		}
+	for _, what := range []string{"beginning", "registering repository", "locking ref", "inserting build", "queueing job"} {
 		tag, err := br.Exec()
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", what, err)

@@ -258,7 +258,9 @@ func lockLease(ctx context.Context, tx pgx.Tx, job *slipway.Job) error {
 // sqlBuildUpdate: a NULL argument leaves the column as is. The resolved ref
 // and commit ($10, $11) land only while the commit is still unresolved (the
 // right-hand sides all read the row as it was), and a commit subject ($12)
-// only over an empty message or the API's old placeholder ($13).
+// only over an empty message or the API's old placeholder ($13). platforms
+// and tests are of the domain json_array, which pgx does not know: their
+// parameters are cast to jsonb, or a []byte would be sent as bytea.
 var sqlBuildUpdate = `-- UpdateBuild
 WITH updated AS (
 UPDATE builds SET
@@ -268,8 +270,8 @@ UPDATE builds SET
     state        = coalesce($2, state),
     image_ref    = coalesce($3, image_ref),
     index_digest = coalesce($4, index_digest),
-    platforms    = coalesce($5, platforms),
-    tests        = coalesce($6, tests),
+    platforms    = coalesce($5::jsonb, platforms),
+    tests        = coalesce($6::jsonb, tests),
     tags         = coalesce($7, tags),
     error        = coalesce($8, error),
     skipped_tags = coalesce($9, skipped_tags),

@@ -403,14 +403,19 @@ func TestMigrate(t *testing.T) {
 	applied, err := b.db.Migrate(ctx)
 	require.NoError(t, err)
 	require.Empty(t, applied, "a migrated database has nothing pending")
-	// The state CHECK constraint mirrors slipway.BuildStates.
+	// EnqueueTrigger reads the new build's id from the sequence by its name.
+	var sameSequence bool
+	require.NoError(t, b.db.Pool().QueryRow(ctx,
+		`SELECT pg_get_serial_sequence('builds', 'id')::regclass = 'builds_id_seq'::regclass`).Scan(&sameSequence))
+	require.True(t, sameSequence, "builds.id's sequence is builds_id_seq")
+	// The build_state domain mirrors slipway.BuildStates.
 	_, err = b.builds.EnqueueTrigger(ctx, newTrigger(triggerOpts{Delivery: "m"}), "reg/acme/app")
 	require.NoError(t, err)
 	_, err = b.db.Pool().Exec(ctx, "UPDATE builds SET state = 'bogus'")
 	require.Error(t, err)
 	for _, s := range slipway.BuildStates {
 		err := pgx.BeginFunc(ctx, b.db.Pool(), func(tx pgx.Tx) error {
-			_, err := tx.Exec(ctx, "UPDATE builds SET state = $1, finished_at = CASE WHEN $1 IN ('succeeded','failed','canceled') THEN now() END", string(s))
+			_, err := tx.Exec(ctx, "UPDATE builds SET state = $1::text, finished_at = CASE WHEN $1::text IN ('succeeded','failed','canceled') THEN now() END", string(s))
 			return err
 		})
 		require.NoError(t, err, "state %s", s)

@@ -47,7 +47,7 @@ func storeRelease(t *testing.T, b *testBundle, version string, chart *slipway.Re
 	require.NoError(t, err)
 	pj, err := json.Marshal(platforms)
 	require.NoError(t, err)
-	_, err = b.db.Pool().Exec(ctx, `UPDATE builds SET state = 'succeeded', index_digest = $2, platforms = $3, tests = $4, finished_at = now() WHERE id = $1`,
+	_, err = b.db.Pool().Exec(ctx, `UPDATE builds SET state = 'succeeded', index_digest = $2, platforms = $3::jsonb, tests = $4::jsonb, finished_at = now() WHERE id = $1`,
 		source.ID, digestOf("0"), pj, tj)
 	require.NoError(t, err)
 	tag := enqueue("refs/tags/"+version, "d-tag-"+version)

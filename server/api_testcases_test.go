@@ -39,7 +39,7 @@ func TestBuildTestCases(t *testing.T) {
 	}
 	tj, err := json.Marshal(tests)
 	require.NoError(t, err)
-	_, err = b.db.Pool().Exec(ctx, `UPDATE builds SET tests = $2 WHERE id = $1`, build.ID, tj)
+	_, err = b.db.Pool().Exec(ctx, `UPDATE builds SET tests = $2::jsonb WHERE id = $1`, build.ID, tj)
 	require.NoError(t, err)
 
 	resp, out := b.get(t, fmt.Sprintf("/api/v1/builds/%d", build.ID))

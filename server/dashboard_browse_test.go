@@ -330,7 +330,7 @@ func TestDashboardBuildListCases(t *testing.T) {
 		t.Helper()
 		tj, err := json.Marshal(tests)
 		require.NoError(t, err)
-		_, err = b.db.Pool().Exec(ctx, `UPDATE builds SET tests = $2 WHERE id = $1`, id, tj)
+		_, err = b.db.Pool().Exec(ctx, `UPDATE builds SET tests = $2::jsonb WHERE id = $1`, id, tj)
 		require.NoError(t, err)
 	}
 	setTests(reported.ID, []slipway.TestResult{
