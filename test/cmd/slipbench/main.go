@@ -4,7 +4,9 @@
 //   - webhook intake: signed GitHub push deliveries sent by concurrent clients to
 //     the real server handler over loopback HTTP, each answered 202 only after its
 //     build and queue job were committed; deliveries per second and p50/p99 answer
-//     time, beside a do-nothing chi handler measured in the same run.
+//     time, and the CPU time per delivery of the machine and of this process
+//     (the rest is PostgreSQL's), beside a do-nothing chi handler measured in
+//     the same run.
 //   - pickup latency: webhook received (the build's created_at) → build running
 //     (started_at), with idle workers waiting on LISTEN/NOTIFY.
 //
@@ -28,6 +30,8 @@ import (
 	"os/signal"
 	"runtime/pprof"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -142,7 +146,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	fmt.Fprintf(out, "webhook intake (%d deliveries, %d clients)\n", o.deliveries, o.clients)
 	fmt.Fprintf(out, "  %-22s %9.0f/s  p50 %7s  p99 %7s  (%d answered 202)\n", "do-nothing chi handler", base.rate, ms(base.p50), ms(base.p99), base.accepted)
 	fmt.Fprintf(out, "  %-22s %9.0f/s  p50 %7s  p99 %7s  (%d answered 202, %d builds with their job committed)\n", "slipway /webhooks/github", intake.rate, ms(intake.p50), ms(intake.p99), intake.accepted, committed)
-	fmt.Fprintf(out, "  ratio slipway / chi:    throughput %.3f  p50 %.1f×  p99 %.1f×\n\n", intake.rate/base.rate, ratio(intake.p50, base.p50), ratio(intake.p99, base.p99))
+	fmt.Fprintf(out, "  ratio slipway / chi:    throughput %.3f  p50 %.1f×  p99 %.1f×\n", intake.rate/base.rate, ratio(intake.p50, base.p50), ratio(intake.p99, base.p99))
+	// CPU per delivery is steadier from run to run than the rate on a shared
+	// machine, and says where a delivery's cost is: the database (and any
+	// other process) is the machine's time less this process's.
+	fmt.Fprintf(out, "  CPU per delivery:       machine %.3f ms (chi %.3f), of it slipbench (server and clients) %.3f ms (chi %.3f), the rest (PostgreSQL) %.3f ms\n\n",
+		intake.machineCPU, base.machineCPU, intake.selfCPU, base.selfCPU, intake.machineCPU-intake.selfCPU)
 	allAccepted := intake.accepted == o.deliveries
 	rows := []figure{
 		{name: "webhook intake, durable: deliveries/s", value: intake.rate, unit: "/s", baseline: base.rate, baseName: "chi do-nothing",
@@ -150,6 +159,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 		{name: "webhook intake, durable: p99 answer", value: msf(intake.p99), unit: " ms", baseline: msf(base.p99), baseName: "chi do-nothing",
 			target: atMost(25, " ms"), extraOK: &allAccepted},
 		{name: "webhook intake, durable: p50 answer", value: msf(intake.p50), unit: " ms", baseline: msf(base.p50), baseName: "chi do-nothing"},
+		{name: "webhook intake: machine CPU per delivery", value: intake.machineCPU, unit: " ms", baseline: base.machineCPU, baseName: "chi do-nothing",
+			missing: intake.machineCPU == 0},
+		{name: "webhook intake: PostgreSQL CPU per delivery", value: intake.machineCPU - intake.selfCPU, unit: " ms",
+			missing: intake.machineCPU == 0},
 	}
 
 	// The pickup run starts from an empty queue.
@@ -243,6 +256,42 @@ type result struct {
 	rate     float64
 	p50, p99 time.Duration
 	accepted int
+	// CPU time per accepted delivery, in milliseconds: of the whole machine
+	// (every process: the database, this one) and of this process alone
+	// (the server and the clients). Zero where /proc/stat is not readable.
+	machineCPU, selfCPU float64
+}
+
+// cpuTimes returns the machine's busy CPU time (user, nice, system, irq,
+// softirq and steal over every core, from the first line of /proc/stat, in
+// clock ticks of 1/100 s as Linux reports them on every architecture) and
+// this process's user and system time. ok is false off Linux.
+func cpuTimes() (machine, self time.Duration, ok bool) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {
+		self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, self, false
+	}
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	f := strings.Fields(string(line))
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, self, false
+	}
+	var ticks int64
+	for i, v := range f[1:9] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, self, false
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond, self, true
 }
 
 // load serves h on a loopback port and sends every delivery from clients
@@ -262,6 +311,7 @@ func load(ctx context.Context, h http.Handler, ds []delivery, clients int) (resu
 	codes := make([]int, len(ds))
 	next := make(chan int)
 	var wg sync.WaitGroup
+	machine0, self0, cpuOK := cpuTimes()
 	start := time.Now()
 	for range clients {
 		wg.Go(func() {
@@ -288,11 +338,16 @@ func load(ctx context.Context, h http.Handler, ds []delivery, clients int) (resu
 	close(next)
 	wg.Wait()
 	elapsed := time.Since(start)
+	machine1, self1, cpuOK1 := cpuTimes()
 	res := result{}
 	for _, c := range codes {
 		if c == http.StatusAccepted {
 			res.accepted++
 		}
+	}
+	if cpuOK && cpuOK1 && res.accepted > 0 {
+		res.machineCPU = msf(machine1-machine0) / float64(res.accepted)
+		res.selfCPU = msf(self1-self0) / float64(res.accepted)
 	}
 	res.rate = float64(res.accepted) / elapsed.Seconds()
 	res.p50, res.p99 = percentiles(lat)
