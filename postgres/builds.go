@@ -209,7 +209,10 @@ SELECT pg_advisory_xact_lock(` + advisoryEnqueue + `, hashtext($1))`
 	// on the trusted associations read in this transaction, so the setting
 	// that decides is the one the build is queued under: 'trusted' for a fork
 	// whose author's association the repository trusts, 'pending' (waits for
-	// a developer) for any other fork, '' otherwise.
+	// a developer) for any other fork, '' otherwise. The association $16 is
+	// cast to text wherever it appears: it fills a column of the domain
+	// text_max_32 and is compared as text, and without the casts PostgreSQL
+	// deduces two types for it and refuses to prepare the statement.
 	sqlBuildInsert = `-- EnqueueTrigger
 INSERT INTO builds (repo_id, ref, commit_sha, message, sender, delivery_id, clone_url, image, target_platforms,
     pull_request, pr_title, pr_author, pr_url, pr_fork, pr_base, verify_ref, pr_association, approval)
