@@ -230,21 +230,6 @@ FROM repos r WHERE r.forge = $1 AND lower(r.owner) = lower($2) AND lower(r.name)
 UPDATE repos SET default_branch = $2 WHERE id = $1 AND $2 <> '' AND default_branch <> $2`
 	sqlBuildInsertByID = sqlBuildInsert + ` AND r.id = $18`
 
-	// EnqueueTrigger of a delivery: the build and the claim of its delivery
-	// id ($8, with the event: $18, or $19 after the repository's id) in one
-	// statement. A second delivery of the same id fails on the primary key of
-	// webhook_deliveries, and the batch rolls back.
-	sqlBuildDeliveryInsert = `-- EnqueueTrigger
-WITH b AS (
-` + sqlBuildInsert + ` RETURNING id
-)
-INSERT INTO webhook_deliveries (forge, delivery_id, event, build_id) SELECT $1, $8, $18, id FROM b`
-	sqlBuildDeliveryInsertByID = `-- EnqueueTrigger
-WITH b AS (
-` + sqlBuildInsertByID + ` RETURNING id
-)
-INSERT INTO webhook_deliveries (forge, delivery_id, event, build_id) SELECT $1, $8, $19, id FROM b`
-
 	// EnqueueTrigger: wakes the workers on $1 (slipway_jobs) once the build
 	// is committed, in a transaction of its own that commits without waiting
 	// for the WAL flush. PostgreSQL serializes the commits of the
@@ -263,6 +248,25 @@ SELECT build_id FROM webhook_deliveries WHERE forge = $1 AND delivery_id = $2`
 	sqlNewBuild = `-- EnqueueTrigger
 SELECT ` + buildColumns + ` FROM ` + buildFrom + ` WHERE b.id = ` + newBuildID
 )
+
+// EnqueueTrigger of a delivery: the build and the claim of its delivery id
+// ($8, with the event: $18, or $19 after the repository's id) in one
+// statement. A second delivery of the same id fails on the primary key of
+// webhook_deliveries, and the batch rolls back.
+var (
+	sqlBuildDeliveryInsert     = withDelivery(sqlBuildInsert, "$18")
+	sqlBuildDeliveryInsertByID = withDelivery(sqlBuildInsertByID, "$19")
+)
+
+// withDelivery is the statement that runs buildInsert and records the
+// build's delivery ($1, $8 and the event parameter event).
+func withDelivery(buildInsert, event string) string {
+	return `-- EnqueueTrigger
+WITH b AS (
+` + buildInsert + ` RETURNING id
+)
+INSERT INTO webhook_deliveries (forge, delivery_id, event, build_id) SELECT $1, $8, ` + event + `, id FROM b`
+}
 
 // enqueueBatch sends the statements of EnqueueTrigger as one batch and
 // returns the new build; see EnqueueTrigger.
