@@ -149,27 +149,13 @@ func utc(t *time.Time) *time.Time {
 // Created false. When another delivery of the same id is still in flight,
 // the insert waits for it, as the unique index makes it.
 func (s *BuildService) EnqueueTrigger(ctx context.Context, t slipway.Trigger, image string) (slipway.EnqueueResult, error) {
-	return s.enqueue(ctx, t, image, true)
-}
-
-// EnqueueTriggerID implements slipway.BuildService: EnqueueTrigger's batch
-// without the read of the new build (a statement, and the decoding of its
-// row), and a redelivery's build is not read either.
-func (s *BuildService) EnqueueTriggerID(ctx context.Context, t slipway.Trigger, image string) (slipway.EnqueueResult, error) {
-	return s.enqueue(ctx, t, image, false)
-}
-
-// enqueue is EnqueueTrigger, which reads the build back when read is true.
-func (s *BuildService) enqueue(ctx context.Context, t slipway.Trigger, image string, read bool) (slipway.EnqueueResult, error) {
-	res, err := enqueueBatch(ctx, s.db.pool, t, image, read)
+	b, err := enqueueBatch(ctx, s.db.pool, t, image)
+	res := slipway.EnqueueResult{Build: b, Created: true}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.TableName == "webhook_deliveries" {
 		var id int64
 		if err = s.db.pool.QueryRow(ctx, sqlDeliveryFind, t.Forge, t.DeliveryID).Scan(&id); err == nil {
-			res = slipway.EnqueueResult{BuildID: id}
-			if read {
-				res, err = findDuplicate(ctx, s.db.pool, id)
-			}
+			res, err = findDuplicate(ctx, s.db.pool, id)
 		}
 	}
 	if err != nil {
@@ -284,7 +270,7 @@ INSERT INTO webhook_deliveries (forge, delivery_id, event, build_id) SELECT $1, 
 
 // enqueueBatch sends the statements of EnqueueTrigger as one batch and
 // returns the new build; see EnqueueTrigger.
-func enqueueBatch(ctx context.Context, pool *pgxpool.Pool, t slipway.Trigger, image string, read bool) (slipway.EnqueueResult, error) {
+func enqueueBatch(ctx context.Context, pool *pgxpool.Pool, t slipway.Trigger, image string) (*slipway.Build, error) {
 	pr, suffix := t.PullRequest, ""
 	var prNum *int
 	if pr == nil {
@@ -318,71 +304,58 @@ func enqueueBatch(ctx context.Context, pool *pgxpool.Pool, t slipway.Trigger, im
 		batch.Queue(sqlBuildInsert, args...)
 	}
 	batch.Queue(sqlJobInsert, ChannelCancel, ChannelBuilds)
-	if read {
-		batch.Queue(sqlNewBuild)
-	}
+	batch.Queue(sqlNewBuild)
 	batch.Queue("COMMIT")
 	batch.Queue(sqlJobWake, ChannelJobs)
 
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
-		return slipway.EnqueueResult{}, err
+		return nil, err
 	}
 	defer conn.Release()
-	res, err := sendEnqueueBatch(ctx, conn.Conn(), batch, t, read)
+	b, err := sendEnqueueBatch(ctx, conn.Conn(), batch, t)
 	if err != nil && conn.Conn().PgConn().TxStatus() == 'E' {
 		// A failed statement leaves the explicit transaction aborted: roll it
 		// back here, or the pool would close the connection.
 		_, _ = conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
 	}
-	return res, err
+	return b, err
 }
 
 // sendEnqueueBatch sends the batch of enqueueBatch on conn and reads its
-// results in order: the new build's id from sqlJobInsert, and the build
-// itself when read is true (sqlNewBuild was queued).
-func sendEnqueueBatch(ctx context.Context, conn *pgx.Conn, batch *pgx.Batch, t slipway.Trigger, read bool) (slipway.EnqueueResult, error) {
-	res := slipway.EnqueueResult{Created: true}
+// results in order.
+func sendEnqueueBatch(ctx context.Context, conn *pgx.Conn, batch *pgx.Batch, t slipway.Trigger) (*slipway.Build, error) {
 	br := conn.SendBatch(ctx, batch)
 	defer br.Close()
-	for _, what := range []string{"beginning", "registering repository", "locking ref", "inserting build"} {
+	for _, what := range []string{"beginning", "registering repository", "locking ref", "inserting build", "queueing job"} {
 		tag, err := br.Exec()
 		if err != nil {
-			return res, fmt.Errorf("%s: %w", what, err)
+			return nil, fmt.Errorf("%s: %w", what, err)
 		}
 		if what == "inserting build" && tag.RowsAffected() != 1 {
 			if t.RepoID != 0 {
 				// Deleted (or renamed) since the caller found it.
-				return res, slipway.Errorf(slipway.ECONFLICT, "Repository %s/%s changed while the delivery was received; redeliver it.", t.Owner, t.Name)
+				return nil, slipway.Errorf(slipway.ECONFLICT, "Repository %s/%s changed while the delivery was received; redeliver it.", t.Owner, t.Name)
 			}
-			return res, fmt.Errorf("inserting build: repository %s/%s not found after its upsert", t.Owner, t.Name)
+			return nil, fmt.Errorf("inserting build: repository %s/%s not found after its upsert", t.Owner, t.Name)
 		}
 	}
-	var queued, canceling, announced int64
-	if err := br.QueryRow().Scan(&queued, &canceling, &announced, &res.BuildID); err != nil {
-		return res, fmt.Errorf("queueing job: %w", err)
+	rows, err := br.Query()
+	if err != nil {
+		return nil, fmt.Errorf("reading the new build: %w", err)
 	}
-	if read {
-		rows, err := br.Query()
-		if err != nil {
-			return res, fmt.Errorf("reading the new build: %w", err)
-		}
-		row, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[buildRow])
-		if err != nil {
-			return res, fmt.Errorf("reading the new build: %w", err)
-		}
-		if res.Build, err = row.toBuild(); err != nil {
-			return res, err
-		}
+	row, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[buildRow])
+	if err != nil {
+		return nil, fmt.Errorf("reading the new build: %w", err)
 	}
 	if _, err := br.Exec(); err != nil {
-		return res, fmt.Errorf("committing: %w", err)
+		return nil, fmt.Errorf("committing: %w", err)
 	}
 	// The build is committed: a failed wake-up is only a late pickup (the
 	// workers poll), not a failed delivery.
 	_, _ = br.Exec()
 	_ = br.Close()
-	return res, nil
+	return row.toBuild()
 }
 
 // advisoryEnqueue is the first key of EnqueueTrigger's advisory locks
@@ -403,7 +376,7 @@ func findDuplicate(ctx context.Context, q querier, buildID int64) (slipway.Enque
 	if err != nil {
 		return slipway.EnqueueResult{}, err
 	}
-	return slipway.EnqueueResult{BuildID: b.ID, Build: b, Created: false}, nil
+	return slipway.EnqueueResult{Build: b, Created: false}, nil
 }
 
 // querier is what both a pool and a transaction offer.

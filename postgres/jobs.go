@@ -631,8 +631,7 @@ WITH nb AS (
 SELECT (SELECT count(*) FROM job) AS queued,
        (SELECT count(pg_notify($1, stopped.id || ' superseded by build ' || nb.id)) FROM stopped, nb
         WHERE stopped.state = 'running') AS canceling,
-       (SELECT count(pg_notify($2, build_id::text)) FROM stopped) AS announced,
-       (SELECT id FROM nb) AS build_id`
+       (SELECT count(pg_notify($2, build_id::text)) FROM stopped) AS announced`
 
 // findAttempts returns a build's attempts, first first.
 func findAttempts(ctx context.Context, q querier, buildID int64) ([]slipway.BuildAttempt, error) {

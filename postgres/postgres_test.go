@@ -421,26 +421,3 @@ func TestMigrate(t *testing.T) {
 		require.NoError(t, err, "state %s", s)
 	}
 }
-
-// TestEnqueueTriggerID: the webhook's enqueue answers the build's id without
-// reading the build back, and a redelivery's id is the first build's.
-func TestEnqueueTriggerID(t *testing.T) {
-	ctx := context.Background()
-	b := setup(t)
-	res, err := b.builds.EnqueueTriggerID(ctx, newTrigger(triggerOpts{Delivery: "id-1"}), "reg/acme/app")
-	require.NoError(t, err)
-	require.True(t, res.Created)
-	require.Nil(t, res.Build, "the build is not read back")
-	stored, err := b.builds.FindBuildByID(ctx, res.BuildID)
-	require.NoError(t, err)
-	require.Equal(t, "id-1", stored.DeliveryID)
-
-	again, err := b.builds.EnqueueTriggerID(ctx, newTrigger(triggerOpts{Delivery: "id-1"}), "reg/acme/app")
-	require.NoError(t, err)
-	require.Equal(t, slipway.EnqueueResult{BuildID: res.BuildID}, again, "a redelivery names the first build, Created false")
-
-	full, err := b.builds.EnqueueTrigger(ctx, newTrigger(triggerOpts{Delivery: "id-2"}), "reg/acme/app")
-	require.NoError(t, err)
-	require.Equal(t, full.Build.ID, full.BuildID)
-	require.Greater(t, full.BuildID, res.BuildID)
-}
