@@ -147,10 +147,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	fmt.Fprintf(out, "  %-22s %9.0f/s  p50 %7s  p99 %7s  (%d answered 202)\n", "do-nothing chi handler", base.rate, ms(base.p50), ms(base.p99), base.accepted)
 	fmt.Fprintf(out, "  %-22s %9.0f/s  p50 %7s  p99 %7s  (%d answered 202, %d builds with their job committed)\n", "slipway /webhooks/github", intake.rate, ms(intake.p50), ms(intake.p99), intake.accepted, committed)
 	fmt.Fprintf(out, "  ratio slipway / chi:    throughput %.3f  p50 %.1f×  p99 %.1f×\n", intake.rate/base.rate, ratio(intake.p50, base.p50), ratio(intake.p99, base.p99))
-	// CPU per delivery is steadier from run to run than the rate on a shared
-	// machine, and says where a delivery's cost is: the database (and any
-	// other process) is the machine's time less this process's.
-	fmt.Fprintf(out, "  CPU per delivery:       machine %.3f ms (chi %.3f), of it slipbench (server and clients) %.3f ms (chi %.3f), the rest (PostgreSQL) %.3f ms\n\n",
+	// CPU per delivery says where a delivery's cost is: the database (with
+	// any other process that ran meanwhile) is the machine's time less this
+	// process's. On a shared machine it varies from run to run as much as
+	// the rate does; compare medians of alternating runs.
+	fmt.Fprintf(out, "  CPU per delivery:       machine %.3f ms (chi %.3f), of it slipbench (server and clients) %.3f ms (chi %.3f), the rest (mostly PostgreSQL) %.3f ms\n\n",
 		intake.machineCPU, base.machineCPU, intake.selfCPU, base.selfCPU, intake.machineCPU-intake.selfCPU)
 	allAccepted := intake.accepted == o.deliveries
 	rows := []figure{
