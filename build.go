@@ -194,8 +194,9 @@ type BuildUpdate struct {
 
 // EnqueueResult is what accepting a trigger did.
 type EnqueueResult struct {
-	Build   *Build
-	Created bool // false: the delivery was seen before and Build is the build it made
+	BuildID int64  // the build queued, or the one a delivery seen before made
+	Build   *Build // that build; nil from EnqueueTriggerID
+	Created bool   // false: the delivery was seen before and BuildID names the build it made
 }
 
 // BuildService stores builds and their logs. Implementations are safe for
@@ -206,6 +207,11 @@ type BuildService interface {
 	// transaction. A delivery id seen before returns the build it made, Created false,
 	// also when both deliveries race.
 	EnqueueTrigger(ctx context.Context, t Trigger, image string) (EnqueueResult, error)
+	// EnqueueTriggerID is EnqueueTrigger without reading the build back:
+	// Build is nil and BuildID names it. It may commit the trigger together
+	// with others that arrive at the same time, each still all or nothing.
+	// The webhook, which answers with the id only, uses it.
+	EnqueueTriggerID(ctx context.Context, t Trigger, image string) (EnqueueResult, error)
 	// FindBuildByID returns ENOTFOUND when there is no such build.
 	FindBuildByID(ctx context.Context, id int64) (*Build, error)
 	// FindBuilds returns builds newest first.

@@ -3,22 +3,20 @@ package postgres
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/slipway-ci/slipway"
 )
 
 // BuildService implements slipway.BuildService.
 type BuildService struct {
-	db *DB
+	db     *DB
+	intake intake // batches EnqueueTriggerID's deliveries
 }
 
 var _ slipway.BuildService = (*BuildService)(nil)
@@ -136,247 +134,6 @@ func utc(t *time.Time) *time.Time {
 	}
 	u := t.UTC()
 	return &u
-}
-
-// EnqueueTrigger implements slipway.BuildService in one round trip: the
-// repository upsert, the build, the delivery, the job (with the superseding
-// of older builds) and the read of the new build go to PostgreSQL as one
-// pipelined batch inside BEGIN and COMMIT: all of it commits or none. The
-// workers' wake-up follows in the same batch, after the COMMIT (see
-// sqlJobWake). A delivery id seen before makes the delivery insert fail on
-// its primary key, which rolls the whole transaction back (so a redelivery
-// leaves nothing written); the first build is then read and answered with
-// Created false. When another delivery of the same id is still in flight,
-// the insert waits for it, as the unique index makes it.
-func (s *BuildService) EnqueueTrigger(ctx context.Context, t slipway.Trigger, image string) (slipway.EnqueueResult, error) {
-	b, err := enqueueBatch(ctx, s.db.pool, t, image)
-	res := slipway.EnqueueResult{Build: b, Created: true}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.TableName == "webhook_deliveries" {
-		var id int64
-		if err = s.db.pool.QueryRow(ctx, sqlDeliveryFind, t.Forge, t.DeliveryID).Scan(&id); err == nil {
-			res, err = findDuplicate(ctx, s.db.pool, id)
-		}
-	}
-	if err != nil {
-		return slipway.EnqueueResult{}, unavailable(fmt.Errorf("enqueueing %s delivery %s: %w", t.Forge, t.DeliveryID, interpretError(err)))
-	}
-	return res, nil
-}
-
-// newBuildID is the id of the build the batch of EnqueueTrigger inserted:
-// the session's last value of the builds' identity sequence. A scalar
-// subquery, so PostgreSQL evaluates currval (volatile) once and can use the
-// primary key, instead of once per row of a scan. The sequence is named
-// (builds_id_seq, PostgreSQL's name for the identity column builds.id, which
-// TestMigrate checks) and resolved once, when the statement is prepared:
-// pg_get_serial_sequence looked it up in the catalog on every call, four
-// times a delivery.
-const newBuildID = `(SELECT currval('builds_id_seq'::regclass))`
-
-const (
-	// EnqueueTrigger: registers the repository on first sight. A registered
-	// repository's clone URL and image are its settings (only the admin API
-	// changes them) and win over the ones passed in: a delivery never re-points
-	// a repository at other code. Of a registered repository only the default
-	// branch is updated, and only when the payload names another one: an
-	// upsert that always updated would lock the repository's row until commit
-	// and so queue every delivery of the repository behind the WAL flush of
-	// the one before (issue 11, Speed). A delivery racing the first one of a
-	// new repository waits on DO NOTHING for it, and its next statements see
-	// the row.
-	sqlRepoUpsert = `-- EnqueueTrigger
-WITH ins AS (
-    INSERT INTO repos (forge, owner, name, clone_url, image, default_branch) VALUES ($1, $2, $3, $4, $5, $6)
-    ON CONFLICT (forge, lower(owner), lower(name)) DO NOTHING
-    RETURNING id
-)
-UPDATE repos SET default_branch = $6
-WHERE forge = $1 AND lower(owner) = lower($2) AND lower(name) = lower($3)
-  AND $6 <> '' AND default_branch <> $6 AND NOT EXISTS (SELECT FROM ins)`
-
-	// EnqueueTrigger: serializes the deliveries of one ref of one repository
-	// until commit, so the later of two concurrent pushes to a branch sees the
-	// earlier build and supersedes it (sqlJobInsert); deliveries of other refs
-	// go on in parallel. $1 is the lock key of the ref, see enqueueLockKey.
-	sqlRefLock = `-- EnqueueTrigger
-SELECT pg_advisory_xact_lock(` + advisoryEnqueue + `, hashtext($1))`
-
-	// EnqueueTrigger: the build takes the repository's clone URL, image and
-	// platforms as its settings are now, so a later change of the settings
-	// does not change a queued build. The image of a fork's pull request gets
-	// $17 (slipway.ForkImageSuffix). approval is slipway.ForkTrusted's rule
-	// on the trusted associations read in this transaction, so the setting
-	// that decides is the one the build is queued under: 'trusted' for a fork
-	// whose author's association the repository trusts, 'pending' (waits for
-	// a developer) for any other fork, '' otherwise. The association $16 is
-	// cast to text wherever it appears: it fills a column of the domain
-	// text_max_32 and is compared as text, and without the casts PostgreSQL
-	// deduces two types for it and refuses to prepare the statement.
-	sqlBuildInsert = `-- EnqueueTrigger
-INSERT INTO builds (repo_id, ref, commit_sha, message, sender, delivery_id, clone_url, image, target_platforms,
-    pull_request, pr_title, pr_author, pr_url, pr_fork, pr_base, verify_ref, pr_association, approval)
-SELECT r.id, $4, $5, $6, $7, $8, r.clone_url, r.image || $17, r.platforms,
-    $9, $10, $11, $12, $13, $14, $15, $16::text,
-    CASE WHEN NOT $13 THEN ''
-         WHEN $16::text <> '' AND $16::text = ANY (r.trusted_associations) THEN 'trusted'
-         ELSE 'pending' END
-FROM repos r WHERE r.forge = $1 AND lower(r.owner) = lower($2) AND lower(r.name) = lower($3)`
-
-	// EnqueueTrigger of a repository the caller found (Trigger.RepoID, $18):
-	// the repository is not looked up by name again nor upserted, only its
-	// default branch updated when the payload names another one.
-	sqlRepoBranch = `-- EnqueueTrigger
-UPDATE repos SET default_branch = $2 WHERE id = $1 AND $2 <> '' AND default_branch <> $2`
-	sqlBuildInsertByID = sqlBuildInsert + ` AND r.id = $18`
-
-	// EnqueueTrigger: wakes the workers on $1 (slipway_jobs) once the build
-	// is committed, in a transaction of its own that commits without waiting
-	// for the WAL flush. PostgreSQL serializes the commits of the
-	// transactions that sent a NOTIFY (one lock on the notification queue,
-	// held through the commit's flush), so a NOTIFY in the enqueue
-	// transaction queued every delivery's durable commit behind the one
-	// before (issue 11, Speed). A wake-up lost to a crash is a hint lost:
-	// workers poll too. currval is the session's, so it still names the
-	// build after the COMMIT.
-	sqlJobWake = `-- EnqueueTrigger
-SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, ` + newBuildID + `::text)`
-
-	sqlDeliveryFind = `-- EnqueueTrigger
-SELECT build_id FROM webhook_deliveries WHERE forge = $1 AND delivery_id = $2`
-
-	sqlNewBuild = `-- EnqueueTrigger
-SELECT ` + buildColumns + ` FROM ` + buildFrom + ` WHERE b.id = ` + newBuildID
-)
-
-// EnqueueTrigger of a delivery: the build and the claim of its delivery id
-// ($8, with the event: $18, or $19 after the repository's id) in one
-// statement. A second delivery of the same id fails on the primary key of
-// webhook_deliveries, and the batch rolls back.
-var (
-	sqlBuildDeliveryInsert     = withDelivery(sqlBuildInsert, "$18")
-	sqlBuildDeliveryInsertByID = withDelivery(sqlBuildInsertByID, "$19")
-)
-
-// withDelivery is the statement that runs buildInsert and records the
-// build's delivery ($1, $8 and the event parameter event).
-func withDelivery(buildInsert, event string) string {
-	return `-- EnqueueTrigger
-WITH b AS (
-` + buildInsert + ` RETURNING id
-)
-INSERT INTO webhook_deliveries (forge, delivery_id, event, build_id) SELECT $1, $8, ` + event + `, id FROM b`
-}
-
-// enqueueBatch sends the statements of EnqueueTrigger as one batch and
-// returns the new build; see EnqueueTrigger.
-func enqueueBatch(ctx context.Context, pool *pgxpool.Pool, t slipway.Trigger, image string) (*slipway.Build, error) {
-	pr, suffix := t.PullRequest, ""
-	var prNum *int
-	if pr == nil {
-		pr = &slipway.PullRequest{}
-	} else {
-		prNum = &pr.Number
-	}
-	if pr.Fork {
-		// Untrusted code never lands beside release images, nor does a
-		// trusted author's fork: its head branch may take pushes from others.
-		suffix = slipway.ForkImageSuffix
-	}
-	batch := &pgx.Batch{}
-	args := []any{t.Forge, t.Owner, t.Name, t.Ref, t.Commit, t.Message, t.Sender, t.DeliveryID,
-		prNum, pr.Title, pr.Author, pr.URL, pr.Fork, pr.Base, t.VerifyRef && t.Commit != "", pr.AuthorAssociation, suffix}
-	batch.Queue("BEGIN")
-	if t.RepoID != 0 {
-		batch.Queue(sqlRepoBranch, t.RepoID, t.DefaultBranch)
-	} else {
-		batch.Queue(sqlRepoUpsert, t.Forge, t.Owner, t.Name, t.CloneURL, image, t.DefaultBranch)
-	}
-	batch.Queue(sqlRefLock, enqueueLockKey(t))
-	switch {
-	case t.RepoID != 0 && t.DeliveryID != "":
-		batch.Queue(sqlBuildDeliveryInsertByID, append(args, t.RepoID, t.Event)...)
-	case t.RepoID != 0:
-		batch.Queue(sqlBuildInsertByID, append(args, t.RepoID)...)
-	case t.DeliveryID != "":
-		batch.Queue(sqlBuildDeliveryInsert, append(args, t.Event)...)
-	default:
-		batch.Queue(sqlBuildInsert, args...)
-	}
-	batch.Queue(sqlJobInsert, ChannelCancel, ChannelBuilds)
-	batch.Queue(sqlNewBuild)
-	batch.Queue("COMMIT")
-	batch.Queue(sqlJobWake, ChannelJobs)
-
-	conn, err := pool.Acquire(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Release()
-	b, err := sendEnqueueBatch(ctx, conn.Conn(), batch, t)
-	if err != nil && conn.Conn().PgConn().TxStatus() == 'E' {
-		// A failed statement leaves the explicit transaction aborted: roll it
-		// back here, or the pool would close the connection.
-		_, _ = conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
-	}
-	return b, err
-}
-
-// sendEnqueueBatch sends the batch of enqueueBatch on conn and reads its
-// results in order.
-func sendEnqueueBatch(ctx context.Context, conn *pgx.Conn, batch *pgx.Batch, t slipway.Trigger) (*slipway.Build, error) {
-	br := conn.SendBatch(ctx, batch)
-	defer br.Close()
-	for _, what := range []string{"beginning", "registering repository", "locking ref", "inserting build", "queueing job"} {
-		tag, err := br.Exec()
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", what, err)
-		}
-		if what == "inserting build" && tag.RowsAffected() != 1 {
-			if t.RepoID != 0 {
-				// Deleted (or renamed) since the caller found it.
-				return nil, slipway.Errorf(slipway.ECONFLICT, "Repository %s/%s changed while the delivery was received; redeliver it.", t.Owner, t.Name)
-			}
-			return nil, fmt.Errorf("inserting build: repository %s/%s not found after its upsert", t.Owner, t.Name)
-		}
-	}
-	rows, err := br.Query()
-	if err != nil {
-		return nil, fmt.Errorf("reading the new build: %w", err)
-	}
-	row, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[buildRow])
-	if err != nil {
-		return nil, fmt.Errorf("reading the new build: %w", err)
-	}
-	if _, err := br.Exec(); err != nil {
-		return nil, fmt.Errorf("committing: %w", err)
-	}
-	// The build is committed: a failed wake-up is only a late pickup (the
-	// workers poll), not a failed delivery.
-	_, _ = br.Exec()
-	_ = br.Close()
-	return row.toBuild()
-}
-
-// advisoryEnqueue is the first key of EnqueueTrigger's advisory locks
-// ("slie"), apart from JobClaim's.
-const advisoryEnqueue = "1936484709"
-
-// enqueueLockKey names the ref of t for sqlRefLock: forge, owner and name in
-// lower case, as the repository's unique index compares them, and the branch
-// by its short name, since a build triggered through the API may name it so
-// (sqlJobInsert supersedes across both spellings).
-func enqueueLockKey(t slipway.Trigger) string {
-	ref, _ := strings.CutPrefix(t.Ref, "refs/heads/")
-	return t.Forge + "/" + strings.ToLower(t.Owner) + "/" + strings.ToLower(t.Name) + " " + ref
-}
-
-func findDuplicate(ctx context.Context, q querier, buildID int64) (slipway.EnqueueResult, error) {
-	b, err := findBuildByID(ctx, q, buildID)
-	if err != nil {
-		return slipway.EnqueueResult{}, err
-	}
-	return slipway.EnqueueResult{Build: b, Created: false}, nil
 }
 
 // querier is what both a pool and a transaction offer.

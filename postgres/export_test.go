@@ -1,4 +1,4 @@
 package postgres
 
-// SQLJobInsert is sqlJobInsert, for the plan test.
-var SQLJobInsert = sqlJobInsert
+// SQLEnqueue is sqlEnqueue, for the plan test.
+var SQLEnqueue = sqlEnqueue

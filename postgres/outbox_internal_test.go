@@ -17,7 +17,7 @@ import (
 // sets a build's state (UPDATE builds … SET … state = …, up to its WHERE) is
 // built with statusOutbox, so no code path can change a build's state
 // without queueing its commit status. The new build's first status is
-// queued by sqlJobInsert, which every EnqueueTrigger runs.
+// queued by sqlEnqueue, which every enqueue runs.
 func TestStateChangesWriteTheOutbox(t *testing.T) {
 	files, err := filepath.Glob("*.go")
 	require.NoError(t, err)
@@ -70,8 +70,8 @@ func TestStateChangesWriteTheOutbox(t *testing.T) {
 		})
 	}
 	// The statements known today: the check must find them, or it checks nothing.
-	for _, want := range []string{"sqlCancelBuild", "sqlJobClaim", "sqlBuildUpdate", "sqlJobRescueStuck", "sqlJobInsert"} {
+	for _, want := range []string{"sqlCancelBuild", "sqlJobClaim", "sqlBuildUpdate", "sqlJobRescueStuck", "sqlEnqueue"} {
 		require.Contains(t, checked, want)
 	}
-	require.Contains(t, sqlJobInsert, "INSERT INTO forge_statuses")
+	require.Contains(t, sqlEnqueue, "INSERT INTO forge_statuses")
 }

@@ -28,7 +28,7 @@ func webhookHooks(cfg Config) []forge.Hook {
 // bodyBudget.readBody) until the answer is written. The repository is
 // looked up (reads only) to learn whether it has its own secret; then the
 // signature is checked over the raw bytes before the payload is trusted, and a
-// push is answered 202 only after EnqueueTrigger returned, that is after the
+// push is answered 202 only after EnqueueTriggerID returned, that is after the
 // build and its queue job were committed. An unsigned or wrongly signed request
 // writes nothing.
 func handleWebhook(cfg Config, budget *bodyBudget, hook forge.Hook, repos slipway.RepoService, builds slipway.BuildService) http.HandlerFunc {
@@ -163,12 +163,12 @@ func handleWebhook(cfg Config, budget *bodyBudget, hook forge.Hook, repos slipwa
 		if repo != nil {
 			t.RepoID = repo.ID // looked up once, for its secret and settings
 		}
-		res, err := builds.EnqueueTrigger(r.Context(), t, image)
+		res, err := builds.EnqueueTriggerID(r.Context(), t, image)
 		if err != nil {
 			writeError(w, r, err)
 			return
 		}
-		id := res.Build.ID
+		id := res.BuildID
 		log.UpdateContext(func(c zerolog.Context) zerolog.Context { return c.Int64("build_id", id) })
 		if res.Created {
 			log.Info().Str("ref", t.Ref).Str("commit", t.Commit).Msg("Build queued")

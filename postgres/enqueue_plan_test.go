@@ -12,8 +12,8 @@ import (
 	"github.com/slipway-ci/slipway/postgres"
 )
 
-// TestJobInsertPlanLooksUpJobsByBuild: the supersede step of webhook intake
-// (sqlJobInsert) finds the older builds of the new build's ref, then each
+// TestEnqueuePlanLooksUpJobsByBuild: the supersede step of webhook intake
+// (sqlEnqueue) finds the older builds of the new build's ref, then each
 // one's job by its build_id. The plan of a plain join, made while the queue
 // was short and kept by the prepared statement, scanned every active job of
 // the queue instead (jobs_repo_active), so each delivery got slower with
@@ -21,7 +21,7 @@ import (
 // second, and at about 1,450 with the lookup per build. Nor may the older
 // builds be found by a scan of the repository's history (builds_repo_id),
 // as the lookup by a branch's short name was.
-func TestJobInsertPlanLooksUpJobsByBuild(t *testing.T) {
+func TestEnqueuePlanLooksUpJobsByBuild(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
@@ -33,23 +33,24 @@ func TestJobInsertPlanLooksUpJobsByBuild(t *testing.T) {
 	// installation, and kept (a prepared statement keeps it until the
 	// tables are analyzed again) while 2,000 deliveries of other branches
 	// wait, and the repository's finished builds of main grow.
+	explain := "EXPLAIN EXECUTE enqueue (" + strings.Repeat("'{}', ", 19) + "'a', 'b')"
 	conn, err := b.db.Pool().Acquire(ctx)
 	require.NoError(t, err)
 	defer conn.Release()
 	for _, q := range []string{"SET plan_cache_mode = force_generic_plan",
-		"PREPARE job_insert (text, text) AS " + postgres.SQLJobInsert,
-		"EXPLAIN EXECUTE job_insert ('a', 'b')"} {
+		"PREPARE enqueue AS " + postgres.SQLEnqueue,
+		explain} {
 		_, err = conn.Exec(ctx, q)
 		require.NoError(t, err, q)
 	}
-	defer conn.Exec(ctx, "DEALLOCATE job_insert; RESET plan_cache_mode") //nolint:errcheck
+	defer conn.Exec(ctx, "DEALLOCATE enqueue; RESET plan_cache_mode") //nolint:errcheck
 	b.exec(t, `INSERT INTO builds (repo_id, ref, commit_sha, clone_url, image)
 SELECT repo_id, 'refs/heads/burst' || i, commit_sha, clone_url, image FROM builds, generate_series(1, 700) i`)
 	b.exec(t, `INSERT INTO jobs (build_id, repo_id) SELECT b.id, b.repo_id FROM builds b WHERE NOT EXISTS (SELECT FROM jobs j WHERE j.build_id = b.id)`)
 	b.exec(t, `INSERT INTO builds (repo_id, ref, commit_sha, clone_url, image, state, finished_at)
 SELECT repo_id, 'refs/heads/main', commit_sha, clone_url, image, 'succeeded', now() FROM builds, generate_series(1, 3) i`)
 
-	rows, err := conn.Query(ctx, "EXPLAIN EXECUTE job_insert ('a', 'b')")
+	rows, err := conn.Query(ctx, explain)
 	require.NoError(t, err)
 	plan, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	require.NoError(t, err)
