@@ -46,6 +46,12 @@ type intake struct {
 	running int             // batches in flight, each on a goroutine of drain
 }
 
+// intakeKeys are the keys no two calls in flight may share: t's ref (as
+// sqlRefLock locks it) and its delivery id (unique per forge).
+func intakeKeys(t slipway.Trigger) [2]string {
+	return [2]string{"ref " + enqueueLockKey(t), "delivery " + t.Forge + " " + t.DeliveryID}
+}
+
 // intakeCall is one delivery waiting in the intake.
 type intakeCall struct {
 	enqueueCall
@@ -66,7 +72,7 @@ type intakeAnswer struct {
 func (in *intake) enqueue(ctx context.Context, s *BuildService, t slipway.Trigger, image string) (int64, error) {
 	c := &intakeCall{
 		enqueueCall: enqueueCall{t: t, image: image},
-		keys:        [2]string{"ref " + enqueueLockKey(t), "delivery " + t.DeliveryID},
+		keys:        intakeKeys(t),
 		done:        make(chan intakeAnswer, 1),
 	}
 	in.mu.Lock()

@@ -15,7 +15,7 @@ import (
 func TestIntakeTake(t *testing.T) {
 	call := func(delivery, ref string) *intakeCall {
 		tr := slipway.Trigger{Forge: "github", Owner: "Acme", Name: "App", Ref: ref, DeliveryID: delivery}
-		return &intakeCall{keys: [2]string{"ref " + enqueueLockKey(tr), "delivery " + delivery}}
+		return &intakeCall{keys: intakeKeys(tr)}
 	}
 	var in intake
 	a, b, c, d, e := call("1", "refs/heads/main"), call("2", "refs/heads/main"), call("3", "refs/heads/dev"),
