@@ -101,10 +101,18 @@ WHERE forge = $1 AND lower(owner) = lower($2) AND lower(name) = lower($3)
 
 	// enqueueTx of repositories the callers found (Trigger.RepoID): $1 their
 	// ids, $2 the default branches the payloads name. Only a branch that
-	// changed is written, so only then is the repository's row locked.
+	// changed is written, so only then is the repository's row locked; the
+	// rows are locked in the order of their ids (PostgreSQL locks the rows of
+	// a sorted SELECT … FOR UPDATE after sorting them), so two batches that
+	// change some of the same repositories cannot deadlock.
 	sqlRepoBranch = `-- EnqueueTrigger
-UPDATE repos r SET default_branch = v.branch FROM unnest($1::bigint[], $2::text[]) AS v(id, branch)
-WHERE r.id = v.id AND v.branch <> '' AND r.default_branch <> v.branch`
+WITH changed AS (
+    SELECT r.id, v.branch FROM repos r JOIN unnest($1::bigint[], $2::text[]) AS v(id, branch) ON r.id = v.id
+    WHERE v.branch <> '' AND r.default_branch <> v.branch
+    ORDER BY r.id
+    FOR UPDATE OF r
+)
+UPDATE repos r SET default_branch = changed.branch FROM changed WHERE r.id = changed.id`
 
 	// enqueueTx: serializes the deliveries of one ref of one repository
 	// until commit, so the later of two concurrent pushes to a branch sees
