@@ -52,7 +52,7 @@ fuzz:
 		done; \
 	done
 
-## clean: stop and delete .slipway-dev, delete bin/ (the busybox debs in .cache stay)
+## clean: stop and delete the make run state folder (SLIPWAY_DEV_STATE, default .slipway-dev), delete bin/ (the busybox debs in .cache stay)
 clean:
-	@bash scripts/services.sh purge .slipway-dev
+	@bash scripts/services.sh purge "$${SLIPWAY_DEV_STATE:-.slipway-dev}"
 	rm -rf bin
