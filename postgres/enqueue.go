@@ -12,16 +12,17 @@ import (
 	"github.com/slipway-ci/slipway"
 )
 
-// EnqueueTrigger implements slipway.BuildService in one round trip: the
+// EnqueueTrigger implements slipway.BuildService in one transaction: the
 // repository upsert, the ref lock, the build with its delivery and its job
-// (with the superseding of older builds), and the read of the new build go to
-// PostgreSQL as one pipelined batch inside BEGIN and COMMIT: all of it
-// commits or none. The workers' wake-up follows in the same batch, after the
-// COMMIT (see sqlJobWake). A delivery id seen before makes the delivery
-// insert fail on its primary key, which rolls the whole transaction back (so
-// a redelivery leaves nothing written); the first build is then read and
-// answered with Created false. When another delivery of the same id is still
-// in flight, the insert waits for it, as the unique index makes it.
+// (with the superseding of older builds) go to PostgreSQL as one pipelined
+// batch inside BEGIN and COMMIT: all of it commits or none. The workers'
+// wake-up follows in the same batch, after the COMMIT (see sqlJobWake); the
+// new build is read back after it. A delivery id seen before makes no build
+// (sqlEnqueue skips it), so a redelivery leaves nothing written, and answers
+// the first build with Created false. When another delivery of the same id
+// is still in flight, the delivery insert waits for it, as the unique index
+// makes it, and then fails on it: the transaction rolls back, and the answer
+// is the same.
 func (s *BuildService) EnqueueTrigger(ctx context.Context, t slipway.Trigger, image string) (slipway.EnqueueResult, error) {
 	return s.enqueueAlone(ctx, t, image, true)
 }
@@ -37,36 +38,52 @@ func (s *BuildService) EnqueueTriggerID(ctx context.Context, t slipway.Trigger, 
 		return s.enqueueAlone(ctx, t, image, false)
 	}
 	id, err := s.intake.enqueue(ctx, s, t, image)
-	return s.enqueueResult(ctx, t, id, nil, err, false)
+	return s.enqueueResult(ctx, t, id, err, false)
 }
 
 // enqueueAlone enqueues t in a transaction of its own; readBack reads the
 // new build (or the duplicate's) into EnqueueResult.Build.
 func (s *BuildService) enqueueAlone(ctx context.Context, t slipway.Trigger, image string, readBack bool) (slipway.EnqueueResult, error) {
-	ids, b, err := enqueueTx(ctx, s.db, []enqueueCall{{t: t, image: image}}, readBack)
+	ids, err := enqueueTx(ctx, s.db, []enqueueCall{{t: t, image: image}})
 	var id int64
-	if len(ids) == 1 {
+	if err == nil {
 		id = ids[0]
 	}
-	return s.enqueueResult(ctx, t, id, b, err, readBack)
+	return s.enqueueResult(ctx, t, id, err, readBack)
 }
 
-// enqueueResult makes the answer of an enqueue of t that gave id (and b,
-// when read back) or err: a delivery id seen before answers the build it
-// made, Created false.
-func (s *BuildService) enqueueResult(ctx context.Context, t slipway.Trigger, id int64, b *slipway.Build, err error, readBack bool) (slipway.EnqueueResult, error) {
-	res := slipway.EnqueueResult{BuildID: id, Build: b, Created: true}
+// enqueueResult makes the answer of an enqueue of t that gave id or err; id
+// 0 without an error says sqlEnqueue skipped t. A delivery id seen before
+// (skipped, or refused by the unique index when both raced) answers the
+// build it made, Created false; a trigger skipped for any other reason had
+// its repository deleted or renamed meanwhile.
+func (s *BuildService) enqueueResult(ctx context.Context, t slipway.Trigger, id int64, err error, readBack bool) (slipway.EnqueueResult, error) {
+	res := slipway.EnqueueResult{BuildID: id, Created: true}
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.TableName == "webhook_deliveries" {
+	if err == nil && id == 0 || errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.TableName == "webhook_deliveries" {
 		res = slipway.EnqueueResult{}
-		if err = s.db.pool.QueryRow(ctx, sqlDeliveryFind, t.Forge, t.DeliveryID).Scan(&res.BuildID); err == nil && readBack {
-			res.Build, err = findBuildByID(ctx, s.db.pool, res.BuildID)
+		err = s.db.pool.QueryRow(ctx, sqlDeliveryFind, t.Forge, t.DeliveryID).Scan(&res.BuildID)
+		if errors.Is(err, pgx.ErrNoRows) {
+			err = repoGone(t)
 		}
+	}
+	if err == nil && readBack {
+		res.Build, err = findBuildByID(ctx, s.db.pool, res.BuildID)
 	}
 	if err != nil {
 		return slipway.EnqueueResult{}, unavailable(fmt.Errorf("enqueueing %s delivery %s: %w", t.Forge, t.DeliveryID, interpretError(err)))
 	}
 	return res, nil
+}
+
+// repoGone is the error of a trigger whose repository sqlEnqueue did not
+// find: ECONFLICT when the caller had found it (Trigger.RepoID), since
+// deleted or renamed.
+func repoGone(t slipway.Trigger) error {
+	if t.RepoID != 0 {
+		return slipway.Errorf(slipway.ECONFLICT, "Repository %s/%s changed while the delivery was received; redeliver it.", t.Owner, t.Name)
+	}
+	return fmt.Errorf("inserting build: repository %s/%s not found after its upsert", t.Owner, t.Name)
 }
 
 // newBuildID is the id of the build the last sqlEnqueue of the session
@@ -134,38 +151,39 @@ FROM (SELECT DISTINCT hashtext(x) AS k FROM unnest($1::text[]) AS x ORDER BY k) 
 	// before (issue 11, Speed). A wake-up lost to a crash is a hint lost:
 	// workers poll too. One wake-up serves all the builds of a transaction
 	// (a worker claims until the queue is empty); it names the last one
-	// (currval is the session's, so it still does after the COMMIT).
+	// (currval is the session's, so it still does after the COMMIT). When
+	// the transaction made no build (every trigger skipped) it names the
+	// session's build before, or fails on a session that never made one, and
+	// either does no harm.
 	sqlJobWake = `-- EnqueueTrigger
 SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, ` + newBuildID + `::text)`
 
 	sqlDeliveryFind = `-- EnqueueTrigger
 SELECT build_id FROM webhook_deliveries WHERE forge = $1 AND delivery_id = $2`
-
-	sqlNewBuild = `-- EnqueueTrigger
-SELECT ` + buildColumns + ` FROM ` + buildFrom + ` WHERE b.id = ` + newBuildID
 )
 
 // sqlEnqueue inserts the builds of enqueueTx, one per element of the
 // parameter arrays $1–$19 (one trigger each, see enqueueArgs), with their
 // deliveries and their queue jobs, and supersedes. It answers one row: ids,
-// the new builds' ids in the order of the triggers (identity values are
-// drawn in the order of the sorted rows), and queued, the jobs it queued.
+// the new builds' ids in the order of the triggers, NULL for a trigger it
+// skipped (identity values are drawn in the order of the sorted rows), and
+// queued, the jobs it queued.
 //
 // A build takes its repository's clone URL, image and platforms as its
 // settings are now, so a later change of the settings does not change a
 // queued build; the repository is found by id ($4) when the caller found it,
 // else by name. A trigger whose repository is not there (deleted or renamed
-// since the caller found it) fails the statement on builds.repo_id's NOT
-// NULL (the LEFT JOIN), so the transaction aborts and its COMMIT, already
-// sent in the pipeline, commits nothing: a check in Go after the statement
-// would come too late for that. The image of a fork's pull request gets its suffix ($18,
-// slipway.ForkImageSuffix). approval is slipway.ForkTrusted's rule on the
-// trusted associations read in this transaction, so the setting that decides
-// is the one the build is queued under: 'trusted' for a fork whose author's
-// association the repository trusts, 'pending' for any other fork, ”
-// otherwise. A trigger with a delivery id ($9) claims it in
-// webhook_deliveries: a second delivery of the same id fails on the primary
-// key, and the transaction rolls back.
+// since the caller found it) is skipped, and so is a trigger whose delivery
+// id ($9) was committed before: a redelivery, found by the primary key of
+// webhook_deliveries. Skipping (not failing) keeps the other triggers of
+// the call, and the ids they draw, as they are. A trigger whose delivery id
+// another transaction is committing at the same time fails the statement on
+// that primary key, and the transaction rolls back. The image of a fork's
+// pull request gets its suffix ($18, slipway.ForkImageSuffix). approval is
+// slipway.ForkTrusted's rule on the trusted associations read in this
+// transaction, so the setting that decides is the one the build is queued
+// under: 'trusted' for a fork whose author's association the repository
+// trusts, 'pending' for any other fork, ” otherwise.
 //
 // Each job is claimable at once, or never until approved for a build whose
 // approval is pending. Supersede: a new build of a branch (or of a pull
@@ -183,7 +201,8 @@ SELECT ` + buildColumns + ` FROM ` + buildFrom + ` WHERE b.id = ` + newBuildID
 // The older builds are read from the statement's snapshot, which holds none
 // of the builds it inserts: so no two triggers of one call may share a ref
 // (the intake keeps them apart by their lock keys), or the later would not
-// supersede the earlier.
+// supersede the earlier; nor may two share a delivery id (ids pairs them
+// with their triggers by it).
 var sqlEnqueue = `-- JobInsert
 WITH v AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[],
@@ -200,8 +219,10 @@ WITH v AS (
         CASE WHEN NOT v.pr_fork THEN ''
              WHEN v.pr_association <> '' AND v.pr_association = ANY (r.trusted_associations) THEN 'trusted'
              ELSE 'pending' END
-    FROM v LEFT JOIN repos r ON r.forge = v.forge AND lower(r.owner) = lower(v.owner) AND lower(r.name) = lower(v.name)
+    FROM v JOIN repos r ON r.forge = v.forge AND lower(r.owner) = lower(v.owner) AND lower(r.name) = lower(v.name)
         AND (v.repo_id = 0 OR r.id = v.repo_id)
+    WHERE v.delivery_id = ''
+       OR NOT EXISTS (SELECT FROM webhook_deliveries d WHERE d.forge = v.forge AND d.delivery_id = v.delivery_id)
     ORDER BY v.ord
     RETURNING id, repo_id, ref, state, approval, delivery_id
 ), delivery AS (
@@ -259,7 +280,7 @@ WITH v AS (
     FROM stopped WHERE b.id = stopped.build_id AND stopped.state = 'available'
     RETURNING b.id, b.state
 ), ` + statusOutbox("canceled_status", "canceled") + `, ` + statusOutbox("new_status", "nb") + `
-SELECT (SELECT array_agg(id ORDER BY id) FROM nb) AS ids,
+SELECT (SELECT array_agg(nb.id ORDER BY v.ord) FROM v LEFT JOIN nb ON nb.delivery_id = v.delivery_id) AS ids,
        (SELECT count(*) FROM job) AS queued,
        (SELECT count(pg_notify($20, stopped.id || ' superseded by build ' || stopped.newer_id)) FROM stopped
         WHERE stopped.state = 'running') AS canceling,
@@ -304,14 +325,14 @@ func enqueueArgs(calls []enqueueCall) []any {
 }
 
 // enqueueTx enqueues calls in one transaction, sent as one pipelined batch,
-// and returns the new builds' ids in the order of calls. Each call is of a
-// repository found by id (Trigger.RepoID), or calls is one call, whose
-// repository is registered on first sight. readBack also reads the new
-// build of a single call. An error leaves nothing written: a delivery id
-// seen before fails with PostgreSQL's unique violation on
-// webhook_deliveries, a repository gone since the caller found it with
-// ECONFLICT.
-func enqueueTx(ctx context.Context, db *DB, calls []enqueueCall, readBack bool) ([]int64, *slipway.Build, error) {
+// and returns the new builds' ids in the order of calls, 0 for a call
+// skipped (see sqlEnqueue: its delivery id was seen before, or its
+// repository is gone). Each call is of a repository found by id
+// (Trigger.RepoID), or calls is one call, whose repository is registered on
+// first sight. An error leaves nothing written: a delivery id being
+// committed at the same time fails with PostgreSQL's unique violation on
+// webhook_deliveries.
+func enqueueTx(ctx context.Context, db *DB, calls []enqueueCall) ([]int64, error) {
 	repoIDs, branches, keys := make([]int64, len(calls)), make([]string, len(calls)), make([]string, len(calls))
 	for i, c := range calls {
 		repoIDs[i], branches[i], keys[i] = c.t.RepoID, c.t.DefaultBranch, enqueueLockKey(c.t)
@@ -325,83 +346,60 @@ func enqueueTx(ctx context.Context, db *DB, calls []enqueueCall, readBack bool) 
 	}
 	batch.Queue(sqlRefLock, keys)
 	batch.Queue(sqlEnqueue, enqueueArgs(calls)...)
-	if readBack {
-		batch.Queue(sqlNewBuild)
-	}
 	batch.Queue("COMMIT")
 	batch.Queue(sqlJobWake, ChannelJobs)
 
 	conn, err := db.pool.Acquire(ctx)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	defer conn.Release()
-	ids, b, err := sendEnqueueBatch(ctx, conn.Conn(), batch, calls, readBack)
+	ids, err := sendEnqueueBatch(ctx, conn.Conn(), batch, len(calls))
 	if err != nil && conn.Conn().PgConn().TxStatus() == 'E' {
 		// A failed statement leaves the explicit transaction aborted: roll it
 		// back here, or the pool would close the connection.
 		_, _ = conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
 	}
-	return ids, b, err
+	return ids, err
 }
 
-// sendEnqueueBatch sends the batch of enqueueTx on conn and reads its
-// results in order.
-func sendEnqueueBatch(ctx context.Context, conn *pgx.Conn, batch *pgx.Batch, calls []enqueueCall, readBack bool) ([]int64, *slipway.Build, error) {
+// sendEnqueueBatch sends the batch of enqueueTx for n calls on conn and
+// reads its results in order.
+func sendEnqueueBatch(ctx context.Context, conn *pgx.Conn, batch *pgx.Batch, n int) ([]int64, error) {
 	br := conn.SendBatch(ctx, batch)
 	defer br.Close()
 	for _, what := range []string{"beginning", "registering repository", "locking ref"} {
 		if _, err := br.Exec(); err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", what, err)
+			return nil, fmt.Errorf("%s: %w", what, err)
 		}
 	}
 	var (
-		ids    []int64
+		found  []*int64
 		queued int64
 	)
-	err := br.QueryRow().Scan(&ids, &queued, nil, nil)
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "23502" && pgErr.TableName == "builds" && pgErr.ColumnName == "repo_id" {
-		t := calls[0].t
-		switch {
-		case len(calls) > 1:
-			return nil, nil, fmt.Errorf("inserting builds: a repository of the batch was deleted meanwhile: %w", err)
-		case t.RepoID != 0:
-			// Deleted (or renamed) since the caller found it.
-			return nil, nil, slipway.Errorf(slipway.ECONFLICT, "Repository %s/%s changed while the delivery was received; redeliver it.", t.Owner, t.Name)
-		default:
-			return nil, nil, fmt.Errorf("inserting build: repository %s/%s not found after its upsert", t.Owner, t.Name)
+	if err := br.QueryRow().Scan(&found, &queued, nil, nil); err != nil {
+		return nil, fmt.Errorf("inserting builds: %w", err)
+	}
+	ids := make([]int64, len(found))
+	made := 0
+	for i, id := range found {
+		if id != nil {
+			ids[i] = *id
+			made++
 		}
 	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("inserting build: %w", err)
-	}
-	if len(ids) != len(calls) || queued != int64(len(calls)) {
-		// Not reached: every trigger makes a build or fails the statement.
-		return nil, nil, fmt.Errorf("inserting builds: %d builds and %d jobs for %d triggers", len(ids), queued, len(calls))
-	}
-	var b *slipway.Build
-	if readBack {
-		rows, err := br.Query()
-		if err != nil {
-			return nil, nil, fmt.Errorf("reading the new build: %w", err)
-		}
-		row, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[buildRow])
-		if err != nil {
-			return nil, nil, fmt.Errorf("reading the new build: %w", err)
-		}
-		if b, err = row.toBuild(); err != nil {
-			return nil, nil, err
-		}
+	if len(ids) != n || queued != int64(made) {
+		// Not reached: the COMMIT already sent commits what was inserted.
+		return nil, fmt.Errorf("inserting builds: %d answers and %d jobs for %d triggers and %d builds", len(ids), queued, n, made)
 	}
 	if _, err := br.Exec(); err != nil {
-		return nil, nil, fmt.Errorf("committing: %w", err)
+		return nil, fmt.Errorf("committing: %w", err)
 	}
 	// The builds are committed: a failed wake-up is only a late pickup (the
 	// workers poll), not a failed delivery.
 	_, _ = br.Exec()
 	_ = br.Close()
-	return ids, b, nil
+	return ids, nil
 }
 
 // advisoryEnqueue is the first key of EnqueueTrigger's advisory locks

@@ -64,11 +64,11 @@ type intakeAnswer struct {
 	err error
 }
 
-// enqueue queues t and waits for its batch. It returns the new build's id,
-// the error of t's own transaction (see send), or ctx's error when ctx
-// ended first. A delivery that left while its
-// batch was in flight may still be committed, as a delivery whose client
-// left during the COMMIT is.
+// enqueue queues t and waits for its batch. It returns the new build's id
+// (0: sqlEnqueue skipped t, a redelivery or its repository gone), the error
+// of t's own transaction (see send), or ctx's error when ctx ended first. A
+// delivery that left while its batch was in flight may still be committed,
+// as a delivery whose client left during the COMMIT is.
 func (in *intake) enqueue(ctx context.Context, s *BuildService, t slipway.Trigger, image string) (int64, error) {
 	c := &intakeCall{
 		enqueueCall: enqueueCall{t: t, image: image},
@@ -123,19 +123,21 @@ func (in *intake) drain(db *DB) {
 
 // send commits batch in one transaction and answers its calls. When that
 // fails it sends each half of the batch the same way, so an error (a
-// redelivery, a repository deleted meanwhile, a value a column refuses, a
-// deadlock) reaches only the call it belongs to, and the others are still
-// committed together: one bad call among n costs about 2·log₂ n
-// transactions more. An error no call can cause (PostgreSQL or the network
-// down) answers every call of the batch at once. A call of a batch that failed leaves no row behind: the
-// transaction is rolled back whole.
+// delivery id another server is committing at the same time, a value a
+// column refuses, a deadlock) reaches only the call it belongs to, and the
+// others are still committed together: one bad call among n costs about
+// 2·log₂ n transactions more. (A redelivery or a repository deleted
+// meanwhile fails nothing: sqlEnqueue skips it.) An error no call can cause
+// (PostgreSQL or the network down) answers every call of the batch at once.
+// A call of a batch that failed leaves no row behind: the transaction is
+// rolled back whole.
 func (in *intake) send(db *DB, batch []*intakeCall) {
 	calls := make([]enqueueCall, len(batch))
 	for i, c := range batch {
 		calls[i] = c.enqueueCall
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), intakeTimeout)
-	ids, _, err := enqueueTx(ctx, db, calls, false)
+	ids, err := enqueueTx(ctx, db, calls)
 	cancel()
 	switch {
 	case err == nil:
