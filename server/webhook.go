@@ -76,6 +76,16 @@ func handleWebhook(cfg Config, budget *bodyBudget, hook forge.Hook, repos slipwa
 			return
 		}
 		if err := hook.Verify([]byte(secret), r.Header, body); err != nil {
+			if slipway.ErrorCode(err) == slipway.EUNAUTHORIZED && (!located || payloadErr != nil) {
+				// A repository's own secret applies only to a payload that names
+				// it: say so, or a malformed body reads as a wrong secret.
+				why := "it names no repository"
+				if payloadErr != nil {
+					why = slipway.ErrorMessage(payloadErr)
+				}
+				err = slipway.Errorf(slipway.EUNAUTHORIZED, "%s slipway could not read the repository from the payload (%s), so it checked the signature with %s only, not with a repository's own secret.",
+					slipway.ErrorMessage(err), strings.TrimSuffix(why, "."), secretSetting)
+			}
 			writeError(w, r, err)
 			return
 		}

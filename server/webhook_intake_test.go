@@ -224,6 +224,19 @@ func TestRepoSettingsAtIntake(t *testing.T) {
 			sign: func(body []byte) string { return signGitHub(testRepoSecret, body) }})
 		require.Equal(t, http.StatusAccepted, resp.StatusCode, out["_raw"])
 		require.NotContains(t, b.logs.String(), testRepoSecret)
+
+		// A body slipway cannot read the repository from is checked with the
+		// global secret only, and the refusal says so (it is not the
+		// repository's secret that is wrong).
+		resp, out = b.post(t, delivery{event: "push", id: "d-2", body: body[:len(body)/2],
+			sign: func(body []byte) string { return signGitHub(testRepoSecret, body) }})
+		msg := requireError(t, resp, out, http.StatusUnauthorized, slipway.EUNAUTHORIZED)
+		require.Contains(t, msg, "could not read the repository from the payload")
+		require.Contains(t, msg, "SLIPWAY_GITHUB_WEBHOOK_SECRET")
+		resp, out = b.post(t, delivery{event: "push", id: "d-3", body: body})
+		msg = requireError(t, resp, out, http.StatusUnauthorized, slipway.EUNAUTHORIZED)
+		require.NotContains(t, msg, "could not read the repository", "a payload that names its repository was checked with its own secret")
+		require.Equal(t, 1, b.count(t, "builds"))
 	})
 	t.Run("OwnSecretWorksWithoutGlobal", func(t *testing.T) {
 		t.Parallel()
