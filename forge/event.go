@@ -87,6 +87,26 @@ func ValidCommit(s string) bool { return commitRE.MatchString(s) }
 
 const zeroCommit = "0000000000000000000000000000000000000000"
 
+// ValidRefName reports whether name is a ref name git accepts, by the rules
+// of git check-ref-format with --allow-onelevel (so "main" is one too): no
+// empty component (no leading, trailing or double "/"), none that begins
+// with "." or ends with ".lock", no "..", no "@{", not "@", no trailing ".",
+// and no space, "~", "^", ":", "?", "*", "[", "\" or control character
+// (git allows other bytes above 0x7f; so does this, but not Unicode's C1
+// controls).
+func ValidRefName(name string) bool {
+	if name == "" || name == "@" || strings.HasSuffix(name, ".") || strings.Contains(name, "..") || strings.Contains(name, "@{") ||
+		strings.ContainsAny(name, " ~^:?*[\\") || strings.ContainsFunc(name, unicode.IsControl) {
+		return false
+	}
+	for c := range strings.SplitSeq(name, "/") {
+		if c == "" || strings.HasPrefix(c, ".") || strings.HasSuffix(c, ".lock") {
+			return false
+		}
+	}
+	return true
+}
+
 // push is a push as every forge describes it, before it is checked; field
 // names are the payload's, for messages.
 type push struct {
@@ -114,8 +134,8 @@ func (p *push) event() (Event, error) {
 	if p.Ref == "" {
 		return Event{}, slipway.Errorf(slipway.EINVALID, "The push payload has no ref.")
 	}
-	if len(p.Ref) > maxRefBytes || strings.ContainsFunc(p.Ref, unicode.IsControl) {
-		return Event{}, slipway.Errorf(slipway.EINVALID, "The push payload's ref is not a git ref.")
+	if len(p.Ref) > maxRefBytes {
+		return Event{}, slipway.Errorf(slipway.EINVALID, "The push payload's ref is %d bytes long; slipway builds refs of up to %d bytes.", len(p.Ref), maxRefBytes)
 	}
 	var kind string
 	switch {
@@ -129,6 +149,9 @@ func (p *push) event() (Event, error) {
 	short := slipway.RefName(p.Ref)
 	if short == "" {
 		return Event{}, slipway.Errorf(slipway.EINVALID, "The push payload's ref %q names no %s.", p.Ref, kind)
+	}
+	if !ValidRefName(p.Ref) {
+		return Event{}, slipway.Errorf(slipway.EINVALID, "The push payload's ref %q is not a ref name git accepts (see git check-ref-format).", p.Ref)
 	}
 	if p.Deleted || p.After == zeroCommit {
 		return Event{Ignored: kind + " " + strconv.Quote(short) + " was deleted"}, nil

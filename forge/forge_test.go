@@ -183,3 +183,15 @@ func TestClientRefused(t *testing.T) {
 	require.Error(t, err)
 	require.NotContains(t, err.Error(), testToken)
 }
+
+// TestValidRefName: git check-ref-format's rules, one level allowed.
+func TestValidRefName(t *testing.T) {
+	for _, ok := range []string{"main", "refs/heads/main", "refs/heads/release/1.2", "refs/tags/v1.2.3", "refs/heads/feature-x_y", "refs/heads/ünï"} {
+		require.True(t, ValidRefName(ok), ok)
+	}
+	for _, bad := range []string{"", "@", "refs/heads/a..b", "refs/heads/a@{1}", "refs/heads/.hidden", "refs/heads/x.lock",
+		"refs/heads/x.", "refs/heads//x", "refs/heads/x/", "/refs/heads/x", "refs/heads/a b", "refs/heads/a~1", "refs/heads/a^",
+		"refs/heads/a:b", "refs/heads/a?", "refs/heads/a*", "refs/heads/a[", `refs/heads/a\b`, "refs/heads/a\x7f", "refs/heads/a\nb", "refs/heads/a\u0085"} {
+		require.False(t, ValidRefName(bad), "%q", bad)
+	}
+}

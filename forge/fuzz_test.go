@@ -64,7 +64,7 @@ func checkParsed(t *testing.T, forge string, ev Event, err error) {
 		t.Fatalf("forge %q", tr.Forge)
 	case !commitRE.MatchString(tr.Commit) || strings.ToLower(tr.Commit) != tr.Commit:
 		t.Fatalf("commit %q", tr.Commit)
-	case !strings.HasPrefix(tr.Ref, "refs/heads/") && !strings.HasPrefix(tr.Ref, "refs/tags/"), len(tr.Ref) > maxRefBytes:
+	case !strings.HasPrefix(tr.Ref, "refs/heads/") && !strings.HasPrefix(tr.Ref, "refs/tags/"), len(tr.Ref) > maxRefBytes, !ValidRefName(tr.Ref):
 		t.Fatalf("ref %q", tr.Ref)
 	case !ValidOwner(forge, tr.Owner) || !ValidName(tr.Name):
 		t.Fatalf("repository %q/%q", tr.Owner, tr.Name)

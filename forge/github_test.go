@@ -185,7 +185,7 @@ func TestParseGitHubEvent(t *testing.T) {
 			payload: editHeadMessage(`"Up\u0000date"`),
 			check:   func(t *testing.T, tr *slipway.Trigger) { require.Equal(t, "Update", tr.Message) }},
 		{name: "control character in ref", event: "push",
-			payload: edit(`"ref": "refs/heads/main"`, `"ref": "refs/heads/ma\nster"`), errContains: "not a git ref"},
+			payload: edit(`"ref": "refs/heads/main"`, `"ref": "refs/heads/ma\nster"`), errContains: "is not a ref name git accepts"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"unicode"
 
 	"github.com/rs/zerolog/hlog"
 
@@ -129,11 +128,11 @@ func checkBranchAllowed(ctx context.Context, repos slipway.RepoService, forge, o
 		slipway.RefName(branch), repo.FullName(), strings.Join(repo.AllowedBranches, ", "), hint, repo.FullName())
 }
 
-// validRef reports whether ref may be queued: no character git refuses in a
-// ref name, no "..", not too long for the schema once resolved.
+// validRef reports whether ref may be queued: a ref name git accepts
+// (forge.ValidRefName), not one a git command would take for an option, not
+// too long for the schema once resolved.
 func validRef(ref string) bool {
-	return !strings.ContainsAny(ref, " \t\n~^:?*[\\") && !strings.Contains(ref, "..") && !strings.Contains(ref, "@{") && !strings.HasPrefix(ref, "-") &&
-		!strings.HasSuffix(ref, "/") && len(ref) <= 1000 && ref != "refs/" && !strings.ContainsFunc(ref, unicode.IsControl)
+	return forge.ValidRefName(ref) && !strings.HasPrefix(ref, "-") && len(ref) <= 1000
 }
 
 // senderName is how a build names who triggered it: "token deploy-bot" for a

@@ -344,6 +344,8 @@ func TestBadBodiesWriteNothing(t *testing.T) {
 				{"malformed", `{"ref": "refs/heads/main", `, testSecret, http.StatusBadRequest, "Malformed JSON payload"},
 				{"not an object", `[1, 2]`, testSecret, http.StatusBadRequest, "Malformed JSON payload"},
 				{"no commit", `{"ref": "refs/heads/main"}`, testSecret, http.StatusBadRequest, "40-digit hex commit"},
+				{"ref git refuses", `{"ref": "refs/heads/a..b"}`, testSecret, http.StatusBadRequest, `"refs/heads/a..b" is not a ref name git accepts`},
+				{"ref too long", `{"ref": "refs/heads/` + strings.Repeat("a", 1100) + `"}`, testSecret, http.StatusBadRequest, "slipway builds refs of up to 1024 bytes"},
 				{"oversized", `{"x": "` + strings.Repeat("a", 5000) + `"}`, testSecret, http.StatusRequestEntityTooLarge, "larger than 4096 bytes"},
 				{"unsigned", `{}`, "", http.StatusUnauthorized, "missing"},
 				{"wrongly signed", `{}`, "not-the-secret", http.StatusUnauthorized, "match"},
