@@ -80,8 +80,10 @@ func TestLogHub(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = hub.Run(ctx) }()
 	defer func() { cancel(); <-done }()
+	// It wakes both readers, one after the other: wait for both, or the
+	// second wake-up may come after the check below.
 	waitWake(t, wake, "the first LISTEN")
-	drain(otherWake)
+	waitWake(t, otherWake, "the first LISTEN, the other reader")
 
 	require.NoError(t, b.builds.AppendLog(ctx, res.Build.ID, []slipway.LogLine{{Time: time.Now(), Text: "hello"}}))
 	waitWake(t, wake, "a NOTIFY for stored lines")
@@ -102,13 +104,6 @@ func waitWake(t *testing.T, ch <-chan struct{}, what string) {
 	case <-ch:
 	case <-time.After(10 * time.Second):
 		t.Fatalf("no wake-up for %s", what)
-	}
-}
-
-func drain(ch <-chan struct{}) {
-	select {
-	case <-ch:
-	default:
 	}
 }
 
