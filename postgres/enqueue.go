@@ -219,10 +219,20 @@ WITH v AS (
         CASE WHEN NOT v.pr_fork THEN ''
              WHEN v.pr_association <> '' AND v.pr_association = ANY (r.trusted_associations) THEN 'trusted'
              ELSE 'pending' END
-    FROM v JOIN repos r ON r.forge = v.forge AND lower(r.owner) = lower(v.owner) AND lower(r.name) = lower(v.name)
-        AND (v.repo_id = 0 OR r.id = v.repo_id)
+    -- Each trigger's repository, and its delivery id's earlier delivery, is
+    -- a lookup of its own by a unique index: OFFSET 0 keeps the
+    -- repository's from becoming a hash join over every repository, and the
+    -- delivery's from becoming a hashed subplan over every delivery ever
+    -- received (both were the generic plan, cached while the tables were
+    -- small, and intake slowed as the deliveries grew).
+    FROM v CROSS JOIN LATERAL (
+        SELECT * FROM repos r
+        WHERE r.forge = v.forge AND lower(r.owner) = lower(v.owner) AND lower(r.name) = lower(v.name)
+          AND (v.repo_id = 0 OR r.id = v.repo_id)
+        OFFSET 0
+    ) r
     WHERE v.delivery_id = ''
-       OR NOT EXISTS (SELECT FROM webhook_deliveries d WHERE d.forge = v.forge AND d.delivery_id = v.delivery_id)
+       OR NOT EXISTS (SELECT FROM webhook_deliveries d WHERE d.forge = v.forge AND d.delivery_id = v.delivery_id OFFSET 0)
     ORDER BY v.ord
     RETURNING id, repo_id, ref, state, approval, delivery_id
 ), delivery AS (

@@ -20,7 +20,9 @@ import (
 // every build waiting: slipbench's 6,000 deliveries ran at about 500 a
 // second, and at about 1,450 with the lookup per build. Nor may the older
 // builds be found by a scan of the repository's history (builds_repo_id),
-// as the lookup by a branch's short name was.
+// as the lookup by a branch's short name was; nor may a trigger's repository
+// or earlier delivery be found by a scan (a hashed subplan over every
+// delivery received made each batch slower than the one before).
 func TestEnqueuePlanLooksUpJobsByBuild(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -55,6 +57,17 @@ SELECT repo_id, 'refs/heads/main', commit_sha, clone_url, image, 'succeeded', no
 	plan, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	require.NoError(t, err)
 	text := strings.Join(plan, "\n")
+	// Each trigger's repository and earlier delivery are index lookups,
+	// never scans of every repository or every delivery received.
+	_, nb, ok := strings.Cut(text, "CTE nb")
+	require.True(t, ok, text)
+	nb, _, ok = strings.Cut(nb, "CTE delivery")
+	require.True(t, ok, text)
+	require.NotContains(t, nb, "Seq Scan", "the plan scans a table for each batch:\n%s", text)
+	require.NotContains(t, nb, "hashed SubPlan", "the plan hashes every delivery received:\n%s", text)
+	require.Contains(t, nb, "Index Scan using repos_forge_owner_name", text)
+	require.Contains(t, nb, "using webhook_deliveries_pkey", text)
+
 	older, _, ok := strings.Cut(text, "CTE stopped")
 	require.True(t, ok, text)
 	_, older, ok = strings.Cut(older, "CTE older")
