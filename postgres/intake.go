@@ -187,13 +187,13 @@ func (in *intake) take() []*intakeCall {
 
 // ownError reports whether err may be caused by one call of a batch: a
 // value PostgreSQL refuses (class 22), a constraint it breaks (class 23: a
-// redelivery, a repository gone), or a transaction rolled back for a
-// deadlock or a serialization failure (class 40), which a smaller batch may
-// avoid.
+// delivery id another server is committing at the same time), or a
+// transaction rolled back for a deadlock or a serialization failure (class
+// 40), which a smaller batch may avoid.
 func ownError(err error) bool {
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		return strings.HasPrefix(pgErr.Code, "22") || strings.HasPrefix(pgErr.Code, "23") || strings.HasPrefix(pgErr.Code, "40")
+	if !errors.As(err, &pgErr) {
+		return false
 	}
-	return slipway.ErrorCode(err) == slipway.ECONFLICT
+	return strings.HasPrefix(pgErr.Code, "22") || strings.HasPrefix(pgErr.Code, "23") || strings.HasPrefix(pgErr.Code, "40")
 }
