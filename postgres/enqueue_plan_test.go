@@ -59,20 +59,25 @@ SELECT repo_id, 'refs/heads/main', commit_sha, clone_url, image, 'succeeded', no
 	text := strings.Join(plan, "\n")
 	// Each trigger's repository and earlier delivery are index lookups,
 	// never scans of every repository or every delivery received.
-	_, nb, ok := strings.Cut(text, "CTE nb")
-	require.True(t, ok, text)
-	nb, _, ok = strings.Cut(nb, "CTE delivery")
-	require.True(t, ok, text)
+	nb := planSection(t, text, "CTE nb", "CTE delivery")
 	require.NotContains(t, nb, "Seq Scan", "the plan scans a table for each batch:\n%s", text)
 	require.NotContains(t, nb, "hashed SubPlan", "the plan hashes every delivery received:\n%s", text)
 	require.Contains(t, nb, "Index Scan using repos_forge_owner_name", text)
 	require.Contains(t, nb, "using webhook_deliveries_pkey", text)
 
-	older, _, ok := strings.Cut(text, "CTE stopped")
-	require.True(t, ok, text)
-	_, older, ok = strings.Cut(older, "CTE older")
-	require.True(t, ok, text)
+	older := planSection(t, text, "CTE older", "CTE stopped")
 	require.NotContains(t, older, "builds_repo_id", "the plan scans the repository's history:\n%s", text)
 	require.NotContains(t, older, "jobs_repo_active", "the plan scans the active jobs:\n%s", text)
 	require.Regexp(t, `(?s)Subquery Scan on j\b.*Limit.*on jobs`, older, "each older build's job is a lookup of its own:\n%s", text)
+}
+
+// planSection is the part of an EXPLAIN text from the line naming from to
+// the one naming to: one CTE's plan.
+func planSection(t *testing.T, text, from, to string) string {
+	t.Helper()
+	_, after, ok := strings.Cut(text, from)
+	require.True(t, ok, "no %s in the plan:\n%s", from, text)
+	section, _, ok := strings.Cut(after, to)
+	require.True(t, ok, "no %s after %s in the plan:\n%s", to, from, text)
+	return section
 }
